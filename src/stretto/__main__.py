@@ -1,0 +1,6 @@
+"""`python -m stretto` entry point."""
+
+from stretto.cli import main
+
+if __name__ == "__main__":
+    main()
