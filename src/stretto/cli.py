@@ -36,8 +36,12 @@ def _reports_errors(func: F) -> F:
                 payload["message"] = error.message
                 click.echo(json.dumps(payload, indent=2))
             else:
-                click.echo(f"error: {error.message}" if not isinstance(error, InputError)
-                           else error.message, err=True)
+                click.echo(
+                    f"error: {error.message}"
+                    if not isinstance(error, InputError)
+                    else error.message,
+                    err=True,
+                )
             sys.exit(error.exit_code)
 
     return wrapper  # type: ignore[return-value]

@@ -12,8 +12,9 @@ says what is wrong and how to fix it::
     └── RunError                 exit 1  a run could not start or continue (locked, unknown id, …)
 
 Every ``InputError`` lists :class:`Diagnostic` values, each naming file:line:column, the field
-path, what is wrong and the fix, e.g.
-``plan.yaml:12:9: stages[0].steps[1].depends_on[0]: unknown step 'modles' (did you mean 'models'?)``.
+path, what is wrong and the fix, e.g.::
+
+    plan.yaml:12:9: stages[0].steps[1].depends_on[0]: unknown step 'modles' (did you mean 'models'?)
 """
 
 from __future__ import annotations

@@ -1,0 +1,170 @@
+"""The task graph: tasks, dependency edges, critical paths and topological waves (pure).
+
+Built once from a validated :class:`~stretto.plan.Plan`; the scheduler and the dry run read it.
+Durations are estimates from a task's complexity (see :data:`ESTIMATED_MINUTES`); they order work
+(longest remaining critical path first) and feed the dry run's makespan, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stretto.plan import Plan, Task
+
+#: Estimated agent minutes per attempt, by complexity.
+ESTIMATED_MINUTES: Mapping[str, float] = {"low": 5.0, "medium": 15.0, "high": 45.0}
+
+
+def find_cycle(nodes: Sequence[str], edges: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A dependency cycle as ``[a, b, c, a]`` (a depends on b …), or None if there is none.
+
+    Iterative three-colour DFS in the order of ``nodes``, so the cycle reported is deterministic.
+    """
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(nodes, white)
+    for root in nodes:
+        if colour[root] != white:
+            continue
+        stack: list[tuple[str, Iterable[str]]] = [(root, iter(edges.get(root, ())))]
+        colour[root] = grey
+        path = [root]
+        while stack:
+            node, children = stack[-1]
+            advanced = False
+            for child in children:
+                state = colour.get(child, black)
+                if state == grey:
+                    return [*path[path.index(child) :], child]
+                if state == white:
+                    colour[child] = grey
+                    path.append(child)
+                    stack.append((child, iter(edges.get(child, ()))))
+                    advanced = True
+                    break
+            if not advanced:
+                colour[node] = black
+                path.pop()
+                stack.pop()
+    return None
+
+
+@dataclass(frozen=True)
+class TaskGraph:
+    """Tasks in plan order with their dependencies, dependents and schedule estimates.
+
+    Attributes:
+        order: task ids in plan order (the stable tie-break key).
+        deps: task id -> ids it waits for (explicit step dependencies plus its stage's).
+        dependents: task id -> ids that wait for it.
+        duration: task id -> estimated minutes per attempt.
+        critical: task id -> longest path of estimated minutes from the start of this task to
+            the end of the plan (its own duration included).
+        waves: topological levels: wave 0 has no dependencies, wave k depends on wave k-1.
+        topo: a topological order (dependencies first), stable in plan order.
+    """
+
+    order: tuple[str, ...]
+    deps: Mapping[str, tuple[str, ...]]
+    dependents: Mapping[str, tuple[str, ...]]
+    duration: Mapping[str, float]
+    critical: Mapping[str, float]
+    waves: tuple[tuple[str, ...], ...]
+    topo: tuple[str, ...]
+    index: Mapping[str, int] = field(repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        order: Sequence[str],
+        deps: Mapping[str, Sequence[str]],
+        duration: Mapping[str, float],
+    ) -> TaskGraph:
+        """Build from ids in a stable order, their dependencies and estimated durations.
+
+        Raises:
+            ValueError: on an unknown dependency or a cycle (plans are validated before this,
+                so this only fires for graphs built by hand).
+        """
+        index = {task: i for i, task in enumerate(order)}
+        dependents: dict[str, list[str]] = {task: [] for task in order}
+        indegree = dict.fromkeys(order, 0)
+        clean_deps: dict[str, tuple[str, ...]] = {}
+        for task in order:
+            mine = tuple(dict.fromkeys(deps.get(task, ())))
+            for dep in mine:
+                if dep not in index:
+                    raise ValueError(f"task {task!r} depends on unknown task {dep!r}")
+                dependents[dep].append(task)
+            indegree[task] = len(mine)
+            clean_deps[task] = mine
+        # Kahn's algorithm by waves; within a wave, plan order.
+        waves: list[tuple[str, ...]] = []
+        current = [task for task in order if indegree[task] == 0]
+        topo: list[str] = []
+        while current:
+            waves.append(tuple(current))
+            topo.extend(current)
+            following: list[str] = []
+            for task in current:
+                for child in dependents[task]:
+                    indegree[child] -= 1
+                    if indegree[child] == 0:
+                        following.append(child)
+            following.sort(key=index.__getitem__)
+            current = following
+        if len(topo) != len(order):
+            cycle = find_cycle(list(order), clean_deps)
+            raise ValueError(f"dependency cycle: {' -> '.join(cycle or [])}")
+        critical: dict[str, float] = {}
+        for task in reversed(topo):
+            tail = max((critical[child] for child in dependents[task]), default=0.0)
+            critical[task] = duration[task] + tail
+        return cls(
+            order=tuple(order),
+            deps=clean_deps,
+            dependents={task: tuple(children) for task, children in dependents.items()},
+            duration=dict(duration),
+            critical=critical,
+            waves=tuple(waves),
+            topo=tuple(topo),
+            index=index,
+        )
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> TaskGraph:
+        """The graph of a validated plan, durations estimated from complexity."""
+        return cls.build(
+            [task.id for task in plan.tasks],
+            {task.id: task.depends_on for task in plan.tasks},
+            {task.id: estimate_minutes(task) for task in plan.tasks},
+        )
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def critical_path(self) -> list[str]:
+        """The longest chain of estimated work from a source to a sink (ties: plan order)."""
+        if not self.order:
+            return []
+        start = min(self.waves[0], key=lambda t: (-self.critical[t], self.index[t]))
+        path = [start]
+        while self.dependents[path[-1]]:
+            children = self.dependents[path[-1]]
+            path.append(min(children, key=lambda t: (-self.critical[t], self.index[t])))
+        return path
+
+    def critical_length(self) -> float:
+        """Estimated minutes along the critical path: a lower bound on any schedule's makespan."""
+        return max(self.critical.values(), default=0.0)
+
+    def serial_minutes(self) -> float:
+        """Estimated minutes if every task ran one after another."""
+        return sum(self.duration.values())
+
+
+def estimate_minutes(task: Task) -> float:
+    """Estimated minutes for one attempt of ``task``, from its complexity."""
+    return ESTIMATED_MINUTES[task.complexity]

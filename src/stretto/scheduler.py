@@ -1,0 +1,324 @@
+"""The scheduler: which task runs next, decided by plain Python and never by a model (pure).
+
+:class:`Schedule` is the state of a run as far as scheduling cares (each task's lifecycle state,
+attempt and failure counts, the file leases held by running tasks), kept up to date by folding
+in what happened (:meth:`Schedule.started`, :meth:`Schedule.landed`, …: one call per journaled
+event). :meth:`Schedule.decide` is a pure function of that state, the free capacity and any
+leases held outside the run: it returns a list of actions and changes nothing. The same state
+and inputs always give the same actions.
+
+Rules, in order:
+
+1. A task whose attempts are used up is given up (:class:`GiveUp`); its dependents are skipped
+   (:class:`Skip`), transitively.
+2. Ready tasks (all dependencies landed) are considered by longest remaining critical path
+   first, then plan order, then id.
+3. A task starts (:class:`Spawn`) when a slot is free overall and in each of its pools (agent,
+   provider), and its lease overlaps no lease held by a running task, by a task started in this
+   same decision, or by someone outside the run. Otherwise it waits (:class:`Wait`), and the
+   wait says on whom.
+
+The state is updated incrementally, so one decision costs time in the number of *ready and
+running* tasks it looks at, never in the number of finished ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from stretto.graph import TaskGraph
+from stretto.paths import EVERYTHING_PATTERN, any_overlap
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life. Every change is one journaled event."""
+
+    WAITING = "waiting"
+    """Some dependency has not landed yet."""
+    READY = "ready"
+    """Every dependency landed; it starts when a slot and its file lease are free."""
+    RUNNING = "running"
+    """An attempt is in progress (agent, gates or merge queue); the task holds its lease."""
+    LANDED = "landed"
+    """Its work was verified and merged into the target."""
+    FAILED = "failed"
+    """It was given up: attempts exhausted, or an unrecoverable reason."""
+    SKIPPED = "skipped"
+    """A task it depends on failed or was skipped, so it will not run."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the task will not change state again."""
+        return self in (TaskState.LANDED, TaskState.FAILED, TaskState.SKIPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Free agent slots: overall, and per pool (``agent:claude``, ``provider:anthropic``, …).
+
+    A pool missing from ``pools`` is unlimited.
+    """
+
+    total: int
+    pools: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Start attempt number ``attempt`` of ``task``."""
+
+    task: str
+    attempt: int
+    retry: bool  # whether an earlier attempt of this task failed
+    critical: float  # the task's remaining critical path (minutes), which ordered it
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """``task`` is ready but cannot start now.
+
+    ``reason`` is ``"lease"`` (``holders`` own files overlapping ``conflict``: its pattern and
+    theirs) or ``"capacity"`` (``pool`` is full).
+    """
+
+    task: str
+    reason: str
+    holders: tuple[str, ...] = ()
+    conflict: tuple[str, str] | None = None
+    pool: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """Mark ``task`` failed: ``failures`` attempts failed and the limit is ``limit``."""
+
+    task: str
+    failures: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Skip ``task`` because ``because`` (a dependency) failed or was skipped."""
+
+    task: str
+    because: str
+
+
+Action = Spawn | Wait | GiveUp | Skip
+
+
+class SchedulingError(RuntimeError):
+    """An event that does not fit the task's state (a bug in the caller, not in user input)."""
+
+
+class Schedule:
+    """Scheduling state of one run, folded from events; :meth:`decide` reads it purely.
+
+    Args:
+        graph: the task graph.
+        leases: task id -> normalized owned-file patterns it holds while running.
+        pools: task id -> capacity pools it draws from (e.g. ``("agent:shell",)``).
+        max_attempts: task id -> counted failures after which it is given up (default 3).
+    """
+
+    def __init__(
+        self,
+        graph: TaskGraph,
+        leases: Mapping[str, tuple[str, ...]],
+        *,
+        pools: Mapping[str, tuple[str, ...]] | None = None,
+        max_attempts: Mapping[str, int] | None = None,
+        default_max_attempts: int = 3,
+    ) -> None:
+        self.graph = graph
+        self.leases = leases
+        self.pools = pools or {}
+        self.max_attempts = max_attempts or {}
+        self.default_max_attempts = default_max_attempts
+        self.state: dict[str, TaskState] = {}
+        self.attempts: dict[str, int] = dict.fromkeys(graph.order, 0)
+        self.failures: dict[str, int] = dict.fromkeys(graph.order, 0)
+        self.running: dict[str, tuple[str, ...]] = {}
+        self._missing = {task: len(graph.deps[task]) for task in graph.order}
+        self._ready: list[tuple[float, int, str]] = []
+        self._give_up: list[str] = []
+        self._skip: list[tuple[str, str]] = []
+        self.finished = 0
+        for task in graph.order:
+            if self._missing[task] == 0:
+                self.state[task] = TaskState.READY
+                self._ready.append(self._key(task))
+            else:
+                self.state[task] = TaskState.WAITING
+        self._ready.sort()
+
+    # ------------------------------------------------------------------ folding in events
+
+    def _key(self, task: str) -> tuple[float, int, str]:
+        return (-self.graph.critical[task], self.graph.index[task], task)
+
+    def _expect(self, task: str, *states: TaskState) -> None:
+        if self.state.get(task) not in states:
+            wanted = " or ".join(s.value for s in states)
+            raise SchedulingError(f"task {task!r} is {self.state.get(task)}, expected {wanted}")
+
+    def started(self, task: str) -> int:
+        """An attempt of a ready task began; returns its attempt number (1-based)."""
+        self._expect(task, TaskState.READY)
+        index = bisect.bisect_left(self._ready, self._key(task))
+        del self._ready[index]
+        self.state[task] = TaskState.RUNNING
+        self.attempts[task] += 1
+        self.running[task] = self.leases.get(task, ())
+        return self.attempts[task]
+
+    def landed(self, task: str) -> list[str]:
+        """A running task's work was merged; returns the tasks this made ready."""
+        self._expect(task, TaskState.RUNNING)
+        del self.running[task]
+        self.state[task] = TaskState.LANDED
+        self.finished += 1
+        now_ready = []
+        for child in self.graph.dependents[task]:
+            self._missing[child] -= 1
+            if self._missing[child] == 0 and self.state[child] is TaskState.WAITING:
+                self.state[child] = TaskState.READY
+                bisect.insort(self._ready, self._key(child))
+                now_ready.append(child)
+        return now_ready
+
+    def attempt_failed(self, task: str, *, counts: bool = True) -> None:
+        """A running attempt ended without landing.
+
+        ``counts=False`` for failures that are not the task's fault (a provider's rate limit,
+        a stopped run): the task is retried without using up an attempt.
+        """
+        self._expect(task, TaskState.RUNNING)
+        del self.running[task]
+        if counts:
+            self.failures[task] += 1
+        self.state[task] = TaskState.READY
+        if self.failures[task] >= self.limit(task):
+            self._give_up.append(task)
+        else:
+            bisect.insort(self._ready, self._key(task))
+
+    def gave_up(self, task: str) -> list[str]:
+        """The task failed for good; returns its dependents that will now be skipped."""
+        if self.state.get(task) is TaskState.READY and task not in self._give_up:
+            index = bisect.bisect_left(self._ready, self._key(task))
+            if index < len(self._ready) and self._ready[index][2] == task:
+                del self._ready[index]
+        self._expect(task, TaskState.READY, TaskState.RUNNING)
+        self.running.pop(task, None)
+        if task in self._give_up:
+            self._give_up.remove(task)
+        self.state[task] = TaskState.FAILED
+        self.finished += 1
+        return self._mark_skips(task)
+
+    def skipped(self, task: str) -> list[str]:
+        """The task was skipped; returns its dependents that will now be skipped too."""
+        self._expect(task, TaskState.WAITING, TaskState.READY)
+        self._skip = [(t, b) for t, b in self._skip if t != task]
+        self.state[task] = TaskState.SKIPPED
+        self.finished += 1
+        return self._mark_skips(task)
+
+    def _mark_skips(self, task: str) -> list[str]:
+        queued = {t for t, _ in self._skip}
+        new = []
+        for child in self.graph.dependents[task]:
+            if not self.state[child].finished and child not in queued:
+                self._skip.append((child, task))
+                new.append(child)
+        return new
+
+    # ------------------------------------------------------------------ reading
+
+    def limit(self, task: str) -> int:
+        """Counted failures after which ``task`` is given up."""
+        return self.max_attempts.get(task, self.default_max_attempts)
+
+    @property
+    def done(self) -> bool:
+        """Whether every task has finished (landed, failed or skipped)."""
+        return self.finished == len(self.graph.order)
+
+    def ready(self) -> list[str]:
+        """Ready tasks in the order they would be considered."""
+        return [task for _, _, task in self._ready]
+
+    def counts(self) -> dict[str, int]:
+        """Number of tasks per state."""
+        out = {state.value: 0 for state in TaskState}
+        for state in self.state.values():
+            out[state.value] += 1
+        return out
+
+    def decide(
+        self, free: Capacity, held: Mapping[str, tuple[str, ...]] | None = None
+    ) -> list[Action]:
+        """What to do now. Pure: reads the state, changes nothing.
+
+        Args:
+            free: free slots overall and per pool.
+            held: leases held outside this run (holder name -> patterns); they block too.
+        """
+        actions: list[Action] = []
+        for task in self._give_up:
+            actions.append(GiveUp(task, self.failures[task], self.limit(task)))
+        for task, because in self._skip:
+            actions.append(Skip(task, because))
+        total = free.total
+        if total <= 0 or not self._ready:
+            return actions
+        pools = dict(free.pools)
+        holders: list[tuple[str, tuple[str, ...]]] = list((held or {}).items())
+        holders.extend(self.running.items())
+        everything = next((h for h, lease in holders if EVERYTHING_PATTERN in lease), None)
+        order = self.graph.index
+        for _, _, task in self._ready:
+            if total <= 0:
+                break
+            lease = self.leases.get(task, ())
+            if lease and everything is not None:
+                actions.append(Wait(task, "lease", (everything,), (lease[0], EVERYTHING_PATTERN)))
+                continue
+            full = next((p for p in self.pools.get(task, ()) if pools.get(p, 1) <= 0), None)
+            if full is not None:
+                actions.append(Wait(task, "capacity", pool=full))
+                continue
+            if lease:
+                blocking: list[str] = []
+                first: tuple[str, str] | None = None
+                for holder, theirs in holders:
+                    pair = any_overlap(lease, theirs)
+                    if pair is not None:
+                        blocking.append(holder)
+                        first = first or pair
+                if blocking:
+                    blocking.sort(key=lambda h: (order.get(h, -1), h))
+                    actions.append(Wait(task, "lease", tuple(blocking), first))
+                    continue
+            actions.append(
+                Spawn(
+                    task,
+                    self.attempts[task] + 1,
+                    self.failures[task] > 0,
+                    self.graph.critical[task],
+                )
+            )
+            total -= 1
+            for pool in self.pools.get(task, ()):
+                if pool in pools:
+                    pools[pool] -= 1
+            if lease:
+                holders.append((task, lease))
+                if EVERYTHING_PATTERN in lease:
+                    everything = task
+        return actions

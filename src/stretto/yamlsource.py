@@ -1,0 +1,141 @@
+"""Load YAML into plain Python values while remembering where every value came from.
+
+Validation errors must name file:line:column, so loading returns, beside the data, the position
+of every mapping key and every value, addressed by its path (``("stages", 0, "steps", 1)``).
+Duplicate keys, which PyYAML silently collapses, are reported instead. libyaml's C parser is used
+when PyYAML was built with it (it usually is), which keeps a 2,000-step plan well under 100 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from stretto.errors import Diagnostic
+
+Path_ = tuple[str | int, ...]
+
+try:
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+except AttributeError:  # pragma: no cover - PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
+
+@dataclass
+class Located:
+    """Data loaded from YAML, with the 1-based line and column of each key and value."""
+
+    data: Any
+    file: str
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
+        """Position of the value at ``path`` (or of its key), falling back to the nearest parent."""
+        probe = path
+        while True:
+            if key and probe in self.keys:
+                return self.keys[probe]
+            if probe in self.values:
+                return self.values[probe]
+            if not probe:
+                return (0, 0)
+            probe = probe[:-1]
+
+    def diagnostic(self, path: Path_, message: str, *, key: bool = False) -> Diagnostic:
+        """A Diagnostic located at ``path``."""
+        line, column = self.where(path, key=key)
+        return Diagnostic(self.file, line, column, format_path(path), message)
+
+
+def format_path(path: Path_) -> str:
+    """Render ``("stages", 0, "steps", 1, "goal")`` as ``stages[0].steps[1].goal``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
+    """Parse one YAML document; return the located data and any problems found.
+
+    Syntax errors come back as a single diagnostic (with the parser's own position and problem);
+    duplicate keys are reported as diagnostics while the first occurrence is kept.
+    """
+    loader = _Loader(text)
+    problems: list[Diagnostic] = []
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        what = error.problem or "invalid YAML"
+        context = f" ({error.context})" if error.context else ""
+        hint = ""
+        if "found character '\\t'" in what or "\\t" in what:
+            hint = "; indent with spaces, not tabs"
+        elif "mapping values are not allowed" in what:
+            hint = "; a value containing ': ' must be quoted"
+        elif "could not find expected ':'" in what or "did not find expected key" in what:
+            hint = "; check the indentation and that every key is followed by ':'"
+        located = Located(None, file)
+        problems.append(
+            Diagnostic(file, line, column, "", f"YAML syntax error: {what}{context}{hint}")
+        )
+        return located, problems
+    except yaml.YAMLError as error:  # pragma: no cover - non-marked reader errors
+        return Located(None, file), [Diagnostic(file, 0, 0, "", f"YAML error: {error}")]
+    finally:
+        loader.dispose()
+    located = Located(None, file)
+    if node is None:
+        return located, problems
+    located.data = _build(node, (), located, loader, problems)
+    return located, problems
+
+
+def _build(
+    node: yaml.Node,
+    path: Path_,
+    located: Located,
+    loader: yaml.SafeLoader,
+    problems: list[Diagnostic],
+) -> Any:
+    located.values[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            child = (*path, key)
+            if key in result:
+                first_line = located.keys[child][0]
+                problems.append(
+                    Diagnostic(
+                        located.file,
+                        *_mark(key_node),
+                        format_path(child),
+                        f"duplicate key '{key}' (first given on line {first_line}); "
+                        "keep one of them",
+                    )
+                )
+                continue
+            located.keys[child] = _mark(key_node)
+            result[key] = _build(value_node, child, located, loader, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(item, (*path, index), located, loader, problems)
+            for index, item in enumerate(node.value)
+        ]
+    return loader.construct_object(node, deep=True)

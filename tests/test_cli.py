@@ -1,0 +1,138 @@
+"""The command line: exit codes, output, JSON, and a fast start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from stretto.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "rate-limit.yaml"
+
+BAD = """\
+stages:
+  - name: backend
+    steps:
+      - {id: models, goal: x}
+      - {id: api, goal: y, depends_on: [modles]}
+"""
+
+
+def test_validate_ok() -> None:
+    result = CliRunner().invoke(main, ["validate", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "ok (8 steps in 3 stages)" in result.output
+
+
+def test_validate_error_exit_2_and_nothing_written(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(BAD)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(main, ["validate", str(plan)])
+    assert result.exit_code == 2
+    assert f"{plan}:5:41: stages[0].steps[1].depends_on[0]: unknown step 'modles'" in result.stderr
+    assert "(did you mean 'models'?)" in result.stderr
+    assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_validate_json_error(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(BAD)
+    result = CliRunner().invoke(main, ["validate", "--json", str(plan)])
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False and payload["error"] == "PlanError"
+    [diag] = payload["diagnostics"]
+    assert (diag["line"], diag["column"], diag["field"]) == (
+        5,
+        41,
+        "stages[0].steps[1].depends_on[0]",
+    )
+
+
+def test_validate_missing_file() -> None:
+    result = CliRunner().invoke(main, ["validate", "/nonexistent/plan.yaml"])
+    assert result.exit_code == 2
+    assert "file not found" in result.stderr
+
+
+def test_schema_is_json_schema() -> None:
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert "stages" in schema["properties"] and schema["additionalProperties"] is False
+    step = schema["$defs"]["Step"]
+    assert step["required"] == ["goal"]
+    assert step["properties"]["complexity"]["enum"] == ["low", "medium", "high"]
+
+
+def test_dry_run_text() -> None:
+    result = CliRunner().invoke(main, ["run", "--dry-run", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "stretto dry run: Rate limiting" in out
+    assert "wait   config" in out and "file lease: 'src/api/app.py', held by middleware" in out
+    assert "Critical path (35m): limiter -> limiter-tests -> integration-tests" in out
+    assert "Estimated makespan 35m vs 1h10m serial (2.00x)" in out
+
+
+def test_dry_run_json_and_max_agents() -> None:
+    result = CliRunner().invoke(
+        main, ["run", "--dry-run", "--json", "--max-agents", "1", str(EXAMPLE)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["max_agents"] == 1 and report["peak_agents"] == 1
+    assert report["makespan_minutes"] == report["serial_minutes"] == 70.0
+    assert report["critical_path"] == ["limiter", "limiter-tests", "integration-tests"]
+    assert report["waves"][0] == ["limiter", "middleware", "config"]
+    starts = [b["start"] for b in report["batches"]]
+    assert sum(len(s) for s in starts) == 8
+
+
+def test_dry_run_invalid_plan_exit_2(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(BAD)
+    result = CliRunner().invoke(main, ["run", "--dry-run", str(plan)])
+    assert result.exit_code == 2
+    assert "unknown step 'modles'" in result.stderr
+
+
+def test_run_without_dry_run_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["run", str(EXAMPLE)])
+    assert result.exit_code == 2
+    assert "--dry-run" in result.stderr
+
+
+def test_help_and_version_import_nothing_heavy() -> None:
+    code = (
+        "import sys\n"
+        "from stretto.cli import main\n"
+        "for args in (['--help'], ['--version'], ['run', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "heavy = [m for m in ('pydantic', 'yaml', 'stretto.plan', 'stretto.scheduler') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "HEAVY []" in result.stdout
+    assert "0.1.0" in result.stdout
+
+
+def test_python_dash_m() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stretto", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "stretto, version 0.1.0"

@@ -1,0 +1,258 @@
+"""The scheduler: property tests over random DAGs, and the rules one by one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stretto import paths
+from stretto.graph import TaskGraph
+from stretto.plan import parse_plan
+from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, TaskState, Wait
+from stretto.simulate import simulate
+
+# Patterns and a universe of concrete files: two leases conflict exactly when some file of the
+# universe is owned by both (checked with paths.owns, independently of paths.overlaps).
+PATTERNS = ["src/a.py", "src/b.py", "src/*.py", "docs/**", "docs/x.md", "**/*.md", "tests", "**"]
+UNIVERSE = [
+    "src/a.py",
+    "src/b.py",
+    "src/c.py",
+    "docs/x.md",
+    "docs/y/z.md",
+    "README.md",
+    "tests/t.py",
+]
+
+
+def conflict(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    return any(paths.owns(p, f) and paths.owns(q, f) for p in a for q in b for f in UNIVERSE)
+
+
+@dataclass
+class Case:
+    graph: TaskGraph
+    leases: dict[str, tuple[str, ...]]
+    pools: dict[str, tuple[str, ...]]
+    pool_limits: dict[str, int]
+    max_agents: int
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    n = draw(st.integers(1, 25))
+    ids = [f"t{i}" for i in range(n)]
+    deps = {
+        task: sorted(set(draw(st.lists(st.sampled_from(ids[:i]), max_size=3)))) if i else []
+        for i, task in enumerate(ids)
+    }
+    duration = {task: float(draw(st.integers(1, 9))) for task in ids}
+    leases = {
+        task: tuple(draw(st.lists(st.sampled_from(PATTERNS), max_size=2, unique=True)))
+        for task in ids
+    }
+    pools = {task: (f"agent:{draw(st.sampled_from(['a', 'b']))}",) for task in ids}
+    limits = {"agent:a": draw(st.integers(1, 3))}
+    return Case(
+        TaskGraph.build(ids, deps, duration), leases, pools, limits, draw(st.integers(1, 5))
+    )
+
+
+def drive(case: Case, data: st.DataObject, fail_rate: float) -> Schedule:
+    """Run the schedule to the end with hypothesis choosing completion order and outcomes."""
+    sched = Schedule(case.graph, case.leases, pools=case.pools, max_attempts={})
+    replay = Schedule(case.graph, case.leases, pools=case.pools, max_attempts={})
+    log: list[tuple[str, str]] = []
+    running: list[str] = []
+    applied = 0
+    for _ in range(10_000):
+        in_pool = {p: sum(1 for t in running if p in case.pools[t]) for p in case.pool_limits}
+        free = Capacity(
+            case.max_agents - len(running),
+            {p: case.pool_limits[p] - in_pool[p] for p in case.pool_limits},
+        )
+        actions = sched.decide(free)
+        # Determinism: same state, same answer; an independent replay agrees too.
+        assert sched.decide(free) == actions
+        assert replay.decide(free) == actions
+        for action in actions:
+            if isinstance(action, Spawn):
+                task = action.task
+                assert all(sched.state[d] is TaskState.LANDED for d in case.graph.deps[task])
+                for other in running:
+                    assert not conflict(case.leases[task], case.leases[other]), (task, other)
+                sched.started(task)
+                log.append(("started", task))
+                running.append(task)
+            elif isinstance(action, GiveUp):
+                sched.gave_up(action.task)
+                log.append(("gave_up", action.task))
+            elif isinstance(action, Skip):
+                assert sched.state[action.because] in (TaskState.FAILED, TaskState.SKIPPED)
+                sched.skipped(action.task)
+                log.append(("skipped", action.task))
+            else:
+                assert isinstance(action, Wait)
+        assert len(running) <= case.max_agents
+        for pool, limit in case.pool_limits.items():
+            assert sum(1 for t in running if pool in case.pools[t]) <= limit
+        if sched.done:
+            break
+        if not running:
+            assert any(isinstance(a, (GiveUp, Skip)) for a in actions), "stalled"
+        else:
+            task = running.pop(data.draw(st.integers(0, len(running) - 1)))
+            if fail_rate and data.draw(st.floats(0, 1)) < fail_rate:
+                sched.attempt_failed(task)
+                log.append(("attempt_failed", task))
+            else:
+                sched.landed(task)
+                log.append(("landed", task))
+        # Keep the replay in step by folding in the same events.
+        while applied < len(log):
+            event, task = log[applied]
+            getattr(replay, event)(task)
+            applied += 1
+    assert sched.done
+    return sched
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases(), st.data())
+def test_every_task_lands_when_all_succeed(case: Case, data: st.DataObject) -> None:
+    sched = drive(case, data, fail_rate=0.0)
+    assert all(state is TaskState.LANDED for state in sched.state.values())
+    assert all(sched.attempts[t] == 1 for t in case.graph.order)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases(), st.data())
+def test_failures_give_up_and_skip_dependents(case: Case, data: st.DataObject) -> None:
+    sched = drive(case, data, fail_rate=0.4)
+    for task, state in sched.state.items():
+        assert state.finished
+        if state is TaskState.FAILED:
+            assert sched.failures[task] == sched.limit(task) == 3
+        if state is TaskState.SKIPPED:
+            assert any(
+                sched.state[d] in (TaskState.FAILED, TaskState.SKIPPED)
+                for d in case.graph.deps[task]
+            )
+        if state is TaskState.LANDED:
+            assert all(sched.state[d] is TaskState.LANDED for d in case.graph.deps[task])
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases())
+def test_simulation_respects_bounds(case: Case) -> None:
+    sim = simulate(
+        case.graph, case.leases, case.max_agents, pools=case.pools, pool_limits=case.pool_limits
+    )
+    assert sorted(sim.landed) == sorted(case.graph.order)
+    assert sim.peak <= case.max_agents
+    # A schedule can never beat the critical path or perfect packing.
+    lower = max(case.graph.critical_length(), case.graph.serial_minutes() / case.max_agents)
+    assert sim.makespan >= lower - 1e-9
+    assert sim.makespan <= case.graph.serial_minutes() + 1e-9
+    again = simulate(
+        case.graph, case.leases, case.max_agents, pools=case.pools, pool_limits=case.pool_limits
+    )
+    assert again.events == sim.events
+
+
+def plan_graph(text: str) -> tuple[TaskGraph, dict[str, tuple[str, ...]]]:
+    plan = parse_plan(text)
+    return TaskGraph.from_plan(plan), {t.id: t.lease for t in plan.tasks}
+
+
+def test_longest_critical_path_goes_first() -> None:
+    graph, leases = plan_graph(
+        """\
+unowned: nothing
+stages:
+  - name: s
+    steps:
+      - {id: short, goal: s, complexity: low}
+      - {id: long, goal: l, complexity: low}
+      - {id: tail, goal: t, complexity: high, depends_on: [long]}
+"""
+    )
+    sched = Schedule(graph, leases)
+    actions = sched.decide(Capacity(1))
+    assert actions == [Spawn("long", 1, False, 50.0)]
+
+
+def test_overlapping_leases_wait_and_say_on_whom() -> None:
+    graph, leases = plan_graph(
+        """\
+stages:
+  - name: s
+    steps:
+      - {id: api, goal: a, files: [src/api/]}
+      - {id: handler, goal: h, files: [src/api/handler.py], complexity: low}
+      - {id: docs, goal: d, files: ["docs/**/*.md"], complexity: low}
+"""
+    )
+    sched = Schedule(graph, leases)
+    actions = sched.decide(Capacity(4))
+    assert actions == [
+        Spawn("api", 1, False, 15.0),
+        Wait("handler", "lease", ("api",), ("src/api/handler.py", "src/api/**")),
+        Spawn("docs", 1, False, 5.0),
+    ]
+
+
+def test_outside_leases_block_too() -> None:
+    graph, leases = plan_graph(
+        "stages:\n  - name: s\n    steps: [{id: a, goal: a, files: [x.py]}]\n"
+    )
+    sched = Schedule(graph, leases)
+    assert sched.decide(Capacity(1), held={"other-run": ("x.py",)}) == [
+        Wait("a", "lease", ("other-run",), ("x.py", "x.py"))
+    ]
+
+
+def test_pool_capacity() -> None:
+    graph = TaskGraph.build(["a", "b"], {}, {"a": 2.0, "b": 1.0})
+    sched = Schedule(graph, {}, pools={"a": ("agent:claude",), "b": ("agent:claude",)})
+    actions = sched.decide(Capacity(2, {"agent:claude": 1}))
+    assert actions == [Spawn("a", 1, False, 2.0), Wait("b", "capacity", pool="agent:claude")]
+
+
+def test_retry_then_give_up_then_skip() -> None:
+    graph = TaskGraph.build(["a", "b", "c"], {"b": ["a"], "c": ["b"]}, dict.fromkeys("abc", 1.0))
+    sched = Schedule(graph, {}, max_attempts={"a": 2})
+    assert sched.decide(Capacity(1)) == [Spawn("a", 1, False, 3.0)]
+    sched.started("a")
+    sched.attempt_failed("a")
+    assert sched.decide(Capacity(1)) == [Spawn("a", 2, True, 3.0)]
+    sched.started("a")
+    sched.attempt_failed("a", counts=False)  # a rate limit does not use up an attempt
+    assert sched.decide(Capacity(1)) == [Spawn("a", 3, True, 3.0)]
+    sched.started("a")
+    sched.attempt_failed("a")
+    assert sched.decide(Capacity(1)) == [GiveUp("a", 2, 2)]
+    assert sched.gave_up("a") == ["b"]
+    assert sched.decide(Capacity(1)) == [Skip("b", "a")]
+    assert sched.skipped("b") == ["c"]
+    assert sched.decide(Capacity(1)) == [Skip("c", "b")]
+    sched.skipped("c")
+    assert sched.done and sched.counts()["failed"] == 1 and sched.counts()["skipped"] == 2
+
+
+def test_decision_cost_does_not_grow_with_finished_tasks() -> None:
+    """A chain of 5,000: every decision looks at one ready task, however many have landed."""
+    ids = [f"t{i}" for i in range(5000)]
+    graph = TaskGraph.build(
+        ids, {ids[i]: [ids[i - 1]] for i in range(1, 5000)}, dict.fromkeys(ids, 1.0)
+    )
+    sched = Schedule(graph, {})
+    for task in ids:
+        assert sched.ready() == [task]
+        [action] = sched.decide(Capacity(4))
+        assert isinstance(action, Spawn)
+        sched.started(task)
+        sched.landed(task)
+    assert sched.done
