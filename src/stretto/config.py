@@ -1,0 +1,618 @@
+"""Project configuration: ``stretto init`` writes ``stretto.toml``; :func:`load_config` reads it.
+
+The file is untrusted input, so it is checked with pydantic (imported only while validating, to
+keep ``stretto --help`` cheap) and handed on as frozen dataclasses. Every problem becomes a located
+:class:`~stretto.errors.Diagnostic`, e.g.
+``stretto.toml:3:1: max_agnets: unknown key 'max_agnets' (did you mean 'max_agents'?)``.
+
+Schema (every key optional; ``stretto init`` writes it with a comment on each key)::
+
+    target = "main"        # branch that verified work lands on; default: the current branch
+    max_agents = 4         # agents running at once, >= 1
+    default_agent = "shell"
+    [gates]                # name ([A-Za-z0-9_-]+) -> "command", or a table:
+    slow = { command = "pytest -m slow", timeout = 1800, when = "merge" }  # attempt|merge|both
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+import secrets
+import stat
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from stretto.errors import ConfigError, Diagnostic, RepoError, UsageError
+from stretto.git import current_branch, run_git, toplevel
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+CONFIG_FILE = "stretto.toml"
+DEFAULT_MAX_AGENTS = 4
+DEFAULT_AGENT = "shell"
+DEFAULT_GATE_TIMEOUT = 600
+FALLBACK_TARGET = "main"
+GateWhen = Literal["attempt", "merge", "both"]
+_GATE_NAME = r"^[A-Za-z0-9_-]+$"
+_EXCLUDE_LINE = ".stretto/"
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    """One gate: a command that must exit 0 for work to land.
+
+    Attributes:
+        name: The gate's name, the key under ``[gates]``.
+        command: Shell command run in the workspace under test.
+        timeout: Seconds before the gate is stopped and counts as failed.
+        when: ``"attempt"`` (each attempt's worktree), ``"merge"`` (the merged tree before the
+            target moves) or ``"both"``.
+    """
+
+    name: str
+    command: str
+    timeout: int = DEFAULT_GATE_TIMEOUT
+    when: GateWhen = "attempt"
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the gate as JSON-ready values."""
+        return {"command": self.command, "timeout": self.timeout, "when": self.when}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A project's validated configuration.
+
+    Attributes:
+        target: Branch that verified work lands on.
+        max_agents: How many agents may run at once.
+        default_agent: Agent used for tasks that do not name one.
+        gates: Gates in the order the file lists them.
+        path: The file the settings came from; ``None`` when defaults were used.
+    """
+
+    target: str
+    max_agents: int = DEFAULT_MAX_AGENTS
+    default_agent: str = DEFAULT_AGENT
+    gates: tuple[GateConfig, ...] = ()
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the configuration as JSON-ready values."""
+        gates = {gate.name: gate.to_dict() for gate in self.gates}
+        return {**asdict(self), "gates": gates, "path": str(self.path) if self.path else None}
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    """What :func:`init_project` did.
+
+    Attributes:
+        config_path: The ``stretto.toml`` written.
+        target: Target branch written to it.
+        max_agents: ``max_agents`` written to it.
+        default_agent: ``default_agent`` written to it.
+        gates: Detected gates written to it, name -> command.
+        excluded: Whether ``.stretto/`` was added to ``exclude_path`` (False: already there).
+        exclude_path: The repository's ``info/exclude`` file.
+    """
+
+    config_path: Path
+    target: str
+    max_agents: int
+    default_agent: str
+    gates: dict[str, str] = field(default_factory=dict)
+    excluded: bool = False
+    exclude_path: Path = Path()
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the result as JSON-ready values (with ``"ok": true``, as the CLI prints)."""
+        paths = {"config_path": str(self.config_path), "exclude_path": str(self.exclude_path)}
+        return {"ok": True, **asdict(self), **paths}
+
+
+# --- git and files --------------------------------------------------------------------------------
+
+
+def _current_branch(top: Path) -> str:
+    return current_branch(top) or FALLBACK_TARGET
+
+
+# What `git check-ref-format --branch` refuses (and `@`, which `git branch` refuses).
+_BAD_BRANCH = re.compile(
+    r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|/\.|\.lock(/|$)|[/.]$|^@$|^HEAD$"
+)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step, keeping an existing file's permissions."""
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    try:
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _toml_str(value: str) -> str:
+    out = value.replace("\\", "\\\\").replace('"', '\\"')
+    out = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", out)
+    return f'"{out}"'
+
+
+# --- detecting gates ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    kind: str  # "tests" | "lint" | "types": the gate's name unless one of its kind came first
+    alias: str  # the name used when the kind's name is taken
+    command: str
+    reason: str
+
+
+_KINDS = ("tests", "lint", "types")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _ini_section(text: str | None, name: str) -> str | None:
+    """Body of ``[name]`` in an INI file, or None when the section is absent."""
+    if text is None:
+        return None
+    pattern = rf"^[ \t]*\[[ \t]*{re.escape(name)}[ \t]*\][^\n]*\n?(.*?)(?=^[ \t]*\[|\Z)"
+    match = re.search(pattern, text, re.M | re.S)
+    return match.group(1) if match else None
+
+
+def _table(data: object, *keys: str) -> dict[str, Any] | None:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _pytest_reason(top: Path, pyproject: dict[str, Any], setup_cfg: str | None) -> str | None:
+    if _table(pyproject, "tool", "pytest", "ini_options") is not None:
+        return "[tool.pytest.ini_options] in pyproject.toml"
+    if _table(pyproject, "tool", "pytest") is not None:
+        return "[tool.pytest] in pyproject.toml"
+    if (top / "pytest.ini").is_file():
+        return "pytest.ini"
+    if _ini_section(setup_cfg, "tool:pytest") is not None:
+        return "[tool:pytest] in setup.cfg"
+    if _ini_section(_read(top / "tox.ini"), "pytest") is not None:
+        return "[pytest] in tox.ini"
+    if (top / "conftest.py").is_file():
+        return "conftest.py"
+    if _has_test_files(top / "tests"):
+        return "test_*.py files in tests/"
+    return None
+
+
+def _python_gates(top: Path) -> list[_Found]:
+    try:
+        pyproject: dict[str, Any] = tomllib.loads(_read(top / "pyproject.toml") or "")
+    except tomllib.TOMLDecodeError:
+        pyproject = {}
+    setup_cfg = _read(top / "setup.cfg")
+    found: list[_Found] = []
+    pytest_reason = _pytest_reason(top, pyproject, setup_cfg)
+    if pytest_reason:
+        found.append(_Found("tests", "pytest", "pytest -q", pytest_reason))
+
+    ruff_file = next((n for n in ("ruff.toml", ".ruff.toml") if (top / n).is_file()), None)
+    if _table(pyproject, "tool", "ruff") is not None:
+        found.append(_Found("lint", "ruff", "ruff check", "[tool.ruff] in pyproject.toml"))
+    elif ruff_file:
+        found.append(_Found("lint", "ruff", "ruff check", ruff_file))
+
+    # Plain `mypy` when the config names its files, else `mypy .` (mypy needs a target).
+    mypy_tool = _table(pyproject, "tool", "mypy")
+    mypy_ini = next((n for n in ("mypy.ini", ".mypy.ini") if (top / n).is_file()), None)
+    if mypy_tool is not None:
+        command = "mypy" if "files" in mypy_tool else "mypy ."
+        found.append(_Found("types", "mypy", command, "[tool.mypy] in pyproject.toml"))
+    elif mypy_ini or _ini_section(setup_cfg, "mypy") is not None:
+        body = _ini_section(_read(top / mypy_ini) if mypy_ini else setup_cfg, "mypy") or ""
+        command = "mypy" if re.search(r"^[ \t]*files[ \t]*[=:]", body, re.M) else "mypy ."
+        found.append(_Found("types", "mypy", command, mypy_ini or "[mypy] in setup.cfg"))
+    return found
+
+
+def _has_test_files(tests: Path) -> bool:
+    if not tests.is_dir():
+        return False
+    return any(p.is_file() for pattern in ("test_*.py", "*_test.py") for p in tests.rglob(pattern))
+
+
+def _other_gates(top: Path) -> list[_Found]:
+    found: list[_Found] = []
+    try:
+        package = json.loads(_read(top / "package.json") or "{}")
+    except json.JSONDecodeError:
+        package = {}
+    scripts = _table(package, "scripts") or {}
+    test = scripts.get("test")
+    if isinstance(test, str) and test.strip() and "no test specified" not in test:
+        found.append(_Found("tests", "npm-test", "npm test", "scripts.test in package.json"))
+    if isinstance(scripts.get("lint"), str):
+        found.append(_Found("lint", "npm-lint", "npm run lint", "scripts.lint in package.json"))
+    if (top / "tsconfig.json").is_file():
+        found.append(_Found("types", "tsc", "npx tsc --noEmit", "tsconfig.json"))
+    if (top / "Cargo.toml").is_file():
+        found.append(_Found("tests", "cargo-test", "cargo test", "Cargo.toml"))
+    if (top / "go.mod").is_file():
+        found.append(_Found("tests", "go-test", "go test ./...", "go.mod"))
+    return found
+
+
+_MAKE_TEST_RE = re.compile(r"^(?:[^\s:=#]+[ \t]+)*test(?:[ \t]+[^\s:=#]+)*[ \t]*:(?!=)", re.M)
+
+
+def _make_test(top: Path) -> _Found | None:
+    for name in ("GNUmakefile", "makefile", "Makefile"):
+        text = _read(top / name)
+        if text and _MAKE_TEST_RE.search(text):
+            return _Found("tests", "make-test", "make test", f"a test target in {name}")
+    return None
+
+
+def _detect(top: Path) -> tuple[dict[str, _Found], list[_Found]]:
+    """Gates found in ``top`` by name, and ones left out (a Makefile's ``test`` beside a runner)."""
+    found = _python_gates(top) + _other_gates(top)
+    left_out: list[_Found] = []
+    make = _make_test(top)
+    if make and any(f.kind == "tests" for f in found):
+        left_out.append(make)  # it most likely wraps the runner found; running both wastes time
+    elif make:
+        found.append(make)
+    named: dict[str, _Found] = {}
+    for item in sorted(found, key=lambda f: _KINDS.index(f.kind)):
+        named[item.alias if item.kind in named else item.kind] = item
+    return named, left_out
+
+
+def detect_gates(repo: Path) -> dict[str, str]:
+    """Guess gate commands from the files at the top of a repository.
+
+    Args:
+        repo: A directory; only files directly in it (and ``tests/``) are looked at.
+
+    Returns:
+        Gate name -> command, e.g. ``{"tests": "pytest -q", "lint": "ruff check"}``. The first
+        gate of each kind is called ``tests``, ``lint`` or ``types``; later ones are named after
+        their tool (``npm-test``, ``tsc``, …).
+    """
+    return {name: found.command for name, found in _detect(repo)[0].items()}
+
+
+_TABLE_EXAMPLE = (
+    '# slow = { command = "pytest -m slow", timeout = 1800, when = "merge" }  # table form'
+)
+_EXAMPLES = {
+    "tests": ('tests = "pytest -q"', 'example; or "npm test", "cargo test", "go test ./..."'),
+    "lint": ('lint = "ruff check"', 'example; or "npm run lint"'),
+    "types": ('types = "mypy ."', 'example; or "npx tsc --noEmit"'),
+}
+
+
+def _render(target: str, gates: dict[str, _Found], left_out: list[_Found]) -> str:
+    rows: list[tuple[str, str]] = [
+        (f"{name} = {_toml_str(f.command)}", f"found {f.reason}") for name, f in gates.items()
+    ]
+    kinds = {f.kind for f in gates.values()}
+    for f in left_out:
+        note = f"found {f.reason}; off, as it likely runs the tests above"
+        rows.append((f"# {f.alias} = {_toml_str(f.command)}", note))
+    rows += [(f"# {line}", note) for kind, (line, note) in _EXAMPLES.items() if kind not in kinds]
+    width = max(len(code) for code, _ in rows) + 2
+    gate_lines = "\n".join([*(f"{code:<{width}}# {note}" for code, note in rows), _TABLE_EXAMPLE])
+    return f"""\
+# stretto.toml: how stretto runs coding agents on this repository (written by `stretto init`).
+# Every key is optional; delete one to get its default.
+
+# Branch that verified work lands on. stretto only moves it forward, to a tree that passed the
+# gates, and never touches your uncommitted changes.
+target = {_toml_str(target)}
+
+# How many agents may work at once, each in its own git worktree (at least 1).
+max_agents = {DEFAULT_MAX_AGENTS}
+
+# Agent for tasks that do not name one; "shell" runs the task's command as given.
+default_agent = {_toml_str(DEFAULT_AGENT)}
+
+# Gates: commands that must exit 0 before work lands, run in the workspace under test.
+# A gate is `name = "command"` or `name = {{ command = "...", timeout = 600, when = "..." }}`
+# where timeout is in seconds (default 600) and when is "attempt" (each attempt's worktree, the
+# default), "merge" (the merged tree, before the target branch moves) or "both".
+[gates]
+{gate_lines}
+"""
+
+
+def _add_exclude(top: Path) -> tuple[bool, Path]:
+    found = run_git(["rev-parse", "--git-path", "info/exclude"], top).stdout.strip()
+    path = (top / found).resolve()
+    data = path.read_bytes() if path.is_file() else b""  # bytes: keep any encoding as it is
+    present = {b".stretto", b".stretto/", b"/.stretto", b"/.stretto/"}
+    if any(line.strip() in present for line in data.splitlines()):
+        return False, path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    separator = b"\n" if data and not data.endswith(b"\n") else b""
+    _write_atomic(path, data + separator + _EXCLUDE_LINE.encode() + b"\n")
+    return True, path
+
+
+def init_project(repo: Path, *, force: bool = False) -> InitResult:
+    """Write a commented ``stretto.toml`` at the top of ``repo`` and keep ``.stretto/`` out of git.
+
+    The target is the current branch (``main`` when HEAD is detached); gates are detected from the
+    repository's files (see :func:`detect_gates`). ``.stretto/`` is added to the repository's
+    ``info/exclude`` (shared by all its worktrees) unless already there.
+
+    Args:
+        repo: Any directory inside a git work tree.
+        force: Overwrite an existing ``stretto.toml``.
+
+    Returns:
+        What was written.
+
+    Raises:
+        RepoError: ``repo`` is not inside a git work tree, or a file could not be written.
+        UsageError: ``stretto.toml`` exists and ``force`` is false; nothing was written.
+    """
+    top = toplevel(repo)
+    config_path = top / CONFIG_FILE
+    if config_path.exists() and not force:
+        raise UsageError(f"{config_path} already exists; use --force to overwrite it")
+    target = _current_branch(top)
+    gates, left_out = _detect(top)
+    try:
+        _write_atomic(config_path, _render(target, gates, left_out).encode())
+        excluded, exclude_path = _add_exclude(top)
+    except OSError as error:
+        raise RepoError(
+            f"cannot write {error.filename}: {error.strerror}; check permissions"
+        ) from None
+    return InitResult(
+        config_path=config_path,
+        target=target,
+        max_agents=DEFAULT_MAX_AGENTS,
+        default_agent=DEFAULT_AGENT,
+        gates={name: f.command for name, f in gates.items()},
+        excluded=excluded,
+        exclude_path=exclude_path,
+    )
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _config_model() -> type[BaseModel]:
+    import pydantic
+    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+    def not_blank(value: str) -> str:
+        if not value.strip():
+            raise ValueError('must not be empty; give a value such as "shell" or "pytest -q"')
+        return value
+
+    class GateModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        command: str
+        timeout: int = Field(default=DEFAULT_GATE_TIMEOUT, ge=1)
+        when: GateWhen = "attempt"
+
+        @pydantic.model_validator(mode="before")
+        @classmethod
+        def _from_string(cls, data: Any) -> Any:
+            return {"command": data} if isinstance(data, str) else data
+
+        _command = field_validator("command")(not_blank)
+
+    class ConfigModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        target: str | None = None
+        max_agents: int = Field(default=DEFAULT_MAX_AGENTS, ge=1)
+        default_agent: str = DEFAULT_AGENT
+        gates: dict[Annotated[str, StringConstraints(pattern=_GATE_NAME)], GateModel] = {}
+
+        _agent = field_validator("default_agent")(not_blank)
+
+        @field_validator("target")
+        @classmethod
+        def _branch(cls, value: str | None) -> str | None:
+            if value is not None and (value == "" or _BAD_BRANCH.search(value)):
+                fix = 'name a branch, e.g. target = "main" (see `git check-ref-format --help`)'
+                raise ValueError(f"{value!r} is not a valid git branch name; {fix}")
+            return value
+
+    return ConfigModel
+
+
+_KEY = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_HEADER_RE = re.compile(rf"^\s*\[\[?\s*(?P<key>{_DOTTED})\s*\]")
+_PAIR_RE = re.compile(rf"^\s*(?P<key>{_DOTTED})\s*=")
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    return tuple(part.strip("\"'") for part in re.findall(_KEY, dotted))
+
+
+def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
+    """Line and column (1-based) where the key at ``loc`` (or its nearest parent) is written."""
+    entries: list[tuple[tuple[str, ...], int, int, str, int]] = []  # path, line, column, rest
+    header: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        if match := _HEADER_RE.match(line):
+            header = _split_key(match["key"])
+            entries.append((header, number, line.index("[") + 1, "", 0))
+        elif match := _PAIR_RE.match(line):
+            path = header + _split_key(match["key"])
+            entries.append((path, number, match.start("key") + 1, line[match.end() :], match.end()))
+    for size in range(len(loc), 0, -1):
+        want = loc[:size]  # the key itself, else a key or table under it, else its parent
+        hits = [e for e in entries if e[0] == want] or [e for e in entries if e[0][:size] == want]
+        if not hits:
+            continue
+        path, number, column, rest, offset = hits[0]
+        start = 0
+        for key in loc[size:] if path == want else ():  # keys inside an inline table
+            quoted = "|".join(re.escape(q) for q in (key, f'"{key}"', f"'{key}'"))
+            inner = re.compile(rf"(?:^|[{{,\s])(?P<k>{quoted})\s*=").search(rest, start)
+            if not inner:
+                break
+            column, start = offset + inner.start("k") + 1, inner.end()
+        return number, column
+    return 0, 0
+
+
+_TOP_KEYS = ("default_agent", "gates", "max_agents", "target")
+_GATE_KEYS = ("command", "timeout", "when")
+
+
+def _describe(value: object) -> str:
+    names = dict(bool="boolean", int="integer", float="float", str="string", dict="table")
+    name = names.get(type(value).__name__, "array" if isinstance(value, list) else "date/time")
+    shown = f" {json.dumps(value)}" if isinstance(value, bool | int | float | str) else ""
+    return f"{'an' if name[0] in 'ai' else 'a'} {name}{shown}"
+
+
+def _message(error: Any, loc: tuple[str, ...]) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        allowed = _GATE_KEYS if len(loc) == 3 else _TOP_KEYS
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(allowed)}"
+        return f"unknown key {loc[-1]!r}{hint}"
+    if kind == "missing":
+        return f'missing key {loc[-1]!r}; add it, e.g. {loc[-1]} = "pytest -q"'
+    if kind == "string_pattern_mismatch":
+        return f"gate name {loc[-1]!r} may only use letters, digits, '-' and '_'; rename it"
+    if kind == "int_type":
+        unquote = "; remove the quotes" if isinstance(value, str) and value.isdigit() else ""
+        return f"must be an integer, not {_describe(value)}{unquote}"
+    if kind == "string_type":
+        return f"must be a string, not {_describe(value)}; put the value in double quotes"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}, not {_describe(value)}"
+    if kind == "literal_error":
+        close = difflib.get_close_matches(str(value), ["attempt", "merge", "both"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"must be {ctx['expected']}, not {_describe(value)}{hint}"
+    if kind in ("dict_type", "model_type") and loc == ("gates",):
+        return f'must be a table, not {_describe(value)}; write [gates] then tests = "pytest -q"'
+    if kind in ("dict_type", "model_type"):
+        table = '{ command = "pytest -q", timeout = 600 }'
+        return f"must be a command string or a table such as {table}, not {_describe(value)}"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    return str(error["msg"])
+
+
+def _problem(file: Path, message: str, line: int = 0, column: int = 0) -> ConfigError:
+    return ConfigError([Diagnostic(str(file), line, column, "", message)])
+
+
+def _parse(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _problem(path, f"is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise _problem(path, f"cannot be read: {error.strerror}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        detail = str(error)
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", detail)
+        end = (text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1)  # "at end of document"
+        line, column = (int(where[1]), int(where[2])) if where else end
+        detail = detail[: where.start()] if where else detail.replace(" (at end of document)", "")
+        hint = '; strings need quotes, e.g. "pytest -q"' if "nvalid value" in detail else ""
+        message = f"not valid TOML: {detail[:1].lower()}{detail[1:]}{hint}"
+        raise _problem(path, message, line, column) from None
+
+
+def load_config(repo: Path) -> Config:
+    """Read and validate the configuration of the repository containing ``repo``.
+
+    The settings come from ``stretto.toml`` at the top of the work tree; without one, from the
+    ``[tool.stretto]`` table of ``pyproject.toml``; without either, defaults. A missing ``target``
+    means the current branch (``main`` when HEAD is detached).
+
+    Args:
+        repo: Any directory inside a git work tree.
+
+    Returns:
+        The validated configuration, with ``path`` naming the file it came from.
+
+    Raises:
+        RepoError: ``repo`` is not inside a git work tree.
+        ConfigError: The file is unreadable, not TOML, or breaks the schema; every problem is
+            listed with its file, line, column and field.
+    """
+    top = toplevel(repo)
+    path = top / CONFIG_FILE
+    if path.exists():
+        text, data = _parse(path)
+        return _validated(path, text, (), data, top)
+    path = top / "pyproject.toml"
+    if path.is_file():
+        text, pyproject = _parse(path)
+        section = _table(pyproject, "tool")
+        if section is not None and "stretto" in section:
+            return _validated(path, text, ("tool", "stretto"), section["stretto"], top)
+    return Config(target=_current_branch(top))
+
+
+def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top: Path) -> Config:
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):  # only possible for tool.stretto in pyproject.toml
+        line, column = _locate(text, prefix)
+        message = f"must be a table, not {_describe(data)}; write [tool.stretto] and keys under it"
+        raise ConfigError([Diagnostic(str(path), line, column, ".".join(prefix), message)])
+    try:
+        values = _config_model().model_validate(data).model_dump()
+    except ValidationError as error:
+        diagnostics = []
+        for item in error.errors():
+            loc = tuple(str(p) for p in item["loc"] if p != "[key]")
+            line, column = _locate(text, prefix + loc)
+            message = _message(item, loc)
+            diagnostics.append(Diagnostic(str(path), line, column, ".".join(prefix + loc), message))
+        raise ConfigError(sorted(diagnostics, key=lambda d: (d.line, d.column))) from None
+    gates = tuple(GateConfig(name=name, **gate) for name, gate in values["gates"].items())
+    return Config(
+        target=values["target"] or _current_branch(top),
+        max_agents=values["max_agents"],
+        default_agent=values["default_agent"],
+        gates=gates,
+        path=path,
+    )

@@ -1,0 +1,684 @@
+"""Workspaces: one git worktree on a disposable branch for every attempt.
+
+Attempt ``<n>`` of task ``<task>`` in run ``<run>`` works in
+``<repo>/.stretto/worktrees/<run>-<task>-<n>/`` on branch ``stretto/<run>/<task>/<n>``, forked from
+a fixed base commit. Nothing here touches the user's checkout, its index or the target branch.
+
+Every operation is idempotent because ``stretto resume`` repeats whatever a crash interrupted
+(shared/docs/DURABILITY.md, rows "create worktree" and "clean up"): :func:`create_workspace`
+inspects ``git worktree list --porcelain`` and the branch and repairs any half-made state;
+:func:`remove_workspace` deletes the branch only by compare-and-swap against the commit the caller
+expects, so a branch that gained commits is never dropped.
+
+Heavy directories (``node_modules``, ``.venv``, ``venv`` and configured extras) that exist,
+untracked, in the main checkout are symlinked into each new worktree. They must not show up in
+``git status``, and a ``.gitignore`` line ``node_modules/`` does not hide them: a trailing slash
+matches directories only, and git sees a symlink as a file. Linked worktrees read the *common*
+``info/exclude`` (a per-worktree exclude needs ``extensions.worktreeConfig``, a repository-wide
+switch), so each link that is not ignored already is appended there as an anchored pattern
+(``/node_modules``), once, under a file lock; ``/.stretto/`` is added the same way. Side effects:
+such a pattern also hides an untracked, not-ignored directory of that name in the user's own
+``git status``; and the directory is shared, so ``npm install`` in a worktree changes the main
+checkout's ``node_modules``. That is the price of cheap worktrees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, Literal
+
+from stretto.errors import RepoError, StrettoError
+from stretto.git import (
+    WorktreeEntry,
+    branch_tips,
+    current_branch,
+    git_common_dir,
+    ignored_paths,
+    is_ancestor,
+    is_tracked,
+    list_worktrees,
+    rev_parse,
+    run_git,
+    toplevel,
+    without_git_redirects,
+)
+
+WORKTREES_DIR = PurePosixPath(".stretto/worktrees")
+"""Where worktrees live, relative to the repository's top directory."""
+BRANCH_PREFIX = "stretto/"
+"""Every branch stretto creates starts with this; stretto never deletes any other branch."""
+AUTO_LINK_DIRS = ("node_modules", ".venv", "venv")
+"""Top-level directories linked into every worktree when the main checkout has them untracked."""
+PORT_BASE = 20000
+"""First port of slot 0; see :func:`port_base`."""
+PORT_STRIDE = 100
+"""Ports reserved per slot."""
+SETUP_TIMEOUT = 600.0
+"""Default seconds one setup command may take."""
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_EXCLUDE_HEADER = "# stretto: its state directory and the directories it links into worktrees"
+_TAIL_LINES = 40
+_COMMIT = ("-c", "commit.gpgsign=false", "commit", "--no-verify", "-q", "--cleanup=whitespace")
+_DIFF = ("diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv")
+
+
+class WorkspaceSetupError(StrettoError):
+    """A setup command failed or timed out in a new workspace (exit code 1).
+
+    A :class:`~stretto.errors.StrettoError`, not a ``RepoError``: the repository is fine, the
+    user's command is not. Carries ``command``, ``cwd``, ``returncode`` (``None`` when it could not
+    start or timed out) and ``output_tail`` (the last lines of its stdout and stderr).
+    """
+
+    def __init__(
+        self, command: str, cwd: Path, returncode: int | None, output_tail: str, reason: str
+    ) -> None:
+        self.command, self.cwd, self.returncode = command, cwd, returncode
+        self.output_tail = output_tail
+        tail = f"\n--- last output ---\n{output_tail}" if output_tail.strip() else ""
+        super().__init__(
+            f"setup command `{command}` {reason} in {cwd}{tail}\n"
+            "Fix the setup command in the configuration, or run it by hand in that directory."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """One attempt's worktree: where it is, its branch and the commit it started from."""
+
+    path: Path
+    branch: str
+    base: str  # full id of the commit the branch was forked from
+    run_id: str
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedFile:
+    """A path that differs between a workspace's base and its branch tip.
+
+    ``status``: ``A`` added (copies too), ``M`` modified (type changes too), ``D`` deleted, ``R``
+    renamed (``old_path`` set).
+    """
+
+    path: str
+    status: Literal["A", "M", "D", "R"]
+    old_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    """What :func:`list_workspaces` found: a worktree, a stray directory or a lone branch."""
+
+    path: Path | None  # directory under the worktrees root; None for a branch without one
+    branch: str | None  # short name; None for a directory that cannot be attributed
+    head: str | None  # the branch tip, else the worktree's HEAD
+    registered: bool  # git knows the worktree
+    exists: bool  # the directory is on disk
+    locked: bool
+    prunable: bool  # registered, but its directory is gone
+    checked_out_elsewhere: Path | None  # the branch's checkout outside the worktrees root
+    run_id: str | None
+    task_id: str | None
+    attempt: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What :func:`collect_garbage` did."""
+
+    pruned: tuple[Path, ...]  # registrations whose directory was already gone
+    removed_worktrees: tuple[Path, ...]
+    removed_dirs: tuple[Path, ...]  # directories git did not know
+    deleted_branches: tuple[str, ...]
+    kept_branches: tuple[str, ...]
+    skipped_branches: tuple[str, ...]  # checked out outside the root, or moved meanwhile
+
+
+def branch_name(run_id: str, task_id: str, attempt: int) -> str:
+    """Return ``stretto/<run>/<task>/<attempt>``.
+
+    Raises:
+        ValueError: An id is not letters, digits, ``.``, ``_`` and ``-``, or ``attempt < 0``.
+    """
+    for label, value in (("run id", run_id), ("task id", task_id)):
+        if not _ID.fullmatch(value) or ".." in value or value.endswith((".lock", ".")):
+            raise ValueError(f"{label} {value!r} must be letters, digits, '.', '_' or '-'")
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, not {attempt}")
+    return f"{BRANCH_PREFIX}{run_id}/{task_id}/{attempt}"
+
+
+def parse_branch(branch: str) -> tuple[str, str, int] | None:
+    """Return ``(run_id, task_id, attempt)`` for a name :func:`branch_name` makes, else ``None``."""
+    parts = branch.split("/")
+    if len(parts) != 4 or f"{parts[0]}/" != BRANCH_PREFIX or not parts[3].isdigit():
+        return None
+    try:
+        branch_name(parts[1], parts[2], int(parts[3]))
+    except ValueError:
+        return None
+    return parts[1], parts[2], int(parts[3])
+
+
+def worktrees_root(repo: Path) -> Path:
+    """Return ``<top of repo>/.stretto/worktrees`` (it may not exist yet)."""
+    return _top_and_root(repo)[1]
+
+
+def port_base(slot: int) -> int:
+    """Return the first port of workspace slot ``slot``, for ``STRETTO_PORT_BASE``.
+
+    Slot ``n`` owns ports ``PORT_BASE + n*PORT_STRIDE`` up to, not including, the next slot's, so
+    dev servers of parallel attempts do not collide.
+
+    Raises:
+        ValueError: The slot is negative or its range would pass port 65535.
+    """
+    last_slot = (65536 - PORT_BASE) // PORT_STRIDE - 1
+    if not 0 <= slot <= last_slot:
+        raise ValueError(f"port slot must be between 0 and {last_slot}, not {slot}")
+    return PORT_BASE + slot * PORT_STRIDE
+
+
+def create_workspace(
+    repo: Path,
+    run_id: str,
+    task_id: str,
+    attempt: int,
+    base: str,
+    *,
+    link_dirs: Sequence[str] = (),
+    setup: Sequence[str] = (),
+    setup_timeout: float = SETUP_TIMEOUT,
+    setup_env: Mapping[str, str] | None = None,
+) -> Workspace:
+    """Create, or finish creating, one attempt's worktree; safe to call again after a crash.
+
+    Worktree registered on the right branch: kept. Branch without a directory: registration
+    dropped, worktree re-added on the existing branch (its commits kept). A directory git does not
+    know, or a broken or half-initialised worktree: removed, then redone. Nothing: ``git worktree
+    add -b``. Then shared directories are linked and ``setup`` runs, every time, so setup commands
+    must be idempotent (as ``npm ci`` and ``uv sync`` are).
+
+    Args:
+        repo: Any directory in the repository.
+        run_id: The run's id.
+        task_id: The task's id.
+        attempt: The attempt number.
+        base: The revision to fork from.
+        link_dirs: Extra paths relative to the top (``frontend/node_modules``) to link if present.
+        setup: Shell commands run in order with ``bash -c`` in the worktree.
+        setup_timeout: Seconds each setup command may take.
+        setup_env: Extra environment variables for the setup commands.
+
+    Returns:
+        The workspace, ``base`` resolved to a full commit id.
+
+    Raises:
+        ValueError: An id or a link path is malformed.
+        RepoError: ``base`` does not exist, or the branch exists but does not contain it, or the
+            branch is checked out elsewhere.
+        WorkspaceSetupError: A setup command failed.
+    """
+    branch = branch_name(run_id, task_id, attempt)
+    top, root = _top_and_root(repo)
+    base_sha = rev_parse(top, f"{base}^{{commit}}")
+    if base_sha is None:
+        raise RepoError(f"base commit {base!r} does not exist in {top}")
+    path = root / f"{run_id}-{task_id}-{attempt}"
+    root.mkdir(parents=True, exist_ok=True)
+    with worktree_lock(top):
+        _ensure_worktree(top, root, path, branch, base_sha)
+    link_shared_dirs(top, path, [*AUTO_LINK_DIRS, *link_dirs])
+    ws = Workspace(path, branch, base_sha, run_id, task_id, attempt)
+    run_setup(ws, setup, timeout=setup_timeout, env=setup_env)
+    return ws
+
+
+def _ensure_worktree(top: Path, root: Path, path: Path, branch: str, base_sha: str) -> None:
+    entries = list_worktrees(top)
+    here = _entry_at(entries, path)
+    if here is not None:
+        if (
+            here.branch == branch
+            and not here.prunable
+            and here.locked != "initializing"  # git's lock while `worktree add` populates
+            and (path / ".git").is_file()
+        ):
+            _check_contains(top, base_sha, branch)
+            return
+        _discard(top, root, path, registered=True)
+    elif os.path.lexists(path):
+        _discard(top, root, path, registered=False)
+    if rev_parse(top, f"refs/heads/{branch}") is None:
+        run_git(["worktree", "add", "--no-track", "-b", branch, str(path), base_sha], top)
+        return
+    _check_contains(top, base_sha, branch)
+    for other in entries:
+        if other.branch == branch and not _same(other.path, path):
+            if not (other.prunable and _is_under(other.path, root)):
+                raise RepoError(
+                    f"branch {branch} is checked out at {other.path}; switch that checkout to "
+                    "another branch or remove it, then retry"
+                )
+            _discard(top, root, other.path, registered=True)
+    run_git(["worktree", "add", str(path), branch], top)
+
+
+def _check_contains(top: Path, base_sha: str, branch: str) -> None:
+    if not is_ancestor(top, base_sha, f"refs/heads/{branch}"):
+        raise RepoError(
+            f"branch {branch} already exists but does not contain base commit {base_sha[:12]}; "
+            f"delete it (`git branch -D {branch}`) or run `stretto clean`, then retry"
+        )
+
+
+def link_shared_dirs(top: Path, worktree: Path, names: Iterable[str]) -> list[str]:
+    """Symlink untracked directories of the main checkout into a worktree; idempotent.
+
+    A path is linked when it is a directory in the main checkout, nothing under it is tracked and
+    the worktree has nothing at that path. Every link is then hidden from ``git status``.
+
+    Args:
+        top: The main checkout's top directory.
+        worktree: The worktree's top directory.
+        names: Paths relative to the top, e.g. ``node_modules`` or ``frontend/node_modules``.
+
+    Returns:
+        The paths that are links into the main checkout after the call.
+
+    Raises:
+        ValueError: A name is absolute or climbs out with ``..``.
+    """
+    present: list[str] = []
+    for name in dict.fromkeys(names):
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts or name.startswith("~"):
+            raise ValueError(f"link path {name!r} must be relative to the repository top")
+        source, target = top / rel, worktree / rel
+        if os.path.islink(target) and _same(target, source):
+            present.append(rel.as_posix())
+        elif source.is_dir() and not os.path.lexists(target) and not is_tracked(top, str(rel)):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(source, target, target_is_directory=True)
+            present.append(rel.as_posix())
+    hidden = ignored_paths(worktree, present)
+    patterns = [f"/{_escape_pattern(p)}" for p in present if p not in hidden]
+    state_dir = WORKTREES_DIR.parts[0]
+    if not ignored_paths(top, [state_dir]):
+        patterns.append(f"/{state_dir}/")
+    if patterns:
+        _append_excludes(git_common_dir(worktree) / "info" / "exclude", patterns)
+    return present
+
+
+def _escape_pattern(path: str) -> str:
+    escaped = re.sub(r"([\\*?\[])", r"\\\1", path)
+    return escaped[:-1] + "\\ " if escaped.endswith(" ") else escaped
+
+
+def _append_excludes(exclude: Path, patterns: Sequence[str]) -> None:
+    """Append the patterns that ``exclude`` lacks, holding a lock on the file itself."""
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    with open(exclude, "a+", encoding="utf-8") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)  # released when the file closes
+        file.seek(0)
+        text = file.read()
+        lines = set(text.splitlines())
+        new = [p for p in dict.fromkeys(patterns) if p not in lines]
+        if new:
+            header = [] if _EXCLUDE_HEADER in lines else [_EXCLUDE_HEADER]
+            prefix = "\n" if text and not text.endswith("\n") else ""
+            file.write(prefix + "\n".join([*header, *new]) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def run_setup(
+    ws: Workspace,
+    commands: Sequence[str],
+    *,
+    timeout: float = SETUP_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Run each command with ``bash -c`` in the workspace; stop at the first failure.
+
+    Each command gets its own process group (all of it is killed on timeout), an empty stdin and
+    ``STRETTO_WORKSPACE`` set to the worktree path, on top of stretto's environment and ``env``.
+
+    Raises:
+        WorkspaceSetupError: A command could not start, exited non-zero or timed out.
+    """
+    full_env = {
+        **without_git_redirects(os.environ),
+        "STRETTO_WORKSPACE": str(ws.path),
+        **(env or {}),
+    }
+    for command in commands:
+        with tempfile.TemporaryFile() as log:
+            try:
+                proc = subprocess.Popen(
+                    ["bash", "-c", command],
+                    cwd=ws.path,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=full_env,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                reason = f"could not start ({error})"
+                raise WorkspaceSetupError(command, ws.path, None, "", reason) from error
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except BaseException as error:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                if not isinstance(error, subprocess.TimeoutExpired):
+                    raise
+                reason = f"did not finish within {timeout:g} s"
+                raise WorkspaceSetupError(command, ws.path, None, _tail(log), reason) from None
+            if returncode != 0:
+                reason = f"failed with exit status {returncode}"
+                raise WorkspaceSetupError(command, ws.path, returncode, _tail(log), reason)
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(max(0, log.seek(0, os.SEEK_END) - 16384))
+    text = log.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-_TAIL_LINES:])
+
+
+def commit_all(ws: Workspace, message: str, *, author: str = "stretto <stretto@localhost>") -> str:
+    """Stage everything in the workspace and commit it if anything changed.
+
+    ``git add -A`` honours ``.gitignore`` and the excludes, so linked directories are never
+    staged. This commit is stretto's bookkeeping, so it passes ``--no-verify`` (the user's hooks
+    run as gates on the result instead), turns signing off and sets author and committer
+    explicitly, which also makes it work with no git identity configured.
+
+    Args:
+        ws: The workspace.
+        message: The commit message, kept verbatim (``#`` lines included).
+        author: ``Name <email>``, used as author and committer.
+
+    Returns:
+        The branch tip afterwards: the new commit, or the current one when nothing changed (the
+        agent may have committed by itself).
+
+    Raises:
+        ValueError: ``author`` is not ``Name <email>``.
+        RepoError: The worktree is no longer on its branch, or git failed.
+    """
+    match = re.fullmatch(r"\s*(.*?)\s*<([^<>]*)>\s*", author)
+    if match is None or not match.group(1):
+        raise ValueError(f"author must look like 'Name <email>', not {author!r}")
+    name, email = match.groups()
+    on = current_branch(ws.path)
+    if on != ws.branch:
+        raise RepoError(
+            f"workspace {ws.path} is on {on or 'a detached HEAD'}, not on its branch {ws.branch}, "
+            f"so its work would be lost; inspect it, then `git switch {ws.branch}` there"
+        )
+    run_git(["add", "-A"], ws.path)
+    if run_git(["diff", "--cached", "--quiet"], ws.path, check=False).returncode != 0:
+        identity = {
+            f"GIT_{who}_{what}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for what, value in (("NAME", name), ("EMAIL", email))
+        }
+        config = ["-c", f"user.name={name}", "-c", f"user.email={email}"]
+        run_git([*config, *_COMMIT, "--file=-"], ws.path, input=message, env=identity)
+    head = rev_parse(ws.path, "HEAD")
+    if head is None:  # pragma: no cover - the branch was forked from a commit
+        raise RepoError(f"workspace {ws.path} has no HEAD commit")
+    return head
+
+
+def changed_files(ws: Workspace) -> list[ChangedFile]:
+    """Return what differs between ``ws.base`` and the tip of ``ws.branch``, sorted by path.
+
+    Rename detection is on (``-M``): a moved file is one ``R`` entry, not a delete and an add.
+    """
+    out = run_git([*_DIFF, ws.base, f"refs/heads/{ws.branch}", "--"], ws.path).stdout
+    tokens = out.split("\0")
+    changes: list[ChangedFile] = []
+    i = 0
+    while i < len(tokens) and tokens[i]:
+        kind = tokens[i][0]
+        if kind in "RC":
+            old, new = tokens[i + 1], tokens[i + 2]
+            changes.append(ChangedFile(new, "R", old) if kind == "R" else ChangedFile(new, "A"))
+            i += 3
+            continue
+        status: Literal["A", "M", "D", "R"] = "A" if kind == "A" else "D" if kind == "D" else "M"
+        changes.append(ChangedFile(tokens[i + 1], status))
+        i += 2
+    return changes
+
+
+def remove_workspace(
+    repo: Path, ws: Workspace, *, delete_branch: bool, expected_sha: str | None = None
+) -> bool:
+    """Remove a workspace's worktree and, if asked, its branch; safe to call again.
+
+    The branch is deleted with ``git update-ref -d refs/heads/<branch> <expected_sha>``, so a
+    branch that no longer points at ``expected_sha`` (it gained commits) is left alone.
+
+    Args:
+        repo: Any directory in the repository.
+        ws: The workspace.
+        delete_branch: Also delete the branch.
+        expected_sha: The commit the branch must point at; required with ``delete_branch``.
+
+    Returns:
+        ``False`` when the branch delete was refused because the branch moved, else ``True``
+        (also when the branch was already gone).
+
+    Raises:
+        ValueError: ``delete_branch`` without ``expected_sha``, or a path outside the root.
+    """
+    if delete_branch and not expected_sha:
+        raise ValueError("delete_branch needs expected_sha, the commit the branch must point at")
+    top, root = _top_and_root(repo)
+    with worktree_lock(top):
+        registered = _entry_at(list_worktrees(top), ws.path) is not None
+        if registered or os.path.lexists(ws.path):
+            _discard(top, root, ws.path, registered=registered)
+    if not delete_branch or expected_sha is None:
+        return True
+    return _delete_branch(top, ws.branch, expected_sha)
+
+
+def _delete_branch(top: Path, branch: str, expected_sha: str) -> bool:
+    ref = f"refs/heads/{branch}"
+    expected = rev_parse(top, expected_sha) or expected_sha
+    current = rev_parse(top, ref)
+    if current is None:
+        return True
+    if current != expected:
+        return False
+    args = ["update-ref", "-m", f"stretto: delete {branch}", "-d", ref, expected]
+    return run_git(args, top, check=False).returncode == 0 or rev_parse(top, ref) is None
+
+
+def _discard(top: Path, root: Path, path: Path, *, registered: bool) -> None:
+    """Remove a worktree or stray directory under ``root``, whatever state it is in."""
+    if not _is_under(path, root):
+        raise ValueError(f"refusing to remove {path}: it is not under {root}")
+    remove = ["worktree", "remove", "--force", "--force", str(path)]  # dirty, locked or missing
+    if registered:
+        run_git(remove, top, check=False)
+    if os.path.lexists(path):  # a stray directory, or git refused (it holds submodules, …)
+        _rmtree(path)
+    if registered and _entry_at(list_worktrees(top), path) is not None:
+        run_git(remove, top)
+
+
+def _rmtree(path: Path) -> None:
+    """Delete ``path`` without following symlinks, making read-only directories writable."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+
+    def retry(func: Callable[..., Any], failed: str, _error: object) -> None:
+        os.chmod(os.path.dirname(failed), stat.S_IRWXU)
+        if not os.path.islink(failed) and os.path.isdir(failed):
+            os.chmod(failed, stat.S_IRWXU)
+        func(failed)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
+
+
+@contextlib.contextmanager
+def worktree_lock(top: Path) -> Iterator[None]:
+    """Hold stretto's lock on adding and removing worktrees of the repository at ``top``.
+
+    ``git worktree add`` reads every registered worktree and dies on one that a concurrent
+    ``add`` has half written ("failed to read .git/worktrees/<name>/commondir"), so stretto
+    changes worktrees one at a time, across threads and processes: an ``flock`` on
+    ``.stretto/worktrees.lock``. Anything else in stretto that adds or removes worktrees (the
+    merge queue's integration workspace) should hold it too.
+    """
+    lock_path = top / WORKTREES_DIR.parent / "worktrees.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _top_and_root(repo: Path) -> tuple[Path, Path]:
+    top = Path(os.path.realpath(toplevel(repo)))
+    return top, top / WORKTREES_DIR
+
+
+def _entry_at(entries: Iterable[WorktreeEntry], path: Path) -> WorktreeEntry | None:
+    return next((e for e in entries if _same(e.path, path)), None)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    real, real_root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real != real_root and real.is_relative_to(real_root)
+
+
+def list_workspaces(repo: Path) -> list[WorkspaceInfo]:
+    """List the worktrees and directories under the worktrees root and every ``stretto/*`` branch.
+
+    A directory belongs to the branch git has checked out there, else to the branch its name
+    follows from (``<run>-<task>-<attempt>``). Sorted by branch, then path.
+    """
+    top, root = _top_and_root(repo)
+    with worktree_lock(top):
+        return _list_workspaces(top, root)
+
+
+def _list_workspaces(top: Path, root: Path) -> list[WorkspaceInfo]:
+    entries = list_worktrees(top)
+    tips = branch_tips(top, BRANCH_PREFIX)
+    by_dir_name = {"{}-{}-{}".format(*p): b for b in tips if (p := parse_branch(b)) is not None}
+    outside = {
+        e.branch: e.path for e in entries if e.branch in tips and not _is_under(e.path, root)
+    }
+    paths = {os.path.realpath(e.path): e.path for e in entries if _is_under(e.path, root)}
+    for child in root.iterdir() if root.is_dir() else ():
+        paths.setdefault(os.path.realpath(child), child)
+    infos: list[WorkspaceInfo] = []
+    for path in paths.values():
+        entry = _entry_at(entries, path)
+        owner = entry.branch if entry and entry.branch else by_dir_name.get(path.name)
+        infos.append(_info(path, owner, entry, tips, outside))
+    claimed = {info.branch for info in infos}
+    infos += [_info(None, b, None, tips, outside) for b in tips if b not in claimed]
+    return sorted(infos, key=lambda i: (i.branch or "", str(i.path or "")))
+
+
+def _info(
+    path: Path | None,
+    branch: str | None,
+    entry: WorktreeEntry | None,
+    tips: Mapping[str, str],
+    outside: Mapping[str, Path],
+) -> WorkspaceInfo:
+    parsed = parse_branch(branch) if branch else None
+    return WorkspaceInfo(
+        path=path,
+        branch=branch,
+        head=tips.get(branch or "") or (entry.head if entry else None),
+        registered=entry is not None,
+        exists=path is not None and os.path.lexists(path),
+        locked=entry is not None and entry.locked is not None,
+        prunable=entry is not None and entry.prunable,
+        checked_out_elsewhere=outside.get(branch) if branch else None,
+        run_id=parsed[0] if parsed else None,
+        task_id=parsed[1] if parsed else None,
+        attempt=parsed[2] if parsed else None,
+    )
+
+
+def collect_garbage(repo: Path, *, keep: Callable[[str], bool]) -> GcReport:
+    """Remove the worktrees, stray directories and ``stretto/*`` branches that ``keep`` rejects.
+
+    First drops registrations under the worktrees root whose directory is gone (a ``git worktree
+    prune`` limited to stretto's own: the user's worktrees elsewhere are never pruned). Then each
+    item of :func:`list_workspaces` whose branch ``keep`` rejects (an item without a branch is
+    never kept) loses its worktree or directory and its ``stretto/*`` branch, deleted by
+    compare-and-swap. A branch checked out outside the root is never deleted. Must not run while
+    a run creates workspaces: the caller holds the run lock.
+
+    Args:
+        repo: Any directory in the repository.
+        keep: Called with a short branch name; true keeps the branch and its worktree.
+    """
+    top, root = _top_and_root(repo)
+    with worktree_lock(top):
+        return _collect_garbage(top, root, keep)
+
+
+def _collect_garbage(top: Path, root: Path, keep: Callable[[str], bool]) -> GcReport:
+    pruned = [e.path for e in list_worktrees(top) if e.prunable and _is_under(e.path, root)]
+    for path in pruned:
+        _discard(top, root, path, registered=True)
+    worktrees: list[Path] = []
+    dirs: list[Path] = []
+    deleted: list[str] = []
+    kept: list[str] = []
+    skipped: list[str] = []
+    for info in _list_workspaces(top, root):
+        if info.branch is not None and keep(info.branch):
+            kept.append(info.branch)
+            continue
+        if info.path is not None and (info.registered or info.exists):
+            _discard(top, root, info.path, registered=info.registered)
+            (worktrees if info.registered else dirs).append(info.path)
+        if info.branch is None or not info.branch.startswith(BRANCH_PREFIX) or info.head is None:
+            continue
+        if info.checked_out_elsewhere is None and _delete_branch(top, info.branch, info.head):
+            deleted.append(info.branch)
+        else:
+            skipped.append(info.branch)
+    return GcReport(
+        tuple(pruned), tuple(worktrees), tuple(dirs), tuple(deleted), tuple(kept), tuple(skipped)
+    )
