@@ -105,10 +105,17 @@ def test_dry_run_invalid_plan_exit_2(tmp_path: Path) -> None:
     assert "unknown step 'modles'" in result.stderr
 
 
-def test_run_without_dry_run_is_a_usage_error() -> None:
-    result = CliRunner().invoke(main, ["run", str(EXAMPLE)])
-    assert result.exit_code == 2
-    assert "--dry-run" in result.stderr
+def test_run_outside_a_git_repo_is_a_clear_error(tmp_path: Path, monkeypatch: object) -> None:
+    import os
+
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(main, ["run", str(EXAMPLE)])
+    finally:
+        os.chdir(ROOT)
+    assert result.exit_code == 1
+    assert "not a git repository" in result.stderr
+    assert not (tmp_path / ".stretto").exists()
 
 
 def test_help_and_version_import_nothing_heavy() -> None:

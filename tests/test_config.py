@@ -432,6 +432,11 @@ def test_defaults_without_any_config(repo: Path) -> None:
         "max_agents": 4,
         "default_agent": "shell",
         "gates": {},
+        "scope": "refuse",
+        "link_dirs": (),
+        "setup": (),
+        "env_allow": (),
+        "agents": {},
     }
 
 
@@ -499,6 +504,11 @@ def test_gate_forms_and_to_dict(repo: Path) -> None:
             "lint": {"command": "ruff check", "timeout": 600, "when": "attempt"},
             "e2e": {"command": "npm run e2e", "timeout": 600, "when": "both"},
         },
+        "scope": "refuse",
+        "link_dirs": (),
+        "setup": (),
+        "env_allow": (),
+        "agents": {},
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.max_agents = 8  # type: ignore[misc]

@@ -119,24 +119,215 @@ def init(force: bool, repo: Path, as_json: bool) -> None:
         click.echo(f"added .stretto/ to {result.exclude_path}")
 
 
+def _view(as_json: bool, plain: bool) -> Any:
+    from stretto.view import JsonView, LiveView, PlainView
+
+    if as_json:
+        return JsonView()
+    if plain or not sys.stdout.isatty():
+        return PlainView()
+    return LiveView()
+
+
+def _finish(summary: Any, view: Any, as_json: bool) -> None:
+    from stretto.view import render_summary
+
+    view.close()
+    if as_json:
+        click.echo(json.dumps({"type": "summary", **summary.to_dict()}))
+    else:
+        click.echo("")
+        click.echo(render_summary(summary))
+    if summary.status != "finished":
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("plan_file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Validate and show the schedule; run nothing.")
 @click.option("--max-agents", type=click.IntRange(min=1), help="Agents running at once.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print events (or the dry run) as JSON.")
+@click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal.")
 @_reports_errors
-def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool) -> None:
-    """Run PLAN_FILE (with --dry-run: only show how it would be scheduled)."""
-    from stretto.dryrun import dry_run as make_dry_run
-    from stretto.dryrun import render_text
-    from stretto.errors import UsageError
-    from stretto.plan import load_plan
+def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, plain: bool) -> None:
+    """Run PLAN_FILE: agents in parallel worktrees, gates, merge queue.
 
-    if not dry_run:
-        raise UsageError("running agents is not implemented yet; use --dry-run")
-    plan = load_plan(plan_file)
-    report = make_dry_run(plan, max_agents=max_agents)
+    Exit status: 0 when every task landed, 1 when some did not, 2 for invalid input.
+    """
+    if dry_run:
+        from stretto.dryrun import dry_run as make_dry_run
+        from stretto.dryrun import render_text
+        from stretto.plan import load_plan
+
+        plan = load_plan(plan_file)
+        report = make_dry_run(plan, max_agents=max_agents)
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            click.echo(render_text(report, color=sys.stdout.isatty()))
+        return
+    from stretto.runs import prepare_run, start_run
+
+    repo, plan, options = prepare_run(Path.cwd(), plan_file, max_agents=max_agents)
+    view = _view(as_json, plain)
+    try:
+        summary = start_run(repo, plan, options, sink=view)
+    except BaseException:
+        view.close()
+        raise
+    _finish(summary, view, as_json)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--max-agents", type=click.IntRange(min=1), help="Agents running at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal.")
+@_reports_errors
+def resume(run_id: str | None, max_agents: int | None, as_json: bool, plain: bool) -> None:
+    """Finish an interrupted run (default: the latest)."""
+    from stretto.resume import resume_run
+
+    view = _view(as_json, plain)
+    try:
+        summary = resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents)
+    except BaseException:
+        view.close()
+        raise
+    _finish(summary, view, as_json)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_reports_errors
+def status(run_id: str | None, as_json: bool) -> None:
+    """Show the state of a run (default: the latest) and of each of its tasks."""
+    from stretto.git import toplevel
+    from stretto.runs import run_status
+
+    state = run_status(toplevel(Path.cwd()), run_id)
+    if as_json:
+        click.echo(json.dumps(state.to_dict(), indent=2))
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(state.counts().items()))
+    click.echo(f"run {state.run_id}: {state.state} ({state.plan}; target {state.target}; {counts})")
+    width = max((len(t) for t in state.tasks), default=8)
+    for task in state.tasks.values():
+        reason = f"  {task.reason}" if task.reason else ""
+        click.echo(f"  {task.state:<9} {task.id:<{width}}  attempts {task.attempts}{reason}")
+    if state.state == "interrupted":
+        click.echo(f"this run was interrupted; finish it with `stretto resume {state.run_id}`")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@_reports_errors
+def runs(as_json: bool) -> None:
+    """List the runs in this repository."""
+    import time as _time
+
+    from stretto.git import toplevel
+    from stretto.runs import list_run_ids, run_status
+
+    repo = toplevel(Path.cwd())
+    states = [run_status(repo, run_id) for run_id in list_run_ids(repo)]
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in states], indent=2))
+        return
+    if not states:
+        click.echo("no runs yet; start one with `stretto run PLAN`")
+    for state in states:
+        when = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(state.started))
+        counts = state.counts()
+        click.echo(
+            f"{state.run_id}  {when}  {state.state:<11}  {counts.get('landed', 0)}/"
+            f"{len(state.tasks)} landed  {state.plan}"
+        )
+
+
+@main.command()
+@click.argument("task")
+@click.option("--run", "run_id", help="Run id (default: the latest).")
+@click.option("--attempt", type=click.IntRange(min=1), help="Attempt number (default: the last).")
+@_reports_errors
+def log(task: str, run_id: str | None, attempt: int | None) -> None:
+    """Print a task's agent log and gate logs."""
+    from stretto.git import toplevel
+    from stretto.runs import task_log
+
+    path, text = task_log(toplevel(Path.cwd()), task, run_id=run_id, attempt=attempt)
+    click.echo(f"==> {path}")
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also drop verified, unlanded work of interrupted runs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@_reports_errors
+def clean(everything: bool, as_json: bool) -> None:
+    """Remove worktrees, branches and processes left by runs that are not running."""
+    from stretto.cleanup import clean_repo
+    from stretto.git import toplevel
+
+    report = clean_repo(toplevel(Path.cwd()), everything=everything)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        click.echo(render_text(report, color=sys.stdout.isatty()))
+        return
+    click.echo(report.render())
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to build the demo repository (default: a new temp directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+@click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal.")
+@_reports_errors
+def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
+    """Run a real 8-task plan on a throwaway repository (needs only python3 and git)."""
+    import subprocess
+    import tempfile
+
+    from stretto.demo import build_demo_repo
+    from stretto.runs import prepare_run, start_run
+
+    base = directory or Path(tempfile.mkdtemp(prefix="stretto-demo-"))
+    repo, plan_file = build_demo_repo(base / "calc" if directory is None else directory)
+    if not as_json:
+        click.echo(f"demo repository: {repo}\nplan: {plan_file}\n")
+    _, plan, options = prepare_run(repo, plan_file)
+    view = _view(as_json, plain)
+    try:
+        summary = start_run(repo, plan, options, sink=view)
+    except BaseException:
+        view.close()
+        raise
+    if not as_json:
+        view.close()
+        from stretto.view import render_summary
+
+        click.echo("")
+        click.echo(render_summary(summary))
+        click.echo("\ngit log of main:")
+        graph = subprocess.run(
+            ["git", "log", "--oneline", "--graph", "-n", "30", "main"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        click.echo(graph.stdout.rstrip())
+        click.echo(f"\nlook around: cd {repo} && stretto status && stretto log div --attempt 1")
+        if summary.status != "finished":
+            sys.exit(1)
+        return
+    _finish(summary, view, as_json)

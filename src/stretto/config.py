@@ -76,6 +76,14 @@ class Config:
         default_agent: Agent used for tasks that do not name one.
         gates: Gates in the order the file lists them.
         path: The file the settings came from; ``None`` when defaults were used.
+        scope: What the scope gate does with changes outside a task's owned files:
+            ``"refuse"`` (the attempt fails) or ``"warn"``.
+        link_dirs: ``[workspace] link``: extra directories linked into each worktree
+            (``node_modules``, ``.venv`` and ``venv`` are linked automatically).
+        setup: ``[workspace] setup``: commands run in each new worktree before its agent.
+        env_allow: ``env``: extra environment variables passed to agents and gates
+            (a trailing ``*`` matches a prefix).
+        agents: ``[agents.NAME]`` tables: settings for each agent adapter.
     """
 
     target: str
@@ -83,6 +91,11 @@ class Config:
     default_agent: str = DEFAULT_AGENT
     gates: tuple[GateConfig, ...] = ()
     path: Path | None = None
+    scope: Literal["refuse", "warn"] = "refuse"
+    link_dirs: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    env_allow: tuple[str, ...] = ()
+    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -434,9 +447,18 @@ def _config_model() -> type[BaseModel]:
 
         _command = field_validator("command")(not_blank)
 
+    class WorkspaceModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        link: list[str] = []
+        setup: list[str] = []
+
     class ConfigModel(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         target: str | None = None
+        scope: Literal["refuse", "warn"] = "refuse"
+        env: list[str] = []
+        workspace: WorkspaceModel = WorkspaceModel()
+        agents: dict[str, dict[str, Any]] = {}
         max_agents: int = Field(default=DEFAULT_MAX_AGENTS, ge=1)
         default_agent: str = DEFAULT_AGENT
         gates: dict[Annotated[str, StringConstraints(pattern=_GATE_NAME)], GateModel] = {}
@@ -615,4 +637,9 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         default_agent=values["default_agent"],
         gates=gates,
         path=path,
+        scope=values["scope"],
+        link_dirs=tuple(values["workspace"]["link"]),
+        setup=tuple(values["workspace"]["setup"]),
+        env_allow=tuple(values["env"]),
+        agents=values["agents"],
     )

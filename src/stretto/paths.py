@@ -254,11 +254,57 @@ def overlaps(a: str, b: str) -> bool:
 
 def any_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, str] | None:
     """The first pair of patterns, one from each side, that overlap; None when disjoint."""
+    return _any_overlap(tuple(a), tuple(b))
+
+
+@lru_cache(maxsize=262144)
+def _any_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, str] | None:
     for pa in a:
         for pb in b:
             if overlaps(pa, pb):
                 return pa, pb
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """A cheap necessary condition for two sets of patterns to overlap.
+
+    A pattern's *anchor* is its leading run of literal segments (``src/api`` for
+    ``src/api/*.py``, ``""`` for ``**/*.md``); every path it owns starts with it. Two patterns
+    can only overlap when one's anchor is a leading run of the other's, so two sets that pass
+    :meth:`may_overlap` are worth an exact :func:`any_overlap`, and two that fail it are disjoint.
+    The scheduler asks this first: it answers most questions with two set operations.
+    """
+
+    anchors: frozenset[str]  # each pattern's anchor
+    prefixes: frozenset[str]  # every leading run of segments of every anchor, "" included
+
+    def may_overlap(self, other: Reach) -> bool:
+        """False only when no pattern of ``self`` overlaps one of ``other``."""
+        return not (
+            self.anchors.isdisjoint(other.prefixes) and other.anchors.isdisjoint(self.prefixes)
+        )
+
+
+@lru_cache(maxsize=65536)
+def _anchor_prefixes(pattern: str) -> tuple[str, ...]:
+    """``""`` and each leading run of literal segments of ``pattern``; the last is its anchor."""
+    out = [""]
+    for segment in pattern.split("/") if pattern else ():
+        if not _GLOB_CHARS.isdisjoint(segment):
+            break
+        out.append(f"{out[-1]}/{segment}" if out[-1] else segment)
+    return tuple(out)
+
+
+@lru_cache(maxsize=65536)
+def reach(patterns: tuple[str, ...]) -> Reach:
+    """The :class:`Reach` of normalized ``patterns`` (``()`` reaches nothing)."""
+    runs = [_anchor_prefixes(pattern) for pattern in patterns]
+    return Reach(
+        frozenset(run[-1] for run in runs), frozenset(prefix for run in runs for prefix in run)
+    )
 
 
 @lru_cache(maxsize=4096)

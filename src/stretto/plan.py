@@ -61,6 +61,7 @@ class Task:
     agent: str | None = None
     model: str | None = None
     gates: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
     timeout: float | None = None
     command: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -83,6 +84,7 @@ class Task:
             "agent": self.agent,
             "model": self.model,
             "gates": list(self.gates),
+            "outputs": list(self.outputs),
             "timeout": self.timeout,
             "command": self.command,
             "max_attempts": self.max_attempts,
@@ -176,6 +178,10 @@ def _models() -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
         gates: list[str] = Field(
             default_factory=list, description="Extra verification commands; each must exit 0."
         )
+        outputs: list[str] = Field(
+            default_factory=list,
+            description="Files the step must leave in place (checked by the files_exist gate).",
+        )
         timeout: int | float | str | None = Field(
             None, description="Time limit per attempt: seconds, or '90s', '15m', '1h'."
         )
@@ -243,6 +249,7 @@ _KEYS = {
         "agent",
         "model",
         "gates",
+        "outputs",
         "timeout",
         "command",
         "max_attempts",
@@ -643,6 +650,7 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
                     agent=step.agent,
                     model=step.model,
                     gates=tuple(step.gates),
+                    outputs=_outputs(step, base, located, problems),
                     timeout=timeout,
                     command=step.command,
                     max_attempts=step.max_attempts or DEFAULT_MAX_ATTEMPTS,
@@ -732,6 +740,21 @@ def _step_text_problems(step: Any, base: Path_, located: Located) -> list[Diagno
         if not gate.strip():
             problems.append(located.diagnostic((*base, "gates", g_index), "empty gate command"))
     return problems
+
+
+def _outputs(
+    step: Any, base: Path_, located: Located, problems: list[Diagnostic]
+) -> tuple[str, ...]:
+    out: list[str] = []
+    for index, path in enumerate(step.outputs):
+        issue = paths.problem(path)
+        if issue is None and not paths.is_literal(path):
+            issue = f"'{path}' is a glob; outputs are exact file paths"
+        if issue:
+            problems.append(located.diagnostic((*base, "outputs", index), issue))
+        else:
+            out.append(paths.normalize(path))
+    return tuple(dict.fromkeys(out))
 
 
 def _owned_files(

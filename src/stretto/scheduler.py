@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from stretto.graph import TaskGraph
-from stretto.paths import EVERYTHING_PATTERN, any_overlap
+from stretto.paths import EVERYTHING_PATTERN, any_overlap, reach
 
 
 class TaskState(enum.Enum):
@@ -238,6 +238,48 @@ class Schedule:
                 new.append(child)
         return new
 
+    def restore(
+        self,
+        *,
+        landed: set[str],
+        failed: set[str],
+        skipped: set[str],
+        attempts: Mapping[str, int],
+        failures: Mapping[str, int],
+    ) -> None:
+        """Put a fresh schedule into the state a journal describes (used by resume).
+
+        Tasks not named are left ready or waiting as their dependencies say; attempt and
+        failure counts carry over, so numbering continues and limits still hold.
+        """
+        for task in self.graph.topo:
+            self.attempts[task] = attempts.get(task, 0)
+            self.failures[task] = failures.get(task, 0)
+            if task in landed:
+                if self.state[task] is TaskState.WAITING:
+                    raise SchedulingError(f"task {task!r} landed before its dependencies")
+                self.state[task] = TaskState.READY
+                index = bisect.bisect_left(self._ready, self._key(task))
+                del self._ready[index]
+                self.state[task] = TaskState.RUNNING
+                self.running[task] = ()
+                self.landed(task)
+            elif task in failed or task in skipped:
+                if self.state[task] is TaskState.READY:
+                    index = bisect.bisect_left(self._ready, self._key(task))
+                    del self._ready[index]
+                self.state[task] = TaskState.FAILED if task in failed else TaskState.SKIPPED
+                self.finished += 1
+        gone = (TaskState.FAILED, TaskState.SKIPPED)
+        for task in self.graph.topo:
+            blocker = next((d for d in self.graph.deps[task] if self.state[d] in gone), None)
+            if self.state[task] is TaskState.WAITING and blocker is not None:
+                self._skip.append((task, blocker))
+            elif self.state[task] is TaskState.READY and self.failures[task] >= self.limit(task):
+                index = bisect.bisect_left(self._ready, self._key(task))
+                del self._ready[index]
+                self._give_up.append(task)
+
     # ------------------------------------------------------------------ reading
 
     def limit(self, task: str) -> int:
@@ -281,6 +323,11 @@ class Schedule:
         holders: list[tuple[str, tuple[str, ...]]] = list((held or {}).items())
         holders.extend(self.running.items())
         everything = next((h for h, lease in holders if EVERYTHING_PATTERN in lease), None)
+        # Where all holders reach, as two sets: most ready tasks are cleared by two set
+        # operations, and only holders whose reach meets the task's get an exact check.
+        reaches = [reach(tuple(theirs)) for _, theirs in holders]
+        anchors: set[str] = set().union(*(r.anchors for r in reaches))
+        prefixes: set[str] = set().union(*(r.prefixes for r in reaches))
         order = self.graph.index
         for _, _, task in self._ready:
             if total <= 0:
@@ -293,14 +340,22 @@ class Schedule:
             if full is not None:
                 actions.append(Wait(task, "capacity", pool=full))
                 continue
-            if lease:
+            mine = reach(tuple(lease))
+            if not (mine.anchors.isdisjoint(prefixes) and anchors.isdisjoint(mine.prefixes)):
                 blocking: list[str] = []
                 first: tuple[str, str] | None = None
-                for holder, theirs in holders:
-                    pair = any_overlap(lease, theirs)
-                    if pair is not None:
-                        blocking.append(holder)
-                        first = first or pair
+                if EVERYTHING_PATTERN in lease:
+                    # '**' overlaps every pattern: whoever holds anything blocks it.
+                    blocking = [holder for holder, theirs in holders if theirs]
+                    first = any_overlap(lease, next(theirs for _, theirs in holders if theirs))
+                else:
+                    for (holder, theirs), their_reach in zip(holders, reaches, strict=True):
+                        if not mine.may_overlap(their_reach):
+                            continue
+                        pair = any_overlap(lease, theirs)
+                        if pair is not None:
+                            blocking.append(holder)
+                            first = first or pair
                 if blocking:
                     blocking.sort(key=lambda h: (order.get(h, -1), h))
                     actions.append(Wait(task, "lease", tuple(blocking), first))
@@ -319,6 +374,9 @@ class Schedule:
                     pools[pool] -= 1
             if lease:
                 holders.append((task, lease))
+                reaches.append(mine)
+                anchors |= mine.anchors
+                prefixes |= mine.prefixes
                 if EVERYTHING_PATTERN in lease:
                     everything = task
         return actions

@@ -1,0 +1,64 @@
+"""Agent adapters: one module per CLI, found through the ``stretto.agents`` entry-point group.
+
+Built-in adapters register exactly like third-party ones would (``[project.entry-points]`` in
+pyproject.toml); :data:`BUILTIN` is the fallback when stretto runs from a source tree that was
+not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from stretto.agents.base import (
+    Adapter,
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+)
+from stretto.errors import UsageError
+
+__all__ = [
+    "BUILTIN",
+    "Adapter",
+    "AgentEvent",
+    "AgentResult",
+    "AttemptContext",
+    "Launch",
+    "Outcome",
+    "available",
+    "get_adapter",
+]
+
+GROUP = "stretto.agents"
+BUILTIN = {"shell": "stretto.agents.shell:ShellAdapter"}
+
+
+def available() -> dict[str, str]:
+    """Adapter name -> "module:Class", built-ins first, then plugins."""
+    found = dict(BUILTIN)
+    for entry in entry_points(group=GROUP):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
+def get_adapter(name: str) -> Adapter:
+    """An adapter instance by name.
+
+    Raises:
+        UsageError: for an unknown name, listing the known ones.
+    """
+    known = available()
+    target = known.get(name)
+    if target is None:
+        raise UsageError(
+            f"unknown agent '{name}'; available: {', '.join(sorted(known))} "
+            "(third-party adapters register in the 'stretto.agents' entry-point group)"
+        )
+    module_name, _, attr = target.partition(":")
+    adapter = getattr(importlib.import_module(module_name), attr)()
+    if not isinstance(adapter, Adapter):
+        raise UsageError(f"agent '{name}' ({target}) does not implement the adapter protocol")
+    return adapter

@@ -1,0 +1,118 @@
+"""The adapter contract every agent CLI implements, and the values it trades in.
+
+An adapter is a small object with three jobs (STYLE.md rule 3):
+
+* :meth:`Adapter.build` turns an :class:`AttemptContext` into a :class:`Launch` (argv,
+  environment, optional stdin) that runs the CLI non-interactively in the attempt's worktree;
+* :meth:`Adapter.parse_line` turns one line of the CLI's output into :class:`AgentEvent` values
+  (text, tool use, usage, cost, rate limit, error) while it runs;
+* :meth:`Adapter.decide` looks at the exit status and the events and says honestly how the
+  attempt ended (:class:`Outcome`): many CLIs exit 0 on failure, so the exit code alone is not
+  enough.
+
+Running the process (process group, timeout, logs) is not the adapter's business: see
+:mod:`stretto.process`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from stretto.plan import Task
+
+
+class Outcome(enum.Enum):
+    """How an attempt's agent ended, as far as the agent itself is concerned."""
+
+    SUCCESS = "success"
+    """The agent finished its work normally (gates still judge the result)."""
+    FAILED = "failed"
+    """The agent exited with an error of its own or did not do the work."""
+    API_ERROR = "api_error"
+    """The model provider answered with an error (bad request, server error, auth)."""
+    RATE_LIMITED = "rate_limited"
+    """The provider refused for rate or quota reasons; not the task's fault."""
+    PERMISSION_DENIED = "permission_denied"
+    """The agent was not allowed to make the edits it wanted."""
+    TIMED_OUT = "timed_out"
+    """The attempt hit its time limit and its process group was killed."""
+    STOPPED = "stopped"
+    """stretto stopped the attempt (the run was stopped or interrupted)."""
+
+    @property
+    def counts_as_failure(self) -> bool:
+        """Whether this outcome uses up one of the task's attempts."""
+        return self not in (Outcome.RATE_LIMITED, Outcome.STOPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptContext:
+    """Everything an adapter may use to build its command."""
+
+    task: Task
+    attempt: int
+    run_id: str
+    workspace: Path
+    prompt: str
+    prompt_file: Path
+    log_dir: Path
+    env: Mapping[str, str]  # the allow-listed environment, with STRETTO_* variables added
+    model: str | None = None
+    timeout: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the agent's table in config
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """A process to start: argv, environment and working directory."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    stdin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent:
+    """Something the agent reported while it ran."""
+
+    kind: str  # text | tool | file | usage | cost | rate_limit | error
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """The adapter's verdict on a finished agent process."""
+
+    outcome: Outcome
+    exit_code: int | None
+    reason: str = ""
+    retry_after: float | None = None
+    usage: Mapping[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What an agent adapter implements. Built-ins and plugins register the same way."""
+
+    name: str
+
+    def build(self, ctx: AttemptContext) -> Launch:
+        """The process that runs the agent for this attempt."""
+        ...
+
+    def parse_line(self, line: str, stream: str) -> Sequence[AgentEvent]:
+        """Events in one line of output (``stream`` is "stdout" or "stderr")."""
+        ...
+
+    def decide(
+        self, exit_code: int | None, timed_out: bool, events: Sequence[AgentEvent]
+    ) -> AgentResult:
+        """How the attempt ended, from the exit status and everything parsed."""
+        ...

@@ -1,0 +1,251 @@
+"""Child processes: agents and gate commands, each in its own process group.
+
+Every process stretto starts for a run carries ``STRETTO_RUN_TOKEN`` in its environment and
+runs in a new session (its own process group), so that
+
+* a timeout kills the whole group (the agent and everything it started): SIGTERM, a grace
+  period, then SIGKILL;
+* after a crash of stretto itself, ``stretto resume`` / ``stretto clean`` find leftovers by the
+  token in ``/proc/PID/environ`` and end them, never touching a process that does not carry it
+  (pids are reused).
+
+Output goes line by line to a log file and to a callback, so adapters can parse it live.
+The environment is built from an allow-list: secrets the user did not mean for agents stay out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+TOKEN_VAR = "STRETTO_RUN_TOKEN"
+GRACE_SECONDS = 3.0
+
+#: Variables passed to agents and gates unless the config says otherwise.
+DEFAULT_ALLOW = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+)
+
+
+def allowed_env(source: Mapping[str, str], allow: Iterable[str] = DEFAULT_ALLOW) -> dict[str, str]:
+    """The variables of ``source`` named by ``allow`` (a trailing ``*`` matches a prefix)."""
+    exact = {name for name in allow if not name.endswith("*")}
+    prefixes = tuple(name[:-1] for name in allow if name.endswith("*"))
+    return {
+        key: value
+        for key, value in source.items()
+        if key in exact or (prefixes and key.startswith(prefixes))
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a process ended."""
+
+    exit_code: int | None  # None when killed by a signal we sent
+    timed_out: bool
+    duration: float
+    pid: int
+
+
+def _start_time(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def boot_id() -> str:
+    """This boot's id (pids and start times are only comparable within one boot)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def write_pid_file(path: Path, pid: int, token: str) -> dict[str, object]:
+    """Record a started process's identity atomically; returns what was written."""
+    record: dict[str, object] = {
+        "pid": pid,
+        "pgid": pid,
+        "start_time": _start_time(pid),
+        "boot_id": boot_id(),
+        "token": token,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    return record
+
+
+def _environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def processes_with_token(token: str) -> list[int]:
+    """Pids of live processes whose environment carries ``STRETTO_RUN_TOKEN=token``."""
+    needle = f"{TOKEN_VAR}={token}".encode()
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me and _environ_has(int(entry.name), needle):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_token(token: str, grace: float = GRACE_SECONDS) -> list[int]:
+    """End every process carrying ``token`` (their groups: TERM, grace, KILL); returns pids."""
+    pids = processes_with_token(token)
+    if not pids:
+        return []
+    groups = set()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            groups.add(os.getpgid(pid))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 2.0)
+        while time.monotonic() < deadline and processes_with_token(token):
+            time.sleep(0.05)
+        if not processes_with_token(token):
+            break
+    return pids
+
+
+async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(proc.wait(), grace if sig == signal.SIGTERM else 5.0)
+            break
+        except TimeoutError:
+            continue
+    # The leader is gone; make sure nothing else of the group lingers.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def run_process(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout: float | None = None,
+    stdin: str | None = None,
+    on_line: Callable[[str, str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    grace: float = GRACE_SECONDS,
+) -> Finished:
+    """Run ``argv`` in its own session, logging both streams to ``log_path`` line by line.
+
+    Args:
+        on_line: called with (line, "stdout" | "stderr") for every output line.
+        on_start: called with the pid right after the process started.
+        timeout: seconds before the whole process group is killed.
+    """
+    started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab", buffering=0) as log:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as error:
+            log.write(f"stretto: cannot start {argv[0]!r}: {error}\n".encode())
+            return Finished(127, False, time.monotonic() - started, 0)
+        if on_start:
+            on_start(proc.pid)
+
+        async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
+            if stream is None:
+                return
+            while True:
+                try:
+                    raw = await stream.readline()
+                except ValueError:  # a line longer than the limit: take what is there
+                    raw = await stream.read(1 << 16)
+                if not raw:
+                    return
+                log.write(raw)
+                if on_line:
+                    on_line(raw.decode("utf-8", "replace").rstrip("\n"), name)
+
+        if stdin is not None and proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(stdin.encode())
+                await proc.stdin.drain()
+            proc.stdin.close()
+        pumps = asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
+        timed_out = False
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+        except TimeoutError:
+            timed_out = True
+            log.write(
+                f"\nstretto: timed out after {timeout:g}s; killing the process group\n".encode()
+            )
+            await _kill_group(proc, grace)
+        except asyncio.CancelledError:
+            await _kill_group(proc, grace)
+            pumps.cancel()
+            raise
+        else:
+            # The leader exited; children it left in the group must not outlive the attempt.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(pumps, 5.0)
+        except TimeoutError:
+            pumps.cancel()
+        code = proc.returncode
+        return Finished(
+            None if timed_out else code,
+            timed_out,
+            time.monotonic() - started,
+            proc.pid,
+        )

@@ -1,0 +1,187 @@
+"""``stretto resume``: finish a run after stretto itself was killed at any moment.
+
+The rule (shared/docs/DURABILITY.md): look at the world instead of trusting the journal.
+
+1. Take the run's lock (a second ``resume`` beside a live one is refused) and repair a torn
+   last journal line.
+2. End every process that carries the run's token (agents and gates of the dead generation);
+   none of them is adopted, their attempts are retried without counting as failures.
+3. Settle open intents: a target advance whose ref already moved is done; one whose ref is still
+   at the old commit is redone (its merge had passed the gates); everything else is marked
+   interrupted.
+4. Read the target's history: a task whose trailers are there has landed, whatever the
+   journal says (the trailer is the idempotency key, so nothing is merged twice).
+5. A task verified but not landed goes straight back to the merge queue with its recorded
+   commit: verified work is never redone or lost.
+6. Worktrees and branches of attempts that died are removed; the rest runs as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stretto import merge as merging
+from stretto.errors import RunError
+from stretto.git import rev_parse
+from stretto.journal import JOURNAL_NAME, Journal, Record, open_intents, read_journal
+from stretto.process import kill_token
+from stretto.runner import Runner, RunOptions, RunSummary, Sink
+from stretto.runs import resolve_run, saved_plan
+from stretto.workspace import Workspace, branch_name, remove_workspace, worktrees_root
+
+
+@dataclass
+class Recovered:
+    """What the journal says about each task, before looking at the world."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, str] = field(default_factory=dict)  # task -> landed|failed|skipped
+    verified: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # attempt, commit, tree
+    spawned: dict[str, set[int]] = field(default_factory=dict)
+    ended: dict[str, set[int]] = field(default_factory=dict)  # attempts that failed or landed
+
+
+def recover(records: list[Record]) -> Recovered:
+    """Fold the journal into per-task facts."""
+    out = Recovered()
+    for rec in records:
+        f = rec.fields
+        task = f.get("task")
+        if not isinstance(task, str):
+            continue
+        if rec.type == "decision" and f.get("action") == "spawn":
+            out.attempts[task] = max(out.attempts.get(task, 0), int(f["attempt"]))
+            out.spawned.setdefault(task, set()).add(int(f["attempt"]))
+        elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
+            if f.get("counted", True):
+                out.failures[task] = out.failures.get(task, 0) + 1
+            out.ended.setdefault(task, set()).add(int(f.get("attempt", out.attempts.get(task, 0))))
+        elif rec.type == "verified":
+            out.verified[task] = (int(f["attempt"]), str(f["commit"]), str(f.get("tree", "")))
+        elif rec.type == "task_finished":
+            out.finished[task] = str(f["status"])
+    for task, ended in out.ended.items():
+        # A verified attempt that then failed (conflict, merge gates) is not pending.
+        if task in out.verified and out.verified[task][0] in ended:
+            del out.verified[task]
+    return out
+
+
+def resume_run(
+    cwd: Path,
+    run_id: str | None = None,
+    *,
+    sink: Sink | None = None,
+    max_agents: int | None = None,
+) -> RunSummary:
+    """Finish an interrupted run (default: the latest)."""
+    from stretto.git import toplevel
+
+    repo = toplevel(cwd)
+    run_dir = resolve_run(repo, run_id)
+    records = read_journal(run_dir / JOURNAL_NAME)
+    done = [r for r in records if r.type == "run_finished"]
+    if done:
+        raise RunError(
+            f"run {run_dir.name} already finished ({done[-1].fields.get('status')}); "
+            "nothing to resume. Start a new run with `stretto run PLAN`"
+        )
+    journal = Journal.open(run_dir)
+    try:
+        history = list(journal.history)
+        start = next((r for r in history if r.type == "run_started"), None)
+        if start is None:
+            raise RunError(f"run {run_dir.name} has no run_started record; it cannot be resumed")
+        plan = saved_plan(run_dir)
+        options = RunOptions.from_dict(start.fields["options"])
+        if max_agents:
+            options = RunOptions.from_dict({**options.to_dict(), "max_agents": max_agents})
+        run = str(start.fields["run_id"])
+        killed = kill_token(run)
+        journal.append("resume_started", sync=True, killed=killed)
+        _settle_intents(repo, journal, history, options.target)
+        facts = recover(history)
+        landed = merging.landed_tasks(repo, options.target, run)
+        runner = Runner(repo, plan, options, journal, run, sink=sink)
+        for task, commits in landed.items():
+            if task in runner.plan.by_id and facts.finished.get(task) != "landed":
+                facts.finished[task] = "landed"
+                runner.record(
+                    "task_finished",
+                    task=task,
+                    status="landed",
+                    reason="found on target at resume",
+                    attempts=facts.attempts.get(task, 0),
+                    commit=commits[0],
+                )
+        pending_merge = {
+            task: facts.verified[task]
+            for task in facts.verified
+            if task not in facts.finished and task in runner.plan.by_id
+        }
+        _remove_dead_attempts(repo, run, facts, pending_merge)
+        runner.schedule.restore(
+            landed={t for t, s in facts.finished.items() if s == "landed"},
+            failed={t for t, s in facts.finished.items() if s == "failed"},
+            skipped={t for t, s in facts.finished.items() if s == "skipped"},
+            attempts=facts.attempts,
+            failures=facts.failures,
+        )
+        runner.resumed_merges = pending_merge
+        return asyncio.run(runner.run())
+    finally:
+        journal.close()
+
+
+def _settle_intents(repo: Path, journal: Journal, history: list[Record], target: str) -> None:
+    for intent in open_intents(history):
+        f = intent.fields
+        if intent.type == "advance":
+            state = merging.reconcile_advance(repo, target, str(f["new"]), str(f["old"]))
+            if state == "redo" and merging.advance(
+                repo,
+                target,
+                str(f["new"]),
+                str(f["old"]),
+                f"stretto: land {f.get('task')} (resumed)",
+            ):
+                state = "done"
+            if state == "done":
+                journal.done(intent, resumed=True)
+                journal.append(
+                    "merged",
+                    task=f.get("task"),
+                    attempt=f.get("attempt"),
+                    commit=f["new"],
+                    old=f["old"],
+                    new=f["new"],
+                    resumed=True,
+                )
+                continue
+            journal.fail(intent, "target moved before the interrupted advance; merging again")
+        else:
+            journal.fail(intent, "interrupted (stretto stopped before this finished)")
+
+
+def _remove_dead_attempts(
+    repo: Path, run: str, facts: Recovered, pending_merge: dict[str, tuple[int, str, str]]
+) -> None:
+    """Remove worktrees and branches of attempts that will not continue."""
+    root = worktrees_root(repo)
+    for task, numbers in facts.spawned.items():
+        for attempt in numbers:
+            keep_branch = task in pending_merge and pending_merge[task][0] == attempt
+            landed = facts.finished.get(task) == "landed" and attempt == max(numbers)
+            if attempt in facts.ended.get(task, set()) and not landed:
+                continue  # failed attempts are kept for inspection until `stretto clean`
+            branch = branch_name(run, task, attempt)
+            tip = rev_parse(repo, f"refs/heads/{branch}")
+            ws = Workspace(root / f"{run}-{task}-{attempt}", branch, tip or "", run, task, attempt)
+            with contextlib.suppress(Exception):
+                remove_workspace(
+                    repo, ws, delete_branch=bool(tip) and not keep_branch, expected_sha=tip
+                )

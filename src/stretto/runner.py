@@ -1,0 +1,751 @@
+"""The runner: the one event loop that carries out the scheduler's actions and records events.
+
+For each :class:`~stretto.scheduler.Spawn` it runs an attempt as a coroutine: worktree, prompt,
+agent process, commit, gates, then the merge queue (one landing at a time). Every step writes
+to the journal first (an *intent* before each effect, fsynced), so ``stretto resume`` can finish
+the run after a crash at any point (see :mod:`stretto.resume`). Events go to the journal and
+to a sink (the terminal view, ``--json`` output) in the same form.
+
+This is the only module with concurrency. Blocking git calls run in a thread pool sized for the
+number of agents, so the loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stretto import merge as merging
+from stretto import prompt as prompting
+from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter
+from stretto.config import GateConfig
+from stretto.git import rev_parse
+from stretto.graph import TaskGraph
+from stretto.journal import Journal, Record, crashpoint
+from stretto.plan import Plan, Task
+from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
+from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
+from stretto.verify import (
+    Gate,
+    GateInput,
+    Verdict,
+    command_gate,
+    files_exist,
+    no_deleted_tests,
+    run_gates,
+    scope_gate,
+)
+from stretto.workspace import (
+    Workspace,
+    changed_files,
+    commit_all,
+    create_workspace,
+    port_base,
+    remove_workspace,
+    worktrees_root,
+)
+
+Sink = Callable[[Record], None]
+LOG_TAIL = 3_000
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run behaves; built from stretto.toml, the plan and command-line options."""
+
+    target: str
+    max_agents: int = 4
+    default_agent: str = "shell"
+    gates: tuple[GateConfig, ...] = ()
+    scope: str = "refuse"  # refuse | warn
+    recheck_merged: bool = True  # re-run command gates on a merged tree that differs
+    link_dirs: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    env_allow: tuple[str, ...] = ()
+    agent_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    agent_timeout: float = 1800.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the journal's run_started record."""
+        return {
+            "target": self.target,
+            "max_agents": self.max_agents,
+            "default_agent": self.default_agent,
+            "gates": [g.to_dict() for g in self.gates],
+            "scope": self.scope,
+            "recheck_merged": self.recheck_merged,
+            "link_dirs": list(self.link_dirs),
+            "setup": list(self.setup),
+            "env_allow": list(self.env_allow),
+            "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
+            "agent_timeout": self.agent_timeout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunOptions:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            target=data["target"],
+            max_agents=data["max_agents"],
+            default_agent=data["default_agent"],
+            gates=tuple(GateConfig(**g) for g in data["gates"]),
+            scope=data["scope"],
+            recheck_merged=data["recheck_merged"],
+            link_dirs=tuple(data["link_dirs"]),
+            setup=tuple(data["setup"]),
+            env_allow=tuple(data["env_allow"]),
+            agent_settings=data["agent_settings"],
+            agent_timeout=data["agent_timeout"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, for the main loop."""
+
+    landed: bool
+    counts: bool = True  # whether a failure uses up one of the task's attempts
+    reason: str = ""
+    log: str = ""
+    commit: str | None = None
+
+
+@dataclass
+class TaskReport:
+    """The end state of one task, for the summary."""
+
+    task: str
+    status: str
+    attempts: int
+    reason: str = ""
+    commit: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run achieved."""
+
+    run_id: str
+    status: str  # finished | failed | stopped
+    tasks: list[TaskReport]
+    wall: float
+    agent_seconds: float
+    target: str
+    head: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def landed(self) -> int:
+        """Number of tasks that landed."""
+        return sum(1 for t in self.tasks if t.status == "landed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``--json``)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "landed": self.landed,
+            "failed": sum(1 for t in self.tasks if t.status == "failed"),
+            "skipped": sum(1 for t in self.tasks if t.status == "skipped"),
+            "wall_seconds": round(self.wall, 3),
+            "agent_seconds": round(self.agent_seconds, 3),
+            "target": self.target,
+            "head": self.head,
+            "tasks": [t.__dict__ for t in self.tasks],
+            "notes": self.notes,
+        }
+
+
+def _tail(path: Path, limit: int = LOG_TAIL) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class Runner:
+    """Drives one run to its end; see the module docstring."""
+
+    def __init__(
+        self,
+        repo: Path,
+        plan: Plan,
+        options: RunOptions,
+        journal: Journal,
+        run_id: str,
+        *,
+        sink: Sink | None = None,
+    ) -> None:
+        self.repo = repo
+        self.plan = plan
+        self.options = options
+        self.journal = journal
+        self.run_id = run_id
+        self.run_dir = journal.run_dir
+        self.sink = sink
+        self.graph = TaskGraph.from_plan(plan)
+        self.schedule = Schedule(
+            self.graph,
+            {t.id: t.lease for t in plan.tasks},
+            max_attempts={t.id: t.max_attempts for t in plan.tasks},
+        )
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self.ended: asyncio.Queue[tuple[str, AttemptEnd]] = asyncio.Queue()
+        self.merge_lock = asyncio.Lock()
+        self.failures: dict[str, prompting.Failure] = {}
+        self.reports: dict[str, TaskReport] = {}
+        self.waiting: dict[str, tuple[str, ...]] = {}
+        self.slots: dict[str, int] = {}
+        self.agent_seconds = 0.0
+        self.notes: list[str] = []
+        self.stale_checkout: tuple[str, str] | None = None  # (old, new) of a dirty checkout
+        self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
+        self.context = prompting.read_context(repo, plan.context_files)
+        self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
+
+    # ------------------------------------------------------------------ plumbing
+
+    def record(self, type_: str, **fields: Any) -> Record:
+        """Append an event to the journal and hand it to the sink."""
+        rec = self.journal.append(type_, **fields)
+        if self.sink:
+            self.sink(rec)
+        return rec
+
+    def intent(self, type_: str, **fields: Any) -> Record:
+        """Append (and fsync) an intent before its effect."""
+        rec = self.journal.intent(type_, **fields)
+        if self.sink:
+            self.sink(rec)
+        return rec
+
+    async def blocking(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking call (git) in the pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, lambda: func(*args, **kwargs))
+
+    def attempt_dir(self, task: str, attempt: int) -> Path:
+        """``runs/<id>/tasks/<task>/<attempt>/``."""
+        return self.run_dir / "tasks" / task / str(attempt)
+
+    def target_head(self) -> str:
+        """The current commit of the target branch."""
+        head = rev_parse(self.repo, f"refs/heads/{self.options.target}")
+        if head is None:
+            raise RuntimeError(f"target branch {self.options.target!r} disappeared")
+        return head
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> RunSummary:
+        """Run every task to an end: landed, failed or skipped."""
+        started = time.monotonic()
+        try:
+            await self._loop()
+        finally:
+            for job in self.active.values():
+                job.cancel()
+            if self.active:
+                await asyncio.gather(*self.active.values(), return_exceptions=True)
+            self.pool.shutdown(wait=False)
+        wall = time.monotonic() - started
+        tasks = [
+            self.reports.get(t.id) or TaskReport(t.id, self.schedule.state[t.id].value, 0)
+            for t in self.plan.tasks
+        ]
+        failed = any(t.status != "landed" for t in tasks)
+        status = "failed" if failed else "finished"
+        if self.stale_checkout:
+            self.notes.append(merging.catch_up_hint(self.options.target, *self.stale_checkout))
+        head = rev_parse(self.repo, f"refs/heads/{self.options.target}")
+        self.record(
+            "run_finished",
+            status=status,
+            landed=sum(1 for t in tasks if t.status == "landed"),
+            failed=sum(1 for t in tasks if t.status == "failed"),
+            skipped=sum(1 for t in tasks if t.status == "skipped"),
+            wall=round(wall, 3),
+            agent_seconds=round(self.agent_seconds, 3),
+            head=head,
+            notes=self.notes,
+        )
+        self.journal.sync()
+        return RunSummary(
+            self.run_id,
+            status,
+            tasks,
+            wall,
+            self.agent_seconds,
+            self.options.target,
+            head,
+            self.notes,
+        )
+
+    async def _loop(self) -> None:
+        sched = self.schedule
+        for task, (attempt, commit, tree) in self.resumed_merges.items():
+            sched.started(task)  # attempt numbers were restored; this re-enters the merge queue
+            self.active[task] = asyncio.create_task(
+                self._guard(task, self._land_only(task, attempt, commit, tree))
+            )
+        while not sched.done:
+            free = Capacity(self.options.max_agents - len(self.active))
+            actions = sched.decide(free)
+            for action in actions:
+                if isinstance(action, Spawn):
+                    self._spawn(action)
+                elif isinstance(action, Wait):
+                    self._note_wait(action)
+                elif isinstance(action, GiveUp):
+                    reason = self.failures.get(action.task)
+                    why = f"gave up after {action.failures} failed attempts"
+                    if reason:
+                        why += f"; last: {reason.reason}"
+                    self._finish(action.task, "failed", why)
+                    sched.gave_up(action.task)
+                elif isinstance(action, Skip):
+                    self._finish(
+                        action.task, "skipped", f"dependency '{action.because}' did not land"
+                    )
+                    sched.skipped(action.task)
+            if sched.done:
+                break
+            if not self.active:
+                if any(isinstance(a, GiveUp | Skip) for a in actions):
+                    continue
+                raise RuntimeError("scheduler stalled: nothing running and nothing can start")
+            task, end = await self.ended.get()
+            self.active.pop(task, None)
+            if end.landed:
+                self._finish(task, "landed", "", end.commit)
+                sched.landed(task)
+            else:
+                attempt = sched.attempts[task]
+                self.failures[task] = prompting.Failure(attempt, end.reason, end.log)
+                sched.attempt_failed(task, counts=end.counts)
+                exhausted = sched.failures[task] >= sched.limit(task)
+                self.record(
+                    "decision",
+                    action="give_up" if exhausted else "retry",
+                    task=task,
+                    attempt=attempt,
+                    failures=sched.failures[task],
+                    limit=sched.limit(task),
+                    counted=end.counts,
+                )
+
+    def _spawn(self, action: Spawn) -> None:
+        attempt = self.schedule.started(action.task)
+        self.waiting.pop(action.task, None)
+        self.record(
+            "decision",
+            action="spawn",
+            task=action.task,
+            attempt=attempt,
+            retry=action.retry,
+            critical_minutes=action.critical,
+            running=sorted(self.active),
+        )
+        self.active[action.task] = asyncio.create_task(
+            self._guard(action.task, self._attempt(self.plan.task(action.task), attempt))
+        )
+
+    def _note_wait(self, action: Wait) -> None:
+        key = action.holders or ((action.pool,) if action.pool else ())
+        if self.waiting.get(action.task) == key:
+            return
+        self.waiting[action.task] = key
+        self.record(
+            "decision",
+            action="wait",
+            task=action.task,
+            reason=action.reason,
+            holders=list(action.holders),
+            conflict=list(action.conflict) if action.conflict else None,
+        )
+
+    def _finish(self, task: str, status: str, reason: str, commit: str | None = None) -> None:
+        attempts = self.schedule.attempts[task]
+        self.reports[task] = TaskReport(task, status, attempts, reason, commit)
+        self.record(
+            "task_finished",
+            task=task,
+            status=status,
+            reason=reason,
+            attempts=attempts,
+            commit=commit,
+        )
+
+    async def _guard(self, task: str, job: Any) -> None:
+        try:
+            end = await job
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug or an environment problem: fail the attempt, loudly
+            end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
+        await self.ended.put((task, end))
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _slot(self, task: str) -> int:
+        used = set(self.slots.values())
+        slot = next(i for i in range(len(used) + 1) if i not in used)
+        self.slots[task] = slot
+        return slot
+
+    async def _attempt(self, task: Task, attempt: int) -> AttemptEnd:
+        folder = self.attempt_dir(task.id, attempt)
+        folder.mkdir(parents=True, exist_ok=True)
+        base = await self.blocking(self.target_head)
+        branch_intent = self.intent(
+            "workspace",
+            task=task.id,
+            attempt=attempt,
+            base=base,
+        )
+        crashpoint("after-intent:workspace")
+        try:
+            ws: Workspace = await self.blocking(
+                create_workspace,
+                self.repo,
+                self.run_id,
+                task.id,
+                attempt,
+                base,
+                link_dirs=self.options.link_dirs,
+                setup=self.options.setup,
+            )
+        except Exception as error:
+            self.journal.fail(branch_intent, str(error))
+            return AttemptEnd(False, True, f"workspace setup failed: {error}")
+        self.journal.done(branch_intent, path=str(ws.path), branch=ws.branch)
+        try:
+            return await self._in_workspace(task, attempt, ws, folder)
+        finally:
+            self.slots.pop(task.id, None)
+
+    async def _in_workspace(
+        self, task: Task, attempt: int, ws: Workspace, folder: Path
+    ) -> AttemptEnd:
+        agent_name = task.agent or self.options.default_agent
+        adapter = get_adapter(agent_name)
+        gates = self._attempt_gates(task)
+        failure = self.failures.get(task.id)
+        text = prompting.build_prompt(
+            task,
+            attempt=attempt,
+            gates=[name for name, _ in gates],
+            context=self.context,
+            failure=failure,
+        )
+        prompt_file = folder / "prompt.md"
+        prompt_file.write_text(text)
+        env = self._env(task, attempt, ws, prompt_file)
+        ctx = AttemptContext(
+            task=task,
+            attempt=attempt,
+            run_id=self.run_id,
+            workspace=ws.path,
+            prompt=text,
+            prompt_file=prompt_file,
+            log_dir=folder,
+            env=env,
+            model=task.model,
+            timeout=task.timeout or self.options.agent_timeout,
+            settings=self.options.agent_settings.get(agent_name, {}),
+        )
+        launch = adapter.build(ctx)
+        events: list[AgentEvent] = []
+
+        def on_line(line: str, stream: str) -> None:
+            events.extend(adapter.parse_line(line, stream))
+
+        def on_start(pid: int) -> None:
+            write_pid_file(folder / "pid.json", pid, self.run_id)
+            self.record(
+                "attempt_started",
+                task=task.id,
+                attempt=attempt,
+                agent=agent_name,
+                model=task.model,
+                workspace=str(ws.path),
+                branch=ws.branch,
+                base=ws.base,
+                pid=pid,
+            )
+            crashpoint("after-spawn")
+
+        spawn = self.intent("spawn", task=task.id, attempt=attempt, agent=agent_name)
+        crashpoint("after-intent:spawn")
+        finished = await run_process(
+            list(launch.argv),
+            cwd=launch.cwd,
+            env=launch.env,
+            log_path=folder / "agent.log",
+            timeout=ctx.timeout,
+            stdin=launch.stdin,
+            on_line=on_line,
+            on_start=on_start,
+        )
+        self.agent_seconds += finished.duration
+        result = adapter.decide(finished.exit_code, finished.timed_out, events)
+        self.journal.done(spawn, exit_code=finished.exit_code)
+        crashpoint("after-agent")
+        head = await self.blocking(
+            commit_all, ws, f"stretto: work of {agent_name} on {task.id} (attempt {attempt})"
+        )
+        self.record(
+            "attempt_finished",
+            task=task.id,
+            attempt=attempt,
+            outcome=result.outcome.value,
+            exit_code=finished.exit_code,
+            reason=result.reason,
+            duration=round(finished.duration, 3),
+            usage=dict(result.usage),
+            cost_usd=result.cost_usd,
+            head=head,
+        )
+        log_tail = _tail(folder / "agent.log")
+        if result.outcome is not Outcome.SUCCESS:
+            return AttemptEnd(
+                False,
+                result.outcome.counts_as_failure,
+                f"agent {agent_name}: {result.outcome.value}"
+                + (f" ({result.reason})" if result.reason else ""),
+                log_tail,
+            )
+        if head == ws.base:
+            return AttemptEnd(False, True, "the agent made no changes", log_tail)
+        changed = await self.blocking(changed_files, ws)
+        inp = GateInput(ws.path, task, changed, folder / "gates", env)
+        verdicts = await self._gated(task.id, attempt, "attempt", head, gates, inp)
+        failed = [v for v in verdicts if not v.passed]
+        if failed:
+            return AttemptEnd(
+                False,
+                True,
+                "gates failed: " + "; ".join(f"{v.gate}: {v.summary}" for v in failed),
+                "\n".join(_tail(v.log, 1500) for v in failed if v.log),
+            )
+        tree = merging.tree_of(self.repo, head) or ""
+        self.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
+        crashpoint("after-verified")
+        end = await self._land(task, attempt, head, tree, env)
+        if end.landed:
+            await self._cleanup(ws, head)
+        return end
+
+    async def _land_only(self, task_id: str, attempt: int, commit: str, tree: str) -> AttemptEnd:
+        """Resume: land an attempt that was verified before the crash."""
+        task = self.plan.task(task_id)
+        env = self._env(task, attempt, None, None)
+        end = await self._land(task, attempt, commit, tree, env)
+        if end.landed:
+            from stretto.workspace import branch_name
+
+            path = worktrees_root(self.repo) / f"{self.run_id}-{task_id}-{attempt}"
+            ws = Workspace(
+                path,
+                branch_name(self.run_id, task_id, attempt),
+                commit,
+                self.run_id,
+                task_id,
+                attempt,
+            )
+            await self._cleanup(ws, commit)
+        return end
+
+    async def _cleanup(self, ws: Workspace, head: str) -> None:
+        intent = self.intent("cleanup", task=ws.task_id, attempt=ws.attempt, branch=ws.branch)
+        await self.blocking(remove_workspace, self.repo, ws, delete_branch=True, expected_sha=head)
+        self.journal.done(intent)
+
+    def _env(
+        self, task: Task, attempt: int, ws: Workspace | None, prompt: Path | None
+    ) -> dict[str, str]:
+        env = allowed_env(os.environ, (*_default_allow(), *self.options.env_allow))
+        env.update(
+            {
+                TOKEN_VAR: self.run_id,
+                "STRETTO_RUN_ID": self.run_id,
+                "STRETTO_TASK_ID": task.id,
+                "STRETTO_ATTEMPT": str(attempt),
+                "STRETTO_GOAL": task.goal,
+                "STRETTO_ROLE": task.role,
+                "STRETTO_COMPLEXITY": task.complexity,
+                "STRETTO_OWNED_FILES": "\n".join(task.files or ()),
+                "STRETTO_TARGET": self.options.target,
+            }
+        )
+        if ws is not None:
+            env["STRETTO_WORKSPACE"] = str(ws.path)
+            env["STRETTO_PORT_BASE"] = str(port_base(self._slot(task.id)))
+        if prompt is not None:
+            env["STRETTO_PROMPT_FILE"] = str(prompt)
+        return env
+
+    # ------------------------------------------------------------------ gates
+
+    def _attempt_gates(self, task: Task) -> list[tuple[str, Gate]]:
+        gates: list[tuple[str, Gate]] = [
+            ("scope", scope_gate(self.options.scope)),
+            ("no_deleted_tests", no_deleted_tests),
+        ]
+        if task.outputs:
+            gates.insert(0, ("files_exist", files_exist))
+        for gate in self.options.gates:
+            if gate.when in ("attempt", "both"):
+                gates.append((gate.name, command_gate(gate.name, gate.command, gate.timeout)))
+        for index, command in enumerate(task.gates, 1):
+            name = f"step-{index}"
+            gates.append((name, command_gate(name, command)))
+        return gates
+
+    def _merge_gates(
+        self, task: Task, merged_tree: str, verified_tree: str
+    ) -> list[tuple[str, Gate]]:
+        gates: list[tuple[str, Gate]] = []
+        differs = merged_tree != verified_tree
+        for gate in self.options.gates:
+            if gate.when in ("merge", "both") or (
+                gate.when == "attempt" and differs and self.options.recheck_merged
+            ):
+                gates.append((gate.name, command_gate(gate.name, gate.command, gate.timeout)))
+        if differs and self.options.recheck_merged:
+            for index, command in enumerate(task.gates, 1):
+                name = f"step-{index}"
+                gates.append((name, command_gate(name, command)))
+        return gates
+
+    async def _gated(
+        self,
+        task: str,
+        attempt: int,
+        stage: str,
+        commit: str,
+        gates: list[tuple[str, Gate]],
+        inp: GateInput,
+    ) -> list[Verdict]:
+        if not gates:
+            return []
+        intent = self.intent(
+            "gates",
+            task=task,
+            attempt=attempt,
+            stage=stage,
+            commit=commit,
+            gates=[name for name, _ in gates],
+        )
+        crashpoint(f"after-intent:gates-{stage}")
+        verdicts = await run_gates(gates, inp)
+        for verdict in verdicts:
+            self.record("gate_result", task=task, attempt=attempt, stage=stage, **verdict.to_dict())
+        self.journal.done(intent, passed=all(v.passed for v in verdicts))
+        return verdicts
+
+    # ------------------------------------------------------------------ merge queue
+
+    async def _land(
+        self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
+    ) -> AttemptEnd:
+        async with self.merge_lock:
+            for _ in range(20):
+                end = await self._land_once(task, attempt, commit, tree, env)
+                if end is not None:
+                    return end
+            return AttemptEnd(False, False, "the target kept moving during the merge; retrying")
+
+    async def _land_once(
+        self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
+    ) -> AttemptEnd | None:
+        target = self.options.target
+        old = await self.blocking(self.target_head)
+        landed = await self.blocking(merging.landed_tasks, self.repo, target, self.run_id)
+        if task.id in landed:
+            return AttemptEnd(True, commit=landed[task.id][0])
+        date = f"@{int(time.time())} +0000"
+        message = f"stretto: {task.title} ({task.id})\n\n{task.goal}\n\n" + merging.trailers(
+            self.run_id, task.id, attempt
+        )
+        intent = self.intent(
+            "merge", task=task.id, attempt=attempt, base=old, branch=commit, date=date
+        )
+        crashpoint("after-intent:merge")
+        result = await self.blocking(merging.merge_commit, self.repo, old, commit, message, date)
+        if result.commit is None:
+            self.journal.fail(intent, "conflict", files=list(result.conflicts))
+            self.record(
+                "merge_refused",
+                task=task.id,
+                attempt=attempt,
+                reason="conflict",
+                files=list(result.conflicts),
+            )
+            return AttemptEnd(
+                False,
+                True,
+                f"merge conflict with {target} in: {', '.join(result.conflicts)}; "
+                "rebase your work on the new target head",
+            )
+        self.journal.done(intent, commit=result.commit, tree=result.tree)
+        crashpoint("after-merge")
+        gates = self._merge_gates(task, result.tree or "", tree)
+        if gates:
+            integration = merging.integration_path(self.repo, self.run_id)
+            await self.blocking(merging.checkout_integration, self.repo, integration, result.commit)
+            inp = GateInput(
+                integration, task, (), self.attempt_dir(task.id, attempt) / "merge-gates", env
+            )
+            verdicts = await self._gated(task.id, attempt, "merge", result.commit, gates, inp)
+            failed = [v for v in verdicts if not v.passed]
+            if failed:
+                reason = "gates failed on the merged tree: " + "; ".join(
+                    f"{v.gate}: {v.summary}" for v in failed
+                )
+                self.record("merge_refused", task=task.id, attempt=attempt, reason=reason)
+                return AttemptEnd(
+                    False, True, reason, "\n".join(_tail(v.log, 1500) for v in failed if v.log)
+                )
+        checkout = await self.blocking(
+            merging.find_checkout, self.repo, target, self.repo / ".stretto"
+        )
+        new = result.commit
+        advance = self.intent(
+            "advance", task=task.id, attempt=attempt, ref=f"refs/heads/{target}", old=old, new=new
+        )
+        crashpoint("after-intent:advance")
+        moved = await self.blocking(
+            merging.advance, self.repo, target, new, old, f"stretto {self.run_id}: land {task.id}"
+        )
+        if not moved:
+            self.journal.fail(advance, "target moved")
+            return None
+        self.journal.done(advance)
+        crashpoint("after-advance")
+        self.record("merged", task=task.id, attempt=attempt, commit=new, old=old, new=new)
+        if checkout is not None:
+            synced = checkout.clean and await self.blocking(
+                merging.sync_checkout, checkout, old, new
+            )
+            if not synced and self.stale_checkout is None:
+                self.stale_checkout = (old, new)
+            elif not synced and self.stale_checkout is not None:
+                self.stale_checkout = (self.stale_checkout[0], new)
+        return AttemptEnd(True, commit=new)
+
+
+def _default_allow() -> tuple[str, ...]:
+    from stretto.process import DEFAULT_ALLOW
+
+    return DEFAULT_ALLOW

@@ -1,0 +1,290 @@
+"""Runs on disk: starting one, finding them, and reading their state from the journal.
+
+The Python API behind ``stretto run``, ``status``, ``runs`` and ``log``. A run's state is a fold
+of its journal (:func:`fold_status`); nothing else is trusted or needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stretto.config import Config, load_config
+from stretto.errors import RepoError, RunError, UsageError
+from stretto.git import rev_parse, toplevel
+from stretto.journal import JOURNAL_NAME, LOCK_NAME, Journal, Record, read_journal
+from stretto.plan import Plan, load_plan, parse_plan
+from stretto.runner import Runner, RunOptions, RunSummary, Sink
+
+STATE_DIR = ".stretto"
+
+
+def runs_root(repo: Path) -> Path:
+    """``<repo>/.stretto/runs``."""
+    return repo / STATE_DIR / "runs"
+
+
+def new_run_id() -> str:
+    """A sortable, unique, ref-safe run id: ``20261128-054812-a3f9``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+def options_for(config: Config, plan: Plan, *, max_agents: int | None = None) -> RunOptions:
+    """Run options from config, overridden by the plan, overridden by the command line."""
+    return RunOptions(
+        target=plan.target or config.target,
+        max_agents=max_agents or plan.max_agents or config.max_agents,
+        default_agent=config.default_agent,
+        gates=config.gates,
+        scope=config.scope,
+        link_dirs=config.link_dirs,
+        setup=config.setup,
+        env_allow=config.env_allow,
+        agent_settings=config.agents,
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def prepare_run(
+    cwd: Path, plan_file: Path, *, max_agents: int | None = None
+) -> tuple[Path, Plan, RunOptions]:
+    """Validate everything a run needs before any effect: repo, config, plan, target."""
+    repo = toplevel(cwd)
+    config = load_config(repo)
+    plan = load_plan(plan_file)
+    options = options_for(config, plan, max_agents=max_agents)
+    if rev_parse(repo, f"refs/heads/{options.target}") is None:
+        raise RepoError(
+            f"target branch '{options.target}' does not exist in {repo}; create it "
+            f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
+        )
+    return repo, plan, options
+
+
+def start_run(
+    repo: Path,
+    plan: Plan,
+    options: RunOptions,
+    *,
+    sink: Sink | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Create the run's directory and journal, then run the plan to its end."""
+    run_id = run_id or new_run_id()
+    run_dir = runs_root(repo) / run_id
+    journal = Journal.create(run_dir)
+    try:
+        _write_atomic(run_dir / "plan.yaml", Path(plan.source).read_text())
+        journal.append(
+            "run_started",
+            sync=True,
+            run_id=run_id,
+            plan=plan.name,
+            plan_source=plan.source,
+            plan_digest=plan.digest,
+            tasks=[t.id for t in plan.tasks],
+            options=options.to_dict(),
+            base=rev_parse(repo, f"refs/heads/{options.target}"),
+            pid=os.getpid(),
+        )
+        if sink:
+            sink(journal.history[-1] if journal.history else _last(journal))
+        runner = Runner(repo, plan, options, journal, run_id, sink=sink)
+        return asyncio.run(runner.run())
+    finally:
+        journal.close()
+
+
+def _last(journal: Journal) -> Record:
+    return read_journal(journal.path)[-1]
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def list_run_ids(repo: Path) -> list[str]:
+    """Run ids in this repository, oldest first."""
+    root = runs_root(repo)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / JOURNAL_NAME).is_file())
+
+
+def resolve_run(repo: Path, run_id: str | None) -> Path:
+    """The directory of ``run_id`` (a unique prefix is enough), or of the latest run."""
+    ids = list_run_ids(repo)
+    if not ids:
+        raise RunError(f"no runs yet in {repo}; start one with `stretto run PLAN`")
+    if run_id is None:
+        return runs_root(repo) / ids[-1]
+    matches = [i for i in ids if i.startswith(run_id)]
+    if len(matches) == 1:
+        return runs_root(repo) / matches[0]
+    if not matches:
+        raise RunError(f"no run '{run_id}'; `stretto runs` lists them")
+    raise UsageError(f"'{run_id}' matches several runs ({', '.join(matches)}); give more of it")
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether a stretto process holds the run's lock right now."""
+    lock = run_dir / LOCK_NAME
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class TaskStatus:
+    """One task as the journal tells it."""
+
+    id: str
+    state: str = "pending"
+    attempts: int = 0
+    agent: str | None = None
+    reason: str = ""
+    commit: str | None = None
+    started: float | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunStatus:
+    """A run as the journal tells it."""
+
+    run_id: str
+    state: str  # running | finished | failed | interrupted
+    plan: str
+    target: str
+    started: float
+    finished: float | None
+    tasks: dict[str, TaskStatus]
+    generations: int
+    head: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        """Tasks per state."""
+        out: dict[str, int] = {}
+        for task in self.tasks.values():
+            out[task.state] = out.get(task.state, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``--json``)."""
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "plan": self.plan,
+            "target": self.target,
+            "started": self.started,
+            "finished": self.finished,
+            "generations": self.generations,
+            "head": self.head,
+            "counts": self.counts(),
+            "tasks": [t.__dict__ for t in self.tasks.values()],
+        }
+
+
+def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
+    """The run's state from its journal records."""
+    status: RunStatus | None = None
+    for rec in records:
+        f = rec.fields
+        if rec.type == "run_started":
+            status = RunStatus(
+                f["run_id"],
+                "running",
+                f["plan"],
+                f["options"]["target"],
+                rec.ts,
+                None,
+                {t: TaskStatus(t) for t in f["tasks"]},
+                1,
+            )
+            continue
+        if status is None:
+            continue
+        if rec.type == "journal_reopened":
+            status.generations += 1
+        task = status.tasks.get(f.get("task", "")) if "task" in f else None
+        if rec.type == "attempt_started" and task:
+            task.state, task.attempts, task.agent = "running", f["attempt"], f["agent"]
+            task.started, task.gates = rec.ts, []
+        elif rec.type == "gate_result" and task:
+            task.gates.append({k: f[k] for k in ("stage", "gate", "passed", "summary")})
+            if task.state == "running":
+                task.state = "verifying"
+        elif rec.type == "verified" and task:
+            task.state = "merging"
+        elif rec.type == "decision" and task and f.get("action") == "retry":
+            task.state = "retrying"
+        elif rec.type == "task_finished" and task:
+            task.state, task.reason, task.commit = f["status"], f["reason"], f.get("commit")
+            task.attempts = max(task.attempts, f.get("attempts", 0))
+        elif rec.type == "run_finished":
+            status.state, status.finished, status.head = f["status"], rec.ts, f.get("head")
+    if status is None:
+        raise RunError("the journal has no run_started record; it is not a stretto run")
+    if status.finished is None and not live:
+        status.state = "interrupted"
+    return status
+
+
+def run_status(repo: Path, run_id: str | None = None) -> RunStatus:
+    """The state of a run (default: the latest)."""
+    run_dir = resolve_run(repo, run_id)
+    return fold_status(read_journal(run_dir / JOURNAL_NAME), live=is_live(run_dir))
+
+
+def task_log(
+    repo: Path, task_id: str, *, run_id: str | None = None, attempt: int | None = None
+) -> tuple[Path, str]:
+    """The agent log of a task's attempt (default: its last) and its text."""
+    run_dir = resolve_run(repo, run_id)
+    folder = run_dir / "tasks" / task_id
+    if not folder.is_dir():
+        known = (
+            sorted(p.name for p in (run_dir / "tasks").glob("*"))
+            if (run_dir / "tasks").is_dir()
+            else []
+        )
+        hint = f"; tasks with logs: {', '.join(known)}" if known else ""
+        raise RunError(f"no logs for task '{task_id}' in run {run_dir.name}{hint}")
+    attempts = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+    number = attempt or (attempts[-1] if attempts else 0)
+    log = folder / str(number) / "agent.log"
+    if not log.is_file():
+        raise RunError(f"no agent log for task '{task_id}' attempt {number}")
+    text = log.read_text(errors="replace")
+    gates = sorted((folder / str(number) / "gates").glob("*.log"))
+    for gate in gates:
+        with contextlib.suppress(OSError):
+            text += f"\n--- gate {gate.stem} ---\n" + gate.read_text(errors="replace")
+    return log, text
+
+
+def saved_plan(run_dir: Path) -> Plan:
+    """The plan a run ran, from its own copy."""
+    path = run_dir / "plan.yaml"
+    return parse_plan(path.read_text(), str(path))

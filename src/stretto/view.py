@@ -1,0 +1,195 @@
+"""What a run prints while it runs and when it ends, fed by the same events as the journal.
+
+Three renderers, chosen by the CLI:
+
+* :class:`LiveView` on a terminal: finished work scrolls by above a block that is redrawn in
+  place, one line per running agent (task, agent, elapsed time, state) and a progress bar;
+* :class:`PlainView` without a terminal: timestamped lines, one per notable event;
+* :class:`JsonView` with ``--json``: every journal record as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from stretto.journal import Record
+from stretto.runner import RunSummary
+
+
+def _task_line(rec: Record) -> str | None:
+    f = rec.fields
+    t = rec.type
+    if t == "run_started":
+        options = f["options"]
+        return (
+            f"run {f['run_id']} started: {f['plan']} ({len(f['tasks'])} tasks, "
+            f"target {options['target']}, {options['max_agents']} agents)"
+        )
+    if t == "attempt_started":
+        return f"start   {f['task']} (attempt {f['attempt']}, {f['agent']}, pid {f['pid']})"
+    if t == "decision" and f.get("action") == "wait" and f.get("reason") == "lease":
+        holders = ", ".join(f.get("holders") or [])
+        return f"wait    {f['task']}: its files overlap those of {holders}"
+    if t == "attempt_finished" and f["outcome"] != "success":
+        reason = f.get("reason") or ""
+        return f"agent   {f['task']} attempt {f['attempt']}: {f['outcome']} {reason}".rstrip()
+    if t == "gate_result" and not f["passed"]:
+        return f"gate    {f['task']} {f['gate']} failed: {f['summary']}"
+    if t == "merge_refused":
+        return f"refused {f['task']}: {f['reason']}"
+    if t == "merged":
+        return f"merged  {f['task']} -> {str(f['new'])[:12]}"
+    if t == "decision" and f.get("action") == "retry":
+        return f"retry   {f['task']} (failure {f['failures']} of {f['limit']})"
+    if t == "task_finished":
+        reason = f" ({f['reason']})" if f.get("reason") else ""
+        return f"{f['status']:<7} {f['task']}{reason}"
+    if t == "resume_started":
+        killed = f.get("killed") or []
+        return f"resumed; ended {len(killed)} leftover process(es)"
+    return None
+
+
+class JsonView:
+    """One JSON object per journal record."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+
+    def __call__(self, rec: Record) -> None:
+        self.out.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        """Nothing to tidy up."""
+
+
+class PlainView:
+    """Timestamped lines for notable events (for logs and CI)."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+
+    def __call__(self, rec: Record) -> None:
+        line = _task_line(rec)
+        if line:
+            stamp = time.strftime("%H:%M:%S", time.localtime(rec.ts))
+            self.out.write(f"{stamp} {line}\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        """Nothing to tidy up."""
+
+
+class LiveView:
+    """A redrawn block of running agents and a progress bar, with events scrolling above."""
+
+    def __init__(self, out: TextIO = sys.stdout, refresh: float = 0.25) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.running: dict[str, dict[str, Any]] = {}
+        self.total = 0
+        self.finished = 0
+        self.drawn = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._tick, args=(refresh,), daemon=True)
+        self.thread.start()
+
+    def __call__(self, rec: Record) -> None:
+        f = rec.fields
+        with self.lock:
+            if rec.type == "run_started":
+                self.total = len(f["tasks"])
+            elif rec.type == "attempt_started":
+                self.running[f["task"]] = {
+                    "agent": f["agent"],
+                    "attempt": f["attempt"],
+                    "since": rec.ts,
+                    "state": "agent",
+                }
+            elif rec.type == "attempt_finished" and f["task"] in self.running:
+                self.running[f["task"]]["state"] = "gates"
+            elif rec.type == "verified" and f["task"] in self.running:
+                self.running[f["task"]]["state"] = "merge queue"
+            elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
+                self.running.pop(f["task"], None)
+            elif rec.type == "task_finished":
+                self.running.pop(f["task"], None)
+                self.finished += 1
+            line = _task_line(rec)
+            self._clear()
+            if line:
+                stamp = time.strftime("%H:%M:%S", time.localtime(rec.ts))
+                self.out.write(f"{stamp} {line}\n")
+            self._draw()
+
+    def _tick(self, refresh: float) -> None:
+        while not self.stop.wait(refresh):
+            with self.lock:
+                self._clear()
+                self._draw()
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.out.write(f"\033[{self.drawn}F\033[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size((100, 20)).columns
+        now = time.time()
+        lines = []
+        for task, info in sorted(self.running.items(), key=lambda kv: kv[1]["since"]):
+            elapsed = now - info["since"]
+            lines.append(
+                f"  \033[36m{task[:40]:<40}\033[0m {info['agent']:<10} "
+                f"{elapsed:6.1f}s  {info['state']} (attempt {info['attempt']})"
+            )
+        if self.total:
+            bar_width = max(10, min(40, width - 30))
+            done = int(bar_width * self.finished / self.total)
+            lines.append(
+                f"  [{'#' * done}{'.' * (bar_width - done)}] {self.finished}/{self.total} tasks, "
+                f"{len(self.running)} running"
+            )
+        for line in lines:
+            self.out.write(line[: width - 1] + "\n")
+        self.drawn = len(lines)
+        self.out.flush()
+
+    def close(self) -> None:
+        """Stop redrawing and leave the screen clean."""
+        self.stop.set()
+        self.thread.join(timeout=1)
+        with self.lock:
+            self._clear()
+            self.out.flush()
+
+
+def render_summary(summary: RunSummary, *, serial_hint: bool = True) -> str:
+    """The end-of-run summary: each task's outcome, wall time, time saved by parallelism."""
+    lines = [f"run {summary.run_id}: {summary.status}"]
+    width = max((len(t.task) for t in summary.tasks), default=10)
+    for task in summary.tasks:
+        mark = {"landed": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(task.status, task.status)
+        extra = f" {task.commit[:12]}" if task.commit else ""
+        reason = f"  {task.reason}" if task.reason and task.status != "landed" else ""
+        lines.append(f"  {mark} {task.task:<{width}}  attempts {task.attempts}{extra}{reason}")
+    landed = summary.landed
+    lines.append(
+        f"{landed} of {len(summary.tasks)} task(s) landed on '{summary.target}'"
+        + (f" (now at {summary.head[:12]})" if summary.head else "")
+    )
+    if serial_hint and summary.wall > 0:
+        ratio = summary.agent_seconds / summary.wall if summary.wall else 0
+        saved = max(0.0, summary.agent_seconds - summary.wall)
+        lines.append(
+            f"wall time {summary.wall:.1f}s; agents ran {summary.agent_seconds:.1f}s in total "
+            f"({ratio:.1f}x parallel, {saved:.1f}s saved over running them one by one)"
+        )
+    lines.extend(summary.notes)
+    return "\n".join(lines)
