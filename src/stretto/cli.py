@@ -215,7 +215,7 @@ def status(run_id: str | None, as_json: bool) -> None:
     width = max((len(t) for t in state.tasks), default=8)
     for task in state.tasks.values():
         reason = f"  {task.reason}" if task.reason else ""
-        click.echo(f"  {task.state:<9} {task.id:<{width}}  attempts {task.attempts}{reason}")
+        click.echo(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
     if state.state == "interrupted":
         click.echo(f"this run was interrupted; finish it with `stretto resume {state.run_id}`")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stretto.errors import UsageError
 from stretto.testing.repo import make_repo
 
 FILES = {
@@ -142,7 +143,17 @@ PLAN = (
 
 
 def build_demo_repo(path: Path) -> tuple[Path, Path]:
-    """Create the demo repository and its plan; returns (repo, plan file)."""
+    """Create the demo repository and its plan; returns (repo, plan file).
+
+    Raises:
+        UsageError: ``path`` exists and is not empty (the demo would commit what is there, or
+            run a second time on a repository it already changed).
+    """
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(
+            f"{path} is not empty; give `stretto demo --dir` a new or empty directory, "
+            "or leave --dir out to use a temporary one"
+        )
     repo = make_repo(path, {**FILES, "stretto.toml": CONFIG})
     plan_dir = path.parent / f"{path.name}-plan"
     plan_dir.mkdir(parents=True, exist_ok=True)

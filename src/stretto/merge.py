@@ -151,27 +151,11 @@ def reconcile_advance(repo: Path, target: str, new: str, old: str) -> str:
     return "moved"
 
 
-@dataclass(frozen=True, slots=True)
-class Checkout:
-    """Where the target is checked out, if anywhere outside stretto's own worktrees."""
-
-    path: Path
-    clean: bool
-
-
-def find_checkout(repo: Path, target: str, own_root: Path) -> Checkout | None:
-    """The user's worktree that has ``target`` checked out, and whether it is clean."""
+def find_checkout(repo: Path, target: str, own_root: Path) -> Path | None:
+    """The user's worktree that has ``target`` checked out (not one of stretto's own)."""
     for entry in list_worktrees(repo):
-        if entry.branch != target:
-            continue
-        if _inside(entry.path, own_root):
-            continue  # one of ours
-        status = run_git(
-            ["status", "--porcelain", "--untracked-files=no", "--ignore-submodules"],
-            entry.path,
-            check=False,
-        )
-        return Checkout(entry.path, status.returncode == 0 and not status.stdout.strip())
+        if entry.branch == target and not _inside(entry.path, own_root):
+            return entry.path
     return None
 
 
@@ -183,18 +167,31 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def sync_checkout(checkout: Checkout, old: str, new: str) -> bool:
-    """Fast-forward a clean checkout's index and files from ``old`` to ``new``.
+def checkout_matches(checkout: Path, commit: str) -> bool:
+    """Whether the checkout's index and tracked files are exactly ``commit``'s tree."""
+    for args in (
+        ["diff-index", "--cached", "--quiet", commit, "--"],
+        ["diff-index", "--quiet", commit, "--"],
+    ):
+        if run_git(args, checkout, check=False).returncode != 0:
+            return False
+    return True
+
+
+def sync_checkout(checkout: Path, old: str, new: str) -> bool:
+    """Fast-forward a checkout whose files are exactly ``old`` to ``new``.
 
     Uses git's two-way merge (``read-tree -m -u``), which refuses, changing nothing, rather than
-    overwrite a file the user modified since it was found clean. Returns whether it moved.
+    overwrite a file the user modified. Returns whether it moved. A checkout that does not match
+    ``old`` (the user has uncommitted changes) is left exactly as it is.
     """
-    if not checkout.clean:
+    run_git(["update-index", "-q", "--refresh"], checkout, check=False)
+    if not checkout_matches(checkout, old):
         return False
-    result = run_git(["read-tree", "-m", "-u", old, new], checkout.path, check=False)
+    result = run_git(["read-tree", "-m", "-u", old, new], checkout, check=False)
     if result.returncode != 0:
         return False
-    run_git(["update-index", "-q", "--refresh"], checkout.path, check=False)
+    run_git(["update-index", "-q", "--refresh"], checkout, check=False)
     return True
 
 

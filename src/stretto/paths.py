@@ -241,7 +241,8 @@ def overlaps(a: str, b: str) -> bool:
     """Whether some path is owned by both normalized patterns ``a`` and ``b``."""
     if a == b:
         return True
-    if is_literal(a) and is_literal(b):
+    a_literal, b_literal = is_literal(a), is_literal(b)
+    if a_literal and b_literal:
         # Literal paths overlap when equal, or when one is a folder holding the other.
         short, long = (a, b) if len(a) <= len(b) else (b, a)
         return (
@@ -249,6 +250,11 @@ def overlaps(a: str, b: str) -> bool:
             and long[len(short) : len(short) + 1] == "/"
             and not _names_files(short.rsplit("/", 1)[-1])
         )
+    # A literal that names a file owns that one path: the other pattern must own it.
+    if a_literal and _names_files(a.rsplit("/", 1)[-1]):
+        return owns(b, a)
+    if b_literal and _names_files(b.rsplit("/", 1)[-1]):
+        return owns(a, b)
     return _segments_intersect(_segments(a), _segments(b))
 
 

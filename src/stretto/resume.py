@@ -107,7 +107,28 @@ def resume_run(
         facts = recover(history)
         landed = merging.landed_tasks(repo, options.target, run)
         runner = Runner(repo, plan, options, journal, run, sink=sink)
+        merged_seen = {r.fields.get("task") for r in journal_records(journal) if r.type == "merged"}
         for task, commits in landed.items():
+            if task in runner.plan.by_id and task not in merged_seen:
+                advance = next(
+                    (
+                        r
+                        for r in reversed(history)
+                        if r.type == "advance"
+                        and r.kind == "intent"
+                        and r.fields.get("new") == commits[0]
+                    ),
+                    None,
+                )
+                runner.record(
+                    "merged",
+                    task=task,
+                    attempt=facts.attempts.get(task, 0),
+                    commit=commits[0],
+                    old=advance.fields.get("old") if advance else None,
+                    new=commits[0],
+                    resumed=True,
+                )
             if task in runner.plan.by_id and facts.finished.get(task) != "landed":
                 facts.finished[task] = "landed"
                 runner.record(
@@ -132,9 +153,16 @@ def resume_run(
             failures=facts.failures,
         )
         runner.resumed_merges = pending_merge
+        synced = [r for r in history if r.type == "checkout_synced"]
+        runner.synced_at = str(synced[-1].fields["commit"]) if synced else start.fields.get("base")
         return asyncio.run(runner.run())
     finally:
         journal.close()
+
+
+def journal_records(journal: Journal) -> list[Record]:
+    """Everything in the journal so far (history plus what this generation wrote)."""
+    return read_journal(journal.path)
 
 
 def _settle_intents(repo: Path, journal: Journal, history: list[Record], target: str) -> None:

@@ -77,7 +77,7 @@ class RunOptions:
             "target": self.target,
             "max_agents": self.max_agents,
             "default_agent": self.default_agent,
-            "gates": [g.to_dict() for g in self.gates],
+            "gates": [{"name": g.name, **g.to_dict()} for g in self.gates],
             "scope": self.scope,
             "recheck_merged": self.recheck_merged,
             "link_dirs": list(self.link_dirs),
@@ -212,6 +212,7 @@ class Runner:
         self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
         self.context = prompting.read_context(repo, plan.context_files)
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
+        self.synced_at: str | None = None  # the commit the user's checkout of the target is at
 
     # ------------------------------------------------------------------ plumbing
 
@@ -250,8 +251,13 @@ class Runner:
     async def run(self) -> RunSummary:
         """Run every task to an end: landed, failed or skipped."""
         started = time.monotonic()
+        if self.synced_at is None:
+            self.synced_at = await self.blocking(self.target_head)
         try:
             await self._loop()
+            head_now = await self.blocking(self.target_head)
+            await self._sync_checkout(head_now, head_now)  # catch up after a resume
+            await self.blocking(self._remove_integration)
         finally:
             for job in self.active.values():
                 job.cancel()
@@ -654,7 +660,36 @@ class Runner:
         self.journal.done(intent, passed=all(v.passed for v in verdicts))
         return verdicts
 
+    def _remove_integration(self) -> None:
+        path = merging.integration_path(self.repo, self.run_id)
+        if path.exists():
+            from stretto.git import run_git
+            from stretto.workspace import worktree_lock
+
+            with worktree_lock(self.repo):
+                run_git(
+                    ["worktree", "remove", "--force", "--force", str(path)], self.repo, check=False
+                )
+
     # ------------------------------------------------------------------ merge queue
+
+    async def _sync_checkout(self, old: str, new: str) -> None:
+        """Bring the user's checkout of the target along, if its files are exactly ``old``."""
+        checkout = await self.blocking(
+            merging.find_checkout, self.repo, self.options.target, self.repo / ".stretto"
+        )
+        if checkout is None:
+            return
+        base = self.synced_at or old
+        if base == new:
+            return
+        if await self.blocking(merging.sync_checkout, checkout, base, new):
+            self.synced_at = new
+            self.record("checkout_synced", path=str(checkout), commit=new)
+            self.stale_checkout = None
+        else:
+            self.synced_at = base
+            self.stale_checkout = (base, new)
 
     async def _land(
         self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
@@ -717,9 +752,6 @@ class Runner:
                 return AttemptEnd(
                     False, True, reason, "\n".join(_tail(v.log, 1500) for v in failed if v.log)
                 )
-        checkout = await self.blocking(
-            merging.find_checkout, self.repo, target, self.repo / ".stretto"
-        )
         new = result.commit
         advance = self.intent(
             "advance", task=task.id, attempt=attempt, ref=f"refs/heads/{target}", old=old, new=new
@@ -734,14 +766,7 @@ class Runner:
         self.journal.done(advance)
         crashpoint("after-advance")
         self.record("merged", task=task.id, attempt=attempt, commit=new, old=old, new=new)
-        if checkout is not None:
-            synced = checkout.clean and await self.blocking(
-                merging.sync_checkout, checkout, old, new
-            )
-            if not synced and self.stale_checkout is None:
-                self.stale_checkout = (old, new)
-            elif not synced and self.stale_checkout is not None:
-                self.stale_checkout = (self.stale_checkout[0], new)
+        await self._sync_checkout(old, new)
         return AttemptEnd(True, commit=new)
 
 

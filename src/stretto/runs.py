@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import fcntl
 import os
 import secrets
@@ -206,6 +207,10 @@ class RunStatus:
         }
 
 
+#: Task states of an attempt under way; in a run that stopped without finishing they are dead.
+_UNDER_WAY = ("running", "verifying", "merging", "retrying")
+
+
 def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
     """The run's state from its journal records."""
     status: RunStatus | None = None
@@ -248,6 +253,9 @@ def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
         raise RunError("the journal has no run_started record; it is not a stretto run")
     if status.finished is None and not live:
         status.state = "interrupted"
+        for task in status.tasks.values():
+            if task.state in _UNDER_WAY:
+                task.state = "interrupted"  # no process drives it any more; resume retries it
     return status
 
 
@@ -260,27 +268,42 @@ def run_status(repo: Path, run_id: str | None = None) -> RunStatus:
 def task_log(
     repo: Path, task_id: str, *, run_id: str | None = None, attempt: int | None = None
 ) -> tuple[Path, str]:
-    """The agent log of a task's attempt (default: its last) and its text."""
+    """The agent log of a task's attempt (default: its last) and its text, then its gate logs."""
     run_dir = resolve_run(repo, run_id)
-    folder = run_dir / "tasks" / task_id
-    if not folder.is_dir():
-        known = (
-            sorted(p.name for p in (run_dir / "tasks").glob("*"))
-            if (run_dir / "tasks").is_dir()
-            else []
+    status = fold_status(read_journal(run_dir / JOURNAL_NAME), live=True)
+    if task_id not in status.tasks:
+        known = list(status.tasks)
+        close = difflib.get_close_matches(task_id, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise RunError(
+            f"no task '{task_id}' in run {run_dir.name}{hint}; its tasks: {', '.join(known)}"
         )
-        hint = f"; tasks with logs: {', '.join(known)}" if known else ""
-        raise RunError(f"no logs for task '{task_id}' in run {run_dir.name}{hint}")
-    attempts = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-    number = attempt or (attempts[-1] if attempts else 0)
+    folder = run_dir / "tasks" / task_id
+    attempts = (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
+    if not attempts:
+        task = status.tasks[task_id]
+        why = f"{task.state}: {task.reason}" if task.reason else task.state
+        raise RunError(f"task '{task_id}' never started in run {run_dir.name} ({why}); no logs")
+    number = attempt or attempts[-1]
+    if number not in attempts:
+        listed = ", ".join(str(n) for n in attempts)
+        raise RunError(
+            f"task '{task_id}' has no attempt {number} in run {run_dir.name}; "
+            f"its attempts: {listed}"
+        )
     log = folder / str(number) / "agent.log"
     if not log.is_file():
-        raise RunError(f"no agent log for task '{task_id}' attempt {number}")
+        raise RunError(
+            f"attempt {number} of task '{task_id}' has no agent log: it ended before its agent "
+            f"started; `stretto status {run_dir.name}` shows why"
+        )
     text = log.read_text(errors="replace")
-    gates = sorted((folder / str(number) / "gates").glob("*.log"))
-    for gate in gates:
-        with contextlib.suppress(OSError):
-            text += f"\n--- gate {gate.stem} ---\n" + gate.read_text(errors="replace")
+    for kind, label in (("gates", "gate"), ("merge-gates", "merge gate")):
+        for gate in sorted((folder / str(number) / kind).glob("*.log")):
+            with contextlib.suppress(OSError):
+                text += f"\n--- {label} {gate.stem} ---\n" + gate.read_text(errors="replace")
     return log, text
 
 
