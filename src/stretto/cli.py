@@ -119,6 +119,18 @@ def init(force: bool, repo: Path, as_json: bool) -> None:
         click.echo(f"added .stretto/ to {result.exclude_path}")
 
 
+def _configured_agents() -> int | None:
+    """``max_agents`` from stretto.toml when the current directory is in a configured repo."""
+    from stretto.config import load_config
+    from stretto.errors import RepoError
+
+    try:
+        config = load_config(Path.cwd())
+    except RepoError:
+        return None
+    return config.max_agents if config.path is not None else None
+
+
 def _view(as_json: bool, plain: bool) -> Any:
     from stretto.view import JsonView, LiveView, PlainView
 
@@ -160,7 +172,7 @@ def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, p
         from stretto.plan import load_plan
 
         plan = load_plan(plan_file)
-        report = make_dry_run(plan, max_agents=max_agents)
+        report = make_dry_run(plan, max_agents=max_agents, configured=_configured_agents())
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2))
         else:

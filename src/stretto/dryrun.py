@@ -96,9 +96,9 @@ class DryRun:
         }
 
 
-def dry_run(plan: Plan, *, max_agents: int | None = None) -> DryRun:
-    """Simulate ``plan`` with ``max_agents`` (else the plan's, else 4) agents at once."""
-    agents = max_agents or plan.max_agents or DEFAULT_MAX_AGENTS
+def dry_run(plan: Plan, *, max_agents: int | None = None, configured: int | None = None) -> DryRun:
+    """Simulate ``plan`` with ``max_agents``, else the plan's, else ``configured``, else 4."""
+    agents = max_agents or plan.max_agents or configured or DEFAULT_MAX_AGENTS
     graph = TaskGraph.from_plan(plan)
     leases = {task.id: task.lease for task in plan.tasks}
     attempts = {task.id: task.max_attempts for task in plan.tasks}

@@ -302,6 +302,10 @@ def _yaml_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else _yaml_type(value)
+
+
 def _suggest(word: str, options: list[str] | tuple[str, ...]) -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
@@ -351,6 +355,10 @@ def _pydantic_problems(error: Any, located: Located) -> list[Diagnostic]:
                     loc[:-1], f"missing required key '{key}' in this {scope}; {hint}"
                 )
             )
+        elif kind == "literal_error" and loc and loc[-1] == "complexity" and value is None:
+            problems.append(
+                located.diagnostic(loc, f"empty complexity; use one of: {', '.join(COMPLEXITIES)}")
+            )
         elif kind == "literal_error" and loc and loc[-1] == "complexity":
             word = str(value)
             problems.append(
@@ -362,7 +370,10 @@ def _pydantic_problems(error: Any, located: Located) -> list[Diagnostic]:
             )
         elif kind == "literal_error" and loc and loc[-1] == "unowned":
             problems.append(
-                located.diagnostic(loc, f"unknown value {value!r}; use 'everything' or 'nothing'")
+                located.diagnostic(
+                    loc,
+                    f"unknown value {_shown(value)}; use 'everything' or 'nothing'",
+                )
             )
         elif kind in _TYPE_WORDS:
             problems.append(
@@ -514,7 +525,7 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
             if step.id is None:
                 continue
             at = ("stages", s_index, "steps", t_index, "id")
-            if not _ID_RE.match(step.id) or ".." in step.id or step.id.endswith(".lock"):
+            if not _ID_RE.match(step.id) or ".." in step.id or step.id.endswith((".lock", ".")):
                 problems.append(
                     say(
                         at,
@@ -668,6 +679,14 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
 
     for c_index, pattern in enumerate(model.context_files):
         issue = paths.problem(pattern)
+        if issue:
+            issue = issue.replace(
+                "owned files must be inside it", "context files must be inside it"
+            )
+            issue = issue.replace("owned files are relative", "context files are relative")
+            issue = issue.replace(
+                "; leave 'files' out to own everything", "; name files or folders"
+            )
         if issue:
             problems.append(say(("context_files", c_index), issue))
     if model.target is not None and not _plausible_branch(model.target):

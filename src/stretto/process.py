@@ -5,6 +5,10 @@ runs in a new session (its own process group), so that
 
 * a timeout kills the whole group (the agent and everything it started): SIGTERM, a grace
   period, then SIGKILL;
+* when the process ends (or is killed), whatever it started that escaped its group (``setsid``,
+  a daemonizing server) is killed too: each process also carries its own
+  ``STRETTO_PROCESS_TOKEN``, inherited by all its descendants, and nothing that carries it may
+  outlive the process;
 * after a crash of stretto itself, ``stretto resume`` / ``stretto clean`` find leftovers by the
   token in ``/proc/PID/environ`` and end them, never touching a process that does not carry it
   (pids are reused).
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOKEN_VAR = "STRETTO_RUN_TOKEN"
+PROCESS_TOKEN_VAR = "STRETTO_PROCESS_TOKEN"
 GRACE_SECONDS = 3.0
 
 #: Variables passed to agents and gates unless the config says otherwise.
@@ -114,9 +120,9 @@ def _environ_has(pid: int, needle: bytes) -> bool:
         return False
 
 
-def processes_with_token(token: str) -> list[int]:
-    """Pids of live processes whose environment carries ``STRETTO_RUN_TOKEN=token``."""
-    needle = f"{TOKEN_VAR}={token}".encode()
+def processes_with_token(token: str, var: str = TOKEN_VAR) -> list[int]:
+    """Pids of live processes whose environment carries ``var=token`` (the run token)."""
+    needle = f"{var}={token}".encode()
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -147,6 +153,18 @@ def kill_token(token: str, grace: float = GRACE_SECONDS) -> list[int]:
         if not processes_with_token(token):
             break
     return pids
+
+
+def _kill_escaped(marker: str) -> None:
+    """SIGKILL every process that still carries this process's own token (escaped its group)."""
+    for _ in range(5):  # a process may fork while we kill; a few rounds catch its children
+        pids = processes_with_token(marker, PROCESS_TOKEN_VAR)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
@@ -183,13 +201,14 @@ async def run_process(
         timeout: seconds before the whole process group is killed.
     """
     started = time.monotonic()
+    marker = secrets.token_hex(12)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab", buffering=0) as log:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
-                env=dict(env),
+                env={**env, PROCESS_TOKEN_VAR: marker},
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -232,12 +251,15 @@ async def run_process(
             await _kill_group(proc, grace)
         except asyncio.CancelledError:
             await _kill_group(proc, grace)
+            _kill_escaped(marker)
             pumps.cancel()
             raise
         else:
             # The leader exited; children it left in the group must not outlive the attempt.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        # Nor may those that left the group (setsid, double fork) while keeping the environment.
+        await asyncio.to_thread(_kill_escaped, marker)
         try:
             await asyncio.wait_for(pumps, 5.0)
         except TimeoutError:

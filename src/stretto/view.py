@@ -6,6 +6,9 @@ Three renderers, chosen by the CLI:
   place, one line per running agent (task, agent, elapsed time, state) and a progress bar;
 * :class:`PlainView` without a terminal: timestamped lines, one per notable event;
 * :class:`JsonView` with ``--json``: every journal record as one JSON line.
+
+Each writes to ``out``, by default the ``sys.stdout`` of the moment it is made (not of import
+time: click's ``CliRunner`` and pytest swap it).
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ def _task_line(rec: Record) -> str | None:
 class JsonView:
     """One JSON object per journal record."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out if out is not None else sys.stdout
 
     def __call__(self, rec: Record) -> None:
         self.out.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
@@ -72,8 +75,8 @@ class JsonView:
 class PlainView:
     """Timestamped lines for notable events (for logs and CI)."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out if out is not None else sys.stdout
 
     def __call__(self, rec: Record) -> None:
         line = _task_line(rec)
@@ -89,8 +92,8 @@ class PlainView:
 class LiveView:
     """A redrawn block of running agents and a progress bar, with events scrolling above."""
 
-    def __init__(self, out: TextIO = sys.stdout, refresh: float = 0.25) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None, refresh: float = 0.25) -> None:
+        self.out = out if out is not None else sys.stdout
         self.lock = threading.Lock()
         self.running: dict[str, dict[str, Any]] = {}
         self.total = 0

@@ -81,7 +81,8 @@ def load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
         what = error.problem or "invalid YAML"
         context = f" ({error.context})" if error.context else ""
         hint = ""
-        if "found character '\\t'" in what or "\\t" in what:
+        bad_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+        if "\t" in bad_line[: max(column, 1)] or "'\\t'" in what:
             hint = "; indent with spaces, not tabs"
         elif "mapping values are not allowed" in what:
             hint = "; a value containing ': ' must be quoted"
