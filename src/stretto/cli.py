@@ -34,7 +34,7 @@ def _reports_errors(func: F) -> F:
                 if isinstance(error, InputError):
                     payload["diagnostics"] = [d.to_dict() for d in error.diagnostics]
                 payload["message"] = error.message
-                click.echo(json.dumps(payload, indent=2))
+                click.echo(json.dumps(payload))  # one line: --json output is JSON lines
             else:
                 click.echo(
                     f"error: {error.message}"
@@ -141,6 +141,24 @@ def _view(as_json: bool, plain: bool) -> Any:
     return LiveView()
 
 
+def _drive(view: Any, start: Callable[[], Any], run_id: str | None) -> Any:
+    """Return ``start()`` (a run feeding ``view``); on Ctrl-C, say how to go on and exit 130."""
+    try:
+        return start()
+    except KeyboardInterrupt:
+        view.close()
+        which = f" {run_id}" if run_id else ""
+        click.echo(
+            f"\ninterrupted: run{which} stopped before its end; `stretto resume{which}` "
+            "finishes it, `stretto clean` removes what it left",
+            err=True,
+        )
+        sys.exit(130)
+    except BaseException:
+        view.close()
+        raise
+
+
 def _finish(summary: Any, view: Any, as_json: bool) -> None:
     from stretto.view import render_summary
 
@@ -178,15 +196,12 @@ def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, p
         else:
             click.echo(render_text(report, color=sys.stdout.isatty()))
         return
-    from stretto.runs import prepare_run, start_run
+    from stretto.runs import new_run_id, prepare_run, start_run
 
     repo, plan, options = prepare_run(Path.cwd(), plan_file, max_agents=max_agents)
     view = _view(as_json, plain)
-    try:
-        summary = start_run(repo, plan, options, sink=view)
-    except BaseException:
-        view.close()
-        raise
+    run_id = new_run_id()
+    summary = _drive(view, lambda: start_run(repo, plan, options, sink=view, run_id=run_id), run_id)
     _finish(summary, view, as_json)
 
 
@@ -201,11 +216,9 @@ def resume(run_id: str | None, max_agents: int | None, as_json: bool, plain: boo
     from stretto.resume import resume_run
 
     view = _view(as_json, plain)
-    try:
-        summary = resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents)
-    except BaseException:
-        view.close()
-        raise
+    summary = _drive(
+        view, lambda: resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents), run_id
+    )
     _finish(summary, view, as_json)
 
 
@@ -310,7 +323,7 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
     import tempfile
 
     from stretto.demo import build_demo_repo
-    from stretto.runs import prepare_run, start_run
+    from stretto.runs import new_run_id, prepare_run, start_run
 
     base = directory or Path(tempfile.mkdtemp(prefix="stretto-demo-"))
     repo, plan_file = build_demo_repo(base / "calc" if directory is None else directory)
@@ -318,11 +331,8 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
         click.echo(f"demo repository: {repo}\nplan: {plan_file}\n")
     _, plan, options = prepare_run(repo, plan_file)
     view = _view(as_json, plain)
-    try:
-        summary = start_run(repo, plan, options, sink=view)
-    except BaseException:
-        view.close()
-        raise
+    run_id = new_run_id()
+    summary = _drive(view, lambda: start_run(repo, plan, options, sink=view, run_id=run_id), run_id)
     if not as_json:
         view.close()
         from stretto.view import render_summary

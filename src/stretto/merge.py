@@ -20,11 +20,12 @@ The merge queue (in :mod:`stretto.runner`) lands one attempt at a time with thes
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stretto.git import is_ancestor, list_worktrees, rev_parse, run_git, update_ref_cas
-from stretto.workspace import worktree_lock
+from stretto.workspace import AUTO_LINK_DIRS, link_shared_dirs, worktree_lock
 
 AUTHOR = ("stretto", "stretto@localhost")
 
@@ -119,17 +120,25 @@ def integration_path(repo: Path, run_id: str) -> Path:
     return repo / ".stretto" / "integration" / run_id
 
 
-def checkout_integration(repo: Path, path: Path, commit: str) -> None:
-    """Make ``path`` a detached worktree at ``commit`` (created on first use)."""
+def checkout_integration(
+    repo: Path, path: Path, commit: str, *, link_dirs: Sequence[str] = ()
+) -> None:
+    """Make ``path`` a detached worktree at ``commit`` (created on first use).
+
+    The heavy directories an attempt's worktree gets (``node_modules``, ``.venv``, ``venv`` and
+    ``link_dirs``) are linked here too, so gates on the merged tree run as they did on the
+    attempt's.
+    """
     if not (path / ".git").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with worktree_lock(repo):
             if path.exists():
                 shutil.rmtree(path)
             run_git(["worktree", "add", "--detach", "--force", str(path), commit], repo)
-        return
-    run_git(["checkout", "--detach", "--force", commit], path)
-    run_git(["clean", "-fdq"], path)
+    else:
+        run_git(["checkout", "--detach", "--force", commit], path)
+        run_git(["clean", "-fdq"], path)  # keeps the links: they are ignored
+    link_shared_dirs(repo, path, [*AUTO_LINK_DIRS, *link_dirs])
 
 
 def advance(repo: Path, target: str, new: str, old: str, message: str) -> bool:
@@ -153,7 +162,9 @@ def reconcile_advance(repo: Path, target: str, new: str, old: str) -> str:
 
 def find_checkout(repo: Path, target: str, own_root: Path) -> Path | None:
     """The user's worktree that has ``target`` checked out (not one of stretto's own)."""
-    for entry in list_worktrees(repo):
+    with worktree_lock(repo):
+        entries = list_worktrees(repo)
+    for entry in entries:
         if entry.branch == target and not _inside(entry.path, own_root):
             return entry.path
     return None
@@ -167,8 +178,10 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def checkout_matches(checkout: Path, commit: str) -> bool:
+def checkout_matches(checkout: Path, commit: str, *, refresh: bool = True) -> bool:
     """Whether the checkout's index and tracked files are exactly ``commit``'s tree."""
+    if refresh:
+        run_git(["update-index", "-q", "--refresh"], checkout, check=False)
     for args in (
         ["diff-index", "--cached", "--quiet", commit, "--"],
         ["diff-index", "--quiet", commit, "--"],
@@ -183,16 +196,17 @@ def sync_checkout(checkout: Path, old: str, new: str) -> bool:
 
     Uses git's two-way merge (``read-tree -m -u``), which refuses, changing nothing, rather than
     overwrite a file the user modified. Returns whether it moved. A checkout that does not match
-    ``old`` (the user has uncommitted changes) is left exactly as it is.
+    ``old`` (the user has uncommitted changes) is left exactly as it is, and so is one whose
+    ``HEAD`` does not contain ``new``: the user switched it to another branch (or detached it)
+    since it was found, so the target's files are no business of it any more.
     """
-    run_git(["update-index", "-q", "--refresh"], checkout, check=False)
+    head = rev_parse(checkout, "HEAD")
+    if head is None or not is_ancestor(checkout, new, head):
+        return False
     if not checkout_matches(checkout, old):
         return False
     result = run_git(["read-tree", "-m", "-u", old, new], checkout, check=False)
-    if result.returncode != 0:
-        return False
-    run_git(["update-index", "-q", "--refresh"], checkout, check=False)
-    return True
+    return result.returncode == 0
 
 
 def catch_up_hint(target: str, old: str, new: str) -> str:

@@ -20,8 +20,10 @@ covers files that do not exist yet.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 _GLOB_CHARS = frozenset("*?[")
 #: The pattern that owns the whole repository.
@@ -84,10 +86,11 @@ def problem(pattern: str) -> str | None:
             depth += 1
     if depth == 0 and normalize(pattern) == "":
         return f"'{pattern}' names the repository root; leave 'files' out to own everything"
-    try:
-        _segments(normalize(pattern))
-    except ValueError as error:
-        return f"'{pattern}': {error}"
+    if "[" in pattern:  # only a character set can be malformed
+        try:
+            _segments(normalize(pattern))
+        except ValueError as error:
+            return f"'{pattern}': {error}"
     return None
 
 
@@ -128,7 +131,7 @@ def _parse_segment(segment: str) -> tuple[_Token, ...]:
                 tokens.append(_STAR)
             i += 1
         elif c == "?":
-            tokens.append(_Char(None))
+            tokens.append(_ANY_CHAR)
             i += 1
         elif c == "[":
             k = i + 1
@@ -158,9 +161,18 @@ def _parse_segment(segment: str) -> tuple[_Token, ...]:
             tokens.append(_Char(frozenset(chars), negated))
             i = end + 1
         else:
-            tokens.append(_Char(frozenset(c)))
+            tokens.append(_literal_char(c))
             i += 1
     return tuple(tokens)
+
+
+_ANY_CHAR = _Char(None)
+
+
+@lru_cache(maxsize=1024)
+def _literal_char(c: str) -> _Char:
+    """The position that matches exactly ``c`` (shared: parsing long names stays cheap)."""
+    return _Char(frozenset(c))
 
 
 _Segment = tuple[_Token, ...] | None  # None stands for '**'
@@ -250,12 +262,46 @@ def overlaps(a: str, b: str) -> bool:
             and long[len(short) : len(short) + 1] == "/"
             and not _names_files(short.rsplit("/", 1)[-1])
         )
-    # A literal that names a file owns that one path: the other pattern must own it.
+    # A literal that names a file owns that one path: the other pattern must match it.
     if a_literal and _names_files(a.rsplit("/", 1)[-1]):
-        return owns(b, a)
+        return _matches(_segments(b), a.split("/"), None, _segment_matches)
     if b_literal and _names_files(b.rsplit("/", 1)[-1]):
-        return owns(a, b)
+        return _matches(_segments(a), b.split("/"), None, _segment_matches)
     return _segments_intersect(_segments(a), _segments(b))
+
+
+def _char_matches(token: _Char, char: str) -> bool:
+    return token.chars is None or (char in token.chars) != token.negated
+
+
+def _segment_matches(tokens: tuple[_Token, ...], name: str) -> bool:
+    return _matches(tokens, name, _STAR, _char_matches)
+
+
+def _matches(
+    pattern: Sequence[Any], items: Sequence[str], wildcard: object, one: Callable[[Any, str], bool]
+) -> bool:
+    """Whether ``items`` match ``pattern`` (classic wildcard matching, linear in practice).
+
+    ``wildcard`` (``*`` among a segment's characters, ``**`` among segments) matches any run of
+    items; any other element matches exactly one item, when ``one(element, item)`` holds.
+    """
+    i = j = 0
+    star, mark = -1, 0
+    while j < len(items):
+        if i < len(pattern) and pattern[i] is wildcard:
+            star, mark = i, j
+            i += 1
+        elif i < len(pattern) and one(pattern[i], items[j]):
+            i, j = i + 1, j + 1
+        elif star >= 0:
+            i, mark = star + 1, mark + 1
+            j = mark
+        else:
+            return False
+    while i < len(pattern) and pattern[i] is wildcard:
+        i += 1
+    return i == len(pattern)
 
 
 def any_overlap(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, str] | None:

@@ -28,7 +28,7 @@ from stretto.errors import RunError
 from stretto.git import rev_parse
 from stretto.journal import JOURNAL_NAME, Journal, Record, open_intents, read_journal
 from stretto.process import kill_token
-from stretto.runner import Runner, RunOptions, RunSummary, Sink
+from stretto.runner import Runner, RunOptions, RunSummary, Sink, TaskReport
 from stretto.runs import resolve_run, saved_plan
 from stretto.workspace import Workspace, branch_name, remove_workspace, worktrees_root
 
@@ -102,11 +102,22 @@ def resume_run(
             options = RunOptions.from_dict({**options.to_dict(), "max_agents": max_agents})
         run = str(start.fields["run_id"])
         killed = kill_token(run)
-        journal.append("resume_started", sync=True, killed=killed)
-        _settle_intents(repo, journal, history, options.target)
+        runner = Runner(repo, plan, options, journal, run, sink=sink)
+        runner.record("resume_started", killed=killed, generation=journal.gen)
+        journal.sync()
+        _settle_intents(repo, runner, history, options.target)
         facts = recover(history)
         landed = merging.landed_tasks(repo, options.target, run)
-        runner = Runner(repo, plan, options, journal, run, sink=sink)
+        for rec in history:
+            if rec.type == "task_finished" and rec.fields.get("task") in runner.plan.by_id:
+                f = rec.fields
+                runner.reports[f["task"]] = TaskReport(
+                    f["task"],
+                    f["status"],
+                    int(f.get("attempts", 0)),
+                    f.get("reason", ""),
+                    f.get("commit"),
+                )
         merged_seen = {r.fields.get("task") for r in journal_records(journal) if r.type == "merged"}
         for task, commits in landed.items():
             if task in runner.plan.by_id and task not in merged_seen:
@@ -139,6 +150,9 @@ def resume_run(
                     attempts=facts.attempts.get(task, 0),
                     commit=commits[0],
                 )
+                runner.reports[task] = TaskReport(
+                    task, "landed", facts.attempts.get(task, 0), "", commits[0]
+                )
         pending_merge = {
             task: facts.verified[task]
             for task in facts.verified
@@ -165,7 +179,8 @@ def journal_records(journal: Journal) -> list[Record]:
     return read_journal(journal.path)
 
 
-def _settle_intents(repo: Path, journal: Journal, history: list[Record], target: str) -> None:
+def _settle_intents(repo: Path, runner: Runner, history: list[Record], target: str) -> None:
+    journal = runner.journal
     for intent in open_intents(history):
         f = intent.fields
         if intent.type == "advance":
@@ -180,7 +195,7 @@ def _settle_intents(repo: Path, journal: Journal, history: list[Record], target:
                 state = "done"
             if state == "done":
                 journal.done(intent, resumed=True)
-                journal.append(
+                runner.record(
                     "merged",
                     task=f.get("task"),
                     attempt=f.get("attempt"),

@@ -213,6 +213,12 @@ class Runner:
         self.context = prompting.read_context(repo, plan.context_files)
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
         self.synced_at: str | None = None  # the commit the user's checkout of the target is at
+        self.cleanups: list[asyncio.Task[None]] = []
+        self.syncer: asyncio.Task[None] | None = None
+        self.expected_head: str | None = None  # the target head after our last landing
+        self.landed: dict[str, list[str]] = {}  # task -> merge commits on the target (trailers)
+        self.landed_at: str | None = None  # the target head `landed` was read at
+        self.checkout: Path | bool | None = None  # where the target is checked out (False: nowhere)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -255,6 +261,9 @@ class Runner:
             self.synced_at = await self.blocking(self.target_head)
         try:
             await self._loop()
+            await asyncio.gather(*self.cleanups)
+            if self.syncer is not None:
+                await self.syncer
             head_now = await self.blocking(self.target_head)
             await self._sync_checkout(head_now, head_now)  # catch up after a resume
             await self.blocking(self._remove_integration)
@@ -300,7 +309,8 @@ class Runner:
     async def _loop(self) -> None:
         sched = self.schedule
         for task, (attempt, commit, tree) in self.resumed_merges.items():
-            sched.started(task)  # attempt numbers were restored; this re-enters the merge queue
+            sched.started(task)  # back into the merge queue: the attempt already ran
+            sched.attempts[task] = attempt
             self.active[task] = asyncio.create_task(
                 self._guard(task, self._land_only(task, attempt, commit, tree))
             )
@@ -398,6 +408,14 @@ class Runner:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a bug or an environment problem: fail the attempt, loudly
+            import traceback
+
+            self.record(
+                "internal_error",
+                task=task,
+                error=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(limit=8),
+            )
             end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
         await self.ended.put((task, end))
 
@@ -549,7 +567,12 @@ class Runner:
         crashpoint("after-verified")
         end = await self._land(task, attempt, head, tree, env)
         if end.landed:
-            await self._cleanup(ws, head)
+            # Off the critical path: dependents need not wait for the worktree to go.
+            self.cleanups.append(
+                asyncio.create_task(
+                    self._after_landing(self._cleanup(ws, head), task.id, "removing the worktree")
+                )
+            )
         return end
 
     async def _land_only(self, task_id: str, attempt: int, commit: str, tree: str) -> AttemptEnd:
@@ -569,7 +592,7 @@ class Runner:
                 task_id,
                 attempt,
             )
-            await self._cleanup(ws, commit)
+            await self._after_landing(self._cleanup(ws, commit), task_id, "removing the worktree")
         return end
 
     async def _cleanup(self, ws: Workspace, head: str) -> None:
@@ -675,10 +698,15 @@ class Runner:
 
     async def _sync_checkout(self, old: str, new: str) -> None:
         """Bring the user's checkout of the target along, if its files are exactly ``old``."""
-        checkout = await self.blocking(
-            merging.find_checkout, self.repo, self.options.target, self.repo / ".stretto"
-        )
-        if checkout is None:
+        if self.checkout is None:
+            self.checkout = (
+                await self.blocking(
+                    merging.find_checkout, self.repo, self.options.target, self.repo / ".stretto"
+                )
+                or False
+            )
+        checkout = self.checkout
+        if not checkout:
             return
         base = self.synced_at or old
         if base == new:
@@ -705,10 +733,15 @@ class Runner:
         self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
     ) -> AttemptEnd | None:
         target = self.options.target
-        old = await self.blocking(self.target_head)
-        landed = await self.blocking(merging.landed_tasks, self.repo, target, self.run_id)
-        if task.id in landed:
-            return AttemptEnd(True, commit=landed[task.id][0])
+        # Our own last landing is the head we expect; if anyone else moved the target, the
+        # compare-and-swap below fails and the next round reads the real head.
+        old = self.expected_head or await self.blocking(self.target_head)
+        if old != self.landed_at:
+            # The target moved under us (or this is the first landing): read its history.
+            self.landed = await self.blocking(merging.landed_tasks, self.repo, target, self.run_id)
+            self.landed_at = old
+        if task.id in self.landed:
+            return AttemptEnd(True, commit=self.landed[task.id][0])
         date = f"@{int(time.time())} +0000"
         message = f"stretto: {task.title} ({task.id})\n\n{task.goal}\n\n" + merging.trailers(
             self.run_id, task.id, attempt
@@ -762,12 +795,39 @@ class Runner:
         )
         if not moved:
             self.journal.fail(advance, "target moved")
+            self.expected_head = None
             return None
+        self.expected_head = new
         self.journal.done(advance)
         crashpoint("after-advance")
         self.record("merged", task=task.id, attempt=attempt, commit=new, old=old, new=new)
-        await self._sync_checkout(old, new)
+        self.landed[task.id] = [new]
+        self.landed_at = new
+        self._kick_checkout_sync()
         return AttemptEnd(True, commit=new)
+
+    def _kick_checkout_sync(self) -> None:
+        """Catch the user's checkout up with the target in the background, coalescing landings."""
+        if self.syncer is None or self.syncer.done():
+            self.syncer = asyncio.create_task(self._sync_loop())
+
+    async def _sync_loop(self) -> None:
+        while self.expected_head and self.synced_at != self.expected_head:
+            head = self.expected_head
+            await self._after_landing(self._sync_checkout(head, head), "", "updating your checkout")
+            if self.stale_checkout is not None:
+                return
+
+    async def _after_landing(self, job: Any, task: str, what: str) -> None:
+        """Housekeeping after a landing: a failure is reported, never turned into a task failure."""
+        try:
+            await job
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.record(
+                "warning", task=task, message=f"{what} failed: {type(error).__name__}: {error}"
+            )
 
 
 def _default_allow() -> tuple[str, ...]:

@@ -7,7 +7,9 @@ A gate is a plain callable ``(GateInput) -> Verdict`` (STYLE.md rule 4). Built-i
   a warning with ``scope = "warn"`` in stretto.toml;
 * ``no_deleted_tests``: no test file was deleted, renamed away, or emptied;
 * command gates from stretto.toml ``[gates]`` and the step's ``gates:`` list: a shell command
-  run in the worktree that must exit 0 within its timeout.
+  run in the worktree that must exit 0 within its timeout, and leave the tracked files as they
+  were (a gate that rewrites them judged a tree that is not the one that would land; the files
+  are put back for the gates that follow).
 
 Gates run in order and every one runs (the agent's next attempt should see all that failed).
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stretto import paths
+from stretto.git import run_git
 from stretto.paths import EVERYTHING_PATTERN
 from stretto.plan import Task
 from stretto.process import run_process
@@ -150,10 +153,15 @@ def command_gate(name: str, command: str, timeout: float = DEFAULT_GATE_TIMEOUT)
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ {command}\n")
         started = time.monotonic()
+        before = await asyncio.to_thread(_tracked_changes, inp.workspace)
         finished = await run_process(
             ["bash", "-c", command], cwd=inp.workspace, env=inp.env, log_path=log, timeout=timeout
         )
         elapsed = time.monotonic() - started
+        altered = await asyncio.to_thread(_undo_changes, inp.workspace, before)
+        if altered:
+            with log.open("a") as handle:
+                handle.write(f"\nstretto: the gate changed tracked files: {', '.join(altered)}\n")
         if finished.timed_out:
             return Verdict(name, False, f"'{command}' timed out after {timeout:g}s", log, elapsed)
         if finished.exit_code != 0:
@@ -166,9 +174,48 @@ def command_gate(name: str, command: str, timeout: float = DEFAULT_GATE_TIMEOUT)
                 log,
                 elapsed,
             )
+        if altered:
+            listed = ", ".join(altered[:5]) + (" …" if len(altered) > 5 else "")
+            return Verdict(
+                name,
+                False,
+                f"'{command}' changed tracked files ({listed}), so what it judged is not what "
+                "would land; make the gate only check (e.g. `ruff format --check`, not "
+                "`ruff format`)",
+                log,
+                elapsed,
+            )
         return Verdict(name, True, f"'{command}' passed", log, elapsed)
 
     return run
+
+
+def _tracked_changes(workspace: Path) -> list[str] | None:
+    """Tracked paths that differ from HEAD in the worktree (None if git cannot tell)."""
+    result = run_git(
+        ["status", "--porcelain", "-z", "--untracked-files=no", "--ignore-submodules"],
+        workspace,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    tokens = result.stdout.split("\0")
+    paths, i = [], 0
+    while i < len(tokens) and tokens[i]:
+        paths.append(tokens[i][3:])
+        i += 2 if tokens[i][0] in "RC" else 1  # a rename is followed by its old path
+    return sorted(paths)
+
+
+def _undo_changes(workspace: Path, before: list[str] | None) -> list[str]:
+    """Paths a gate changed, put back as they were when the worktree was clean before it."""
+    after = _tracked_changes(workspace)
+    if before is None or after is None or after == before:
+        return []
+    altered = sorted(set(after) - set(before)) or after
+    if not before:  # gates run on a committed tree: restore it for the gates that follow
+        run_git(["reset", "-q", "--hard", "HEAD"], workspace, check=False)
+    return altered
 
 
 def _tail(log: Path, limit: int = 200) -> str:

@@ -144,23 +144,27 @@ class LiveView:
 
     def _draw(self) -> None:
         width = shutil.get_terminal_size((100, 20)).columns
+        fit = max(1, width - 1)  # a line that wraps would break the cursor-up count of _clear
         now = time.time()
         lines = []
         for task, info in sorted(self.running.items(), key=lambda kv: kv[1]["since"]):
             elapsed = now - info["since"]
-            lines.append(
-                f"  \033[36m{task[:40]:<40}\033[0m {info['agent']:<10} "
+            text = (
+                f"  {task[:40]:<40} {info['agent']:<10} "
                 f"{elapsed:6.1f}s  {info['state']} (attempt {info['attempt']})"
-            )
+            )[:fit]
+            # Colour after cutting, so that a narrow terminal never gets half an escape code.
+            lines.append(f"{text[:2]}\033[36m{text[2:42]}\033[0m{text[42:]}")
         if self.total:
             bar_width = max(10, min(40, width - 30))
             done = int(bar_width * self.finished / self.total)
-            lines.append(
+            bar = (
                 f"  [{'#' * done}{'.' * (bar_width - done)}] {self.finished}/{self.total} tasks, "
                 f"{len(self.running)} running"
             )
+            lines.append(bar[:fit])
         for line in lines:
-            self.out.write(line[: width - 1] + "\n")
+            self.out.write(line + "\n")
         self.drawn = len(lines)
         self.out.flush()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -242,8 +243,19 @@ def create_workspace(
         raise RepoError(f"base commit {base!r} does not exist in {top}")
     path = root / f"{run_id}-{task_id}-{attempt}"
     root.mkdir(parents=True, exist_ok=True)
+    fresh = not os.path.lexists(path) and rev_parse(top, f"refs/heads/{branch}") is None
+    populate = False
     with worktree_lock(top):
-        _ensure_worktree(top, root, path, branch, base_sha)
+        # The usual case, a new attempt, only registers the worktree inside the lock (one quick
+        # git command); its files are checked out after the lock is released. Anything else (a
+        # resume after a crash, a half-made worktree) takes the careful path.
+        add = ["worktree", "add", "--no-checkout", "--no-track", "-b", branch, str(path), base_sha]
+        if fresh and run_git(add, top, check=False).returncode == 0:
+            populate = True
+        else:
+            _ensure_worktree(top, root, path, branch, base_sha)
+    if populate:
+        run_git(["reset", "--hard", "-q", base_sha], path)
     link_shared_dirs(top, path, [*AUTO_LINK_DIRS, *link_dirs])
     ws = Workspace(path, branch, base_sha, run_id, task_id, attempt)
     run_setup(ws, setup, timeout=setup_timeout, env=setup_env)
@@ -317,14 +329,26 @@ def link_shared_dirs(top: Path, worktree: Path, names: Iterable[str]) -> list[st
             target.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(source, target, target_is_directory=True)
             present.append(rel.as_posix())
-    hidden = ignored_paths(worktree, present)
+    hidden = ignored_paths(worktree, present) if present else set()
     patterns = [f"/{_escape_pattern(p)}" for p in present if p not in hidden]
-    state_dir = WORKTREES_DIR.parts[0]
-    if not ignored_paths(top, [state_dir]):
-        patterns.append(f"/{state_dir}/")
+    if not _state_dir_ignored(top):
+        patterns.append(f"/{WORKTREES_DIR.parts[0]}/")
     if patterns:
         _append_excludes(git_common_dir(worktree) / "info" / "exclude", patterns)
     return present
+
+
+_IGNORED_STATE: set[Path] = set()
+
+
+def _state_dir_ignored(top: Path) -> bool:
+    """Whether ``.stretto/`` is ignored in ``top`` (remembered once true: it stays so)."""
+    if top in _IGNORED_STATE:
+        return True
+    if ignored_paths(top, [WORKTREES_DIR.parts[0]]):
+        _IGNORED_STATE.add(top)
+        return True
+    return False
 
 
 def _escape_pattern(path: str) -> str:
@@ -497,13 +521,34 @@ def remove_workspace(
     if delete_branch and not expected_sha:
         raise ValueError("delete_branch needs expected_sha, the commit the branch must point at")
     top, root = _top_and_root(repo)
+    if not _is_under(ws.path, root):
+        raise ValueError(f"refusing to remove {ws.path}: it is not under {root}")
+    _empty_worktree(ws.path)  # the slow part, outside the lock
     with worktree_lock(top):
-        registered = _entry_at(list_worktrees(top), ws.path) is not None
-        if registered or os.path.lexists(ws.path):
-            _discard(top, root, ws.path, registered=registered)
+        quick = run_git(
+            ["worktree", "remove", "--force", "--force", str(ws.path)], top, check=False
+        )
+        if quick.returncode != 0 or os.path.lexists(ws.path):
+            registered = _entry_at(list_worktrees(top), ws.path) is not None
+            if registered or os.path.lexists(ws.path):
+                _discard(top, root, ws.path, registered=registered)
     if not delete_branch or expected_sha is None:
         return True
     return _delete_branch(top, ws.branch, expected_sha)
+
+
+def _empty_worktree(path: Path) -> None:
+    """Delete a worktree's files but its ``.git`` link, so git's own removal is quick."""
+    if not (path / ".git").is_file():
+        return
+    for child in path.iterdir():
+        if child.name == ".git":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            _rmtree(child)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
 
 
 def _delete_branch(top: Path, branch: str, expected_sha: str) -> bool:
@@ -567,8 +612,14 @@ def worktree_lock(top: Path) -> Iterator[None]:
 
 
 def _top_and_root(repo: Path) -> tuple[Path, Path]:
-    top = Path(os.path.realpath(toplevel(repo)))
+    top = _real_top(str(repo))
     return top, top / WORKTREES_DIR
+
+
+@functools.lru_cache(maxsize=64)
+def _real_top(repo: str) -> Path:
+    # The top of a work tree does not change while stretto runs; asking git once is enough.
+    return Path(os.path.realpath(toplevel(Path(repo))))
 
 
 def _entry_at(entries: Iterable[WorktreeEntry], path: Path) -> WorktreeEntry | None:
