@@ -430,7 +430,7 @@ class Runner:
     async def _attempt(self, task: Task, attempt: int) -> AttemptEnd:
         folder = self.attempt_dir(task.id, attempt)
         folder.mkdir(parents=True, exist_ok=True)
-        base = await self.blocking(self.target_head)
+        base = self.expected_head or await self.blocking(self.target_head)
         branch_intent = self.intent(
             "workspace",
             task=task.id,

@@ -238,12 +238,14 @@ def create_workspace(
     """
     branch = branch_name(run_id, task_id, attempt)
     top, root = _top_and_root(repo)
-    base_sha = rev_parse(top, f"{base}^{{commit}}")
+    # A full commit id needs no lookup (the runner passes one); `worktree add` checks it anyway.
+    full = re.fullmatch(r"[0-9a-f]{40}", base) is not None
+    base_sha = base if full else rev_parse(top, f"{base}^{{commit}}")
     if base_sha is None:
         raise RepoError(f"base commit {base!r} does not exist in {top}")
     path = root / f"{run_id}-{task_id}-{attempt}"
     root.mkdir(parents=True, exist_ok=True)
-    fresh = not os.path.lexists(path) and rev_parse(top, f"refs/heads/{branch}") is None
+    fresh = not os.path.lexists(path)  # `worktree add -b` refuses an existing branch anyway
     populate = False
     with worktree_lock(top):
         # The usual case, a new attempt, only registers the worktree inside the lock (one quick
