@@ -1,0 +1,246 @@
+"""Dry run of a 2,000-step plan, end to end: ``stretto run --dry-run plan.yaml``.
+
+A realistic plan is generated (seeded) into a temporary directory: 40 stages of 50 steps, each
+stage working in one area of a source tree, steps owning 1-3 files or globs (a few own nothing
+declared, so everything), stages waiting for earlier stages, some steps waiting for steps of
+other stages by id; about half the steps have an id, the rest get one generated from their title
+or goal. Then, interleaved, as fresh processes (median of ``--repeat`` runs):
+
+* ``python -c pass`` (the floor: starting an interpreter);
+* ``stretto validate plan.yaml`` (read, check and resolve the plan; print one line);
+* ``stretto run --dry-run plan.yaml`` and the same with ``--json``;
+* a probe process that runs the same pipeline step by step and reports how long each step took,
+  imports included (YAML load, pydantic validation, resolution, graph, simulation, rendering).
+
+    .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from _common import (
+    CPU_TIMES,
+    PYTHON,
+    STRETTO,
+    child_env,
+    machine,
+    median,
+    ms,
+    quartiles,
+    table,
+    target,
+    time_commands,
+)
+
+TARGET_MS = 1000
+STAGES, STEPS = 40, 50
+AREAS = ["api", "auth", "billing", "search", "storage", "events", "admin", "reports"]
+VERBS = ["Add", "Refactor", "Fix", "Test", "Document", "Speed up", "Harden", "Split"]
+THINGS = ["handler", "model", "schema", "client", "cache", "validator", "job", "view", "query"]
+
+
+def make_plan(seed: int = 2026) -> tuple[str, int]:
+    """A plan of STAGES x STEPS steps as YAML text, and how many steps it has."""
+    rng = random.Random(seed)
+    lines = ["name: benchmark plan", "max_agents: 8", "target: main", "stages:"]
+    explicit: list[tuple[int, str]] = []  # (stage, id) of steps that have an id
+    count = 0
+    for s in range(STAGES):
+        area = AREAS[s % len(AREAS)]
+        pkg = f"src/app/{area}{s // len(AREAS)}"
+        lines.append(f"  - name: {area}-{s:02d}")
+        earlier = list(range(s))
+        stage_deps = []
+        if earlier and rng.random() < 0.8:
+            stage_deps = sorted(set(rng.sample(earlier[-6:], min(len(earlier[-6:]), 2))))
+        if stage_deps:
+            names = ", ".join(f"{AREAS[d % len(AREAS)]}-{d:02d}" for d in stage_deps)
+            lines.append(f"    depends_on: [{names}]")
+        lines.append("    steps:")
+        mine: list[str] = []
+        for t in range(STEPS):
+            count += 1
+            verb, thing = rng.choice(VERBS), rng.choice(THINGS)
+            goal = f"{verb} the {area} {thing} number {t} so that it handles the edge cases"
+            lines.append(f'      - goal: "{goal}"')
+            if rng.random() < 0.5:
+                step_id = f"{area}{s:02d}-{thing}-{t:02d}"
+                lines.append(f"        id: {step_id}")
+                explicit.append((s, step_id))
+                mine.append(step_id)
+            if rng.random() < 0.3:
+                lines.append(f'        title: "{verb} {area} {thing} {t}"')
+            lines.append(f"        role: {rng.choice(['backend', 'qa', 'docs', 'frontend'])}")
+            lines.append(f"        complexity: {rng.choice(['low', 'medium', 'medium', 'high'])}")
+            roll = rng.random()
+            if roll < 0.02:
+                pass  # no files: owns everything
+            elif roll < 0.08:
+                lines.append(f'        files: ["{pkg}/{thing}s/**"]')
+            elif roll < 0.11:
+                lines.append('        files: ["docs/*.md"]')
+            else:
+                owned = {f"{pkg}/{thing}s/{thing}{rng.randint(0, 24)}.py"}
+                if rng.random() < 0.5:
+                    owned.add(f"tests/{area}/test_{thing}{rng.randint(0, 24)}.py")
+                if rng.random() < 0.1:
+                    owned.add(f"{pkg}/__init__.py")
+                lines.append(f"        files: [{', '.join(sorted(owned))}]")
+            deps = []
+            if mine[:-1] and rng.random() < 0.15:
+                deps.append(rng.choice(mine[:-1]))
+            other = [i for stage, i in explicit if stage < s]
+            if other and rng.random() < 0.08:
+                deps.append(rng.choice(other))
+            if deps:
+                lines.append(f"        depends_on: [{', '.join(dict.fromkeys(deps))}]")
+            if rng.random() < 0.1:
+                lines.append(f"        timeout: {rng.choice(['15m', '1h', 900])}")
+    return "\n".join(lines) + "\n", count
+
+
+PROBE = """
+import json, sys, time
+marks = [("start", time.perf_counter())]
+def mark(name):
+    marks.append((name, time.perf_counter()))
+import stretto.cli
+mark("import cli (click)")
+from stretto import plan as plan_mod
+from stretto.dryrun import DryRun, render_text
+from stretto.graph import TaskGraph
+from stretto.simulate import simulate
+from stretto.yamlsource import load_located
+mark("import plan, dryrun, yaml")
+path = sys.argv[1]
+raw = open(path, "rb").read()
+located, problems = load_located(raw.decode(), path)
+assert not problems
+mark("read + YAML load")
+from pydantic import ValidationError
+model_cls = plan_mod._models()[0]
+mark("import pydantic + build models")
+model = model_cls.model_validate(located.data)
+mark("pydantic validation")
+plan, problems = plan_mod._resolve(model, located, "digest")
+assert plan is not None and not problems
+mark("resolution")
+from pathlib import Path
+from stretto.cli import _configured_agents
+configured = _configured_agents()
+mark("config lookup (stretto.toml, git)")
+graph = TaskGraph.from_plan(plan)
+mark("graph")
+agents = plan.max_agents or configured or 4
+leases = {task.id: task.lease for task in plan.tasks}
+attempts = {task.id: task.max_attempts for task in plan.tasks}
+sim = simulate(graph, leases, agents, max_attempts=attempts)
+report = DryRun(plan=plan, graph=graph, max_agents=agents, simulation=sim)
+mark("simulation")
+text = render_text(report)
+mark("render text")
+payload = json.dumps(report.to_dict(), indent=2)
+mark("render JSON")
+print(json.dumps([[b[0], b[1] - a[1]] for a, b in zip(marks, marks[1:])]))
+print(json.dumps({"tasks": len(plan.tasks), "events": len(sim.events),
+                  "decisions": sim.decisions, "text": len(text), "json": len(payload)}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per command (>= 10)")
+    parser.add_argument("--keep", type=Path, help="write the plan here instead of a temp dir")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        plan_file = folder / "plan.yaml"
+        text, steps = make_plan()
+        plan_file.write_text(text)
+        probe_file = folder / "probe.py"
+        probe_file.write_text(PROBE)
+        # Users run stretto inside their repository; the dry run looks for stretto.toml there.
+        subprocess.run(["git", "init", "-q", str(folder)], check=True)
+
+        out = subprocess.run(
+            [PYTHON, str(probe_file), str(plan_file)],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            check=True,
+        ).stdout.splitlines()
+        facts = json.loads(out[1])
+        print(
+            f"plan: {steps} steps in {STAGES} stages, {len(text) // 1024} KiB of YAML, "
+            f"{text.count('id: ')} explicit ids; dry run: {facts['decisions']} decide calls, "
+            f"{facts['events']} events, {facts['text'] // 1024} KiB text, "
+            f"{facts['json'] // 1024} KiB JSON"
+        )
+
+        commands = {
+            "python -c pass": [PYTHON, "-c", "pass"],
+            "stretto validate": [STRETTO, "validate", str(plan_file)],
+            "stretto run --dry-run": [STRETTO, "run", "--dry-run", str(plan_file)],
+            "stretto run --dry-run --json": [STRETTO, "run", "--dry-run", "--json", str(plan_file)],
+        }
+        times = time_commands(commands, args.repeat, cwd=folder)
+        floor = median(times["python -c pass"])
+        validate = median(times["stretto validate"])
+        rows = []
+        for name, values in times.items():
+            mid = median(values)
+            q1, q3 = quartiles(values)
+            rows.append(
+                [
+                    name,
+                    ms(mid),
+                    f"{ms(q1)}-{ms(q3)}",
+                    f"{mid / floor:.1f}x",
+                    f"{mid / validate:.2f}x",
+                    ms(median(CPU_TIMES[name])),
+                ]
+            )
+        print(f"\n{args.repeat} runs each, interleaved; medians")
+        print(table(["command", "wall", "wall IQR", "vs python", "vs validate", "CPU"], rows))
+
+        steps_times: dict[str, list[float]] = defaultdict(list)
+        for _ in range(args.repeat):
+            out = subprocess.run(
+                [PYTHON, str(probe_file), str(plan_file)],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                env=child_env(),
+                check=True,
+            ).stdout.splitlines()
+            for name, seconds in json.loads(out[0]):
+                steps_times[name].append(seconds)
+        total = sum(median(v) for v in steps_times.values())
+        rows = [
+            [name, ms(median(v)), f"{median(v) / total:.0%}"] for name, v in steps_times.items()
+        ]
+        rows.append(["sum (after interpreter start)", ms(total), "100%"])
+        print(f"\nin one process, step by step (median of {args.repeat} probe runs)")
+        print(table(["step", "median", "share"], rows))
+        print()
+        target(f"dry run {steps} steps", TARGET_MS, median(times["stretto run --dry-run"]))
+        target(
+            f"dry run --json {steps} steps",
+            TARGET_MS,
+            median(times["stretto run --dry-run --json"]),
+        )
+
+
+if __name__ == "__main__":
+    main()
