@@ -379,6 +379,11 @@ def _add_exclude(top: Path) -> tuple[bool, Path]:
     return True, path
 
 
+def ensure_excluded(repo: Path) -> bool:
+    """Add ``.stretto/`` to the repository's ``info/exclude`` unless it is there; True if added."""
+    return _add_exclude(toplevel(repo))[0]
+
+
 def init_project(repo: Path, *, force: bool = False) -> InitResult:
     """Write a commented ``stretto.toml`` at the top of ``repo`` and keep ``.stretto/`` out of git.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,6 +24,14 @@ def find_cycle(nodes: Sequence[str], edges: Mapping[str, Iterable[str]]) -> list
 
     Iterative three-colour DFS in the order of ``nodes``, so the cycle reported is deterministic.
     """
+    # The common case first: when every edge leads to a node listed earlier (or to one not
+    # listed, which cannot be on a cycle), ``nodes`` is a topological order and there is none.
+    position = {node: i for i, node in enumerate(nodes)}
+    if all(
+        max(map(position.get, edges.get(node, ()), repeat(-1)), default=-1) < i
+        for i, node in enumerate(nodes)
+    ):
+        return None
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(nodes, white)
     for root in nodes:
@@ -90,37 +99,56 @@ class TaskGraph:
         """
         index = {task: i for i, task in enumerate(order)}
         dependents: dict[str, list[str]] = {task: [] for task in order}
-        indegree = dict.fromkeys(order, 0)
         clean_deps: dict[str, tuple[str, ...]] = {}
+        # While every task only waits for tasks listed before it (as plans are usually written),
+        # its wave is one more than its dependencies' highest; the per-edge work stays in C.
+        level: dict[str, int] | None = {} if len(index) == len(order) else None
         for task in order:
             mine = tuple(dict.fromkeys(deps.get(task, ())))
+            try:
+                latest = max(map(index.__getitem__, mine), default=-1)
+            except KeyError:
+                unknown = next(dep for dep in mine if dep not in index)
+                raise ValueError(f"task {task!r} depends on unknown task {unknown!r}") from None
             for dep in mine:
-                if dep not in index:
-                    raise ValueError(f"task {task!r} depends on unknown task {dep!r}")
                 dependents[dep].append(task)
-            indegree[task] = len(mine)
             clean_deps[task] = mine
-        # Kahn's algorithm by waves; within a wave, plan order.
+            if level is not None:
+                if latest < index[task]:
+                    level[task] = 1 + max(map(level.__getitem__, mine), default=-1)
+                else:
+                    level = None
         waves: list[tuple[str, ...]] = []
-        current = [task for task in order if indegree[task] == 0]
         topo: list[str] = []
-        while current:
-            waves.append(tuple(current))
-            topo.extend(current)
-            following: list[str] = []
-            for task in current:
-                for child in dependents[task]:
-                    indegree[child] -= 1
-                    if indegree[child] == 0:
-                        following.append(child)
-            following.sort(key=index.__getitem__)
-            current = following
+        if level is not None:
+            rows: list[list[str]] = []
+            for task in order:
+                if level[task] == len(rows):
+                    rows.append([])
+                rows[level[task]].append(task)
+            waves = [tuple(row) for row in rows]
+            topo = [task for row in rows for task in row]
+        else:
+            # Kahn's algorithm by waves; within a wave, plan order.
+            indegree = {task: len(clean_deps[task]) for task in order}
+            current = [task for task in order if indegree[task] == 0]
+            while current:
+                waves.append(tuple(current))
+                topo.extend(current)
+                following: list[str] = []
+                for task in current:
+                    for child in dependents[task]:
+                        indegree[child] -= 1
+                        if indegree[child] == 0:
+                            following.append(child)
+                following.sort(key=index.__getitem__)
+                current = following
         if len(topo) != len(order):
             cycle = find_cycle(list(order), clean_deps)
             raise ValueError(f"dependency cycle: {' -> '.join(cycle or [])}")
         critical: dict[str, float] = {}
         for task in reversed(topo):
-            tail = max((critical[child] for child in dependents[task]), default=0.0)
+            tail = max(map(critical.__getitem__, dependents[task]), default=0.0)
             critical[task] = duration[task] + tail
         return cls(
             order=tuple(order),

@@ -53,6 +53,8 @@ from stretto.workspace import (
 
 Sink = Callable[[Record], None]
 LOG_TAIL = 3_000
+MAX_UNCOUNTED = 10  # rate-limited attempts of one task before they start to count as failures
+MAX_BACKOFF = 600.0  # never wait longer than this for a provider's retry-after
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class AttemptEnd:
     reason: str = ""
     log: str = ""
     commit: str | None = None
+    retry_after: float | None = None  # seconds the provider asked us to wait (rate limits)
 
 
 @dataclass
@@ -214,7 +217,10 @@ class Runner:
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
         self.synced_at: str | None = None  # the commit the user's checkout of the target is at
         self.cleanups: list[asyncio.Task[None]] = []
+        self.not_before: dict[str, float] = {}  # task -> monotonic time before which not to start
+        self.uncounted: dict[str, int] = {}  # task -> failures that were not its fault
         self.syncer: asyncio.Task[None] | None = None
+        self.before_last: str | None = None  # the target head before our last landing
         self.expected_head: str | None = None  # the target head after our last landing
         self.landed: dict[str, list[str]] = {}  # task -> merge commits on the target (trailers)
         self.landed_at: str | None = None  # the target head `landed` was read at
@@ -348,6 +354,8 @@ class Runner:
             else:
                 attempt = sched.attempts[task]
                 self.failures[task] = prompting.Failure(attempt, end.reason, end.log)
+                if end.retry_after:
+                    self.not_before[task] = time.monotonic() + min(end.retry_after, MAX_BACKOFF)
                 sched.attempt_failed(task, counts=end.counts)
                 exhausted = sched.failures[task] >= sched.limit(task)
                 self.record(
@@ -430,6 +438,12 @@ class Runner:
     async def _attempt(self, task: Task, attempt: int) -> AttemptEnd:
         folder = self.attempt_dir(task.id, attempt)
         folder.mkdir(parents=True, exist_ok=True)
+        wait = self.not_before.pop(task.id, 0.0) - time.monotonic()
+        if wait > 0:
+            self.record(
+                "decision", action="backoff", task=task.id, attempt=attempt, seconds=round(wait, 3)
+            )
+            await asyncio.sleep(wait)
         base = self.expected_head or await self.blocking(self.target_head)
         branch_intent = self.intent(
             "workspace",
@@ -448,6 +462,7 @@ class Runner:
                 base,
                 link_dirs=self.options.link_dirs,
                 setup=self.options.setup,
+                setup_env=self._env(task, attempt, None, None),
             )
         except Exception as error:
             self.journal.fail(branch_intent, str(error))
@@ -542,12 +557,18 @@ class Runner:
         )
         log_tail = _tail(folder / "agent.log")
         if result.outcome is not Outcome.SUCCESS:
+            counts = result.outcome.counts_as_failure
+            if not counts:
+                # Not the task's fault, but a task that is refused forever must end sometime.
+                self.uncounted[task.id] = self.uncounted.get(task.id, 0) + 1
+                counts = self.uncounted[task.id] > MAX_UNCOUNTED
             return AttemptEnd(
                 False,
-                result.outcome.counts_as_failure,
+                counts,
                 f"agent {agent_name}: {result.outcome.value}"
                 + (f" ({result.reason})" if result.reason else ""),
                 log_tail,
+                retry_after=result.retry_after,
             )
         if head == ws.base:
             return AttemptEnd(False, True, "the agent made no changes", log_tail)
@@ -707,17 +728,21 @@ class Runner:
             )
         checkout = self.checkout
         if not checkout:
+            self.synced_at = new  # nothing to bring along
             return
         base = self.synced_at or old
         if base == new:
             return
-        if await self.blocking(merging.sync_checkout, checkout, base, new):
-            self.synced_at = new
-            self.record("checkout_synced", path=str(checkout), commit=new)
-            self.stale_checkout = None
-        else:
-            self.synced_at = base
-            self.stale_checkout = (base, new)
+        # The files are where we last left them, or (if the user committed on the target and
+        # the queue rebuilt on it) at the head before our last landing.
+        for candidate in dict.fromkeys(c for c in (base, self.before_last) if c):
+            if await self.blocking(merging.sync_checkout, checkout, candidate, new):
+                self.synced_at = new
+                self.record("checkout_synced", path=str(checkout), commit=new)
+                self.stale_checkout = None
+                return
+        self.synced_at = base
+        self.stale_checkout = (base, new)
 
     async def _land(
         self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
@@ -798,6 +823,7 @@ class Runner:
             self.expected_head = None
             return None
         self.expected_head = new
+        self.before_last = old
         self.journal.done(advance)
         crashpoint("after-advance")
         self.record("merged", task=task.id, attempt=attempt, commit=new, old=old, new=new)
@@ -815,7 +841,7 @@ class Runner:
         while self.expected_head and self.synced_at != self.expected_head:
             head = self.expected_head
             await self._after_landing(self._sync_checkout(head, head), "", "updating your checkout")
-            if self.stale_checkout is not None:
+            if self.stale_checkout is not None or self.synced_at != head:
                 return
 
     async def _after_landing(self, job: Any, task: str, what: str) -> None:

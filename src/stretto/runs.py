@@ -34,8 +34,10 @@ def runs_root(repo: Path) -> Path:
 
 
 def new_run_id() -> str:
-    """A sortable, unique, ref-safe run id: ``20261128-054812-a3f9``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    """A unique, ref-safe run id that sorts by start time: ``20261128-054812-347-a3f9``."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}-{int(now * 1000) % 1000:03d}-{secrets.token_hex(2)}"
 
 
 def options_for(config: Config, plan: Plan, *, max_agents: int | None = None) -> RunOptions:
@@ -85,6 +87,9 @@ def start_run(
 ) -> RunSummary:
     """Create the run's directory and journal, then run the plan to its end."""
     run_id = run_id or new_run_id()
+    from stretto.config import ensure_excluded
+
+    ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
     run_dir = runs_root(repo) / run_id
     journal = Journal.create(run_dir)
     try:

@@ -183,10 +183,11 @@ class Schedule:
         self.state[task] = TaskState.LANDED
         self.finished += 1
         now_ready = []
+        missing, state = self._missing, self.state  # locals: this loop runs once per edge
         for child in self.graph.dependents[task]:
-            self._missing[child] -= 1
-            if self._missing[child] == 0 and self.state[child] is TaskState.WAITING:
-                self.state[child] = TaskState.READY
+            missing[child] -= 1
+            if missing[child] == 0 and state[child] is TaskState.WAITING:
+                state[child] = TaskState.READY
                 bisect.insort(self._ready, self._key(child))
                 now_ready.append(child)
         return now_ready
@@ -329,6 +330,8 @@ class Schedule:
         anchors: set[str] = set().union(*(r.anchors for r in reaches))
         prefixes: set[str] = set().union(*(r.prefixes for r in reaches))
         order = self.graph.index
+        ranks = [(order.get(holder, -1), holder) for holder, _ in holders]  # how waits list them
+        everyone: tuple[str, ...] | None = None  # who blocks a '**' lease, once per change
         for _, _, task in self._ready:
             if total <= 0:
                 break
@@ -336,29 +339,36 @@ class Schedule:
             if lease and everything is not None:
                 actions.append(Wait(task, "lease", (everything,), (lease[0], EVERYTHING_PATTERN)))
                 continue
-            full = next((p for p in self.pools.get(task, ()) if pools.get(p, 1) <= 0), None)
-            if full is not None:
-                actions.append(Wait(task, "capacity", pool=full))
-                continue
+            task_pools = self.pools.get(task, ())
+            if task_pools:
+                full = next((p for p in task_pools if pools.get(p, 1) <= 0), None)
+                if full is not None:
+                    actions.append(Wait(task, "capacity", pool=full))
+                    continue
             mine = reach(tuple(lease))
             if not (mine.anchors.isdisjoint(prefixes) and anchors.isdisjoint(mine.prefixes)):
-                blocking: list[str] = []
-                first: tuple[str, str] | None = None
                 if EVERYTHING_PATTERN in lease:
                     # '**' overlaps every pattern: whoever holds anything blocks it.
-                    blocking = [holder for holder, theirs in holders if theirs]
+                    if everyone is None:
+                        found = [
+                            rank for rank, (_, theirs) in zip(ranks, holders, strict=True) if theirs
+                        ]
+                        everyone = tuple(holder for _, holder in sorted(found))
+                    blocking = everyone
                     first = any_overlap(lease, next(theirs for _, theirs in holders if theirs))
                 else:
-                    for (holder, theirs), their_reach in zip(holders, reaches, strict=True):
+                    found = []
+                    first = None
+                    for (_, theirs), their_reach, rank in zip(holders, reaches, ranks, strict=True):
                         if not mine.may_overlap(their_reach):
                             continue
                         pair = any_overlap(lease, theirs)
                         if pair is not None:
-                            blocking.append(holder)
+                            found.append(rank)
                             first = first or pair
+                    blocking = tuple(holder for _, holder in sorted(found))
                 if blocking:
-                    blocking.sort(key=lambda h: (order.get(h, -1), h))
-                    actions.append(Wait(task, "lease", tuple(blocking), first))
+                    actions.append(Wait(task, "lease", blocking, first))
                     continue
             actions.append(
                 Spawn(
@@ -369,12 +379,14 @@ class Schedule:
                 )
             )
             total -= 1
-            for pool in self.pools.get(task, ()):
+            for pool in task_pools:
                 if pool in pools:
                     pools[pool] -= 1
             if lease:
                 holders.append((task, lease))
                 reaches.append(mine)
+                ranks.append((order.get(task, -1), task))
+                everyone = None
                 anchors |= mine.anchors
                 prefixes |= mine.prefixes
                 if EVERYTHING_PATTERN in lease:

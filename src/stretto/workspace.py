@@ -385,16 +385,17 @@ def run_setup(
     """Run each command with ``bash -c`` in the workspace; stop at the first failure.
 
     Each command gets its own process group (all of it is killed on timeout), an empty stdin and
-    ``STRETTO_WORKSPACE`` set to the worktree path, on top of stretto's environment and ``env``.
+    ``STRETTO_WORKSPACE`` set to the worktree path. The environment is ``env`` when given (plus
+    ``PATH`` if it lacks one), else stretto's own.
 
     Raises:
         WorkspaceSetupError: A command could not start, exited non-zero or timed out.
     """
-    full_env = {
-        **without_git_redirects(os.environ),
-        "STRETTO_WORKSPACE": str(ws.path),
-        **(env or {}),
-    }
+    # Given an environment, commands get exactly that (the runner passes the agents'
+    # allow-listed one, so setup sees no secret the agents may not see); else stretto's own.
+    base = dict(env) if env is not None else without_git_redirects(os.environ)
+    full_env = {"PATH": os.environ.get("PATH", os.defpath), **base}
+    full_env["STRETTO_WORKSPACE"] = str(ws.path)
     for command in commands:
         with tempfile.TemporaryFile() as log:
             try:
