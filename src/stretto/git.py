@@ -161,6 +161,9 @@ def toplevel(cwd: Path) -> Path:
         RepoError: ``cwd`` is not inside a git working tree (with the fix: ``git init``), or is
             inside a bare repository.
     """
+    key = os.path.abspath(cwd)
+    if key in _TOPLEVELS:  # a work tree's top does not move while stretto runs
+        return _TOPLEVELS[key]
     result = run_git(["rev-parse", "--show-toplevel"], cwd, check=False)
     if result.returncode != 0:
         if "not a git repository" in result.stderr:
@@ -170,7 +173,12 @@ def toplevel(cwd: Path) -> Path:
         raise GitCommandError(
             ["rev-parse", "--show-toplevel"], cwd, result.returncode, result.stderr
         )
-    return Path(result.stdout.rstrip("\n"))
+    top = Path(result.stdout.rstrip("\n"))
+    _TOPLEVELS[key] = top
+    return top
+
+
+_TOPLEVELS: dict[str, Path] = {}
 
 
 def git_common_dir(cwd: Path) -> Path:

@@ -8,7 +8,6 @@ not installed.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 
 from stretto.agents.base import (
     Adapter,
@@ -38,6 +37,8 @@ BUILTIN = {"shell": "stretto.agents.shell:ShellAdapter"}
 
 def available() -> dict[str, str]:
     """Adapter name -> "module:Class", built-ins first, then plugins."""
+    from importlib.metadata import entry_points  # slow to import; only needed for plugins
+
     found = dict(BUILTIN)
     for entry in entry_points(group=GROUP):
         found.setdefault(entry.name, entry.value)
@@ -50,7 +51,7 @@ def get_adapter(name: str) -> Adapter:
     Raises:
         UsageError: for an unknown name, listing the known ones.
     """
-    known = available()
+    known = BUILTIN if name in BUILTIN else available()
     target = known.get(name)
     if target is None:
         raise UsageError(
