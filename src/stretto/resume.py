@@ -167,11 +167,33 @@ def resume_run(
             failures=facts.failures,
         )
         runner.resumed_merges = pending_merge
-        synced = [r for r in history if r.type == "checkout_synced"]
-        runner.synced_at = str(synced[-1].fields["commit"]) if synced else start.fields.get("base")
+        runner.synced_at = _checkout_position(repo, options.target, history, start)
         return asyncio.run(runner.run())
     finally:
         journal.close()
+
+
+def _checkout_position(repo: Path, target: str, history: list[Record], start: Record) -> str | None:
+    """Which commit the user's checkout of the target is at, looking at its files.
+
+    A crash can fall between updating the checkout and journaling it, so the journal's last
+    ``checkout_synced`` is only a hint: the recent landings and the run's base are tried too.
+    """
+    synced = [str(r.fields["commit"]) for r in history if r.type == "checkout_synced"]
+    hint = synced[-1] if synced else start.fields.get("base")
+    checkout = merging.find_checkout(repo, target, repo / ".stretto")
+    if checkout is None:
+        return hint
+    landed = [
+        str(r.fields["new"])
+        for r in history
+        if r.type in ("merged", "advance") and r.kind in ("event", "intent") and r.fields.get("new")
+    ]
+    candidates = [*reversed(landed[-20:]), *reversed(synced[-5:]), start.fields.get("base")]
+    for commit in dict.fromkeys(c for c in candidates if c):
+        if merging.checkout_matches(checkout, commit):
+            return commit
+    return hint
 
 
 def journal_records(journal: Journal) -> list[Record]:
