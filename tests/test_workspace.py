@@ -34,15 +34,14 @@ from stretto.workspace import (
     WorkspaceSetupError,
     branch_name,
     changed_files,
-    collect_garbage,
     commit_all,
     create_workspace,
-    list_workspaces,
     parse_branch,
     port_base,
     remove_workspace,
     worktrees_root,
 )
+from stretto.workspace_gc import collect_garbage, list_workspaces
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,8 @@ from stretto.merge import integration_path
 from stretto.process import kill_token
 from stretto.resume import recover
 from stretto.runs import is_live, list_run_ids, runs_root
-from stretto.workspace import collect_garbage, parse_branch, worktree_lock
+from stretto.workspace import parse_branch, worktree_lock
+from stretto.workspace_gc import collect_garbage
 
 
 @dataclass
