@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from stretto.cli import main
-from stretto.config import Config, GateConfig, detect_gates, init_project, load_config
+from stretto.config import Config, GateConfig, load_config
 from stretto.errors import ConfigError, Diagnostic, RepoError, UsageError
+from stretto.scaffold import detect_gates, init_project
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -542,7 +543,8 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
     [diag] = diagnostics(repo, "colour = 'blue'\n")
 
     assert (
-        diag.message == "unknown key 'colour'; known keys: default_agent, gates, max_agents, target"
+        diag.message == "unknown key 'colour'; known keys: agents, default_agent, env, gates, "
+        "max_agents, scope, target, workspace"
     )
 
 

@@ -101,7 +101,7 @@ def schema() -> None:
 @_reports_errors
 def init(force: bool, repo: Path, as_json: bool) -> None:
     """Write a commented stretto.toml and keep .stretto/ out of git."""
-    from stretto.config import init_project
+    from stretto.scaffold import init_project
 
     result = init_project(repo, force=force)
     if as_json:

@@ -87,7 +87,7 @@ def start_run(
 ) -> RunSummary:
     """Create the run's directory and journal, then run the plan to its end."""
     run_id = run_id or new_run_id()
-    from stretto.config import ensure_excluded
+    from stretto.scaffold import ensure_excluded
 
     ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
     run_dir = runs_root(repo) / run_id
