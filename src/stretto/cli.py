@@ -192,7 +192,7 @@ def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, p
         plan = load_plan(plan_file)
         report = make_dry_run(plan, max_agents=max_agents, configured=_configured_agents())
         if as_json:
-            click.echo(json.dumps(report.to_dict(), indent=2))
+            click.echo(json.dumps(report.to_dict()))  # compact: large plans give megabytes
         else:
             click.echo(render_text(report, color=sys.stdout.isatty()))
         return

@@ -26,11 +26,22 @@ def find_cycle(nodes: Sequence[str], edges: Mapping[str, Iterable[str]]) -> list
     """
     # The common case first: when every edge leads to a node listed earlier (or to one not
     # listed, which cannot be on a cycle), ``nodes`` is a topological order and there is none.
+    # Nodes often share one tuple of children; each distinct tuple is measured once, in C.
     position = {node: i for i, node in enumerate(nodes)}
-    if all(
-        max(map(position.get, edges.get(node, ()), repeat(-1)), default=-1) < i
-        for i, node in enumerate(nodes)
-    ):
+    highest: dict[tuple[str, ...], int] = {}
+    for i, node in enumerate(nodes):
+        children = edges.get(node, ())
+        if type(children) is tuple:
+            top = highest.get(children)
+            if top is None:
+                top = highest[children] = max(map(position.get, children, repeat(-1)), default=-1)
+        elif type(children) is list:
+            top = max(map(position.get, children, repeat(-1)), default=-1)
+        else:  # an iterator can be read once: leave it to the search below
+            break
+        if top >= i:
+            break
+    else:
         return None
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(nodes, white)
@@ -101,23 +112,35 @@ class TaskGraph:
         dependents: dict[str, list[str]] = {task: [] for task in order}
         clean_deps: dict[str, tuple[str, ...]] = {}
         # While every task only waits for tasks listed before it (as plans are usually written),
-        # its wave is one more than its dependencies' highest; the per-edge work stays in C.
+        # its wave is one more than its dependencies' highest. The steps of a stage usually share
+        # one tuple of dependencies: each distinct tuple is cleaned and measured once, in C.
         level: dict[str, int] | None = {} if len(index) == len(order) else None
+        seen: dict[tuple[str, ...], tuple[tuple[str, ...], int | None]] = {}
         for task in order:
-            mine = tuple(dict.fromkeys(deps.get(task, ())))
-            try:
-                latest = max(map(index.__getitem__, mine), default=-1)
-            except KeyError:
-                unknown = next(dep for dep in mine if dep not in index)
-                raise ValueError(f"task {task!r} depends on unknown task {unknown!r}") from None
+            raw = deps.get(task, ())
+            entry = seen.get(raw) if type(raw) is tuple else None
+            if entry is None:
+                mine = tuple(dict.fromkeys(raw))
+                try:
+                    latest = max(map(index.__getitem__, mine), default=-1)
+                except KeyError:
+                    unknown = next(dep for dep in mine if dep not in index)
+                    raise ValueError(f"task {task!r} depends on unknown task {unknown!r}") from None
+                wave = None
+                if level is not None and latest < index[task]:
+                    wave = 1 + max(map(level.__getitem__, mine), default=-1)
+                entry = (mine, wave)
+                if type(raw) is tuple:
+                    seen[raw] = entry
+            mine, wave = entry
             for dep in mine:
                 dependents[dep].append(task)
             clean_deps[task] = mine
             if level is not None:
-                if latest < index[task]:
-                    level[task] = 1 + max(map(level.__getitem__, mine), default=-1)
-                else:
+                if wave is None:
                     level = None
+                else:
+                    level[task] = wave
         waves: list[tuple[str, ...]] = []
         topo: list[str] = []
         if level is not None:

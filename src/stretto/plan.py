@@ -624,6 +624,8 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
     stage_values: list[Stage] = []
     for s_index, stage in enumerate(model.stages):
         stage_wait = [t for dep in stage_deps[stage.name] for t in sinks_of.get(dep, ())]
+        # One tuple shared by the stage's steps that wait for nothing else (most of them).
+        only_stage_wait = tuple(dict.fromkeys(stage_wait))
         for t_index, step in enumerate(stage.steps):
             task_id = ids[s_index][t_index]
             base: Path_ = ("stages", s_index, "steps", t_index)
@@ -656,7 +658,11 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
                     stage=stage.name,
                     files=files,
                     lease=lease,
-                    depends_on=tuple(dict.fromkeys([*explicit_of[task_id], *stage_wait])),
+                    depends_on=(
+                        tuple(dict.fromkeys([*explicit_of[task_id], *stage_wait]))
+                        if explicit_of[task_id]
+                        else only_stage_wait
+                    ),
                     explicit_deps=tuple(explicit_of[task_id]),
                     agent=step.agent,
                     model=step.model,

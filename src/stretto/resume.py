@@ -28,8 +28,9 @@ from stretto.errors import RunError
 from stretto.git import rev_parse
 from stretto.journal import JOURNAL_NAME, Journal, Record, open_intents, read_journal
 from stretto.process import kill_token
-from stretto.runner import Runner, RunOptions, RunSummary, Sink, TaskReport
+from stretto.runner import Runner, Sink
 from stretto.runs import resolve_run, saved_plan
+from stretto.runtypes import RunOptions, RunSummary, TaskReport
 from stretto.workspace import Workspace, branch_name, remove_workspace, worktrees_root
 
 

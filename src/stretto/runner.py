@@ -15,21 +15,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stretto import merge as merging
 from stretto import prompt as prompting
 from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter
-from stretto.config import GateConfig
 from stretto.git import rev_parse
 from stretto.graph import TaskGraph
 from stretto.journal import Journal, Record, crashpoint
 from stretto.plan import Plan, Task
 from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
+from stretto.runtypes import AttemptEnd, RunOptions, RunSummary, TaskReport, log_tail
 from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 from stretto.verify import (
     Gate,
@@ -52,128 +51,8 @@ from stretto.workspace import (
 )
 
 Sink = Callable[[Record], None]
-LOG_TAIL = 3_000
 MAX_UNCOUNTED = 10  # rate-limited attempts of one task before they start to count as failures
 MAX_BACKOFF = 600.0  # never wait longer than this for a provider's retry-after
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run behaves; built from stretto.toml, the plan and command-line options."""
-
-    target: str
-    max_agents: int = 4
-    default_agent: str = "shell"
-    gates: tuple[GateConfig, ...] = ()
-    scope: str = "refuse"  # refuse | warn
-    recheck_merged: bool = True  # re-run command gates on a merged tree that differs
-    link_dirs: tuple[str, ...] = ()
-    setup: tuple[str, ...] = ()
-    env_allow: tuple[str, ...] = ()
-    agent_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    agent_timeout: float = 1800.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the journal's run_started record."""
-        return {
-            "target": self.target,
-            "max_agents": self.max_agents,
-            "default_agent": self.default_agent,
-            "gates": [{"name": g.name, **g.to_dict()} for g in self.gates],
-            "scope": self.scope,
-            "recheck_merged": self.recheck_merged,
-            "link_dirs": list(self.link_dirs),
-            "setup": list(self.setup),
-            "env_allow": list(self.env_allow),
-            "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
-            "agent_timeout": self.agent_timeout,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunOptions:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            target=data["target"],
-            max_agents=data["max_agents"],
-            default_agent=data["default_agent"],
-            gates=tuple(GateConfig(**g) for g in data["gates"]),
-            scope=data["scope"],
-            recheck_merged=data["recheck_merged"],
-            link_dirs=tuple(data["link_dirs"]),
-            setup=tuple(data["setup"]),
-            env_allow=tuple(data["env_allow"]),
-            agent_settings=data["agent_settings"],
-            agent_timeout=data["agent_timeout"],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptEnd:
-    """How an attempt ended, for the main loop."""
-
-    landed: bool
-    counts: bool = True  # whether a failure uses up one of the task's attempts
-    reason: str = ""
-    log: str = ""
-    commit: str | None = None
-    retry_after: float | None = None  # seconds the provider asked us to wait (rate limits)
-
-
-@dataclass
-class TaskReport:
-    """The end state of one task, for the summary."""
-
-    task: str
-    status: str
-    attempts: int
-    reason: str = ""
-    commit: str | None = None
-
-
-@dataclass
-class RunSummary:
-    """What a run achieved."""
-
-    run_id: str
-    status: str  # finished | failed | stopped
-    tasks: list[TaskReport]
-    wall: float
-    agent_seconds: float
-    target: str
-    head: str | None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def landed(self) -> int:
-        """Number of tasks that landed."""
-        return sum(1 for t in self.tasks if t.status == "landed")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (``--json``)."""
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "landed": self.landed,
-            "failed": sum(1 for t in self.tasks if t.status == "failed"),
-            "skipped": sum(1 for t in self.tasks if t.status == "skipped"),
-            "wall_seconds": round(self.wall, 3),
-            "agent_seconds": round(self.agent_seconds, 3),
-            "target": self.target,
-            "head": self.head,
-            "tasks": [t.__dict__ for t in self.tasks],
-            "notes": self.notes,
-        }
-
-
-def _tail(path: Path, limit: int = LOG_TAIL) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class Runner:
@@ -555,7 +434,7 @@ class Runner:
             cost_usd=result.cost_usd,
             head=head,
         )
-        log_tail = _tail(folder / "agent.log")
+        agent_tail = log_tail(folder / "agent.log")
         if result.outcome is not Outcome.SUCCESS:
             counts = result.outcome.counts_as_failure
             if not counts:
@@ -567,11 +446,11 @@ class Runner:
                 counts,
                 f"agent {agent_name}: {result.outcome.value}"
                 + (f" ({result.reason})" if result.reason else ""),
-                log_tail,
+                agent_tail,
                 retry_after=result.retry_after,
             )
         if head == ws.base:
-            return AttemptEnd(False, True, "the agent made no changes", log_tail)
+            return AttemptEnd(False, True, "the agent made no changes", agent_tail)
         changed = await self.blocking(changed_files, ws)
         inp = GateInput(ws.path, task, changed, folder / "gates", env)
         verdicts = await self._gated(task.id, attempt, "attempt", head, gates, inp)
@@ -581,7 +460,7 @@ class Runner:
                 False,
                 True,
                 "gates failed: " + "; ".join(f"{v.gate}: {v.summary}" for v in failed),
-                "\n".join(_tail(v.log, 1500) for v in failed if v.log),
+                "\n".join(log_tail(v.log, 1500) for v in failed if v.log),
             )
         tree = merging.tree_of(self.repo, head) or ""
         self.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
@@ -808,7 +687,7 @@ class Runner:
                 )
                 self.record("merge_refused", task=task.id, attempt=attempt, reason=reason)
                 return AttemptEnd(
-                    False, True, reason, "\n".join(_tail(v.log, 1500) for v in failed if v.log)
+                    False, True, reason, "\n".join(log_tail(v.log, 1500) for v in failed if v.log)
                 )
         new = result.commit
         advance = self.intent(

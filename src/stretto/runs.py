@@ -23,7 +23,8 @@ from stretto.errors import RepoError, RunError, UsageError
 from stretto.git import rev_parse, toplevel
 from stretto.journal import JOURNAL_NAME, LOCK_NAME, Journal, Record, read_journal
 from stretto.plan import Plan, load_plan, parse_plan
-from stretto.runner import Runner, RunOptions, RunSummary, Sink
+from stretto.runner import Runner, Sink
+from stretto.runtypes import RunOptions, RunSummary
 
 STATE_DIR = ".stretto"
 

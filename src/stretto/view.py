@@ -21,7 +21,7 @@ import time
 from typing import Any, TextIO
 
 from stretto.journal import Record
-from stretto.runner import RunSummary
+from stretto.runtypes import RunSummary
 
 
 def _task_line(rec: Record) -> str | None:
