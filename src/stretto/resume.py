@@ -168,7 +168,7 @@ def resume_run(
             failures=facts.failures,
         )
         runner.resumed_merges = pending_merge
-        runner.synced_at = _checkout_position(repo, options.target, history, start)
+        runner.queue.synced_at = _checkout_position(repo, options.target, history, start)
         return asyncio.run(runner.run())
     finally:
         journal.close()

@@ -26,6 +26,7 @@ from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter
 from stretto.git import rev_parse
 from stretto.graph import TaskGraph
 from stretto.journal import Journal, Record, crashpoint
+from stretto.merge_queue import MergeQueue
 from stretto.plan import Plan, Task
 from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
 from stretto.runtypes import AttemptEnd, RunOptions, RunSummary, TaskReport, log_tail
@@ -83,27 +84,19 @@ class Runner:
         )
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd]] = asyncio.Queue()
-        self.merge_lock = asyncio.Lock()
         self.failures: dict[str, prompting.Failure] = {}
         self.reports: dict[str, TaskReport] = {}
         self.waiting: dict[str, tuple[str, ...]] = {}
         self.slots: dict[str, int] = {}
         self.agent_seconds = 0.0
         self.notes: list[str] = []
-        self.stale_checkout: tuple[str, str] | None = None  # (old, new) of a dirty checkout
         self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
         self.context = prompting.read_context(repo, plan.context_files)
+        self.queue = MergeQueue(self)
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
-        self.synced_at: str | None = None  # the commit the user's checkout of the target is at
         self.cleanups: list[asyncio.Task[None]] = []
         self.not_before: dict[str, float] = {}  # task -> monotonic time before which not to start
         self.uncounted: dict[str, int] = {}  # task -> failures that were not its fault
-        self.syncer: asyncio.Task[None] | None = None
-        self.before_last: str | None = None  # the target head before our last landing
-        self.expected_head: str | None = None  # the target head after our last landing
-        self.landed: dict[str, list[str]] = {}  # task -> merge commits on the target (trailers)
-        self.landed_at: str | None = None  # the target head `landed` was read at
-        self.checkout: Path | bool | None = None  # where the target is checked out (False: nowhere)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -142,16 +135,12 @@ class Runner:
     async def run(self) -> RunSummary:
         """Run every task to an end: landed, failed or skipped."""
         started = time.monotonic()
-        if self.synced_at is None:
-            self.synced_at = await self.blocking(self.target_head)
+        if self.queue.synced_at is None:
+            self.queue.synced_at = await self.blocking(self.target_head)
         try:
             await self._loop()
             await asyncio.gather(*self.cleanups)
-            if self.syncer is not None:
-                await self.syncer
-            head_now = await self.blocking(self.target_head)
-            await self._sync_checkout(head_now, head_now)  # catch up after a resume
-            await self.blocking(self._remove_integration)
+            await self.queue.finish()
         finally:
             for job in self.active.values():
                 job.cancel()
@@ -165,8 +154,10 @@ class Runner:
         ]
         failed = any(t.status != "landed" for t in tasks)
         status = "failed" if failed else "finished"
-        if self.stale_checkout:
-            self.notes.append(merging.catch_up_hint(self.options.target, *self.stale_checkout))
+        if self.queue.stale_checkout:
+            self.notes.append(
+                merging.catch_up_hint(self.options.target, *self.queue.stale_checkout)
+            )
         head = rev_parse(self.repo, f"refs/heads/{self.options.target}")
         self.record(
             "run_finished",
@@ -323,7 +314,7 @@ class Runner:
                 "decision", action="backoff", task=task.id, attempt=attempt, seconds=round(wait, 3)
             )
             await asyncio.sleep(wait)
-        base = self.expected_head or await self.blocking(self.target_head)
+        base = self.queue.expected_head or await self.blocking(self.target_head)
         branch_intent = self.intent(
             "workspace",
             task=task.id,
@@ -465,7 +456,7 @@ class Runner:
         tree = merging.tree_of(self.repo, head) or ""
         self.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
         crashpoint("after-verified")
-        end = await self._land(task, attempt, head, tree, env)
+        end = await self.queue.land(task, attempt, head, tree, env)
         if end.landed:
             # Off the critical path: dependents need not wait for the worktree to go.
             self.cleanups.append(
@@ -479,7 +470,7 @@ class Runner:
         """Resume: land an attempt that was verified before the crash."""
         task = self.plan.task(task_id)
         env = self._env(task, attempt, None, None)
-        end = await self._land(task, attempt, commit, tree, env)
+        end = await self.queue.land(task, attempt, commit, tree, env)
         if end.landed:
             from stretto.workspace import branch_name
 
@@ -541,22 +532,6 @@ class Runner:
             gates.append((name, command_gate(name, command)))
         return gates
 
-    def _merge_gates(
-        self, task: Task, merged_tree: str, verified_tree: str
-    ) -> list[tuple[str, Gate]]:
-        gates: list[tuple[str, Gate]] = []
-        differs = merged_tree != verified_tree
-        for gate in self.options.gates:
-            if gate.when in ("merge", "both") or (
-                gate.when == "attempt" and differs and self.options.recheck_merged
-            ):
-                gates.append((gate.name, command_gate(gate.name, gate.command, gate.timeout)))
-        if differs and self.options.recheck_merged:
-            for index, command in enumerate(task.gates, 1):
-                name = f"step-{index}"
-                gates.append((name, command_gate(name, command)))
-        return gates
-
     async def _gated(
         self,
         task: str,
@@ -582,146 +557,6 @@ class Runner:
             self.record("gate_result", task=task, attempt=attempt, stage=stage, **verdict.to_dict())
         self.journal.done(intent, passed=all(v.passed for v in verdicts))
         return verdicts
-
-    def _remove_integration(self) -> None:
-        path = merging.integration_path(self.repo, self.run_id)
-        if path.exists():
-            from stretto.git import run_git
-            from stretto.workspace import worktree_lock
-
-            with worktree_lock(self.repo):
-                run_git(
-                    ["worktree", "remove", "--force", "--force", str(path)], self.repo, check=False
-                )
-
-    # ------------------------------------------------------------------ merge queue
-
-    async def _sync_checkout(self, old: str, new: str) -> None:
-        """Bring the user's checkout of the target along, if its files are exactly ``old``."""
-        if self.checkout is None:
-            self.checkout = (
-                await self.blocking(
-                    merging.find_checkout, self.repo, self.options.target, self.repo / ".stretto"
-                )
-                or False
-            )
-        checkout = self.checkout
-        if not checkout:
-            self.synced_at = new  # nothing to bring along
-            return
-        base = self.synced_at or old
-        if base == new:
-            return
-        # The files are where we last left them, or (if the user committed on the target and
-        # the queue rebuilt on it) at the head before our last landing.
-        for candidate in dict.fromkeys(c for c in (base, self.before_last) if c):
-            if await self.blocking(merging.sync_checkout, checkout, candidate, new):
-                self.synced_at = new
-                self.record("checkout_synced", path=str(checkout), commit=new)
-                self.stale_checkout = None
-                return
-        self.synced_at = base
-        self.stale_checkout = (base, new)
-
-    async def _land(
-        self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
-    ) -> AttemptEnd:
-        async with self.merge_lock:
-            for _ in range(20):
-                end = await self._land_once(task, attempt, commit, tree, env)
-                if end is not None:
-                    return end
-            return AttemptEnd(False, False, "the target kept moving during the merge; retrying")
-
-    async def _land_once(
-        self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
-    ) -> AttemptEnd | None:
-        target = self.options.target
-        # Our own last landing is the head we expect; if anyone else moved the target, the
-        # compare-and-swap below fails and the next round reads the real head.
-        old = self.expected_head or await self.blocking(self.target_head)
-        if old != self.landed_at:
-            # The target moved under us (or this is the first landing): read its history.
-            self.landed = await self.blocking(merging.landed_tasks, self.repo, target, self.run_id)
-            self.landed_at = old
-        if task.id in self.landed:
-            return AttemptEnd(True, commit=self.landed[task.id][0])
-        date = f"@{int(time.time())} +0000"
-        message = f"stretto: {task.title} ({task.id})\n\n{task.goal}\n\n" + merging.trailers(
-            self.run_id, task.id, attempt
-        )
-        intent = self.intent(
-            "merge", task=task.id, attempt=attempt, base=old, branch=commit, date=date
-        )
-        crashpoint("after-intent:merge")
-        result = await self.blocking(merging.merge_commit, self.repo, old, commit, message, date)
-        if result.commit is None:
-            self.journal.fail(intent, "conflict", files=list(result.conflicts))
-            self.record(
-                "merge_refused",
-                task=task.id,
-                attempt=attempt,
-                reason="conflict",
-                files=list(result.conflicts),
-            )
-            return AttemptEnd(
-                False,
-                True,
-                f"merge conflict with {target} in: {', '.join(result.conflicts)}; "
-                "rebase your work on the new target head",
-            )
-        self.journal.done(intent, commit=result.commit, tree=result.tree)
-        crashpoint("after-merge")
-        gates = self._merge_gates(task, result.tree or "", tree)
-        if gates:
-            integration = merging.integration_path(self.repo, self.run_id)
-            await self.blocking(merging.checkout_integration, self.repo, integration, result.commit)
-            inp = GateInput(
-                integration, task, (), self.attempt_dir(task.id, attempt) / "merge-gates", env
-            )
-            verdicts = await self._gated(task.id, attempt, "merge", result.commit, gates, inp)
-            failed = [v for v in verdicts if not v.passed]
-            if failed:
-                reason = "gates failed on the merged tree: " + "; ".join(
-                    f"{v.gate}: {v.summary}" for v in failed
-                )
-                self.record("merge_refused", task=task.id, attempt=attempt, reason=reason)
-                return AttemptEnd(
-                    False, True, reason, "\n".join(log_tail(v.log, 1500) for v in failed if v.log)
-                )
-        new = result.commit
-        advance = self.intent(
-            "advance", task=task.id, attempt=attempt, ref=f"refs/heads/{target}", old=old, new=new
-        )
-        crashpoint("after-intent:advance")
-        moved = await self.blocking(
-            merging.advance, self.repo, target, new, old, f"stretto {self.run_id}: land {task.id}"
-        )
-        if not moved:
-            self.journal.fail(advance, "target moved")
-            self.expected_head = None
-            return None
-        self.expected_head = new
-        self.before_last = old
-        self.journal.done(advance)
-        crashpoint("after-advance")
-        self.record("merged", task=task.id, attempt=attempt, commit=new, old=old, new=new)
-        self.landed[task.id] = [new]
-        self.landed_at = new
-        self._kick_checkout_sync()
-        return AttemptEnd(True, commit=new)
-
-    def _kick_checkout_sync(self) -> None:
-        """Catch the user's checkout up with the target in the background, coalescing landings."""
-        if self.syncer is None or self.syncer.done():
-            self.syncer = asyncio.create_task(self._sync_loop())
-
-    async def _sync_loop(self) -> None:
-        while self.expected_head and self.synced_at != self.expected_head:
-            head = self.expected_head
-            await self._after_landing(self._sync_checkout(head, head), "", "updating your checkout")
-            if self.stale_checkout is not None or self.synced_at != head:
-                return
 
     async def _after_landing(self, job: Any, task: str, what: str) -> None:
         """Housekeeping after a landing: a failure is reported, never turned into a task failure."""
