@@ -289,3 +289,26 @@ def test_big_plan_validates(tmp_path: Path) -> None:
     plan = parse_plan(f"stages:\n  - name: s\n    steps:\n{steps}\n")
     assert len(plan.tasks) == 500
     assert plan.task("t499").depends_on == ("t498",)
+
+
+@pytest.mark.parametrize(
+    ("value", "got"),
+    [
+        ("yes", "a boolean (true)"),
+        ("Off", "a boolean (false)"),
+        ("~", "nothing (null)"),
+        ("12", "a number (12)"),
+        ("-3.5", "a number (-3.5)"),
+        (".inf", "a number (inf)"),
+        ("0x1f", "a number (31)"),
+    ],
+)
+def test_yaml_typing_of_plain_scalars_is_unchanged(value: str, got: str) -> None:
+    """The fast path for plain scalars keeps YAML 1.1's typing of everything it could type."""
+    messages = errors_of(f"stages:\n  - name: a\n    steps:\n      - goal: {value}\n")
+    assert any(f"expected a string, got {got}" in m for m in messages), messages
+
+
+def test_plain_words_stay_strings() -> None:
+    plan = parse_plan("stages:\n  - name: a\n    steps:\n      - goal: Write the docs\n")
+    assert plan.tasks[0].goal == "Write the docs"

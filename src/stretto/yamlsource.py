@@ -69,6 +69,19 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 _STR_TAG = "tag:yaml.org,2002:str"
+# First characters any of YAML 1.1's implicit resolvers (bool, int, float, null, timestamp,
+# merge, value) can match; a plain scalar starting with anything else is a string.
+_MAYBE_TYPED = frozenset("0123456789-+.~<=yYnNtTfFoO")
+
+
+class _FastLoader(_Loader):  # type: ignore[valid-type,misc]
+    """The safe loader, minus the regex tag resolution for scalars that can only be strings."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0] and value and value[0] not in _MAYBE_TYPED:
+            return _STR_TAG
+        return super().resolve(kind, value, implicit)
+
 
 
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
@@ -107,7 +120,7 @@ def load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
 
 
 def _load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
-    loader = _Loader(text)
+    loader = _FastLoader(text)
     problems: list[Diagnostic] = []
     try:
         node = loader.get_single_node()
