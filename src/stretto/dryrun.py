@@ -56,6 +56,7 @@ class DryRun:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data (``--json``)."""
         starts = {e.task: e.time for e in self.simulation.events if e.kind == "start"}
+        stage_deps = {stage.name: stage.depends_on for stage in self.plan.stages}
         ends = {e.task: e.time for e in self.simulation.events if e.kind == "land"}
         return {
             "ok": True,
@@ -77,7 +78,10 @@ class DryRun:
                     "role": task.role,
                     "complexity": task.complexity,
                     "lease": list(task.lease),
-                    "depends_on": list(task.depends_on),
+                    # Explicit step dependencies; the stage's are in `stage_depends_on`
+                    # (expanded, a large plan's report would be mostly repeated ids).
+                    "depends_on": list(task.explicit_deps),
+                    "stage_depends_on": list(stage_deps[task.stage]),
                     "minutes": self.graph.duration[task.id],
                     "critical_path_minutes": self.graph.critical[task.id],
                     "start": starts.get(task.id),
