@@ -27,8 +27,8 @@ from click.testing import CliRunner
 from stretto.cli import main
 from stretto.journal import Record, read_journal
 from stretto.process import processes_with_token
-from stretto.runner import RunSummary, TaskReport
 from stretto.runs import prepare_run, runs_root, start_run
+from stretto.runtypes import RunSummary, TaskReport
 from stretto.testing.repo import commit_file, git, make_repo
 
 # Any run could hang on a bug (a busy loop in the event loop, a process never reaped). The
