@@ -143,3 +143,16 @@ def test_python_dash_m() -> None:
         [sys.executable, "-m", "stretto", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "stretto, version 0.1.0"
+
+
+def test_fake_model_serve_bad_script_is_exit_2(tmp_path: Path) -> None:
+    script = tmp_path / "script.yaml"
+    script.write_text("sessions:\n  default:\n    - txet: hi\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "stretto", "fake-model", "serve", "--script", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"{script}:3:" in result.stderr and "txet" in result.stderr

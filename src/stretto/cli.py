@@ -353,3 +353,20 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
             sys.exit(1)
         return
     _finish(summary, view, as_json)
+
+
+@main.group(name="fake-model")
+def fake_model() -> None:
+    """The scripted model server: drive real agent CLIs offline (see docs/fake-model.md)."""
+
+
+@fake_model.command(
+    name="serve", context_settings={"ignore_unknown_options": True, "help_option_names": []}
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@_reports_errors
+def fake_model_serve(args: tuple[str, ...]) -> None:
+    """Serve a script on 127.0.0.1: serve --script FILE [--port N] [--log FILE]."""
+    from stretto.testing.fakemodel import serve_main
+
+    sys.exit(serve_main(list(args)))

@@ -7,9 +7,12 @@ says what is wrong and how to fix it::
     ├── UsageError               exit 2  a command was called wrongly (bad option combination, …)
     ├── InputError               exit 2  a file the user wrote is invalid; carries Diagnostics
     │   ├── PlanError                    plan YAML: syntax, schema, ids, dependencies, cycles, paths
-    │   └── ConfigError                  stretto.toml / [tool.stretto]
+    │   ├── ConfigError                  stretto.toml / [tool.stretto]
+    │   └── ScriptError                  a scripted model server's script (stretto.testing)
     ├── RepoError                exit 1  the git repository is missing or not in a usable state
-    └── RunError                 exit 1  a run could not start or continue (locked, unknown id, …)
+    │   └── GitCommandError              a git command failed (command, cwd, stderr)
+    ├── RunError                 exit 1  a run could not start or continue (locked, unknown id, …)
+    └── WorkspaceSetupError      exit 1  a [workspace] setup command failed in a new worktree
 
 Every ``InputError`` lists :class:`Diagnostic` values, each naming file:line:column, the field
 path, what is wrong and the fix, e.g.::

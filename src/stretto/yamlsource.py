@@ -83,7 +83,6 @@ class _FastLoader(_Loader):  # type: ignore[valid-type,misc]
         return super().resolve(kind, value, implicit)
 
 
-
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
     """The value of a scalar node; a string is its text, so the constructor is skipped."""
     if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
