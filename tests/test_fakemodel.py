@@ -950,7 +950,13 @@ def test_serve_command_prints_base_urls_and_serves_until_interrupted(tmp_path: P
     command = [sys.executable, "-m", "stretto.testing.fakemodel", "serve"]
     command += ["--script", str(script), "--log", str(log)]
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # A background shell ignores SIGINT for its children; restore the default for the server.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as process:
         try:
             assert process.stdout is not None

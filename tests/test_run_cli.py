@@ -425,6 +425,10 @@ def has(records: list[Record], type_: str, task: str) -> bool:
     return any(r.type == type_ and r.fields.get("task") == task for r in records)
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_stretto(repo: Path, plan: Path) -> subprocess.Popen[bytes]:
     log = (repo.parent / "stretto-out.log").open("wb")
     try:
@@ -433,6 +437,9 @@ def start_stretto(repo: Path, plan: Path) -> subprocess.Popen[bytes]:
             cwd=repo,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A shell that starts us in the background ignores SIGINT for its children, and
+            # Python keeps an ignored SIGINT: give stretto the default, as a terminal would.
+            preexec_fn=default_sigint,
         )
     finally:
         log.close()
