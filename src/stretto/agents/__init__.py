@@ -32,7 +32,11 @@ __all__ = [
 ]
 
 GROUP = "stretto.agents"
-BUILTIN = {"shell": "stretto.agents.shell:ShellAdapter"}
+BUILTIN = {
+    "shell": "stretto.agents.shell:ShellAdapter",
+    "claude": "stretto.agents.claude:ClaudeAdapter",
+    "codex": "stretto.agents.codex:CodexAdapter",
+}
 
 
 def available() -> dict[str, str]:
@@ -59,7 +63,13 @@ def get_adapter(name: str) -> Adapter:
             "(third-party adapters register in the 'stretto.agents' entry-point group)"
         )
     module_name, _, attr = target.partition(":")
-    adapter = getattr(importlib.import_module(module_name), attr)()
+    try:
+        adapter = getattr(importlib.import_module(module_name), attr)()
+    except (ImportError, AttributeError) as error:
+        raise UsageError(
+            f"agent '{name}' ({target}) could not be loaded: {error}; check that the package "
+            "providing it is installed"
+        ) from None
     if not isinstance(adapter, Adapter):
         raise UsageError(f"agent '{name}' ({target}) does not implement the adapter protocol")
     return adapter
