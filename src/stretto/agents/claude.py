@@ -1,0 +1,234 @@
+"""The ``claude`` agent: Claude Code (``@anthropic-ai/claude-code``), run non-interactively.
+
+Each attempt runs::
+
+    claude -p --output-format stream-json --verbose --permission-mode acceptEdits [--model M]
+
+in the attempt's worktree, with the prompt on stdin (no length limit, nothing in ``ps``), its
+own ``CLAUDE_CONFIG_DIR`` under the attempt's log folder, and telemetry, error reporting,
+auto-update and other non-essential traffic off. ``acceptEdits`` lets it edit files in the
+worktree; anything else (Bash, writes elsewhere) is denied and reported as
+``permission_denied``.
+
+Settings (``[agents.claude]`` in stretto.toml), all optional:
+
+* ``command``: the CLI to run (default: ``claude`` on PATH);
+* ``model``: the model when the step names none; ``models``: a tier map, e.g.
+  ``{fast = "haiku", balanced = "sonnet", strong = "opus"}`` (the default), so a step's
+  ``model: fast`` picks a model; any other name is passed as it is;
+* ``base_url`` / ``api_key_env``: the endpoint and the name of the variable holding the key,
+  when ``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY`` are not passed through ``env = [...]``;
+* ``max_retries``: the CLI's own retries on API errors (``CLAUDE_CODE_MAX_RETRIES``; default 2,
+  since stretto backs off rate-limited providers itself);
+* ``permission_mode`` (default ``acceptEdits``), ``allowed_tools`` (a list, e.g. ``["Bash"]``)
+  and ``args`` (extra arguments).
+
+Claude Code prints one JSON object per line. The last one, ``{"type": "result", ...}``, says how
+the run ended: ``is_error`` with ``api_error_status`` for provider errors (exit 1), and
+``permission_denials`` for edits it was not allowed to make, with exit status 0, which is why
+the exit status alone is not trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.errors import UsageError
+
+DEFAULT_MODELS = {"fast": "haiku", "balanced": "sonnet", "strong": "opus"}
+"""Tier -> model alias, understood by Claude Code itself."""
+
+QUIET_ENV = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_BUG_COMMAND": "1",
+}
+"""No telemetry, error reports, auto-update or other background requests."""
+
+DEFAULT_MAX_RETRIES = 2
+FILE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+
+
+def resolve_model(ctx: AttemptContext) -> str | None:
+    """The model for this attempt: the step's (a tier or a name), else ``model`` in settings."""
+    tiers = {**DEFAULT_MODELS, **dict(ctx.settings.get("models") or {})}
+    wanted = ctx.model or ctx.settings.get("model")
+    if not wanted:
+        return None  # Claude Code picks its default model
+    return str(tiers.get(str(wanted), wanted))
+
+
+class ClaudeAdapter:
+    """Drives Claude Code in print mode and reads its ``stream-json`` output."""
+
+    name = "claude"
+
+    def build(self, ctx: AttemptContext) -> Launch:
+        settings = ctx.settings
+        command = str(settings.get("command") or "claude")
+        argv = [
+            command,
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            str(settings.get("permission_mode", "acceptEdits")),
+        ]
+        model = resolve_model(ctx)
+        if model:
+            argv += ["--model", model]
+        allowed = settings.get("allowed_tools")
+        if allowed:
+            argv += ["--allowedTools", ",".join(str(tool) for tool in allowed)]
+        argv += [str(arg) for arg in settings.get("args") or ()]
+
+        env = dict(ctx.env)
+        env.update(QUIET_ENV)
+        env["CLAUDE_CONFIG_DIR"] = str(ctx.log_dir / "claude-config")
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(settings.get("max_retries", DEFAULT_MAX_RETRIES))
+        if settings.get("base_url"):
+            env["ANTHROPIC_BASE_URL"] = str(settings["base_url"])
+        key_var = settings.get("api_key_env")
+        if key_var:
+            key = ctx.env.get(str(key_var)) or os.environ.get(str(key_var))
+            if not key:
+                raise UsageError(
+                    f"[agents.claude] api_key_env = '{key_var}', but ${key_var} is not set: "
+                    f"export it before running stretto"
+                )
+            env["ANTHROPIC_API_KEY"] = key
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+
+    def parse_line(self, line: str, stream: str) -> Sequence[AgentEvent]:
+        if stream != "stdout" or not line.startswith("{"):
+            return ()
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            return ()
+        if not isinstance(message, dict):
+            return ()
+        kind = message.get("type")
+        if kind == "assistant":
+            return _assistant_events(message.get("message"))
+        if kind == "system" and message.get("subtype") == "api_retry":
+            return _retry_events(message)
+        if kind == "result":
+            return _result_events(message)
+        return ()
+
+    def decide(
+        self, exit_code: int | None, timed_out: bool, events: Sequence[AgentEvent]
+    ) -> AgentResult:
+        usage: dict[str, int] = {}
+        cost: float | None = None
+        result: Mapping[str, Any] | None = None
+        retry_after: float | None = None
+        for event in events:
+            if event.kind == "usage":
+                for key, value in event.data.items():
+                    if isinstance(value, int):
+                        usage[key] = usage.get(key, 0) + value
+            elif event.kind == "cost":
+                cost = (cost or 0.0) + float(event.data["usd"])
+            elif event.kind == "rate_limit" and event.data.get("retry_after") is not None:
+                retry_after = float(event.data["retry_after"])
+            elif event.kind == "result":
+                result = event.data
+
+        def end(outcome: Outcome, reason: str = "", after: float | None = None) -> AgentResult:
+            return AgentResult(outcome, exit_code, reason, after, usage, cost)
+
+        if timed_out:
+            return end(Outcome.TIMED_OUT, "timed out")
+        if result is None:
+            return end(Outcome.FAILED, f"claude exited with status {exit_code} and no result")
+        status = result.get("api_error_status")
+        if status == 429:
+            return end(Outcome.RATE_LIMITED, str(result.get("text") or "rate limited"), retry_after)
+        if result.get("is_error"):
+            text = str(result.get("text") or result.get("subtype") or "error")
+            return end(Outcome.API_ERROR if status else Outcome.FAILED, text)
+        denied = result.get("permission_denials") or []
+        if denied:
+            return end(
+                Outcome.PERMISSION_DENIED, "claude was not allowed to use: " + ", ".join(denied)
+            )
+        if result.get("subtype") != "success" or exit_code != 0:
+            return end(
+                Outcome.FAILED, f"claude ended with {result.get('subtype')}, status {exit_code}"
+            )
+        return end(Outcome.SUCCESS)
+
+
+def _assistant_events(message: Any) -> Sequence[AgentEvent]:
+    if not isinstance(message, dict):
+        return ()
+    events = []
+    for block in message.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and block.get("text"):
+            events.append(AgentEvent("text", {"text": block["text"]}))
+        elif block.get("type") == "tool_use":
+            name = str(block.get("name", ""))
+            raw = block.get("input")
+            tool_input: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            events.append(AgentEvent("tool", {"name": name, "input": tool_input}))
+            path = tool_input.get("file_path") or tool_input.get("notebook_path")
+            if name in FILE_TOOLS and path:
+                events.append(AgentEvent("file", {"path": str(path), "tool": name}))
+    return events
+
+
+def _retry_events(message: Mapping[str, Any]) -> Sequence[AgentEvent]:
+    if message.get("error_status") != 429:
+        return ()
+    delay = message.get("retry_delay_ms")
+    after = delay / 1000 if isinstance(delay, int | float) else None
+    return (AgentEvent("rate_limit", {"retry_after": after, "attempt": message.get("attempt")}),)
+
+
+def _result_events(message: Mapping[str, Any]) -> Sequence[AgentEvent]:
+    events = []
+    raw = message.get("usage")
+    if isinstance(raw, dict):
+        counts = {
+            "input_tokens": raw.get("input_tokens"),
+            "output_tokens": raw.get("output_tokens"),
+            "cached_tokens": raw.get("cache_read_input_tokens"),
+            "cache_creation_tokens": raw.get("cache_creation_input_tokens"),
+        }
+        events.append(AgentEvent("usage", {k: v for k, v in counts.items() if isinstance(v, int)}))
+    if isinstance(message.get("total_cost_usd"), int | float):
+        events.append(AgentEvent("cost", {"usd": float(message["total_cost_usd"])}))
+    status = message.get("api_error_status")
+    text = message.get("result") if isinstance(message.get("result"), str) else ""
+    if message.get("is_error"):
+        if status == 429:
+            events.append(AgentEvent("rate_limit", {"status": 429, "message": text}))
+        events.append(AgentEvent("error", {"status": status, "message": text}))
+    denials = [
+        str(d.get("tool_name", "?")) if isinstance(d, dict) else str(d)
+        for d in message.get("permission_denials") or ()
+    ]
+    events.append(
+        AgentEvent(
+            "result",
+            {
+                "subtype": message.get("subtype"),
+                "is_error": bool(message.get("is_error")),
+                "api_error_status": status,
+                "permission_denials": denials,
+                "text": text,
+            },
+        )
+    )
+    return events

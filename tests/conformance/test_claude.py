@@ -1,0 +1,422 @@
+"""Conformance of the ``claude`` adapter against the real Claude Code CLI and the fake model.
+
+Everything is real: the CLI pinned by scripts/install-agents, a git worktree in tmp_path,
+:func:`stretto.process.run_process`, and the scripted model server on 127.0.0.1. Only the
+model's replies are scripted. A missing CLI fails these tests (it does not skip them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents.claude import ClaudeAdapter, resolve_model
+from stretto.plan import Task
+from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
+from stretto.testing.repo import git, make_repo
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
+CLAUDE = BIN / "claude"
+CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+
+
+@pytest.fixture(scope="module")
+def claude_bin() -> Path:
+    assert CLAUDE.exists(), (
+        f"Claude Code is not installed at {CLAUDE}: run scripts/install-agents "
+        "(the conformance suite fails rather than skips without it)"
+    )
+    return CLAUDE
+
+
+@dataclass
+class Ran:
+    result: AgentResult
+    events: list[AgentEvent]
+    log: str
+    worktree: Path
+    exit_code: int | None
+    duration: float
+
+
+@pytest.fixture
+def worktree(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path / "repo", {"greet.py": "print('hello')\n", "README.md": "demo\n"})
+    tree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "attempt-1", str(tree))
+    return tree
+
+
+def task(**kw: Any) -> Task:
+    fields: dict[str, Any] = dict(
+        id="t1",
+        goal="do it",
+        title="do it",
+        description="",
+        role="",
+        complexity="simple",
+        stage="s1",
+        files=None,
+        lease=(),
+        depends_on=(),
+        explicit_deps=(),
+    )
+    fields.update(kw)
+    return Task(**fields)
+
+
+def context(
+    worktree: Path,
+    server: FakeModelServer,
+    *,
+    extra_env: Mapping[str, str] = {},
+    settings: Mapping[str, Any] | None = None,
+    timeout: float | None = 60,
+    model: str | None = "fake-model",
+) -> AttemptContext:
+    log_dir = worktree.parent / "attempt"
+    log_dir.mkdir(exist_ok=True)
+    prompt = "Do the task.\n" + "Context line. " * 2000  # long: goes through stdin, not argv
+    (log_dir / "prompt.md").write_text(prompt)
+    env = {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(worktree.parent / "home"),
+        "ANTHROPIC_BASE_URL": server.url,
+        "ANTHROPIC_API_KEY": "sk-ant-fake",
+        TOKEN_VAR: "claude-conformance-" + worktree.parent.name,
+        **extra_env,
+    }
+    return AttemptContext(
+        task=task(),
+        attempt=1,
+        run_id="r1",
+        workspace=worktree,
+        prompt=prompt,
+        prompt_file=log_dir / "prompt.md",
+        log_dir=log_dir,
+        env=env,
+        model=model,
+        timeout=timeout,
+        settings=settings if settings is not None else {"max_retries": 0},
+    )
+
+
+def run(ctx: AttemptContext) -> Ran:
+    adapter = ClaudeAdapter()
+    launch = adapter.build(ctx)
+    events: list[AgentEvent] = []
+    log_path = ctx.log_dir / "agent.log"
+    finished = asyncio.run(
+        run_process(
+            list(launch.argv),
+            cwd=launch.cwd,
+            env=launch.env,
+            log_path=log_path,
+            timeout=ctx.timeout,
+            stdin=launch.stdin,
+            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
+            grace=1.0,
+        )
+    )
+    result = adapter.decide(finished.exit_code, finished.timed_out, events)
+    return Ran(
+        result,
+        events,
+        log_path.read_text(errors="replace"),
+        ctx.workspace,
+        finished.exit_code,
+        finished.duration,
+    )
+
+
+def generate_requests(server: FakeModelServer) -> list[Any]:
+    return [r for r in server.requests if r.endpoint == "generate"]
+
+
+def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, Any]]:
+    return [e.data for e in events if e.kind == kind]
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def test_build_uses_stdin_own_config_and_quiet_env(tmp_path: Path) -> None:
+    with FakeModelServer([Step(text="x")]) as server:
+        ctx = context(tmp_path / "wt", server, settings={"models": {"fast": "claude-haiku-x"}})
+    launch = ClaudeAdapter().build(ctx)
+    assert launch.argv[:2] == ["claude", "-p"]
+    assert ctx.prompt not in launch.argv and launch.stdin == ctx.prompt
+    assert "--model" in launch.argv and "fake-model" in launch.argv
+    assert launch.env["CLAUDE_CONFIG_DIR"].startswith(str(ctx.log_dir))
+    for var in (
+        "DISABLE_TELEMETRY",
+        "DISABLE_AUTOUPDATER",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    ):
+        assert launch.env[var] == "1"
+    assert launch.env["ANTHROPIC_BASE_URL"] == ctx.env["ANTHROPIC_BASE_URL"]
+    assert launch.cwd == ctx.workspace
+
+
+def test_model_tiers_and_settings(tmp_path: Path) -> None:
+    with FakeModelServer([Step(text="x")]) as server:
+        base = context(tmp_path / "wt", server, model=None, settings={})
+    from dataclasses import replace
+
+    assert resolve_model(base) is None
+    assert resolve_model(replace(base, model="fast")) == "haiku"
+    assert resolve_model(replace(base, model="strong", settings={"models": {"strong": "m-x"}})) == (
+        "m-x"
+    )
+    assert resolve_model(replace(base, settings={"model": "claude-sonnet-9"})) == "claude-sonnet-9"
+    assert resolve_model(replace(base, model="claude-opus-7")) == "claude-opus-7"
+
+
+# ------------------------------------------------------------------------ against the CLI
+
+
+def test_creates_a_new_file(claude_bin: Path, worktree: Path) -> None:
+    target = worktree / "hello.py"
+    script = [
+        Step(tool_calls=[ToolCall("Write", {"file_path": str(target), "content": "print(1)\n"})]),
+        Step(text="Created hello.py."),
+    ]
+    with FakeModelServer(script) as server:
+        ran = run(context(worktree, server))
+        steps = [r.step for r in generate_requests(server)]
+    assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
+    assert target.read_text() == "print(1)\n"
+    assert steps == [0, 1]
+    assert {"path": str(target), "tool": "Write"} in kinds(ran.events, "file")
+    assert {"text": "Created hello.py."} in kinds(ran.events, "text")
+
+
+def test_edits_an_existing_file(claude_bin: Path, worktree: Path) -> None:
+    target = worktree / "greet.py"
+    script = [
+        Step(tool_calls=[ToolCall("Read", {"file_path": str(target)})]),
+        Step(
+            tool_calls=[
+                ToolCall(
+                    "Edit",
+                    {"file_path": str(target), "old_string": "hello", "new_string": "goodbye"},
+                )
+            ]
+        ),
+        Step(text="Edited greet.py."),
+    ]
+    with FakeModelServer(script) as server:
+        ran = run(context(worktree, server))
+    assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
+    assert target.read_text() == "print('goodbye')\n"
+    assert [d["name"] for d in kinds(ran.events, "tool")] == ["Read", "Edit"]
+    assert kinds(ran.events, "file") == [{"path": str(target), "tool": "Edit"}]
+
+
+def test_http_400_is_an_api_error(claude_bin: Path, worktree: Path) -> None:
+    with FakeModelServer([Step(http_error=HttpError(400))]) as server:
+        ran = run(context(worktree, server))
+    assert ran.result.outcome is Outcome.API_ERROR, ran.log[-3000:]
+    assert ran.exit_code == 1
+    assert "400" in ran.result.reason
+    assert ran.result.outcome.counts_as_failure
+
+
+def test_http_429_is_rate_limited_with_retry_after(claude_bin: Path, worktree: Path) -> None:
+    # One retry of the CLI's own, so it reports the server's Retry-After (api_retry event).
+    script = [Step(http_error=HttpError(429, retry_after=1))]
+    with FakeModelServer(script) as server:
+        ran = run(context(worktree, server, settings={"max_retries": 1}))
+        statuses = [r.status for r in generate_requests(server)]
+    assert ran.result.outcome is Outcome.RATE_LIMITED, ran.log[-3000:]
+    assert ran.result.retry_after == pytest.approx(1.0)
+    assert not ran.result.outcome.counts_as_failure
+    assert statuses == [429, 429]
+
+
+def test_429_without_retries(claude_bin: Path, worktree: Path) -> None:
+    with FakeModelServer([Step(http_error=HttpError(429, retry_after=30))]) as server:
+        ran = run(context(worktree, server))
+        assert len(generate_requests(server)) == 1
+    assert ran.result.outcome is Outcome.RATE_LIMITED, ran.log[-3000:]
+
+
+def test_tokens_and_dollars_match_the_script(claude_bin: Path, worktree: Path) -> None:
+    target = worktree / "hello.py"
+    script = [
+        Step(
+            tool_calls=[ToolCall("Write", {"file_path": str(target), "content": "x = 1\n"})],
+            usage=Usage(input_tokens=1000, output_tokens=50, cached_tokens=600),
+        ),
+        Step(text="Done.", usage=Usage(input_tokens=1200, output_tokens=10, cached_tokens=900)),
+    ]
+    with FakeModelServer(script) as server:
+        ran = run(context(worktree, server))
+    assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
+    # Claude Code sums the turns and keeps cache reads apart from input_tokens.
+    assert ran.result.usage["input_tokens"] == 2200
+    assert ran.result.usage["output_tokens"] == 60
+    assert ran.result.usage["cached_tokens"] == 1500
+    reported = [
+        json.loads(line)["total_cost_usd"]
+        for line in ran.log.splitlines()
+        if line.startswith('{"type":"result"')
+    ]
+    assert ran.result.cost_usd is not None and ran.result.cost_usd > 0
+    assert reported == [ran.result.cost_usd]
+
+
+def test_permission_denied_despite_exit_0(claude_bin: Path, worktree: Path) -> None:
+    """acceptEdits covers the worktree only: a write elsewhere is denied, and claude exits 0."""
+    outside = worktree.parent / "outside.txt"
+    script = [
+        Step(tool_calls=[ToolCall("Write", {"file_path": str(outside), "content": "no\n"})]),
+        Step(text="Could not write it."),
+    ]
+    with FakeModelServer(script) as server:
+        ran = run(context(worktree, server))
+    assert ran.exit_code == 0
+    assert ran.result.outcome is Outcome.PERMISSION_DENIED, ran.log[-3000:]
+    assert "Write" in ran.result.reason
+    assert not outside.exists()
+
+
+def test_a_hang_is_killed_at_the_timeout(claude_bin: Path, worktree: Path) -> None:
+    with FakeModelServer([Step(hang=True)]) as server:
+        ctx = context(worktree, server, timeout=4)
+        ran = run(ctx)
+        assert processes_with_token(ctx.env[TOKEN_VAR]) == []
+        assert [r.status for r in generate_requests(server)] == [None]  # it was waiting on us
+    assert ran.result.outcome is Outcome.TIMED_OUT
+    assert ran.exit_code is None
+    assert ran.duration < 15
+
+
+class RecordingProxy:
+    """A "proxy" on 127.0.0.1 that records each request line it gets and forwards nothing."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.seen: list[str] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    first = conn.recv(4096).split(b"\r\n", 1)[0]
+                except OSError:
+                    first = b"?"
+                self.seen.append(first.decode(errors="replace"))
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+
+    def __enter__(self) -> RecordingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_reaches_no_address_but_the_server(claude_bin: Path, worktree: Path) -> None:
+    """Every route but loopback goes through a proxy that forwards nothing and records all.
+
+    The run still works, the model server saw every model request, and the proxy shows what
+    else the CLI tried to reach (nothing, with non-essential traffic off).
+    """
+    target = worktree / "hello.py"
+    script = [
+        Step(tool_calls=[ToolCall("Write", {"file_path": str(target), "content": "ok\n"})]),
+        Step(text="Done."),
+    ]
+    with FakeModelServer(script) as server, RecordingProxy() as proxy:
+        proxies = {
+            name: proxy.url
+            for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
+        }
+        ran = run(
+            context(worktree, server, extra_env={**proxies, "NO_PROXY": "127.0.0.1,localhost"})
+        )
+        seen = [(r.method, r.endpoint, r.status) for r in server.requests]
+    assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
+    assert target.read_text() == "ok\n"
+    assert [s for s in seen if s[1] == "generate"] == [("POST", "generate", 200)] * 2
+    assert proxy.seen == []
+    assert "ECONNREFUSED" not in ran.log
+
+
+# --------------------------------------------------------------------------- end to end
+
+E2E_PLAN = """\
+name: two
+stages:
+  - name: work
+    steps:
+      - {id: alpha, goal: write alpha.txt, files: [alpha.txt], agent: claude}
+      - {id: beta, goal: write beta.txt, files: [beta.txt], agent: claude}
+"""
+
+E2E_CONFIG = f"""\
+env = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"]
+[agents.claude]
+command = "{CLAUDE}"
+model = "fake-model"
+allowed_tools = ["Bash"]
+max_retries = 0
+"""
+
+
+def test_stretto_run_two_claude_tasks_land(
+    claude_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stretto run`` with two claude steps in parallel, both landing on main."""
+    from click.testing import CliRunner
+
+    from stretto import agents
+    from stretto.cli import main
+
+    monkeypatch.setitem(agents.BUILTIN, "claude", "stretto.agents.claude:ClaudeAdapter")
+    repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n", "stretto.toml": E2E_CONFIG})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(E2E_PLAN)
+    home = tmp_path / "home"  # Claude's Bash sources the user's shell rc files; keep them out
+    home.mkdir()
+    # Each agent writes $STRETTO_TASK_ID.txt, so one script serves both conversations.
+    command = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
+    script = [Step(tool_calls=[ToolCall("Bash", {"command": command})]), Step(text="Wrote it.")]
+    with FakeModelServer(script) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.chdir(repo)
+        result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
+        steps = sorted(r.step for r in generate_requests(server))
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 task(s) landed" in result.output
+    assert steps == [0, 0, 1, 1]
+    assert git(repo, "show", "main:alpha.txt") == "alpha\n"
+    assert git(repo, "show", "main:beta.txt") == "beta\n"
