@@ -370,3 +370,52 @@ def fake_model_serve(args: tuple[str, ...]) -> None:
     from stretto.testing.fakemodel import serve_main
 
     sys.exit(serve_main(list(args)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the agents as JSON.")
+@_reports_errors
+def agents(as_json: bool) -> None:
+    """List agent adapters, whether each CLI is installed, and its version."""
+    from stretto.doctor import describe_agents
+
+    settings: dict[str, Any] = {}
+    try:
+        from stretto.config import load_config
+
+        settings = load_config(Path.cwd()).agents
+    except StrettoError:
+        pass  # outside a repository, or a broken config: list with defaults
+    infos = describe_agents(settings)
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    width = max(len(i.name) for i in infos)
+    for info in infos:
+        if info.path:
+            click.echo(f"  ok    {info.name:<{width}}  {info.version or '?'}  ({info.path})")
+        else:
+            click.echo(f"  --    {info.name:<{width}}  {info.problem}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@_reports_errors
+def doctor(as_json: bool) -> None:
+    """Check git, the repository, config, agents and gates; say how to fix each problem."""
+    from stretto.doctor import run_checks
+
+    checks = run_checks(Path.cwd())
+    failed = any(c.status == "fail" for c in checks)
+    if as_json:
+        click.echo(
+            json.dumps({"ok": not failed, "checks": [c.to_dict() for c in checks]}, indent=2)
+        )
+    else:
+        for check in checks:
+            mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]
+            click.echo(f"  {mark}  {check.name}: {check.detail}")
+            if check.fix:
+                click.echo(f"        fix: {check.fix}")
+    if failed:
+        sys.exit(1)
