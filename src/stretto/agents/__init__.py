@@ -36,6 +36,7 @@ BUILTIN = {
     "shell": "stretto.agents.shell:ShellAdapter",
     "claude": "stretto.agents.claude:ClaudeAdapter",
     "codex": "stretto.agents.codex:CodexAdapter",
+    "gemini": "stretto.agents.gemini:GeminiAdapter",
 }
 
 
