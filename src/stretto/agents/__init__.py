@@ -37,6 +37,7 @@ BUILTIN = {
     "claude": "stretto.agents.claude:ClaudeAdapter",
     "codex": "stretto.agents.codex:CodexAdapter",
     "gemini": "stretto.agents.gemini:GeminiAdapter",
+    "aider": "stretto.agents.aider:AiderAdapter",
 }
 
 
