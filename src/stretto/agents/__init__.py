@@ -38,6 +38,8 @@ BUILTIN = {
     "codex": "stretto.agents.codex:CodexAdapter",
     "gemini": "stretto.agents.gemini:GeminiAdapter",
     "aider": "stretto.agents.aider:AiderAdapter",
+    "opencode": "stretto.agents.opencode:OpencodeAdapter",
+    "qwen": "stretto.agents.qwen:QwenAdapter",
 }
 
 

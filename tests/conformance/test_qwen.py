@@ -1,0 +1,413 @@
+"""Conformance of the ``qwen`` adapter against the real Qwen Code CLI and the fake model.
+
+Nothing is mocked: the pinned CLI from ``.tools/npm`` (``scripts/install-agents``) runs in a
+real git repository, talks to :class:`FakeModelServer` on 127.0.0.1, and its output goes through
+the adapter's ``parse_line`` and ``decide`` exactly as the runner feeds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stretto.agents import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents.qwen import QwenAdapter
+from stretto.plan import Task
+from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
+from stretto.testing.repo import IDENTITY, git, make_repo
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
+QWEN = BIN / "qwen"
+TASK = Task(
+    id="t",
+    goal="do it",
+    title="t",
+    description="",
+    role="implement",
+    complexity="low",
+    stage="work",
+    files=None,
+    lease=("**",),
+    depends_on=(),
+    explicit_deps=(),
+    agent="qwen",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def qwen_installed() -> None:
+    assert QWEN.exists(), f"{QWEN} is missing: run scripts/install-agents (CI must not skip this)"
+
+
+@dataclass
+class Run:
+    result: AgentResult
+    events: list[AgentEvent]
+    token: str
+    duration: float
+
+
+def write_step(path: Path, content: str, usage: Usage | None = None) -> Step:
+    """A step that calls Qwen Code's ``write_file`` tool."""
+    return Step(
+        tool_calls=[ToolCall("write_file", {"file_path": str(path), "content": content})],
+        usage=usage,
+    )
+
+
+def run_qwen(
+    repo: Path,
+    server: FakeModelServer,
+    *,
+    timeout: float = 150.0,
+    extra_env: Mapping[str, str] | None = None,
+    prompt: str = "Do the task.",
+    settings: Mapping[str, object] | None = None,
+) -> Run:
+    token = secrets.token_hex(8)
+    log_dir = repo.parent / f"attempt-{token}"
+    env = {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(repo.parent / "home"),
+        "LANG": "C.UTF-8",
+        TOKEN_VAR: token,
+        "OPENAI_BASE_URL": server.env()["OPENAI_BASE_URL"],
+        "OPENAI_API_KEY": "sk-fake",
+        **IDENTITY,
+        **(extra_env or {}),
+    }
+    ctx = AttemptContext(
+        task=TASK,
+        attempt=1,
+        run_id="conformance",
+        workspace=repo,
+        prompt=prompt,
+        prompt_file=log_dir / "prompt.md",
+        log_dir=log_dir,
+        env=env,
+        model="fake-model",
+        timeout=timeout,
+        settings=settings or {},
+    )
+    adapter = QwenAdapter()
+    launch = adapter.build(ctx)
+    events: list[AgentEvent] = []
+    finished = asyncio.run(
+        run_process(
+            list(launch.argv),
+            cwd=launch.cwd,
+            env=launch.env,
+            log_path=log_dir / "agent.log",
+            timeout=timeout,
+            stdin=launch.stdin,
+            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
+            grace=1.0,
+        )
+    )
+    result = adapter.decide(finished.exit_code, finished.timed_out, events)
+    return Run(result, events, token, finished.duration)
+
+
+def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, object]]:
+    return [event.data for event in events if event.kind == kind]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    return make_repo(tmp_path / "repo", {"greet.py": "print('hello')\n"})
+
+
+def test_creates_a_new_file(repo: Path) -> None:
+    script = [write_step(repo / "hello.py", "print('hi')\n"), Step(text="Created hello.py.")]
+    with FakeModelServer(script) as server:
+        run = run_qwen(repo, server, prompt="Create hello.py")
+    assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert (repo / "hello.py").read_text() == "print('hi')\n"
+    assert {"path": str(repo / "hello.py"), "tool": "write_file"} in kinds(run.events, "file")
+    assert {"text": "Created hello.py."} in kinds(run.events, "text")
+    assert "hello.py" in git(repo, "status", "--porcelain")
+
+
+def test_a_long_prompt_goes_through_stdin(repo: Path) -> None:
+    with FakeModelServer([Step(text="Read it.")]) as server:
+        run = run_qwen(repo, server, prompt="Do the task.\n" + "x" * 200_000)
+        body = server.requests[0].body
+    assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert "x" * 200_000 in str(body)
+
+
+def test_edits_an_existing_file(repo: Path) -> None:
+    path = str(repo / "greet.py")
+    args = {"file_path": path, "old_string": "'hello'", "new_string": "'hello, world'"}
+    script = [
+        # Qwen Code refuses to edit a file the session has not read.
+        Step(tool_calls=[ToolCall("read_file", {"file_path": path})]),
+        Step(tool_calls=[ToolCall("edit", args)]),
+        Step(text="Edited greet.py."),
+    ]
+    with FakeModelServer(script) as server:
+        run = run_qwen(repo, server)
+    assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert (repo / "greet.py").read_text() == "print('hello, world')\n"
+    assert {"path": path, "tool": "edit"} in kinds(run.events, "file")
+
+
+def test_http_400_is_an_api_error_although_qwen_exits_0(repo: Path) -> None:
+    with FakeModelServer([Step(http_error=HttpError(400))]) as server:
+        run = run_qwen(repo, server)
+        statuses = [r.status for r in server.requests if r.endpoint == "generate"]
+    assert run.result.outcome is Outcome.API_ERROR, run.result.reason
+    assert run.result.exit_code == 0  # the trap: Qwen Code reports success
+    assert "400" in run.result.reason and "Bad request" in run.result.reason
+    assert statuses == [400]
+
+
+def test_http_429_is_rate_limited(repo: Path) -> None:
+    # Qwen Code makes 7 attempts with backoff (1.5 s doubling; it ignores Retry-After): ~80 s.
+    with FakeModelServer([Step(http_error=HttpError(429, retry_after=1))]) as server:
+        run = run_qwen(repo, server)
+        statuses = [r.status for r in server.requests if r.endpoint == "generate"]
+    assert run.result.outcome is Outcome.RATE_LIMITED, run.result.reason
+    assert not run.result.outcome.counts_as_failure
+    assert statuses == [429] * 7
+
+
+def test_tokens_match_the_scripted_usage(repo: Path) -> None:
+    script = [
+        write_step(repo / "a.txt", "a\n", usage=Usage(1200, 40, 1000)),
+        Step(text="Done.", usage=Usage(1500, 25, 1100)),
+    ]
+    with FakeModelServer(script) as server:
+        run = run_qwen(repo, server)
+    assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert run.result.usage["input_tokens"] == 2700
+    assert run.result.usage["cached_input_tokens"] == 2100
+    assert run.result.usage["output_tokens"] == 65
+    assert run.result.cost_usd is None  # Qwen Code reports no dollars
+
+
+def test_a_hang_is_killed_at_the_timeout(repo: Path) -> None:
+    with FakeModelServer([Step(hang=True)]) as server:
+        run = run_qwen(repo, server, timeout=6.0)
+        assert run.result.outcome is Outcome.TIMED_OUT
+        assert processes_with_token(run.token) == []
+    assert run.duration < 20
+
+
+class TunnelProxy:
+    """An HTTP CONNECT proxy on 127.0.0.1 that records every target and tunnels only to one.
+
+    Qwen Code sends even loopback traffic through ``HTTPS_PROXY`` (it ignores ``NO_PROXY``), so a
+    proxy that forwards nothing would break the run: this one forwards to the scripted server
+    alone and refuses (and records) everything else.
+    """
+
+    def __init__(self, allowed: str) -> None:
+        self.allowed = allowed
+        self.seen: list[str] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> TunnelProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            head = b""
+            try:
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    head += chunk
+            except OSError:
+                return
+            line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            method, _, rest = line.partition(" ")
+            target = rest.split(" ", 1)[0]
+            self.seen.append(f"{method} {target}")
+            if method != "CONNECT" or target != self.allowed:
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                return
+            host, _, port = target.rpartition(":")
+            with socket.create_connection((host, int(port))) as upstream:
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                conn.settimeout(None)
+                pump = threading.Thread(target=_pipe, args=(upstream, conn), daemon=True)
+                pump.start()
+                _pipe(conn, upstream)
+                pump.join(timeout=5)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def test_reaches_no_address_but_the_scripted_server(repo: Path) -> None:
+    script = [write_step(repo / "net.txt", "ok\n"), Step(text="Done.")]
+    with FakeModelServer(script) as server:
+        allowed = f"127.0.0.1:{server.port}"
+        with TunnelProxy(allowed) as proxy:
+            proxies = {
+                name: proxy.url
+                for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
+            }
+            run = run_qwen(
+                repo,
+                server,
+                extra_env={**proxies, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
+            )
+        requests = list(server.requests)
+    assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert (repo / "net.txt").read_text() == "ok\n"
+    others = [seen for seen in proxy.seen if seen != f"CONNECT {allowed}"]
+    assert others == [], f"qwen tried to reach something besides the scripted server: {others!r}"
+    assert [(r.endpoint, r.step) for r in requests] == [("generate", 0), ("generate", 1)]
+
+
+E2E_PLAN = """\
+name: qwen-pair
+stages:
+  - name: work
+    steps:
+      - {id: alpha, goal: create alpha.txt, files: [alpha.txt], agent: qwen}
+      - {id: beta, goal: create beta.txt, files: [beta.txt], agent: qwen}
+"""
+
+
+def test_stretto_run_with_two_qwen_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stretto.agents
+    from stretto.cli import main
+
+    monkeypatch.setitem(stretto.agents.BUILTIN, "qwen", "stretto.agents.qwen:QwenAdapter")
+    project = make_repo(tmp_path / "project", {"README.md": "hi\n"})
+    (project / "plan.yaml").write_text(E2E_PLAN)
+    (project / "stretto.toml").write_text(
+        'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.qwen]\nmodel = "fake-model"\n'
+    )
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "plan")
+    # Both tasks share one session (each conversation starts at step 0), so the scripted command
+    # writes the file named after the task it runs in.
+    cmd = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
+    script = [
+        Step(tool_calls=[ToolCall("run_shell_command", {"command": cmd})]),
+        Step(text="Done."),
+    ]
+    with FakeModelServer(script) as server:
+        monkeypatch.chdir(project)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        for key, value in IDENTITY.items():
+            monkeypatch.setenv(key, value)
+        result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
+        generated = [r for r in server.requests if r.endpoint == "generate"]
+    assert result.exit_code == 0, result.output
+    assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
+    assert git(project, "show", "HEAD:beta.txt") == "beta\n"
+    assert len(generated) == 4
+
+
+def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:
+    tiers = {"fast": "mini", "balanced": "mid", "strong": "big"}
+
+    def model(step_model: str | None, complexity: str, **settings: object) -> str:
+        task = replace(TASK, complexity=complexity)
+        ctx = AttemptContext(
+            task, 1, "r", tmp_path, "p", tmp_path / "p.md", tmp_path, {}, step_model, None, settings
+        )
+        return QwenAdapter.model_for(ctx)
+
+    assert model("gpt-x", "low", models=tiers) == "gpt-x"
+    assert model("strong", "low", models=tiers) == "big"
+    assert model(None, "low", models=tiers) == "mini"
+    assert model(None, "high", models=tiers, model="fixed") == "big"
+    assert model(None, "medium", model="fixed") == "fixed"
+
+
+def test_the_key_comes_from_env_key_and_the_home_is_per_attempt(tmp_path: Path) -> None:
+    env = {"PATH": str(BIN), "DASHSCOPE_API_KEY": "sk-dash"}
+    ctx = AttemptContext(
+        TASK,
+        1,
+        "r",
+        tmp_path,
+        "p",
+        tmp_path / "p.md",
+        tmp_path / "log",
+        env,
+        "m",
+        None,
+        {"env_key": "DASHSCOPE_API_KEY", "base_url": "http://gw/v1"},
+    )
+    launch = QwenAdapter().build(ctx)
+    assert launch.env["OPENAI_API_KEY"] == "sk-dash"
+    assert launch.env["OPENAI_BASE_URL"] == "http://gw/v1"
+    assert launch.env["OPENAI_MODEL"] == "m"
+    home = Path(launch.env["QWEN_HOME"])
+    assert home.parent == tmp_path / "log"
+    settings = json.loads((home / "settings.json").read_text())
+    assert settings["security"]["auth"]["selectedType"] == "openai"
+    assert settings["privacy"]["usageStatisticsEnabled"] is False
+    assert launch.stdin == "p" and "p" not in launch.argv
+
+
+def test_errors_are_classified_from_the_final_text() -> None:
+    adapter = QwenAdapter()
+
+    def decide(text: str, exit_code: int = 0) -> AgentResult:
+        lines = [
+            json.dumps(
+                {"type": "assistant", "message": {"content": [{"type": "text", "text": text}]}}
+            ),
+            json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": text}),
+        ]
+        events = [event for line in lines for event in adapter.parse_line(line, "stdout")]
+        return adapter.decide(exit_code, False, events)
+
+    limited = decide("[API Error: 429 Too many requests, retry after 3s]\nPossible quota limits.")
+    assert limited.outcome is Outcome.RATE_LIMITED
+    assert limited.retry_after == 3.0
+    assert decide("[API Error: 500 Internal error]").outcome is Outcome.API_ERROR
+    assert decide("All done. [API Error: is how errors look]").outcome is Outcome.SUCCESS
+    assert decide("Done.", exit_code=1).outcome is Outcome.FAILED
+    assert adapter.decide(1, False, []).outcome is Outcome.FAILED
