@@ -1,0 +1,95 @@
+"""One plan, three real agent CLIs in parallel: 6 tasks, all landing through the merge queue.
+
+Claude Code, Codex and Gemini CLI each take two tasks; one scripted model server drives all
+three, a session (URL prefix) per CLI. Each agent's shell tool writes ``$STRETTO_TASK_ID.txt``,
+so one script serves both conversations of a CLI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stretto.cli import main
+from stretto.testing.fakemodel import FakeModelServer, Script, Session, Step, ToolCall
+from stretto.testing.repo import IDENTITY, git, make_repo
+
+BIN = Path(__file__).resolve().parents[2] / ".tools" / "npm" / "node_modules" / ".bin"
+WRITE = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
+
+PLAN = """\
+name: three clis
+max_agents: 6
+stages:
+  - name: work
+    steps:
+""" + "".join(
+    f"      - {{id: {task}, goal: write {task}.txt, files: [{task}.txt], agent: {agent}}}\n"
+    for agent in ("claude", "codex", "gemini")
+    for task in (f"{agent}-a", f"{agent}-b")
+)
+
+CONFIG = f"""\
+env = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY",
+       "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"]
+[agents.claude]
+command = "{BIN / "claude"}"
+model = "fake-model"
+allowed_tools = ["Bash"]
+max_retries = 0
+[agents.codex]
+command = "{BIN / "codex"}"
+model = "fake-model"
+[agents.gemini]
+command = "{BIN / "gemini"}"
+model = "gemini-2.5-flash"
+"""
+
+
+def session(tool: str, key: str) -> Session:
+    return Session([Step(tool_calls=[ToolCall(tool, {key: WRITE})]), Step(text="Done.")])
+
+
+@pytest.mark.timeout(240)
+def test_six_tasks_three_clis_in_parallel_all_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("claude", "codex", "gemini"):
+        assert (BIN / name).exists(), f"{name} is missing: run scripts/install-agents"
+    repo = make_repo(tmp_path / "repo", {"README.md": "# three\n", "stretto.toml": CONFIG})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    home = tmp_path / "home"  # agents' shells must not read the real HOME's start-up files
+    home.mkdir()
+    script = Script(
+        {
+            "claude": session("Bash", "command"),
+            "codex": session("exec_command", "cmd"),
+            "gemini": session("run_shell_command", "command"),
+        }
+    )
+    with FakeModelServer(script) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.env("claude")["ANTHROPIC_BASE_URL"])
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env("codex")["OPENAI_BASE_URL"])
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.env("gemini")["GOOGLE_GEMINI_BASE_URL"])
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("GEMINI_API_KEY", "fake")
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        for key, value in IDENTITY.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(repo)
+        result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
+        sessions = {r.session for r in server.requests}
+    assert result.exit_code == 0, result.output
+    assert "6 of 6 task(s) landed" in result.output
+    assert {"claude", "codex", "gemini"} <= sessions
+    log = git(repo, "log", "--format=%(trailers:key=Stretto-Task,valueonly)", "main")
+    landed = sorted(line.strip() for line in log.splitlines() if line.strip())
+    assert landed == sorted(f"{a}-{s}" for a in ("claude", "codex", "gemini") for s in "ab")
+    for task in landed:
+        assert git(repo, "show", f"main:{task}.txt") == f"{task}\n"
