@@ -84,7 +84,11 @@ def describe_agents(settings: Mapping[str, Mapping[str, Any]] | None = None) -> 
     """Every adapter, whether its program is installed, and its version."""
     settings = settings or {}
     infos = []
-    for name, target in available().items():
+    names = dict(available())
+    for name, table in settings.items():
+        if name not in names and isinstance(table, Mapping) and table.get("adapter"):
+            names[name] = f"{table['adapter']} (configured)"
+    for name, target in names.items():
         configured = settings.get(name, {}).get("command")
         if isinstance(configured, list):
             program: str | None = str(configured[0]) if configured else None

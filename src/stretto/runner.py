@@ -347,7 +347,7 @@ class Runner:
         self, task: Task, attempt: int, ws: Workspace, folder: Path
     ) -> AttemptEnd:
         agent_name = task.agent or self.options.default_agent
-        adapter = get_adapter(agent_name)
+        adapter = get_adapter(agent_name, self.options.agent_settings.get(agent_name))
         gates = self._attempt_gates(task)
         failure = self.failures.get(task.id)
         text = prompting.build_prompt(

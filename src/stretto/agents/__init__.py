@@ -8,6 +8,8 @@ not installed.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Any
 
 from stretto.agents.base import (
     Adapter,
@@ -53,18 +55,29 @@ def available() -> dict[str, str]:
     return found
 
 
-def get_adapter(name: str) -> Adapter:
+def get_adapter(name: str, settings: Mapping[str, Any] | None = None) -> Adapter:
     """An adapter instance by name.
+
+    ``settings`` is the agent's ``[agents.NAME]`` table: ``adapter = "command"`` makes NAME a
+    generic command agent (see :mod:`stretto.agents.command`); ``adapter = "claude"`` (any known
+    adapter) makes NAME a second profile of it, with its own settings.
 
     Raises:
         UsageError: for an unknown name, listing the known ones.
     """
-    known = BUILTIN if name in BUILTIN else available()
-    target = known.get(name)
+    kind = (settings or {}).get("adapter")
+    if kind == "command":
+        from stretto.agents.command import CommandAdapter
+
+        return CommandAdapter(name)
+    lookup = str(kind) if isinstance(kind, str) and kind else name
+    known = BUILTIN if lookup in BUILTIN else available()
+    target = known.get(lookup)
     if target is None:
         raise UsageError(
-            f"unknown agent '{name}'; available: {', '.join(sorted(known))} "
-            "(third-party adapters register in the 'stretto.agents' entry-point group)"
+            f"unknown agent '{lookup}'; available: {', '.join(sorted(known))}, or any name with "
+            f'adapter = "command" in [agents.{name}] (third-party adapters register in the '
+            "'stretto.agents' entry-point group)"
         )
     module_name, _, attr = target.partition(":")
     try:
