@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -77,10 +77,19 @@ class Runner:
         self.run_dir = journal.run_dir
         self.sink = sink
         self.graph = TaskGraph.from_plan(plan)
+        self.provider_of = {
+            t.id: provider_of(t.agent or options.default_agent, options.agent_settings)
+            for t in plan.tasks
+        }
         self.schedule = Schedule(
             self.graph,
             {t.id: t.lease for t in plan.tasks},
+            pools={t: (f"provider:{p}",) for t, p in self.provider_of.items() if p},
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
+        )
+        # Agents allowed at once per provider: lowered when it rate-limits, raised as it recovers.
+        self.provider_limit = dict.fromkeys(
+            (p for p in self.provider_of.values() if p), options.max_agents
         )
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd]] = asyncio.Queue()
@@ -191,7 +200,15 @@ class Runner:
                 self._guard(task, self._land_only(task, attempt, commit, tree))
             )
         while not sched.done:
-            free = Capacity(self.options.max_agents - len(self.active))
+            in_use = dict.fromkeys(self.provider_limit, 0)
+            for running in self.active:
+                provider = self.provider_of.get(running)
+                if provider:
+                    in_use[provider] += 1
+            free = Capacity(
+                self.options.max_agents - len(self.active),
+                {f"provider:{p}": n - in_use[p] for p, n in self.provider_limit.items()},
+            )
             actions = sched.decide(free)
             for action in actions:
                 if isinstance(action, Spawn):
@@ -218,6 +235,7 @@ class Runner:
                 raise RuntimeError("scheduler stalled: nothing running and nothing can start")
             task, end = await self.ended.get()
             self.active.pop(task, None)
+            self._adjust_provider(task, end)
             if end.landed:
                 self._finish(task, "landed", "", end.commit)
                 sched.landed(task)
@@ -237,6 +255,36 @@ class Runner:
                     limit=sched.limit(task),
                     counted=end.counts,
                 )
+
+    def _adjust_provider(self, task: str, end: AttemptEnd) -> None:
+        """Back a provider off when it rate-limits (halve its agents), recover one per success."""
+        provider = self.provider_of.get(task)
+        if not provider:
+            return
+        limit = self.provider_limit[provider]
+        if end.rate_limited:
+            running = 1 + sum(1 for t in self.active if self.provider_of.get(t) == provider)
+            lowered = max(1, min(limit, running) // 2)
+            if lowered < limit:
+                self.provider_limit[provider] = lowered
+                self.record(
+                    "decision",
+                    action="backoff",
+                    provider=provider,
+                    limit=lowered,
+                    was=limit,
+                    task=task,
+                )
+        elif end.landed and limit < self.options.max_agents:
+            self.provider_limit[provider] = limit + 1
+            self.record(
+                "decision",
+                action="recover",
+                provider=provider,
+                limit=limit + 1,
+                was=limit,
+                task=task,
+            )
 
     def _spawn(self, action: Spawn) -> None:
         attempt = self.schedule.started(action.task)
@@ -439,6 +487,7 @@ class Runner:
                 + (f" ({result.reason})" if result.reason else ""),
                 agent_tail,
                 retry_after=result.retry_after,
+                rate_limited=result.outcome is Outcome.RATE_LIMITED,
             )
         if head == ws.base:
             return AttemptEnd(False, True, "the agent made no changes", agent_tail)
@@ -568,6 +617,26 @@ class Runner:
             self.record(
                 "warning", task=task, message=f"{what} failed: {type(error).__name__}: {error}"
             )
+
+
+#: The provider behind each built-in adapter (``provider = "..."`` in [agents.NAME] overrides it).
+PROVIDERS = {
+    "claude": "anthropic",
+    "codex": "openai",
+    "aider": "openai",
+    "opencode": "openai",
+    "qwen": "openai",
+    "gemini": "google",
+}
+
+
+def provider_of(agent: str, settings: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Which provider an agent's requests go to, for per-provider back-off (None: no limit)."""
+    table = settings.get(agent, {})
+    if table.get("provider"):
+        return str(table["provider"])
+    kind = str(table.get("adapter") or agent)
+    return PROVIDERS.get(kind)
 
 
 def _default_allow() -> tuple[str, ...]:

@@ -73,6 +73,7 @@ class AttemptEnd:
     log: str = ""
     commit: str | None = None
     retry_after: float | None = None  # seconds the provider asked us to wait (rate limits)
+    rate_limited: bool = False  # the provider refused for rate or quota reasons
 
 
 @dataclass
