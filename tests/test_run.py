@@ -152,11 +152,16 @@ def task_trailers(repo: Path) -> list[str]:
 def snapshot(checkout: Path) -> dict[str, Any]:
     """Everything of a checkout a user could notice: HEAD, index, files, status."""
     files = {}
-    for path in sorted(checkout.rglob("*")):
-        rel = path.relative_to(checkout)
-        if rel.parts[0] in (".git", ".stretto") or not path.is_file():
-            continue
-        files[rel.as_posix()] = path.read_bytes()
+    # os.walk with pruning: stretto creates and removes worktrees under .stretto/ meanwhile, and
+    # a recursive glob into them can trip over a directory that vanished mid-walk.
+    for folder, dirs, names in os.walk(checkout):
+        if Path(folder) == checkout:
+            dirs[:] = [d for d in dirs if d not in (".git", ".stretto")]
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file():
+                files[path.relative_to(checkout).as_posix()] = path.read_bytes()
+    files = dict(sorted(files.items()))
     return {
         "head": git(checkout, "symbolic-ref", "-q", "HEAD").strip(),
         "index": git(checkout, "ls-files", "-s"),
