@@ -121,8 +121,22 @@ def test_missing_command_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     )
     monkeypatch.chdir(repo)
     result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # refused before anything ran
     assert "[agents.nope] has no command" in result.output
+    assert not (repo / ".stretto").exists()
+
+
+def test_unknown_agent_is_refused_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("stages:\n  - name: s\n    steps:\n      - {goal: g, agent: cluade}\n")
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
+    assert result.exit_code == 2
+    assert "unknown agent 'cluade'" in result.output and "claude" in result.output
+    assert not (repo / ".stretto").exists()
 
 
 def test_agents_lists_configured_command_agents(

@@ -75,7 +75,22 @@ def prepare_run(
             f"target branch '{options.target}' does not exist in {repo}; create it "
             f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
         )
+    _check_agents(plan, options)
     return repo, plan, options
+
+
+def _check_agents(plan: Plan, options: RunOptions) -> None:
+    """Every agent the plan names must exist and be configured well enough to start."""
+    from stretto.agents import get_adapter
+
+    for name in sorted({task.agent or options.default_agent for task in plan.tasks}):
+        settings = options.agent_settings.get(name)
+        get_adapter(name, settings)  # unknown agent: UsageError listing the known ones
+        if (settings or {}).get("adapter") == "command" and not (settings or {}).get("command"):
+            raise UsageError(
+                f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
+                'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
+            )
 
 
 def start_run(

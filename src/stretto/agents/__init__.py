@@ -74,10 +74,14 @@ def get_adapter(name: str, settings: Mapping[str, Any] | None = None) -> Adapter
     known = BUILTIN if lookup in BUILTIN else available()
     target = known.get(lookup)
     if target is None:
+        import difflib
+
+        close = difflib.get_close_matches(lookup, list(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UsageError(
-            f"unknown agent '{lookup}'; available: {', '.join(sorted(known))}, or any name with "
-            f'adapter = "command" in [agents.{name}] (third-party adapters register in the '
-            "'stretto.agents' entry-point group)"
+            f"unknown agent '{lookup}'{hint}; available: {', '.join(sorted(known))}, or any "
+            f'name with adapter = "command" in [agents.{name}] (third-party adapters register '
+            "in the 'stretto.agents' entry-point group)"
         )
     module_name, _, attr = target.partition(":")
     try:
