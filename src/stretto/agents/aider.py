@@ -36,14 +36,13 @@ after every model reply (parsed for tokens and dollars; aider rounds counts of 1
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -183,20 +182,14 @@ class AiderAdapter:
 
     @staticmethod
     def _command(settings: Mapping[str, Any], path: str | None) -> list[str]:
-        raw = settings.get("command", "aider")
-        parts = [raw] if isinstance(raw, str) else raw
-        if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-            raise UsageError(
-                f"[agents.aider] command: expected a string or a list of strings, got {raw!r}"
-            )
-        found = shutil.which(parts[0], path=path)
-        if found is None:
-            raise UsageError(
-                f"aider ({parts[0]!r}) was not found on the agents' PATH: install it with "
-                "'pipx install aider-chat' (or 'uv tool install aider-chat'), or set "
-                'command = "/path/to/aider" under [agents.aider] in stretto.toml'
-            )
-        return [os.path.abspath(found), *parts[1:]]  # the agent runs in the worktree
+        return resolve_command(
+            "aider",
+            settings,
+            path,
+            what="aider",
+            install="'pipx install aider-chat' (or 'uv tool install aider-chat')",
+            absolute=True,
+        )
 
     # ------------------------------------------------------------------ parse
 
@@ -277,12 +270,7 @@ class AiderAdapter:
 
 
 def _setting_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"[agents.aider] {key}: expected a non-empty string, got {value!r}")
-    return value
+    return setting_str("aider", settings, key)
 
 
 def _existing_files(workspace: Path, patterns: Sequence[str] | None) -> list[str]:

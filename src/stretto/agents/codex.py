@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -110,20 +110,9 @@ class CodexAdapter:
 
     @staticmethod
     def _command(settings: Mapping[str, Any], path: str | None) -> list[str]:
-        raw = settings.get("command", "codex")
-        parts = [raw] if isinstance(raw, str) else raw
-        if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-            raise UsageError(
-                f"[agents.codex] command: expected a string or a list of strings, got {raw!r}"
-            )
-        found = shutil.which(parts[0], path=path)
-        if found is None:
-            raise UsageError(
-                f"the Codex CLI ({parts[0]!r}) was not found on the agents' PATH: install it "
-                "with 'npm install -g @openai/codex', or set command = \"/path/to/codex\" "
-                "under [agents.codex] in stretto.toml"
-            )
-        return [found, *parts[1:]]
+        return resolve_command(
+            "codex", settings, path, what="the Codex CLI", install="'npm install -g @openai/codex'"
+        )
 
     # ------------------------------------------------------------------ parse
 
@@ -226,12 +215,7 @@ def config_toml(model: str, base_url: str, env_key: str, retries: int) -> str:
 
 
 def _setting_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"[agents.codex] {key}: expected a non-empty string, got {value!r}")
-    return value
+    return setting_str("codex", settings, key)
 
 
 def _item_events(item: dict[str, Any]) -> tuple[AgentEvent, ...]:

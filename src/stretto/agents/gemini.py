@@ -39,11 +39,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
 DEFAULT_MODELS = {
@@ -158,20 +158,13 @@ class GeminiAdapter:
 
     @staticmethod
     def _command(settings: Mapping[str, Any], path: str | None) -> list[str]:
-        raw = settings.get("command", "gemini")
-        parts = [raw] if isinstance(raw, str) else raw
-        if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-            raise UsageError(
-                f"[agents.gemini] command: expected a string or a list of strings, got {raw!r}"
-            )
-        found = shutil.which(parts[0], path=path)
-        if found is None:
-            raise UsageError(
-                f"Gemini CLI ({parts[0]!r}) was not found on the agents' PATH: install it with "
-                "'npm install -g @google/gemini-cli', or set command = \"/path/to/gemini\" "
-                "under [agents.gemini] in stretto.toml"
-            )
-        return [found, *parts[1:]]
+        return resolve_command(
+            "gemini",
+            settings,
+            path,
+            what="Gemini CLI",
+            install="'npm install -g @google/gemini-cli'",
+        )
 
     # ------------------------------------------------------------------ parse
 
@@ -272,12 +265,7 @@ def _label(status: int, reason: str) -> str:
 
 
 def _setting_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"[agents.gemini] {key}: expected a non-empty string, got {value!r}")
-    return value
+    return setting_str("gemini", settings, key)
 
 
 def _result_events(event: Mapping[str, Any]) -> Sequence[AgentEvent]:

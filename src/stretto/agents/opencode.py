@@ -36,11 +36,11 @@ Settings (``[agents.opencode]`` in stretto.toml), all optional::
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
 PROVIDER = "stretto"
@@ -267,29 +267,13 @@ def config_json(
 
 
 def _command(settings: Mapping[str, Any], path: str | None) -> list[str]:
-    raw = settings.get("command", "opencode")
-    parts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-        raise UsageError(
-            f"[agents.opencode] command: expected a string or a list of strings, got {raw!r}"
-        )
-    found = shutil.which(parts[0], path=path)
-    if found is None:
-        raise UsageError(
-            f"opencode ({parts[0]!r}) was not found on the agents' PATH: install it with "
-            "'npm install -g opencode-ai', or set command = \"/path/to/opencode\" under "
-            "[agents.opencode] in stretto.toml"
-        )
-    return [found, *parts[1:]]
+    return resolve_command(
+        "opencode", settings, path, what="opencode", install="'npm install -g opencode-ai'"
+    )
 
 
 def _setting_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"[agents.opencode] {key}: expected a non-empty string, got {value!r}")
-    return value
+    return setting_str("opencode", settings, key)
 
 
 def _tool_events(part: Mapping[str, Any]) -> tuple[AgentEvent, ...]:

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
@@ -190,29 +190,13 @@ def settings_json(model: str) -> dict[str, Any]:
 
 
 def _command(settings: Mapping[str, Any], path: str | None) -> list[str]:
-    raw = settings.get("command", "qwen")
-    parts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-        raise UsageError(
-            f"[agents.qwen] command: expected a string or a list of strings, got {raw!r}"
-        )
-    found = shutil.which(parts[0], path=path)
-    if found is None:
-        raise UsageError(
-            f"Qwen Code ({parts[0]!r}) was not found on the agents' PATH: install it with "
-            "'npm install -g @qwen-code/qwen-code', or set command = \"/path/to/qwen\" under "
-            "[agents.qwen] in stretto.toml"
-        )
-    return [found, *parts[1:]]
+    return resolve_command(
+        "qwen", settings, path, what="Qwen Code", install="'npm install -g @qwen-code/qwen-code'"
+    )
 
 
 def _setting_str(settings: Mapping[str, Any], key: str) -> str | None:
-    value = settings.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"[agents.qwen] {key}: expected a non-empty string, got {value!r}")
-    return value
+    return setting_str("qwen", settings, key)
 
 
 def _assistant_events(message: Any) -> Sequence[AgentEvent]:
