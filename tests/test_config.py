@@ -421,6 +421,20 @@ def test_detection_order_in_the_file_is_tests_lint_types(repo: Path) -> None:
 # --- load_config ----------------------------------------------------------------------------------
 
 
+DEFAULT_SECTIONS = {
+    "router": {
+        "arms": (),
+        "warmup": 50,
+        "alpha": 1.0,
+        "cost_ceiling": 1.0,
+        "min_tier": (("low", "fast"), ("medium", "fast"), ("high", "balanced")),
+    },
+    "budget": {"run": None, "daily": None, "on_exceed": "finish"},
+    "prices": {},
+    "planner": {"agent": None, "model": None, "timeout": 600, "split_depth": 1},
+}
+
+
 def test_defaults_without_any_config(repo: Path) -> None:
     git(repo, "checkout", "-q", "-b", "dev")
 
@@ -438,6 +452,7 @@ def test_defaults_without_any_config(repo: Path) -> None:
         "setup": (),
         "env_allow": (),
         "agents": {},
+        **DEFAULT_SECTIONS,
     }
 
 
@@ -510,6 +525,7 @@ def test_gate_forms_and_to_dict(repo: Path) -> None:
         "setup": (),
         "env_allow": (),
         "agents": {},
+        **DEFAULT_SECTIONS,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.max_agents = 8  # type: ignore[misc]
@@ -543,9 +559,69 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
     [diag] = diagnostics(repo, "colour = 'blue'\n")
 
     assert (
-        diag.message == "unknown key 'colour'; known keys: agents, default_agent, env, gates, "
-        "max_agents, scope, target, workspace"
+        diag.message == "unknown key 'colour'; known keys: agents, budget, default_agent, env, "
+        "gates, max_agents, planner, prices, router, scope, target, workspace"
     )
+
+
+ROUTED = """\
+[router]
+warmup = 10
+min_tier = { high = "strong" }
+
+[[router.arms]]
+agent = "claude"
+model = "claude-haiku-4-5"
+tier = "fast"
+
+[[router.arms]]
+agent = "codex"
+tier = "strong"
+
+[budget]
+run = 5
+daily = 20.5
+on_exceed = "stop"
+
+[prices."my-model"]
+input = 1
+output = 2.5
+
+[planner]
+agent = "claude"
+split_depth = 2
+"""
+
+
+def test_router_budget_prices_and_planner_sections(repo: Path) -> None:
+    write(repo, {"stretto.toml": ROUTED})
+
+    config = load_config(repo)
+
+    assert [(a.agent, a.model, a.tier) for a in config.router.arms] == [
+        ("claude", "claude-haiku-4-5", "fast"),
+        ("codex", None, "strong"),
+    ]
+    assert config.router.warmup == 10
+    assert dict(config.router.min_tier) == {"low": "fast", "medium": "fast", "high": "strong"}
+    assert (config.budget.run, config.budget.daily, config.budget.on_exceed) == (5, 20.5, "stop")
+    assert config.prices == {"my-model": {"input": 1, "output": 2.5, "cached": None}}
+    assert (config.planner.agent, config.planner.split_depth) == ("claude", 2)
+
+
+def test_errors_in_new_sections_are_located(repo: Path) -> None:
+    text = ROUTED.replace('tier = "strong"', 'tier = "strnog"').replace("daily", "dialy")
+    text = text.replace("output = 2.5", 'output = "2.5"')
+    diags = diagnostics(repo, text)
+
+    assert [(d.line, d.field) for d in diags] == [
+        (12, "router.arms.1.tier"),
+        (16, "budget.dialy"),
+        (21, "prices.my-model.output"),
+    ]
+    assert diags[0].message.endswith("(did you mean 'strong'?)")
+    assert diags[1].message == "unknown key 'dialy' (did you mean 'daily'?)"
+    assert diags[2].message == 'must be a number, not a string "2.5"'
 
 
 def test_wrong_types(repo: Path) -> None:

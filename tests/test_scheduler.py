@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stretto import paths
 from stretto.graph import TaskGraph
 from stretto.plan import parse_plan
-from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, TaskState, Wait
+from stretto.scheduler import (
+    Capacity,
+    GiveUp,
+    Schedule,
+    SchedulingError,
+    Skip,
+    Spawn,
+    SplitChild,
+    TaskState,
+    Wait,
+)
 from stretto.simulate import simulate
 
 # Patterns and a universe of concrete files: two leases conflict exactly when some file of the
@@ -256,3 +267,63 @@ def test_decision_cost_does_not_grow_with_finished_tasks() -> None:
         sched.started(task)
         sched.landed(task)
     assert sched.done
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _chain() -> Schedule:
+    graph = TaskGraph.build(["a", "b", "c"], {"b": ["a"], "c": ["b"]}, dict.fromkeys("abc", 5.0))
+    leases = {"a": ("a.py",), "b": ("b/**",), "c": ("c.py",)}
+    return Schedule(graph, leases, max_attempts={"b": 1})
+
+
+def _children() -> list[SplitChild]:
+    return [
+        SplitChild("b.1", (), ("b/x.py",), 2, 5.0),
+        SplitChild("b.2", ("b.1",), ("b/y.py",), 2, 15.0),
+    ]
+
+
+def test_split_replaces_a_failed_task_and_dependents_wait_for_every_child() -> None:
+    sched = _chain()
+    sched.started("a")
+    sched.landed("a")
+    sched.started("b")
+    sched.attempt_failed("b")
+    assert sched.decide(Capacity(4)) == [GiveUp("b", 1, 1)]
+    sched.splitting("b")
+    assert sched.decide(Capacity(4)) == []  # it holds its lease while the planner answers
+    assert sched.split("b", _children()) == ["b.1"]
+    assert sched.state["b"] is TaskState.SPLIT and sched.state["b"].finished
+    assert sched.graph.deps["c"] == ("b.1", "b.2")
+    assert sched.graph.deps["b.2"] == ("a", "b.1")
+    assert sched.limit("b.1") == 2
+    assert [a.task for a in sched.decide(Capacity(4)) if isinstance(a, Spawn)] == ["b.1"]
+    sched.started("b.1")
+    assert sched.landed("b.1") == ["b.2"]
+    assert sched.state["c"] is TaskState.WAITING
+    sched.started("b.2")
+    assert sched.landed("b.2") == ["c"]
+    sched.started("c")
+    sched.landed("c")
+    assert sched.done
+
+
+def test_split_rebuilt_on_a_fresh_schedule_then_restored() -> None:
+    """Resume: the split is applied to a fresh schedule, then the journal's facts."""
+    sched = _chain()
+    sched.split("b", _children())
+    sched.restore(
+        landed={"a", "b.1"}, failed=set(), skipped=set(), attempts={"b": 1}, failures={"b": 1}
+    )
+    assert sched.ready() == ["b.2"]
+    assert sched.state["b"] is TaskState.SPLIT
+    assert not sched.done
+
+
+def test_split_refuses_a_taken_id() -> None:
+    sched = _chain()
+    with pytest.raises(SchedulingError, match="'c' is already taken"):
+        sched.split("b", [SplitChild("c", (), ("b/x.py",), 1, 5.0)])
+    assert sched.state["b"] is TaskState.WAITING  # nothing changed

@@ -47,17 +47,105 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _goal_options(func: F) -> F:
+    """The options of ``stretto -g`` and ``stretto plan``."""
+    options = [
+        click.option("--planner", help="Agent that plans (default: [planner] agent)."),
+        click.option("--plan-only", is_flag=True, help="Write and show the plan; run nothing."),
+        click.option("--yes", "-y", is_flag=True, help="Run the plan without asking."),
+        click.option("--max-agents", type=click.IntRange(min=1), help="Agents running at once."),
+        click.option("--budget", type=click.FloatRange(min=0), help="Spend limit in USD."),
+        click.option("--json", "as_json", is_flag=True, help="Print the plan and events as JSON."),
+        click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, "-V", "--version", prog_name="stretto")
-def main() -> None:
+@click.option("-g", "--goal", help="Plan GOAL with one model call, show the plan, run it.")
+@_goal_options
+@click.pass_context
+def main(ctx: click.Context, /, goal: str | None, **options: Any) -> None:
     """Run many CLI coding agents on one repository at once; land only verified work.
 
     \b
     Typical use:
       stretto init                      write stretto.toml for this repository
+      stretto -g "Add rate limiting"    plan a goal with one model call, then run it
       stretto validate plan.yaml        check a plan without doing anything
       stretto run --dry-run plan.yaml   show how stretto would schedule it
     """
+    if goal is None:
+        if ctx.invoked_subcommand is None:
+            click.echo(ctx.get_help())
+        return
+    if ctx.invoked_subcommand is not None:
+        raise click.UsageError("-g GOAL plans and runs a goal; it takes no other command")
+    _plan_and_run(goal, **options)
+
+
+@_reports_errors
+def _plan_and_run(
+    goal: str,
+    *,
+    planner: str | None,
+    plan_only: bool,
+    yes: bool,
+    max_agents: int | None,
+    budget: float | None,
+    as_json: bool,
+    plain: bool,
+) -> None:
+    from stretto.goal import plan_goal, render_plan
+
+    if not as_json:
+        click.echo("planning (one model call)...", err=True)
+    planned = plan_goal(Path.cwd(), goal, planner=planner, max_agents=max_agents, budget=budget)
+    if as_json:
+        click.echo(json.dumps({"type": "plan", **planned.to_dict()}))
+    else:
+        click.echo("\n".join(render_plan(planned)))
+    if plan_only:
+        if not as_json:
+            click.echo(f"run it later with: stretto run {planned.plan_path}")
+        return
+    if not yes:
+        if not sys.stdin.isatty() or as_json:
+            click.echo(
+                f"not running: pass --yes to run without asking (plan saved: {planned.plan_path})",
+                err=True,
+            )
+            sys.exit(1)
+        if not click.confirm("Run this plan?", default=True):
+            click.echo(f"not run; the plan is saved: {planned.plan_path}")
+            return
+    from stretto.runs import start_run
+
+    view = _view(as_json, plain)
+    summary = _drive(
+        view,
+        lambda: start_run(
+            planned.repo,
+            planned.plan,
+            planned.options,
+            sink=view,
+            run_id=planned.run_id,
+            preamble=planned.preamble(),
+        ),
+        planned.run_id,
+    )
+    _finish(summary, view, as_json)
+
+
+@main.command("plan")
+@click.argument("goal")
+@_goal_options
+def plan_command(goal: str, **options: Any) -> None:
+    """Plan GOAL with one model call and show the plan; run it if you say so."""
+    _plan_and_run(goal, **options)
 
 
 @main.command()
@@ -178,11 +266,24 @@ def _finish(summary: Any, view: Any, as_json: bool) -> None:
 @click.option("--max-agents", type=click.IntRange(min=1), help="Agents running at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print events (or the dry run) as JSON.")
 @click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal.")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0),
+    help="Spend limit for this run in USD (overrides the plan's and stretto.toml's).",
+)
 @_reports_errors
-def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, plain: bool) -> None:
+def run(
+    plan_file: Path,
+    dry_run: bool,
+    max_agents: int | None,
+    as_json: bool,
+    plain: bool,
+    budget: float | None,
+) -> None:
     """Run PLAN_FILE: agents in parallel worktrees, gates, merge queue.
 
-    Exit status: 0 when every task landed, 1 when some did not, 2 for invalid input.
+    Exit status: 0 when every task landed, 1 when some did not (or the budget was reached),
+    2 for invalid input.
     """
     if dry_run:
         from stretto.dryrun import dry_run as make_dry_run
@@ -191,6 +292,7 @@ def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, p
 
         plan = load_plan(plan_file)
         report = make_dry_run(plan, max_agents=max_agents, configured=_configured_agents())
+        report.costs = _plan_costs(plan, budget)
         if as_json:
             click.echo(json.dumps(report.to_dict()))  # compact: large plans give megabytes
         else:
@@ -198,7 +300,7 @@ def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, p
         return
     from stretto.runs import new_run_id, prepare_run, start_run
 
-    repo, plan, options = prepare_run(Path.cwd(), plan_file, max_agents=max_agents)
+    repo, plan, options = prepare_run(Path.cwd(), plan_file, max_agents=max_agents, budget=budget)
     view = _view(as_json, plain)
     run_id = new_run_id()
     summary = _drive(view, lambda: start_run(repo, plan, options, sink=view, run_id=run_id), run_id)
@@ -210,16 +312,80 @@ def run(plan_file: Path, dry_run: bool, max_agents: int | None, as_json: bool, p
 @click.option("--max-agents", type=click.IntRange(min=1), help="Agents running at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 @click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal.")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0),
+    help="New spend limit for the run in USD (to go on after 'budget reached').",
+)
 @_reports_errors
-def resume(run_id: str | None, max_agents: int | None, as_json: bool, plain: bool) -> None:
-    """Finish an interrupted run (default: the latest)."""
+def resume(
+    run_id: str | None, max_agents: int | None, as_json: bool, plain: bool, budget: float | None
+) -> None:
+    """Finish an interrupted run (default: the latest), or one that reached its budget."""
     from stretto.resume import resume_run
 
     view = _view(as_json, plain)
     summary = _drive(
-        view, lambda: resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents), run_id
+        view,
+        lambda: resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents, budget=budget),
+        run_id,
     )
     _finish(summary, view, as_json)
+
+
+def _plan_costs(plan: Any, budget: float | None) -> Any:
+    """The dry run's cost estimate, when the repository routes or prices its agents."""
+    from stretto.git import toplevel
+    from stretto.runs import options_for
+    from stretto.spending import estimate_plan
+
+    try:
+        from stretto.config import load_config
+
+        repo = toplevel(Path.cwd())
+        config = load_config(repo)
+    except StrettoError:
+        return None
+    return estimate_plan(repo, plan, options_for(config, plan, budget=budget))
+
+
+@main.command()
+@click.option("--run", "run_id", help="Only this run (a unique prefix is enough).")
+@click.option(
+    "--by",
+    type=click.Choice(["task", "model", "agent", "day", "run"]),
+    default=None,
+    help="Group the spend (default: by task for one run, by run across runs).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the spend as JSON.")
+@_reports_errors
+def cost(run_id: str | None, by: str | None, as_json: bool) -> None:
+    """Show what agents and planning calls cost: this run, or across runs."""
+    from stretto.git import toplevel
+    from stretto.spending import cost_report
+
+    report = cost_report(toplevel(Path.cwd()), run_id=run_id, by=by)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo("\n".join(report.lines()))
+
+
+@main.command()
+@click.argument("task")
+@click.option("--run", "run_id", help="Run id (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the routing decisions as JSON.")
+@_reports_errors
+def explain(task: str, run_id: str | None, as_json: bool) -> None:
+    """Show why each attempt of TASK ran on its agent and model (features, estimates, rule)."""
+    from stretto.explain import explain_task
+    from stretto.git import toplevel
+
+    report = explain_task(toplevel(Path.cwd()), task, run_id=run_id)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo("\n".join(report.lines()))
 
 
 @main.command()

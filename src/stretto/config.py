@@ -16,6 +16,10 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     env = ["MY_TOKEN"]     # extra variables agents and gates may see
     [workspace]            # link = ["frontend/node_modules"], setup = ["npm ci"]
     [agents.shell]         # per-agent settings, e.g. command = "./agent.sh"
+    [router]               # warmup, alpha, cost_ceiling, min_tier; [[router.arms]] agent/model/tier
+    [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
+    [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
+    [planner]              # agent = "claude", model, timeout, split_depth
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.scaffold`.
 """
@@ -72,6 +76,53 @@ class GateConfig:
         return {"command": self.command, "timeout": self.timeout, "when": self.when}
 
 
+TIERS = ("fast", "balanced", "strong")
+Tier = Literal["fast", "balanced", "strong"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmConfig:
+    """One routing arm: an agent, optionally a model, and its tier (fast < balanced < strong)."""
+
+    agent: str
+    model: str | None
+    tier: Tier
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """``[router]``: the arms to choose from and how the bandit learns (see docs/routing.md)."""
+
+    arms: tuple[ArmConfig, ...] = ()
+    warmup: int = 50
+    alpha: float = 1.0
+    cost_ceiling: float = 1.0
+    min_tier: tuple[tuple[str, str], ...] = (
+        ("low", "fast"),
+        ("medium", "fast"),
+        ("high", "balanced"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """``[budget]``: USD limits. ``on_exceed``: let running attempts ``finish`` or ``stop`` them."""
+
+    run: float | None = None
+    daily: float | None = None
+    on_exceed: Literal["finish", "stop"] = "finish"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerSettings:
+    """``[planner]``: which agent turns a goal into a plan, and how deep failing tasks split."""
+
+    agent: str | None = None
+    model: str | None = None
+    timeout: int = 600
+    split_depth: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A project's validated configuration.
@@ -90,6 +141,11 @@ class Config:
         env_allow: ``env``: extra environment variables passed to agents and gates
             (a trailing ``*`` matches a prefix).
         agents: ``[agents.NAME]`` tables: settings for each agent adapter.
+        router: ``[router]``: routing arms and bandit settings.
+        budget: ``[budget]``: spend limits per run and per day.
+        prices: ``[prices."MODEL"]``: USD per million tokens (input, output, cached) for models
+            the bundled price table does not know, or to override it.
+        planner: ``[planner]``: the planning agent for ``stretto -g``.
     """
 
     target: str
@@ -102,6 +158,10 @@ class Config:
     setup: tuple[str, ...] = ()
     env_allow: tuple[str, ...] = ()
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    router: RouterSettings = RouterSettings()
+    budget: BudgetSettings = BudgetSettings()
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    planner: PlannerSettings = PlannerSettings()
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -186,9 +246,48 @@ def _config_model() -> type[BaseModel]:
         link: list[str] = []
         setup: list[str] = []
 
+    class ArmModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        agent: str
+        model: str | None = None
+        tier: Tier
+
+        _agent = field_validator("agent")(not_blank)
+
+    class RouterModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        warmup: int = Field(default=50, ge=0)
+        alpha: float = Field(default=1.0, ge=0)
+        cost_ceiling: float = Field(default=1.0, gt=0)
+        min_tier: dict[Literal["low", "medium", "high"], Tier] = {}
+        arms: list[ArmModel] = []
+
+    class BudgetModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        run: float | None = Field(default=None, ge=0)
+        daily: float | None = Field(default=None, ge=0)
+        on_exceed: Literal["finish", "stop"] = "finish"
+
+    class PriceModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        input: float = Field(ge=0)
+        output: float = Field(ge=0)
+        cached: float | None = Field(default=None, ge=0)
+
+    class PlannerModel(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        agent: str | None = None
+        model: str | None = None
+        timeout: int = Field(default=600, ge=1)
+        split_depth: int = Field(default=1, ge=0, le=5)
+
     class ConfigModel(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         target: str | None = None
+        router: RouterModel = RouterModel()
+        budget: BudgetModel = BudgetModel()
+        prices: dict[str, PriceModel] = {}
+        planner: PlannerModel = PlannerModel()
         scope: Literal["refuse", "warn"] = "refuse"
         env: list[str] = []
         workspace: WorkspaceModel = WorkspaceModel()
@@ -224,9 +323,13 @@ def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
     """Line and column (1-based) where the key at ``loc`` (or its nearest parent) is written."""
     entries: list[tuple[tuple[str, ...], int, int, str, int]] = []  # path, line, column, rest
     header: tuple[str, ...] = ()
+    arrays: dict[tuple[str, ...], int] = {}  # [[array.of.tables]] seen so far, for the index
     for number, line in enumerate(text.splitlines(), 1):
         if match := _HEADER_RE.match(line):
             header = _split_key(match["key"])
+            if line.lstrip().startswith("[["):
+                arrays[header] = arrays.get(header, -1) + 1
+                header = (*header, str(arrays[header]))
             entries.append((header, number, line.index("[") + 1, "", 0))
         elif match := _PAIR_RE.match(line):
             path = header + _split_key(match["key"])
@@ -250,16 +353,27 @@ def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
 
 _TOP_KEYS = (
     "agents",
+    "budget",
     "default_agent",
     "env",
     "gates",
     "max_agents",
+    "planner",
+    "prices",
+    "router",
     "scope",
     "target",
     "workspace",
 )
 _GATE_KEYS = ("command", "timeout", "when")
 _WORKSPACE_KEYS = ("link", "setup")
+_SECTION_KEYS = {
+    "router": ("alpha", "arms", "cost_ceiling", "min_tier", "warmup"),
+    "budget": ("daily", "on_exceed", "run"),
+    "planner": ("agent", "model", "split_depth", "timeout"),
+}
+_ARM_KEYS = ("agent", "model", "tier")
+_PRICE_KEYS = ("cached", "input", "output")
 
 
 def _describe(value: object) -> str:
@@ -275,6 +389,12 @@ def _message(error: Any, loc: tuple[str, ...]) -> str:
         allowed: tuple[str, ...] = _TOP_KEYS
         if loc[:1] == ("workspace",):
             allowed = _WORKSPACE_KEYS
+        elif loc[:2] == ("router", "arms"):
+            allowed = _ARM_KEYS
+        elif loc[:1] == ("prices",):
+            allowed = _PRICE_KEYS
+        elif len(loc) >= 2 and loc[0] in _SECTION_KEYS:
+            allowed = _SECTION_KEYS[loc[0]]
         elif len(loc) == 3:
             allowed = _GATE_KEYS
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
@@ -291,8 +411,20 @@ def _message(error: Any, loc: tuple[str, ...]) -> str:
         return f"must be a string, not {_describe(value)}; put the value in double quotes"
     if kind == "greater_than_equal":
         return f"must be at least {ctx['ge']}, not {_describe(value)}"
+    if kind == "greater_than":
+        return f"must be more than {ctx['gt']}, not {_describe(value)}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}, not {_describe(value)}"
+    if kind == "float_type":
+        return f"must be a number, not {_describe(value)}"
+    if kind == "list_type":
+        return f"must be an array, not {_describe(value)}; write [[router.arms]] tables"
     if kind == "literal_error":
         options = ["refuse", "warn"] if loc == ("scope",) else ["attempt", "merge", "both"]
+        if loc[-1:] == ("tier",) or loc[:2] == ("router", "min_tier"):
+            options = list(TIERS)
+        if loc[-1:] == ("on_exceed",):
+            options = ["finish", "stop"]
         close = difflib.get_close_matches(str(value), options, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"must be {ctx['expected']}, not {_describe(value)}{hint}"
@@ -391,4 +523,15 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         setup=tuple(values["workspace"]["setup"]),
         env_allow=tuple(values["env"]),
         agents=values["agents"],
+        router=_router(values["router"]),
+        budget=BudgetSettings(**values["budget"]),
+        prices={k: v for k, v in values["prices"].items()},
+        planner=PlannerSettings(**values["planner"]),
     )
+
+
+def _router(data: dict[str, Any]) -> RouterSettings:
+    defaults = dict(RouterSettings().min_tier)
+    min_tier = tuple({**defaults, **data["min_tier"]}.items())
+    arms = tuple(ArmConfig(a["agent"], a["model"], a["tier"]) for a in data["arms"])
+    return RouterSettings(arms, data["warmup"], data["alpha"], data["cost_ceiling"], min_tier)

@@ -26,6 +26,7 @@ class DryRun:
     graph: TaskGraph
     max_agents: int
     simulation: Simulation
+    costs: Any = None  # a stretto.spending.PlanCost when agents are routed or priced
 
     @property
     def serial(self) -> float:
@@ -91,6 +92,7 @@ class DryRun:
             ],
             "batches": [{"time": t, "start": tasks} for t, tasks in self.batches()],
             "waits": [event.to_dict() for event in self.waits()],
+            "cost": self.costs.to_dict() if self.costs is not None else None,
             "critical_path": self.graph.critical_path(),
             "critical_path_minutes": self.graph.critical_length(),
             "makespan_minutes": self.simulation.makespan,
@@ -198,6 +200,10 @@ def render_text(report: DryRun, *, color: bool = False) -> str:
         bold("Estimated makespan") + f" {_span(sim.makespan)} vs {_span(report.serial)} serial "
         f"({report.speedup:.2f}x); at most {sim.peak} agent{'s' * (sim.peak != 1)} at once"
     )
+    if report.costs is not None:
+        lines.append("")
+        lines.append(bold("Estimated cost") + dim(" (first attempt .. every retry escalated)"))
+        lines.extend(f"  {line}" for line in report.costs.lines())
     waits = report.waits()
     lease_waits = [w for w in waits if w.reason == "lease"]
     if lease_waits:

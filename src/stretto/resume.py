@@ -63,7 +63,7 @@ def recover(records: list[Record]) -> Recovered:
             out.ended.setdefault(task, set()).add(int(f.get("attempt", out.attempts.get(task, 0))))
         elif rec.type == "verified":
             out.verified[task] = (int(f["attempt"]), str(f["commit"]), str(f.get("tree", "")))
-        elif rec.type == "task_finished":
+        elif rec.type == "task_finished" and not f.get("budget"):
             out.finished[task] = str(f["status"])
     for task, ended in out.ended.items():
         # A verified attempt that then failed (conflict, merge gates) is not pending.
@@ -78,14 +78,19 @@ def resume_run(
     *,
     sink: Sink | None = None,
     max_agents: int | None = None,
+    budget: float | None = None,
 ) -> RunSummary:
-    """Finish an interrupted run (default: the latest)."""
+    """Finish an interrupted run (default: the latest), or go on with one that hit its budget."""
     from stretto.git import toplevel
 
     repo = toplevel(cwd)
     run_dir = resolve_run(repo, run_id)
     records = read_journal(run_dir / JOURNAL_NAME)
     done = [r for r in records if r.type == "run_finished"]
+    if done and done[-1].fields.get("status") == "budget_reached":
+        done = [
+            r for r in records if r.type == "run_finished" and r.ts > done[-1].ts
+        ]  # it stopped at its budget: going on (with a higher one) is what resume is for
     if done:
         raise RunError(
             f"run {run_dir.name} already finished ({done[-1].fields.get('status')}); "
@@ -101,16 +106,30 @@ def resume_run(
         options = RunOptions.from_dict(start.fields["options"])
         if max_agents:
             options = RunOptions.from_dict({**options.to_dict(), "max_agents": max_agents})
+        if budget is not None:
+            options = RunOptions.from_dict({**options.to_dict(), "budget": budget})
         run = str(start.fields["run_id"])
         killed = kill_token(run)
         runner = Runner(repo, plan, options, journal, run, sink=sink)
-        runner.record("resume_started", killed=killed, generation=journal.gen)
+        runner.record("resume_started", killed=killed, generation=journal.gen, budget=budget)
+        runner.dispatch.restore(history)
         journal.sync()
         _settle_intents(repo, runner, history, options.target)
         facts = recover(history)
+        for rec in history:  # splits replay from their journaled answer: no second call
+            if rec.type == "split" and rec.fields.get("task") in runner.plan.by_id:
+                from stretto.splitting import child_tasks
+
+                parent = runner.plan.task(rec.fields["task"])
+                children = child_tasks(parent, rec.fields["plan"], set(runner.plan.by_id))
+                runner.apply_split(parent.id, children, record=parent.id not in facts.finished)
         landed = merging.landed_tasks(repo, options.target, run)
         for rec in history:
-            if rec.type == "task_finished" and rec.fields.get("task") in runner.plan.by_id:
+            if (
+                rec.type == "task_finished"
+                and rec.fields.get("task") in runner.plan.by_id
+                and not rec.fields.get("budget")
+            ):
                 f = rec.fields
                 runner.reports[f["task"]] = TaskReport(
                     f["task"],
@@ -160,6 +179,7 @@ def resume_run(
             if task not in facts.finished and task in runner.plan.by_id
         }
         _remove_dead_attempts(repo, run, facts, pending_merge)
+        facts.finished = {t: s for t, s in facts.finished.items() if s != "split"}
         runner.schedule.restore(
             landed={t for t, s in facts.finished.items() if s == "landed"},
             failed={t for t, s in facts.finished.items() if s == "failed"},

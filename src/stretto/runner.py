@@ -23,6 +23,7 @@ from typing import Any
 from stretto import merge as merging
 from stretto import prompt as prompting
 from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter
+from stretto.dispatch import Dispatch, Route
 from stretto.git import rev_parse
 from stretto.graph import TaskGraph
 from stretto.journal import Journal, Record, crashpoint
@@ -77,9 +78,13 @@ class Runner:
         self.run_dir = journal.run_dir
         self.sink = sink
         self.graph = TaskGraph.from_plan(plan)
+        self.dispatch = Dispatch(repo, run_id, options)
+        routed = self.dispatch.policy is not None
+        # Routed tasks learn their agent (and provider) per attempt, at spawn.
         self.provider_of = {
             t.id: provider_of(t.agent or options.default_agent, options.agent_settings)
             for t in plan.tasks
+            if not routed or t.agent
         }
         self.schedule = Schedule(
             self.graph,
@@ -88,9 +93,13 @@ class Runner:
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
         )
         # Agents allowed at once per provider: lowered when it rate-limits, raised as it recovers.
+        arm_providers = (provider_of(a.agent, options.agent_settings) for a in options.router.arms)
         self.provider_limit = dict.fromkeys(
-            (p for p in self.provider_of.values() if p), options.max_agents
+            (p for p in (*self.provider_of.values(), *arm_providers) if p), options.max_agents
         )
+        self.budget_stop: str | None = None  # why no new attempt may start
+        self.in_agent: set[str] = set()  # tasks whose agent process is running
+        self.stopping: set[str] = set()  # tasks whose attempt was stopped at the budget
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd]] = asyncio.Queue()
         self.failures: dict[str, prompting.Failure] = {}
@@ -106,6 +115,11 @@ class Runner:
         self.cleanups: list[asyncio.Task[None]] = []
         self.not_before: dict[str, float] = {}  # task -> monotonic time before which not to start
         self.uncounted: dict[str, int] = {}  # task -> failures that were not its fault
+        self.cost_of: dict[str, float | None] = {}  # task -> cost of its last finished agent
+        self.failure_log: dict[str, list[str]] = {}  # task -> its counted failures, for a split
+        self.splitting: set[str] = set()  # tasks whose split (a planning call) is under way
+        self.depth: dict[str, int] = {}  # task -> how many splits made it (0: from the plan)
+        self.planner_calls = 0  # model calls stretto itself made in this run
 
     # ------------------------------------------------------------------ plumbing
 
@@ -160,9 +174,20 @@ class Runner:
         tasks = [
             self.reports.get(t.id) or TaskReport(t.id, self.schedule.state[t.id].value, 0)
             for t in self.plan.tasks
-        ]
-        failed = any(t.status != "landed" for t in tasks)
+        ]  # split tasks, then the tasks that replaced them
+        failed = any(t.status not in ("landed", "split") for t in tasks)
         status = "failed" if failed else "finished"
+        if self.budget_stop is not None and failed:
+            status = "budget_reached"
+            how = f"stretto resume {self.run_id} --budget USD"
+            if "daily" in self.budget_stop:
+                how = f"raise [budget] daily in stretto.toml, then stretto resume {self.run_id}"
+            self.notes.append(f"{self.budget_stop}; to go on: {how}")
+        if self.dispatch.unpriced:
+            self.notes.append(
+                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; "
+                "their cost is not counted (`stretto cost` lists them)"
+            )
         if self.queue.stale_checkout:
             self.notes.append(
                 merging.catch_up_hint(self.options.target, *self.queue.stale_checkout)
@@ -172,12 +197,17 @@ class Runner:
             "run_finished",
             status=status,
             landed=sum(1 for t in tasks if t.status == "landed"),
+            split=sum(1 for t in tasks if t.status == "split"),
+            planner_calls=self.planner_calls,
             failed=sum(1 for t in tasks if t.status == "failed"),
             skipped=sum(1 for t in tasks if t.status == "skipped"),
             wall=round(wall, 3),
             agent_seconds=round(self.agent_seconds, 3),
             head=head,
             notes=self.notes,
+            cost_usd=round(self.dispatch.run_spent, 6),
+            unpriced=self.dispatch.unpriced,
+            budget=self.options.budget,
         )
         self.journal.sync()
         return RunSummary(
@@ -189,6 +219,9 @@ class Runner:
             self.options.target,
             head,
             self.notes,
+            self.dispatch.run_spent,
+            self.dispatch.unpriced,
+            self.options.budget,
         )
 
     async def _loop(self) -> None:
@@ -202,9 +235,9 @@ class Runner:
         while not sched.done:
             in_use = dict.fromkeys(self.provider_limit, 0)
             for running in self.active:
-                provider = self.provider_of.get(running)
+                provider = self._provider(running)
                 if provider:
-                    in_use[provider] += 1
+                    in_use[provider] = in_use.get(provider, 0) + 1
             free = Capacity(
                 self.options.max_agents - len(self.active),
                 {f"provider:{p}": n - in_use[p] for p, n in self.provider_limit.items()},
@@ -212,9 +245,12 @@ class Runner:
             actions = sched.decide(free)
             for action in actions:
                 if isinstance(action, Spawn):
-                    self._spawn(action)
+                    if self.budget_stop is None:
+                        self._route_and_spawn(action, in_use)
                 elif isinstance(action, Wait):
                     self._note_wait(action)
+                elif isinstance(action, GiveUp) and self._can_split(action.task):
+                    self._start_split(action.task)
                 elif isinstance(action, GiveUp):
                     reason = self.failures.get(action.task)
                     why = f"gave up after {action.failures} failed attempts"
@@ -230,18 +266,34 @@ class Runner:
             if sched.done:
                 break
             if not self.active:
+                if self.budget_stop is not None:
+                    self._skip_for_budget()
+                    break
                 if any(isinstance(a, GiveUp | Skip) for a in actions):
                     continue
                 raise RuntimeError("scheduler stalled: nothing running and nothing can start")
             task, end = await self.ended.get()
             self.active.pop(task, None)
+            if task in self.splitting:
+                self._end_split(task, end)
+                continue
             self._adjust_provider(task, end)
+            if end.counts or end.landed:
+                await self._learn(task, end)
+            if self.dispatch.exceeded() and self.budget_stop is None:
+                self._stop_for_budget()
             if end.landed:
                 self._finish(task, "landed", "", end.commit)
                 sched.landed(task)
+            elif task in self.stopping:
+                sched.attempt_failed(task, counts=False)
             else:
                 attempt = sched.attempts[task]
                 self.failures[task] = prompting.Failure(attempt, end.reason, end.log)
+                if end.counts:
+                    self.failure_log.setdefault(task, []).append(
+                        f"attempt {attempt}: {end.reason}\n{end.log}"
+                    )
                 if end.retry_after:
                     self.not_before[task] = time.monotonic() + min(end.retry_after, MAX_BACKOFF)
                 sched.attempt_failed(task, counts=end.counts)
@@ -255,15 +307,18 @@ class Runner:
                     limit=sched.limit(task),
                     counted=end.counts,
                 )
+                strongest = end.counts and self._at_strongest(task)
+                if not exhausted and strongest and self._can_split(task):
+                    self._start_split(task)  # no stronger arm is left to escalate to
 
     def _adjust_provider(self, task: str, end: AttemptEnd) -> None:
         """Back a provider off when it rate-limits (halve its agents), recover one per success."""
-        provider = self.provider_of.get(task)
+        provider = self._provider(task)
         if not provider:
             return
         limit = self.provider_limit[provider]
         if end.rate_limited:
-            running = 1 + sum(1 for t in self.active if self.provider_of.get(t) == provider)
+            running = 1 + sum(1 for t in self.active if self._provider(t) == provider)
             lowered = max(1, min(limit, running) // 2)
             if lowered < limit:
                 self.provider_limit[provider] = lowered
@@ -286,7 +341,43 @@ class Runner:
                 task=task,
             )
 
-    def _spawn(self, action: Spawn) -> None:
+    def _provider(self, task: str) -> str | None:
+        route = self.dispatch.routes.get(task)
+        if route is not None and task not in self.provider_of:
+            return provider_of(route.agent, self.options.agent_settings)
+        return self.provider_of.get(task)
+
+    def _route_and_spawn(self, action: Spawn, in_use: dict[str, int]) -> None:
+        """Choose the attempt's arm, check the budget, then start it (or stop for the budget)."""
+        task = self.plan.task(action.task)
+        attempt = self.schedule.attempts[action.task] + 1
+        route = self.dispatch.route(task, attempt)
+        provider = provider_of(route.agent, self.options.agent_settings)
+        if task.id not in self.provider_of and provider:
+            if in_use.get(provider, 0) >= self.provider_limit.get(provider, 1):
+                self._note_wait(Wait(task.id, "capacity", pool=f"provider:{provider}"))
+                return
+            in_use[provider] = in_use.get(provider, 0) + 1
+        if self.dispatch.limited:
+            check = self.dispatch.admit(route)
+            if not check.allowed:
+                self.budget_stop = check.reason
+                self.record(
+                    "decision",
+                    action="stop_budget",
+                    task=task.id,
+                    attempt=attempt,
+                    reason=check.reason,
+                    estimate_usd=check.estimate,
+                    left_usd=check.left,
+                )
+                return
+            if check.reason:
+                self.record("warning", task=task.id, message=check.reason)
+        self.dispatch.reserve(task.id, route)
+        self._spawn(action, route)
+
+    def _spawn(self, action: Spawn, route: Route) -> None:
         attempt = self.schedule.started(action.task)
         self.waiting.pop(action.task, None)
         self.record(
@@ -298,9 +389,53 @@ class Runner:
             critical_minutes=action.critical,
             running=sorted(self.active),
         )
+        self.record("route", task=action.task, attempt=attempt, **route.to_dict())
         self.active[action.task] = asyncio.create_task(
-            self._guard(action.task, self._attempt(self.plan.task(action.task), attempt))
+            self._guard(action.task, self._attempt(self.plan.task(action.task), attempt, route))
         )
+
+    async def _learn(self, task: str, end: AttemptEnd) -> None:
+        """The bandit learns from a judged attempt (landed, or a failure that counts)."""
+        if task not in self.cost_of:
+            return  # the agent never ran (e.g. the worktree could not be made): nothing to learn
+        cost = self.cost_of.pop(task)
+        try:
+            learned = await self.blocking(self.dispatch.learn, task, end.landed, cost)
+        except Exception as error:  # the policy is advice: a failure to save it stops nothing
+            self.record("warning", task=task, message=f"router policy not updated: {error}")
+            return
+        if learned:
+            self.record("learned", task=task, **learned)
+
+    def _stop_for_budget(self) -> None:
+        """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
+        spent, budget = self.dispatch.run_spent, self.options.budget
+        limit = f"${spent:.2f} of the ${budget:.2f} run budget" if budget is not None else ""
+        if not limit:
+            limit = f"${self.dispatch.day_spent:.2f} of the ${self.options.daily_cap:.2f} daily cap"
+        self.budget_stop = f"budget reached: {limit} spent"
+        self.record("decision", action="stop_budget", reason=self.budget_stop)
+        if self.options.on_exceed == "stop":
+            for task in sorted(self.in_agent):
+                self.stopping.add(task)
+                self.active[task].cancel()
+
+    def _skip_for_budget(self) -> None:
+        """Tasks that never got to run because the budget was reached."""
+        for task in self.plan.tasks:
+            if not self.schedule.state[task.id].finished:
+                self.reports[task.id] = TaskReport(
+                    task.id, "skipped", self.schedule.attempts[task.id], self.budget_stop or ""
+                )
+                self.record(
+                    "task_finished",
+                    task=task.id,
+                    status="skipped",
+                    reason=self.budget_stop,
+                    attempts=self.schedule.attempts[task.id],
+                    commit=None,
+                    budget=True,
+                )
 
     def _note_wait(self, action: Wait) -> None:
         key = action.holders or ((action.pool,) if action.pool else ())
@@ -332,7 +467,9 @@ class Runner:
         try:
             end = await job
         except asyncio.CancelledError:
-            raise
+            if task not in self.stopping:
+                raise
+            end = AttemptEnd(False, False, f"stopped: {self.budget_stop}")
         except Exception as error:  # a bug or an environment problem: fail the attempt, loudly
             import traceback
 
@@ -345,6 +482,141 @@ class Runner:
             end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
         await self.ended.put((task, end))
 
+    # ------------------------------------------------------------------ splitting
+
+    def _can_split(self, task: str) -> bool:
+        planner = self.options.planner
+        return bool(planner.agent) and self.depth.get(task, 0) < planner.split_depth
+
+    def _at_strongest(self, task: str) -> bool:
+        """Whether the task's last attempt failed on the strongest configured tier."""
+        route = self.dispatch.routes.get(task)
+        arms = self.options.router.arms
+        if route is None or not arms or route.tier is None:
+            return False
+        from stretto.config import TIERS
+
+        top = max(TIERS.index(a.tier) for a in arms)
+        return TIERS.index(route.tier) >= top
+
+    def _start_split(self, task: str) -> None:
+        self.schedule.splitting(task)
+        self.splitting.add(task)
+        self.active[task] = asyncio.create_task(self._guard(task, self._split(task)))
+
+    async def _split(self, task_id: str) -> AttemptEnd:
+        """One planning call splits a failing task; its answer is journaled before it is used."""
+        from stretto.errors import StrettoError
+        from stretto.planner import split_task
+        from stretto.splitting import SplitRefused, child_tasks
+
+        task = self.plan.task(task_id)
+        planner = self.options.planner
+        logs = self.failure_log.get(task_id, [])
+        intent = self.intent(
+            "split_call", task=task_id, depth=self.depth.get(task_id, 0) + 1, failures=len(logs)
+        )
+        crashpoint("after-intent:split")
+        try:
+            result = await self.blocking(
+                split_task,
+                self.repo,
+                task,
+                logs,
+                agent=str(planner.agent),
+                settings=self.options.agent_settings.get(str(planner.agent), {}),
+                model=planner.model,
+                out_dir=self.run_dir / "tasks" / task_id / "split",
+                env=self._env(task, 0, None, None),
+                timeout=planner.timeout,
+                existing_ids=set(self.plan.by_id),
+            )
+        except StrettoError as error:
+            self._book_calls(task_id, getattr(error, "calls", ()), "split")
+            self.journal.fail(intent, error.message)
+            return AttemptEnd(False, True, f"split refused: {error.message}")
+        self._book_calls(task_id, result.calls, "split")
+        try:
+            children = child_tasks(task, result.yaml_text, set(self.plan.by_id))
+        except SplitRefused as error:
+            self.journal.fail(intent, str(error))
+            return AttemptEnd(False, True, f"split refused: {error}")
+        self.journal.append(
+            "split",
+            sync=True,
+            task=task_id,
+            depth=self.depth.get(task_id, 0) + 1,
+            children=[c.id for c in children],
+            plan=result.yaml_text,
+        )
+        self.journal.done(intent)
+        crashpoint("after-split")
+        return AttemptEnd(False, False, "split", children=tuple(children))
+
+    def _book_calls(self, task: str, calls: Any, kind: str) -> None:
+        """Journal and book the planning calls stretto made (their tokens and dollars)."""
+        from stretto.ledger import make_entry
+
+        for call in calls:
+            self.planner_calls += 1
+            entry = make_entry(
+                run_id=self.run_id,
+                task=task,
+                attempt=-self.planner_calls,  # unique per call in this run
+                kind=kind,
+                agent=call.agent,
+                agent_kind=self.dispatch_kind(call.agent),
+                model=call.model,
+                tier=None,
+                usage=call.usage,
+                reported_cost=call.cost_usd,
+                outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
+                prices=self.dispatch.prices,
+            )
+            self.dispatch.add(entry)
+            self.record(
+                "planner_call",
+                task=task,
+                call=call.kind,
+                agent=call.agent,
+                model=call.model,
+                duration=round(call.duration, 3),
+                cost_usd=entry.cost_usd,
+                cost_source=entry.source,
+                usage=dict(call.usage),
+            )
+
+    def dispatch_kind(self, agent: str) -> str:
+        from stretto.dispatch import adapter_kind
+
+        return adapter_kind(agent, self.options)
+
+    def _end_split(self, task: str, end: AttemptEnd) -> None:
+        self.splitting.discard(task)
+        if end.children:
+            self.apply_split(task, list(end.children))
+            return
+        self._finish(task, "failed", end.reason)
+        self.schedule.gave_up(task)
+
+    def apply_split(self, parent_id: str, children: list[Task], *, record: bool = True) -> None:
+        """Put ``children`` in the place of ``parent_id`` (live, or rebuilt by resume)."""
+        from dataclasses import replace
+
+        from stretto.splitting import split_children
+
+        parent = self.plan.task(parent_id)
+        position = self.plan.tasks.index(parent) + 1
+        tasks = (*self.plan.tasks[:position], *children, *self.plan.tasks[position:])
+        by_id = {**self.plan.by_id, **{c.id: c for c in children}}
+        self.plan = replace(self.plan, tasks=tasks, by_id=by_id)
+        for child in children:  # their provider's limit is checked at spawn, from the route
+            self.depth[child.id] = self.depth.get(parent_id, 0) + 1
+        self.schedule.split(parent_id, split_children(parent, children))
+        if record:
+            ids = ", ".join(c.id for c in children)
+            self._finish(parent_id, "split", f"split into {ids}")
+
     # ------------------------------------------------------------------ one attempt
 
     def _slot(self, task: str) -> int:
@@ -353,7 +625,7 @@ class Runner:
         self.slots[task] = slot
         return slot
 
-    async def _attempt(self, task: Task, attempt: int) -> AttemptEnd:
+    async def _attempt(self, task: Task, attempt: int, route: Route) -> AttemptEnd:
         folder = self.attempt_dir(task.id, attempt)
         folder.mkdir(parents=True, exist_ok=True)
         wait = self.not_before.pop(task.id, 0.0) - time.monotonic()
@@ -387,14 +659,14 @@ class Runner:
             return AttemptEnd(False, True, f"workspace setup failed: {error}")
         self.journal.done(branch_intent, path=str(ws.path), branch=ws.branch)
         try:
-            return await self._in_workspace(task, attempt, ws, folder)
+            return await self._in_workspace(task, attempt, ws, folder, route)
         finally:
             self.slots.pop(task.id, None)
 
     async def _in_workspace(
-        self, task: Task, attempt: int, ws: Workspace, folder: Path
+        self, task: Task, attempt: int, ws: Workspace, folder: Path, route: Route
     ) -> AttemptEnd:
-        agent_name = task.agent or self.options.default_agent
+        agent_name = route.agent
         adapter = get_adapter(agent_name, self.options.agent_settings.get(agent_name))
         gates = self._attempt_gates(task)
         failure = self.failures.get(task.id)
@@ -408,6 +680,8 @@ class Runner:
         prompt_file = folder / "prompt.md"
         prompt_file.write_text(text)
         env = self._env(task, attempt, ws, prompt_file)
+        if route.model:
+            env["STRETTO_MODEL"] = route.model
         ctx = AttemptContext(
             task=task,
             attempt=attempt,
@@ -417,7 +691,7 @@ class Runner:
             prompt_file=prompt_file,
             log_dir=folder,
             env=env,
-            model=task.model,
+            model=route.model,
             timeout=task.timeout or self.options.agent_timeout,
             settings=self.options.agent_settings.get(agent_name, {}),
         )
@@ -434,7 +708,8 @@ class Runner:
                 task=task.id,
                 attempt=attempt,
                 agent=agent_name,
-                model=task.model,
+                model=route.model,
+                tier=route.tier,
                 workspace=str(ws.path),
                 branch=ws.branch,
                 base=ws.base,
@@ -442,20 +717,38 @@ class Runner:
             )
             crashpoint("after-spawn")
 
+        if self.budget_stop is not None and self.options.on_exceed == "stop":
+            self.stopping.add(task.id)  # the budget ran out while its worktree was being made
+            return AttemptEnd(False, False, f"stopped: {self.budget_stop}")
         spawn = self.intent("spawn", task=task.id, attempt=attempt, agent=agent_name)
         crashpoint("after-intent:spawn")
-        finished = await run_process(
-            list(launch.argv),
-            cwd=launch.cwd,
-            env=launch.env,
-            log_path=folder / "agent.log",
-            timeout=ctx.timeout,
-            stdin=launch.stdin,
-            on_line=on_line,
-            on_start=on_start,
-        )
+        self.in_agent.add(task.id)
+        try:
+            finished = await run_process(
+                list(launch.argv),
+                cwd=launch.cwd,
+                env=launch.env,
+                log_path=folder / "agent.log",
+                timeout=ctx.timeout,
+                stdin=launch.stdin,
+                on_line=on_line,
+                on_start=on_start,
+            )
+        except asyncio.CancelledError:
+            if task.id in self.stopping:  # stopped at the budget: what it used is still spent
+                result = adapter.decide(None, False, events)
+                self.dispatch.book(task, attempt, route, result.usage, result.cost_usd, "stopped")
+            raise
+        finally:
+            self.in_agent.discard(task.id)
         self.agent_seconds += finished.duration
         result = adapter.decide(finished.exit_code, finished.timed_out, events)
+        entry = self.dispatch.book(
+            task, attempt, route, result.usage, result.cost_usd, result.outcome.value
+        )
+        self.cost_of[task.id] = entry.cost_usd
+        if self.budget_stop is None and self.dispatch.exceeded():
+            self._stop_for_budget()  # now, not after this attempt's gates and merge
         self.journal.done(spawn, exit_code=finished.exit_code)
         crashpoint("after-agent")
         head = await self.blocking(
@@ -470,7 +763,10 @@ class Runner:
             reason=result.reason,
             duration=round(finished.duration, 3),
             usage=dict(result.usage),
-            cost_usd=result.cost_usd,
+            cost_usd=entry.cost_usd,
+            cost_source=entry.source,
+            reported_cost_usd=result.cost_usd,
+            ledger=entry.to_dict(),
             head=head,
         )
         agent_tail = log_tail(folder / "agent.log")

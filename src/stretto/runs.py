@@ -13,7 +13,7 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,12 @@ def new_run_id() -> str:
     return f"{stamp}-{int(now * 1000) % 1000:03d}-{secrets.token_hex(2)}"
 
 
-def options_for(config: Config, plan: Plan, *, max_agents: int | None = None) -> RunOptions:
+def options_for(
+    config: Config, plan: Plan, *, max_agents: int | None = None, budget: float | None = None
+) -> RunOptions:
     """Run options from config, overridden by the plan, overridden by the command line."""
+    if budget is None:
+        budget = plan.budget if plan.budget is not None else config.budget.run
     return RunOptions(
         target=plan.target or config.target,
         max_agents=max_agents or plan.max_agents or config.max_agents,
@@ -53,6 +57,12 @@ def options_for(config: Config, plan: Plan, *, max_agents: int | None = None) ->
         setup=config.setup,
         env_allow=config.env_allow,
         agent_settings=config.agents,
+        router=config.router,
+        budget=budget,
+        daily_cap=config.budget.daily,
+        on_exceed=config.budget.on_exceed,
+        prices=config.prices,
+        planner=config.planner,
     )
 
 
@@ -63,13 +73,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def prepare_run(
-    cwd: Path, plan_file: Path, *, max_agents: int | None = None
+    cwd: Path, plan_file: Path, *, max_agents: int | None = None, budget: float | None = None
 ) -> tuple[Path, Plan, RunOptions]:
     """Validate everything a run needs before any effect: repo, config, plan, target."""
     repo = toplevel(cwd)
     config = load_config(repo)
     plan = load_plan(plan_file)
-    options = options_for(config, plan, max_agents=max_agents)
+    options = options_for(config, plan, max_agents=max_agents, budget=budget)
     if rev_parse(repo, f"refs/heads/{options.target}") is None:
         raise RepoError(
             f"target branch '{options.target}' does not exist in {repo}; create it "
@@ -83,7 +93,9 @@ def _check_agents(plan: Plan, options: RunOptions) -> None:
     """Every agent the plan names must exist and be configured well enough to start."""
     from stretto.agents import get_adapter
 
-    for name in sorted({task.agent or options.default_agent for task in plan.tasks}):
+    names = {task.agent or options.default_agent for task in plan.tasks}
+    names |= {arm.agent for arm in options.router.arms}
+    for name in sorted(names):
         settings = options.agent_settings.get(name)
         get_adapter(name, settings)  # unknown agent: UsageError listing the known ones
         if (settings or {}).get("adapter") == "command" and not (settings or {}).get("command"):
@@ -100,8 +112,13 @@ def start_run(
     *,
     sink: Sink | None = None,
     run_id: str | None = None,
+    preamble: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> RunSummary:
-    """Create the run's directory and journal, then run the plan to its end."""
+    """Create the run's directory and journal, then run the plan to its end.
+
+    ``preamble``: records to journal right after ``run_started`` (the goal and the planning
+    calls of ``stretto -g``).
+    """
     run_id = run_id or new_run_id()
     from stretto.scaffold import ensure_excluded
 
@@ -124,7 +141,12 @@ def start_run(
         )
         if sink:
             sink(journal.history[-1] if journal.history else _last(journal))
+        for type_, fields in preamble:
+            record = journal.append(type_, **fields)
+            if sink:
+                sink(record)
         runner = Runner(repo, plan, options, journal, run_id, sink=sink)
+        runner.planner_calls = sum(1 for type_, _ in preamble if type_ == "planner_call")
         return asyncio.run(runner.run())
     finally:
         journal.close()
@@ -196,7 +218,7 @@ class RunStatus:
     """A run as the journal tells it."""
 
     run_id: str
-    state: str  # running | finished | failed | interrupted
+    state: str  # running | finished | failed | budget_reached | interrupted
     plan: str
     target: str
     started: float
@@ -253,6 +275,11 @@ def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
             continue
         if rec.type == "journal_reopened":
             status.generations += 1
+        if rec.type == "split":
+            for child in f.get("children", []):
+                status.tasks.setdefault(child, TaskStatus(child))
+        if rec.type == "resume_started":
+            status.state, status.finished = "running", None
         task = status.tasks.get(f.get("task", "")) if "task" in f else None
         if rec.type == "attempt_started" and task:
             task.state, task.attempts, task.agent = "running", f["attempt"], f["agent"]
@@ -265,6 +292,8 @@ def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
             task.state = "merging"
         elif rec.type == "decision" and task and f.get("action") == "retry":
             task.state = "retrying"
+        elif rec.type == "task_finished" and task and f.get("budget"):
+            task.state, task.reason = "skipped", f["reason"]
         elif rec.type == "task_finished" and task:
             task.state, task.reason, task.commit = f["status"], f["reason"], f.get("commit")
             task.attempts = max(task.attempts, f.get("attempts", 0))

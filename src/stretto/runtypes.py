@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stretto.config import GateConfig
+from stretto.config import (
+    ArmConfig,
+    GateConfig,
+    PlannerSettings,
+    RouterSettings,
+)
 
 LOG_TAIL = 3_000
 
@@ -28,6 +33,12 @@ class RunOptions:
     env_allow: tuple[str, ...] = ()
     agent_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     agent_timeout: float = 1800.0
+    router: RouterSettings = field(default_factory=RouterSettings)
+    budget: float | None = None  # USD for this run: --budget, else the plan's, else [budget] run
+    daily_cap: float | None = None  # USD per UTC day across runs ([budget] daily)
+    on_exceed: str = "finish"  # finish | stop: what happens to running attempts at the budget
+    prices: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -43,6 +54,25 @@ class RunOptions:
             "env_allow": list(self.env_allow),
             "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
             "agent_timeout": self.agent_timeout,
+            "router": {
+                "arms": [
+                    {"agent": a.agent, "model": a.model, "tier": a.tier} for a in self.router.arms
+                ],
+                "warmup": self.router.warmup,
+                "alpha": self.router.alpha,
+                "cost_ceiling": self.router.cost_ceiling,
+                "min_tier": dict(self.router.min_tier),
+            },
+            "budget": self.budget,
+            "daily_cap": self.daily_cap,
+            "on_exceed": self.on_exceed,
+            "prices": {k: dict(v) for k, v in self.prices.items()},
+            "planner": {
+                "agent": self.planner.agent,
+                "model": self.planner.model,
+                "timeout": self.planner.timeout,
+                "split_depth": self.planner.split_depth,
+            },
         }
 
     @classmethod
@@ -60,7 +90,27 @@ class RunOptions:
             env_allow=tuple(data["env_allow"]),
             agent_settings=data["agent_settings"],
             agent_timeout=data["agent_timeout"],
+            router=_router(data.get("router")),
+            budget=data.get("budget"),
+            daily_cap=data.get("daily_cap"),
+            on_exceed=data.get("on_exceed", "finish"),
+            prices=data.get("prices", {}),
+            planner=PlannerSettings(**data["planner"])
+            if data.get("planner")
+            else PlannerSettings(),
         )
+
+
+def _router(data: Mapping[str, Any] | None) -> RouterSettings:
+    if not data:
+        return RouterSettings()
+    return RouterSettings(
+        arms=tuple(ArmConfig(a["agent"], a.get("model"), a["tier"]) for a in data["arms"]),
+        warmup=data["warmup"],
+        alpha=data["alpha"],
+        cost_ceiling=data["cost_ceiling"],
+        min_tier=tuple(data["min_tier"].items()),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +124,7 @@ class AttemptEnd:
     commit: str | None = None
     retry_after: float | None = None  # seconds the provider asked us to wait (rate limits)
     rate_limited: bool = False  # the provider refused for rate or quota reasons
+    children: tuple[Any, ...] = ()  # a split: the tasks (stretto.plan.Task) that replace it
 
 
 @dataclass
@@ -92,13 +143,16 @@ class RunSummary:
     """What a run achieved."""
 
     run_id: str
-    status: str  # finished | failed | stopped
+    status: str  # finished | failed | budget_reached
     tasks: list[TaskReport]
     wall: float
     agent_seconds: float
     target: str
     head: str | None
     notes: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0  # what this run's attempts and planning calls cost (known prices)
+    unpriced: int = 0  # attempts whose model has no known price (not in cost_usd)
+    budget: float | None = None
 
     @property
     def landed(self) -> int:
@@ -119,6 +173,9 @@ class RunSummary:
             "head": self.head,
             "tasks": [t.__dict__ for t in self.tasks],
             "notes": self.notes,
+            "cost_usd": round(self.cost_usd, 6),
+            "unpriced_attempts": self.unpriced,
+            "budget_usd": self.budget,
         }
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stretto.graph import TaskGraph
@@ -48,11 +48,24 @@ class TaskState(enum.Enum):
     """It was given up: attempts exhausted, or an unrecoverable reason."""
     SKIPPED = "skipped"
     """A task it depends on failed or was skipped, so it will not run."""
+    SPLIT = "split"
+    """It kept failing and was replaced by smaller tasks; its dependents wait for those."""
 
     @property
     def finished(self) -> bool:
         """Whether the task will not change state again."""
-        return self in (TaskState.LANDED, TaskState.FAILED, TaskState.SKIPPED)
+        return self in (TaskState.LANDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.SPLIT)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitChild:
+    """A task that replaces part of a split task (see :meth:`Schedule.split`)."""
+
+    id: str
+    depends_on: tuple[str, ...]  # siblings it waits for (the parent's dependencies are added)
+    lease: tuple[str, ...]
+    max_attempts: int
+    minutes: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +148,9 @@ class Schedule:
         default_max_attempts: int = 3,
     ) -> None:
         self.graph = graph
-        self.leases = leases
+        self.leases = dict(leases)
         self.pools = pools or {}
-        self.max_attempts = max_attempts or {}
+        self.max_attempts = dict(max_attempts or {})
         self.default_max_attempts = default_max_attempts
         self.state: dict[str, TaskState] = {}
         self.attempts: dict[str, int] = dict.fromkeys(graph.order, 0)
@@ -238,6 +251,81 @@ class Schedule:
                 self._skip.append((child, task))
                 new.append(child)
         return new
+
+    def splitting(self, task: str) -> None:
+        """A ready task (usually one given up on) is being split: it holds its lease meanwhile."""
+        self._expect(task, TaskState.READY)
+        self._unready(task)
+        self.state[task] = TaskState.RUNNING
+        self.running[task] = self.leases.get(task, ())
+
+    def _unready(self, task: str) -> None:
+        if task in self._give_up:
+            self._give_up.remove(task)
+            return
+        index = bisect.bisect_left(self._ready, self._key(task))
+        if index < len(self._ready) and self._ready[index][2] == task:
+            del self._ready[index]
+
+    def split(self, parent: str, children: Sequence[SplitChild]) -> list[str]:
+        """Replace ``parent`` by ``children``; returns the children that are ready now.
+
+        Each child waits for the parent's dependencies and for the siblings it names; every
+        task that waited for the parent waits for all the children instead. The parent ends
+        in :attr:`TaskState.SPLIT`. Works on a live schedule (parent running its split) and on
+        a fresh one being rebuilt from a journal (parent ready or waiting).
+        """
+        self._expect(parent, TaskState.RUNNING, TaskState.READY, TaskState.WAITING)
+        graph = self.graph
+        ids = [child.id for child in children]
+        clash = next((i for i in ids if i in graph.index), None)
+        if clash is not None or len(set(ids)) != len(ids):
+            raise SchedulingError(f"split of {parent!r}: task id {clash!r} is already taken")
+        order: list[str] = []
+        for task in graph.order:
+            order.append(task)
+            if task == parent:
+                order.extend(ids)
+        deps: dict[str, tuple[str, ...]] = {}
+        for task in graph.order:
+            mine = graph.deps[task]
+            if parent in mine:
+                mine = tuple(d for d in mine if d != parent) + tuple(ids)
+            deps[task] = mine
+        for child in children:
+            deps[child.id] = graph.deps[parent] + tuple(child.depends_on)
+        duration = {**graph.duration, **{c.id: c.minutes for c in children}}
+        self.graph = TaskGraph.build(order, deps, duration)
+        if self.state[parent] is TaskState.RUNNING:
+            del self.running[parent]
+        elif self.state[parent] is TaskState.READY:
+            self._unready(parent)
+        self.state[parent] = TaskState.SPLIT
+        self.finished += 1
+        for child in children:
+            self.leases[child.id] = child.lease
+            self.max_attempts[child.id] = child.max_attempts
+            self.attempts[child.id] = self.failures[child.id] = 0
+            self.state[child.id] = TaskState.WAITING
+        # Keys (critical paths) changed: recount what each open task waits for, re-sort.
+        landed = TaskState.LANDED
+        ready: list[str] = []
+        self._ready = []
+        for task in self.graph.order:
+            state = self.state[task]
+            if state in (TaskState.WAITING, TaskState.READY):
+                missing = sum(1 for d in self.graph.deps[task] if self.state[d] is not landed)
+                self._missing[task] = missing
+                if missing == 0:
+                    if state is TaskState.WAITING:
+                        ready.append(task)
+                    self.state[task] = TaskState.READY
+                    if task not in self._give_up:
+                        self._ready.append(self._key(task))
+                else:
+                    self.state[task] = TaskState.WAITING
+        self._ready.sort()
+        return ready
 
     def restore(
         self,

@@ -34,7 +34,10 @@ def _task_line(rec: Record) -> str | None:
             f"target {options['target']}, {options['max_agents']} agents)"
         )
     if t == "attempt_started":
-        return f"start   {f['task']} (attempt {f['attempt']}, {f['agent']}, pid {f['pid']})"
+        model = f"/{f['model']}" if f.get("model") else ""
+        return f"start   {f['task']} (attempt {f['attempt']}, {f['agent']}{model}, pid {f['pid']})"
+    if t == "decision" and f.get("action") == "stop_budget":
+        return f"budget  {f['reason']}: no new attempts start"
     if t == "decision" and f.get("action") == "wait" and f.get("reason") == "lease":
         holders = ", ".join(f.get("holders") or [])
         return f"wait    {f['task']}: its files overlap those of {holders}"
@@ -198,5 +201,12 @@ def render_summary(summary: RunSummary, *, serial_hint: bool = True) -> str:
             f"wall time {summary.wall:.1f}s; agents ran {summary.agent_seconds:.1f}s in total "
             f"({ratio:.1f}x parallel, {saved:.1f}s saved over running them one by one)"
         )
+    if summary.cost_usd or summary.budget is not None or summary.unpriced:
+        spent = f"cost ${summary.cost_usd:.4f}"
+        if summary.budget is not None:
+            spent += f" of a ${summary.budget:.2f} budget"
+        if summary.unpriced:
+            spent += f" (+{summary.unpriced} attempt(s) of unknown price)"
+        lines.append(spent + "; `stretto cost` breaks it down")
     lines.extend(summary.notes)
     return "\n".join(lines)

@@ -12,6 +12,10 @@ An adapter is a small object with three jobs (STYLE.md rule 3):
 
 Running the process (process group, timeout, logs) is not the adapter's business: see
 :mod:`stretto.process`.
+
+An adapter whose CLI has a non-interactive, read-only mode with a structured answer may also
+implement :class:`Planner` (``plan_launch`` and ``plan_reply``); :mod:`stretto.planner` uses it
+for the one planning call that turns a goal into a plan.
 """
 
 from __future__ import annotations
@@ -115,4 +119,52 @@ class Adapter(Protocol):
         self, exit_code: int | None, timed_out: bool, events: Sequence[AgentEvent]
     ) -> AgentResult:
         """How the attempt ended, from the exit status and everything parsed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReply:
+    """What a planning call answered, read from the CLI's output by :meth:`Planner.plan_reply`.
+
+    ``text`` is the answer (JSON text, not yet checked); ``error`` is set when the CLI itself
+    failed (API error, crash, no result), in which case ``text`` is usually empty. ``model`` is
+    the model the CLI reports having used, when it says.
+    """
+
+    text: str
+    usage: Mapping[str, int] = field(default_factory=dict)
+    cost_usd: float | None = None
+    error: str | None = None
+    model: str | None = None
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Optional: an adapter that can make one read-only planning call with a structured answer.
+
+    The call must not change any file: adapters use their CLI's read-only or plan mode.
+    """
+
+    name: str
+
+    def plan_launch(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        model: str | None,
+        settings: Mapping[str, Any],
+        work_dir: Path,
+    ) -> Launch:
+        """The process that asks the CLI for an answer matching the JSON ``schema``.
+
+        ``work_dir`` is an empty folder for the call's own files (config home, schema file);
+        ``settings`` is the agent's ``[agents.NAME]`` table; ``model`` a model or tier name.
+        """
+        ...
+
+    def plan_reply(self, stdout: str, exit_code: int | None) -> PlanReply:
+        """The answer in the finished process's standard output."""
         ...

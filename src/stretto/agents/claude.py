@@ -27,6 +27,16 @@ Claude Code prints one JSON object per line. The last one, ``{"type": "result", 
 the run ended: ``is_error`` with ``api_error_status`` for provider errors (exit 1), and
 ``permission_denials`` for edits it was not allowed to make, with exit status 0, which is why
 the exit status alone is not trusted.
+
+Planning (:class:`~stretto.agents.base.Planner`) runs, in the repository root::
+
+    claude -p --output-format json --json-schema SCHEMA --permission-mode plan
+        --tools Read,Glob,Grep --no-session-persistence --model M
+
+read-only twice over: plan mode, and no tool that writes (only Read, Glob and Grep, plus the
+``StructuredOutput`` tool Claude Code adds for ``--json-schema``). The answer is the result's
+``structured_output`` (validated against the schema by Claude Code itself), else its ``result``
+text. The model is ``model``, else ``[agents.claude] model``, else the ``strong`` tier.
 """
 
 from __future__ import annotations
@@ -34,9 +44,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.base import (
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+    PlanReply,
+)
+from stretto.agents.settings import resolve_command
 from stretto.errors import UsageError
 
 DEFAULT_MODELS = {"fast": "haiku", "balanced": "sonnet", "strong": "opus"}
@@ -105,6 +124,91 @@ class ClaudeAdapter:
                 )
             env["ANTHROPIC_API_KEY"] = key
         return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+
+    # ------------------------------------------------------------------ planning
+
+    def plan_launch(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        model: str | None,
+        settings: Mapping[str, Any],
+        work_dir: Path,
+    ) -> Launch:
+        argv0 = resolve_command(
+            "claude",
+            settings,
+            env.get("PATH"),
+            what="Claude Code",
+            install="'npm install -g @anthropic-ai/claude-code'",
+        )
+        tiers = {**DEFAULT_MODELS, **dict(settings.get("models") or {})}
+        wanted = str(model or settings.get("model") or "strong")
+        argv = [
+            *argv0,
+            "-p",
+            "--output-format",
+            "json",
+            "--json-schema",
+            json.dumps(schema, separators=(",", ":")),
+            "--permission-mode",
+            "plan",
+            "--tools",
+            "Read,Glob,Grep",
+            "--no-session-persistence",
+            "--model",
+            str(tiers.get(wanted, wanted)),
+        ]
+        planning_env = {**env, **QUIET_ENV, "CLAUDE_CONFIG_DIR": str(work_dir / "claude-config")}
+        planning_env["CLAUDE_CODE_MAX_RETRIES"] = str(
+            settings.get("max_retries", DEFAULT_MAX_RETRIES)
+        )
+        if settings.get("base_url"):
+            planning_env["ANTHROPIC_BASE_URL"] = str(settings["base_url"])
+        key_var = settings.get("api_key_env")
+        if key_var:
+            key = env.get(str(key_var)) or os.environ.get(str(key_var))
+            if not key:
+                raise UsageError(
+                    f"[agents.claude] api_key_env = '{key_var}', but ${key_var} is not set: "
+                    f"export it before running stretto"
+                )
+            planning_env["ANTHROPIC_API_KEY"] = key
+        return Launch(argv=argv, env=planning_env, cwd=cwd, stdin=prompt)
+
+    def plan_reply(self, stdout: str, exit_code: int | None) -> PlanReply:
+        result: dict[str, Any] | None = None
+        for line in reversed(stdout.splitlines()):
+            if line.startswith("{"):
+                try:
+                    candidate = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(candidate, dict) and candidate.get("type") == "result":
+                    result = candidate
+                    break
+        if result is None:
+            return PlanReply("", error=f"claude exited with status {exit_code} and no result")
+        events = _result_events(result)
+        usage = next((dict(e.data) for e in events if e.kind == "usage"), {})
+        cost = next((float(e.data["usd"]) for e in events if e.kind == "cost"), None)
+        models = result.get("modelUsage")
+        used = next(iter(models), None) if isinstance(models, dict) else None
+        structured = result.get("structured_output")
+        text = str(result.get("result") or "")
+        if structured is not None:
+            text = json.dumps(structured, ensure_ascii=False)
+        error = None
+        if result.get("is_error") or exit_code != 0:
+            status = result.get("api_error_status")
+            label = f"HTTP {status}: " if status else ""
+            error = f"claude failed ({label}{text or result.get('subtype')}), status {exit_code}"
+        return PlanReply(text, usage, cost, error, used)
+
+    # ------------------------------------------------------------------ parse
 
     def parse_line(self, line: str, stream: str) -> Sequence[AgentEvent]:
         if stream != "stdout" or not line.startswith("{"):

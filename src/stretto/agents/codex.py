@@ -20,6 +20,17 @@ A step's ``model:`` may be a model name or a tier name; without one, the step's 
 picks the tier (low: fast, medium: balanced, high: strong) when ``models`` has it.
 
 Codex reports tokens (``turn.completed.usage``) but no dollars: the cost stays ``None``.
+
+Planning (:class:`~stretto.agents.base.Planner`) runs, in the repository root, with its own
+``CODEX_HOME`` in the call's work folder::
+
+    codex exec --json --ephemeral --skip-git-repo-check -s read-only -C REPO
+        --output-schema WORK/plan-schema.json -        (the prompt on stdin)
+
+The read-only sandbox refuses every write (patches and shell commands alike); the schema goes
+to the model as a strict ``json_schema`` response format, and the answer is the last
+``agent_message``. The model is ``model`` (or a tier), else ``model`` in settings, else the
+``strong`` tier, else the default.
 """
 
 from __future__ import annotations
@@ -27,9 +38,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.base import (
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+    PlanReply,
+)
 from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
@@ -113,6 +132,67 @@ class CodexAdapter:
         return resolve_command(
             "codex", settings, path, what="the Codex CLI", install="'npm install -g @openai/codex'"
         )
+
+    # ------------------------------------------------------------------ planning
+
+    def plan_launch(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        model: str | None,
+        settings: Mapping[str, Any],
+        work_dir: Path,
+    ) -> Launch:
+        argv0 = self._command(settings, env.get("PATH"))
+        env_key = _setting_str(settings, "env_key") or DEFAULT_ENV_KEY
+        base_url = _setting_str(settings, "base_url") or env.get("OPENAI_BASE_URL")
+        retries = settings.get("request_max_retries", 0)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise UsageError(
+                f"[agents.codex] request_max_retries: expected a whole number >= 0, got {retries!r}"
+            )
+        tiers = settings.get("models") or {}
+        if not isinstance(tiers, Mapping):
+            raise UsageError(
+                "[agents.codex] models: expected a table like "
+                '{fast = "...", balanced = "...", strong = "..."}'
+            )
+        wanted = model or _setting_str(settings, "model")
+        chosen = tiers.get(wanted, wanted) if wanted else tiers.get("strong") or DEFAULT_MODEL
+        home = work_dir / "codex-home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            config_toml(str(chosen), base_url or DEFAULT_BASE_URL, env_key, retries)
+        )
+        schema_file = work_dir / "plan-schema.json"
+        schema_file.write_text(json.dumps(schema, indent=2))
+        argv = [
+            *argv0,
+            "exec",
+            "--json",
+            "--ephemeral",
+            "--skip-git-repo-check",
+            "-s",
+            "read-only",
+            "-C",
+            str(cwd),
+            "--output-schema",
+            str(schema_file),
+            "-",
+        ]
+        planning_env = {**env, "CODEX_HOME": str(home), "NO_COLOR": "1"}
+        return Launch(argv=argv, env=planning_env, cwd=cwd, stdin=prompt)
+
+    def plan_reply(self, stdout: str, exit_code: int | None) -> PlanReply:
+        events = [e for line in stdout.splitlines() for e in self.parse_line(line, "stdout")]
+        result = self.decide(exit_code, False, events)
+        texts = [str(e.data["text"]) for e in events if e.kind == "text" and "level" not in e.data]
+        text = texts[-1] if texts else ""
+        error = None if result.outcome is Outcome.SUCCESS else (result.reason or "codex failed")
+        return PlanReply(text, result.usage, None, error)
 
     # ------------------------------------------------------------------ parse
 

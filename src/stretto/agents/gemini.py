@@ -32,6 +32,16 @@ Gemini CLI prints one JSON object per line (``init``, ``message``, ``tool_use``,
 stderr and exits with the HTTP status modulo 256 (144 for 400, 173 for 429, 244 for 500), so
 :meth:`GeminiAdapter.decide` reads the status from the exit code and the stderr lines. Tokens come
 from ``result.stats``; Gemini CLI reports no dollars.
+
+Planning (:class:`~stretto.agents.base.Planner`) runs, in the repository root::
+
+    gemini -p "" --output-format json --approval-mode default -m MODEL   (prompt on stdin)
+
+In headless mode the default approval mode offers the model no tool that needs a confirmation
+(no ``write_file``, ``replace`` or ``run_shell_command``), so the call can read but not write.
+Gemini CLI has no flag for a response schema: the schema is in the prompt, and the answer is the
+``response`` text of the JSON output. The model is ``model`` (or a tier), else ``model`` in
+settings, else the ``strong`` tier.
 """
 
 from __future__ import annotations
@@ -40,9 +50,17 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.base import (
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+    PlanReply,
+)
 from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
@@ -165,6 +183,98 @@ class GeminiAdapter:
             what="Gemini CLI",
             install="'npm install -g @google/gemini-cli'",
         )
+
+    # ------------------------------------------------------------------ planning
+
+    def plan_launch(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        model: str | None,
+        settings: Mapping[str, Any],
+        work_dir: Path,
+    ) -> Launch:
+        argv0 = self._command(settings, env.get("PATH"))
+        attempts = settings.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 10:
+            raise UsageError(
+                f"[agents.gemini] max_attempts: expected a whole number from 1 to 10, "
+                f"got {attempts!r}"
+            )
+        raw = settings.get("models") or {}
+        if not isinstance(raw, Mapping):
+            raise UsageError(
+                "[agents.gemini] models: expected a table like "
+                '{fast = "...", balanced = "...", strong = "..."}'
+            )
+        tiers = {**DEFAULT_MODELS, **raw}
+        wanted = model or _setting_str(settings, "model") or "strong"
+        home = work_dir / "gemini-home"
+        (home / ".gemini").mkdir(parents=True, exist_ok=True)
+        (home / ".gemini" / "settings.json").write_text(settings_json(attempts))
+        planning_env = {**env, **QUIET_ENV, "GEMINI_CLI_HOME": str(home)}
+        base_url = _setting_str(settings, "base_url")
+        if base_url:
+            planning_env["GOOGLE_GEMINI_BASE_URL"] = base_url
+        key_var = _setting_str(settings, "api_key_env")
+        if key_var:
+            key = env.get(key_var) or os.environ.get(key_var)
+            if not key:
+                raise UsageError(
+                    f"[agents.gemini] api_key_env = '{key_var}', but ${key_var} is not set: "
+                    "export it before running stretto"
+                )
+            planning_env["GEMINI_API_KEY"] = key
+        argv = [
+            *argv0,
+            "-p",
+            "",
+            "--output-format",
+            "json",
+            "--approval-mode",
+            "default",
+            "-m",
+            str(tiers.get(wanted, wanted)),
+        ]
+        return Launch(argv=argv, env=planning_env, cwd=cwd, stdin=prompt)
+
+    def plan_reply(self, stdout: str, exit_code: int | None) -> PlanReply:
+        start = stdout.find("{")
+        try:
+            data = json.loads(stdout[start:]) if start >= 0 else None
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            status = status_from_exit(exit_code)
+            detail = f" (HTTP {status})" if status else ""
+            return PlanReply("", error=f"gemini exited with status {exit_code}{detail}, no answer")
+        usage: dict[str, int] = {}
+        stats = data.get("stats")
+        models = stats.get("models") if isinstance(stats, dict) else None
+        if not isinstance(models, dict):
+            models = {}
+        for entry in models.values():
+            tokens = entry.get("tokens") if isinstance(entry, dict) else None
+            for ours, theirs in (  # like attempts: input includes cached; thoughts are output
+                ("input_tokens", "prompt"),
+                ("output_tokens", "candidates"),
+                ("output_tokens", "thoughts"),
+                ("cached_tokens", "cached"),
+            ):
+                value = tokens.get(theirs) if isinstance(tokens, dict) else None
+                if isinstance(value, int):
+                    usage[ours] = usage.get(ours, 0) + value
+        used = next(iter(models), None)
+        text = data.get("response")
+        error = data.get("error")
+        message = None
+        if error is not None or exit_code != 0:
+            why = error.get("message") if isinstance(error, dict) else error
+            message = f"gemini failed ({why or 'no message'}), status {exit_code}"
+        return PlanReply(text if isinstance(text, str) else "", usage, None, message, used)
 
     # ------------------------------------------------------------------ parse
 

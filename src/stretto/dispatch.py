@@ -1,0 +1,328 @@
+"""Dispatch: which agent and model each attempt gets, whether the budget allows it, what it cost.
+
+The runner asks three things of a :class:`Dispatch` around every attempt, and it answers from the
+pure parts (:mod:`stretto.router`, :mod:`stretto.ledger`) plus two files that live across runs,
+``.stretto/router/policy.json`` and ``.stretto/ledger.jsonl``:
+
+* :meth:`Dispatch.route` before a spawn: the arm (agent, model, tier) for this attempt. Pins in the
+  step win; without ``[[router.arms]]`` the step's agent (or the default agent) and model are used
+  as before. The choice, with its feature vector and every arm's estimate, is journaled so
+  ``stretto explain`` can show why.
+* :meth:`Dispatch.admit` before a spawn: the attempt's estimated cost, plus what running attempts
+  have reserved, against what is left of the run's budget and of the daily cap.
+* :meth:`Dispatch.book` after the agent exits: a ledger entry with tokens and dollars (reported,
+  priced from the price table, or flagged as unknown); :meth:`Dispatch.learn` once the gates and
+  the merge queue have judged the attempt: the bandit's update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stretto.ledger import (
+    BudgetCheck,
+    Entry,
+    Ledger,
+    ModelPrice,
+    check_budget,
+    estimate_attempt_cost,
+    make_entry,
+)
+from stretto.plan import Task
+from stretto.router import Arm, Policy, RouterConfig, TaskContext, estimate_tokens, update_policy
+from stretto.runtypes import RunOptions
+
+POLICY_FILE = Path(".stretto") / "router" / "policy.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The arm one attempt runs on, and why."""
+
+    agent: str
+    model: str | None
+    tier: str | None
+    rule: str  # a router rule, or "default" when no arms are configured
+    reason: str
+    context: TaskContext
+    estimate: float | None  # USD this attempt is expected to cost (None: unknown price)
+    choice: Mapping[str, Any] | None = None  # the router's explanation (None without a router)
+
+    @property
+    def arm(self) -> Arm:
+        """The arm as the router knows it."""
+        return Arm(self.agent, self.model, self.tier or "balanced")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields of the journal's ``route`` record."""
+        return {
+            "agent": self.agent,
+            "model": self.model,
+            "tier": self.tier,
+            "rule": self.rule,
+            "reason": self.reason,
+            "estimate_usd": self.estimate,
+            "choice": dict(self.choice) if self.choice else None,
+        }
+
+
+def router_config(options: RunOptions) -> RouterConfig:
+    """The router's view of ``[router]``."""
+    settings = options.router
+    return RouterConfig(
+        arms=tuple(Arm(a.agent, a.model, a.tier) for a in settings.arms),
+        warmup=settings.warmup,
+        alpha=settings.alpha,
+        cost_ceiling=settings.cost_ceiling,
+        min_tier=dict(settings.min_tier),
+    )
+
+
+def model_prices(options: RunOptions) -> dict[str, ModelPrice]:
+    """``[prices."MODEL"]`` as price values."""
+    return {
+        name: ModelPrice(float(p["input"] or 0), float(p["output"] or 0), p.get("cached"))
+        for name, p in options.prices.items()
+    }
+
+
+def load_policy(repo: Path, options: RunOptions) -> Policy | None:
+    """The repository's routing policy (a fresh one if none yet); None without arms."""
+    config = router_config(options)
+    if not config.enabled:
+        return None
+    return Policy.load(repo / POLICY_FILE, config)
+
+
+def adapter_kind(agent: str, options: RunOptions) -> str:
+    """The adapter behind an agent name (a profile's ``adapter``, else the name itself)."""
+    return str(options.agent_settings.get(agent, {}).get("adapter") or agent)
+
+
+def today() -> str:
+    """The current UTC day, as the ledger's budgets count it."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+class Dispatch:
+    """Routing, budget and cost bookkeeping for one run; see the module docstring."""
+
+    def __init__(self, repo: Path, run_id: str, options: RunOptions) -> None:
+        self.repo = repo
+        self.run_id = run_id
+        self.options = options
+        self.config = router_config(options)
+        self.policy = load_policy(repo, options)
+        self.prices = model_prices(options)
+        self.ledger = Ledger.for_repo(repo)
+        self.history: list[Entry] = self.ledger.entries()
+        self.day = today()
+        self.run_spent = sum(e.cost_usd or 0.0 for e in self.history if e.run_id == run_id)
+        self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+        self.unpriced = sum(1 for e in self.history if e.run_id == run_id and e.source == "unknown")
+        self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
+        self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
+        self.routes: dict[str, Route] = {}  # task -> route of its current attempt
+
+    # ------------------------------------------------------------------ before a spawn
+
+    def route(self, task: Task, attempt: int) -> Route:
+        """The arm for ``attempt`` of ``task`` (journal it with :meth:`Route.to_dict`)."""
+        context = TaskContext(
+            complexity=task.complexity,
+            role=task.role,
+            files=task.files,
+            attempt=attempt,
+            est_tokens=estimate_tokens(task.complexity, task.files),
+        )
+        if self.policy is None:
+            agent = task.agent or self.options.default_agent
+            estimate = self._estimate(agent, task.model, context)
+            route = Route(
+                agent,
+                task.model,
+                None,
+                "default",
+                "no [[router.arms]] configured: the step's agent or the default agent",
+                context,
+                estimate,
+            )
+        else:
+            choice = self.policy.choose(
+                context,
+                pinned_agent=task.agent,
+                pinned_model=task.model,
+                failed=self.failed_arm.get(task.id),
+            )
+            arm = choice.arm
+            route = Route(
+                arm.agent,
+                arm.model,
+                arm.tier,
+                choice.rule,
+                choice.reason,
+                context,
+                self._estimate(arm.agent, arm.model, context),
+                choice.to_dict(),
+            )
+        self.routes[task.id] = route
+        return route
+
+    def estimate_route(self, task: Task, failed: Arm | None, attempt: int) -> Route:
+        """Like :meth:`route` but changes nothing (for ``--dry-run``'s cost range)."""
+        saved_failed, saved_route = self.failed_arm.get(task.id), self.routes.get(task.id)
+        if failed is not None:
+            self.failed_arm[task.id] = failed
+        try:
+            return self.route(task, attempt)
+        finally:
+            self.failed_arm.pop(task.id, None)
+            if saved_failed is not None:
+                self.failed_arm[task.id] = saved_failed
+            if saved_route is not None:
+                self.routes[task.id] = saved_route
+            else:
+                self.routes.pop(task.id, None)
+
+    def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
+        return estimate_attempt_cost(
+            adapter_kind(agent, self.options),
+            model,
+            context.complexity,
+            context.est_tokens,
+            self.history,
+            prices=self.prices,
+        )
+
+    @property
+    def limited(self) -> bool:
+        """Whether any budget applies to this run."""
+        return self.options.budget is not None or self.options.daily_cap is not None
+
+    def admit(self, route: Route) -> BudgetCheck:
+        """May an attempt on ``route`` start within the run budget and the daily cap?"""
+        self._roll_day()
+        return check_budget(
+            estimate=route.estimate,
+            run_spent=self.run_spent,
+            run_budget=self.options.budget,
+            day_spent=self.day_spent,
+            daily_cap=self.options.daily_cap,
+            reserved=sum(self.reserved.values()),
+        )
+
+    def reserve(self, task: str, route: Route) -> None:
+        """Hold the attempt's estimate against the budget while it runs."""
+        self.reserved[task] = route.estimate or 0.0
+
+    def exceeded(self) -> bool:
+        """Whether what was spent has reached a budget (for ``on_exceed = "stop"``)."""
+        run = self.options.budget is not None and self.run_spent >= self.options.budget
+        day = self.options.daily_cap is not None and self.day_spent >= self.options.daily_cap
+        return run or day
+
+    def _roll_day(self) -> None:
+        if today() != self.day:
+            self.day = today()
+            self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+
+    # ------------------------------------------------------------------ after an attempt
+
+    def book(
+        self,
+        task: Task,
+        attempt: int,
+        route: Route,
+        usage: Mapping[str, int],
+        reported_cost: float | None,
+        outcome: str,
+        *,
+        kind: str = "attempt",
+    ) -> Entry:
+        """Write the attempt's ledger entry and count its cost against the budgets."""
+        self.reserved.pop(task.id, None)
+        entry = make_entry(
+            run_id=self.run_id,
+            task=task.id,
+            attempt=attempt,
+            kind=kind,
+            agent=route.agent,
+            agent_kind=adapter_kind(route.agent, self.options),
+            model=route.model,
+            tier=route.tier,
+            usage=usage,
+            reported_cost=reported_cost,
+            outcome=outcome,
+            prices=self.prices,
+            complexity=task.complexity,
+        )
+        self.add(entry)
+        return entry
+
+    def add(self, entry: Entry) -> None:
+        """Append an entry (an attempt's or a planning call's) and count it."""
+        self.ledger.append(entry)
+        self.history.append(entry)
+        self.run_spent += entry.cost_usd or 0.0
+        self._roll_day()
+        if _day(entry.ts) == self.day:
+            self.day_spent += entry.cost_usd or 0.0
+        if entry.source == "unknown":
+            self.unpriced += 1
+
+    def learn(self, task: str, landed: bool, cost: float | None) -> dict[str, Any] | None:
+        """Teach the bandit how the attempt on the task's current route ended."""
+        route = self.routes.get(task)
+        if landed:
+            self.failed_arm.pop(task, None)
+        elif route is not None:
+            self.failed_arm[task] = route.arm
+        if self.policy is None or route is None or route.rule == "pinned":
+            return None
+        from stretto.router import reward
+
+        value = reward(landed, cost, self.config.cost_ceiling)
+        self.policy = update_policy(
+            self.repo / POLICY_FILE,
+            self.config,
+            route.arm,
+            route.context,
+            value,
+            cost,
+            landed=landed,
+        )
+        return {"arm": route.arm.key, "reward": round(value, 6), "landed": landed}
+
+    def restore(self, records: Iterable[Any]) -> list[Entry]:
+        """Resume: routes and failed arms from the journal; ledger entries a crash lost.
+
+        Returns the entries that were re-added to the ledger.
+        """
+        booked = {e.key for e in self.history}
+        routes: dict[tuple[str, int], Mapping[str, Any]] = {}
+        added: list[Entry] = []
+        for rec in records:
+            f = rec.fields
+            if rec.type == "route":
+                routes[(f["task"], int(f["attempt"]))] = f
+            elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
+                seen = routes.get((f["task"], int(f.get("attempt", 0))))
+                if seen and f.get("counted", True):
+                    self.failed_arm[f["task"]] = Arm(
+                        seen["agent"], seen.get("model"), seen.get("tier") or "balanced"
+                    )
+            elif rec.type == "attempt_finished" and isinstance(f.get("ledger"), dict):
+                entry = Entry.from_dict(f["ledger"])
+                if entry.key not in booked:
+                    self.add(entry)
+                    booked.add(entry.key)
+                    added.append(entry)
+        return added
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
