@@ -281,3 +281,62 @@ def test_on_exceed_stop_ends_running_agents(
     assert states == {"costly": "landed", "slow": "skipped"}
     assert git(path, "show", "main:a.txt") == "a\n"
     assert not os.path.exists(path / "b.txt")
+
+
+def test_a_real_cli_on_a_routed_arm_is_priced_from_its_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Codex reports tokens, not dollars: the ledger prices them from the bundled table."""
+    from stretto.ledger import price_tokens
+    from stretto.testing.fakemodel import FakeModelServer, Step, ToolCall, Usage
+    from stretto.testing.repo import IDENTITY
+
+    bin_dir = Path(__file__).resolve().parents[1] / ".tools" / "npm" / "node_modules" / ".bin"
+    assert (bin_dir / "codex").exists(), "run scripts/install-agents: the codex CLI is missing"
+    config = """\
+env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
+
+[[router.arms]]
+agent = "codex"
+model = "gpt-5-mini"
+tier = "fast"
+
+[[router.arms]]
+agent = "codex"
+model = "gpt-5"
+tier = "strong"
+"""
+    project = make_repo(tmp_path / "project", {"README.md": "hi\n", "stretto.toml": config})
+    (tmp_path / "home").mkdir()
+    cmd = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
+    usage = Usage(input_tokens=10_000, output_tokens=500, cached_tokens=4_000)
+    script = [Step(tool_calls=[ToolCall("exec_command", {"cmd": cmd})], usage=usage), Step("ok")]
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(
+        "stages:\n  - name: w\n    steps:\n"
+        "      - {id: alpha, goal: write alpha, complexity: low, files: [alpha.txt]}\n"
+    )
+    with FakeModelServer(script) as server:
+        monkeypatch.chdir(project)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        for key, value in IDENTITY.items():
+            monkeypatch.setenv(key, value)
+        result = invoke("run", str(plan_path), "--plain")
+        models = [r.body.get("model") for r in server.requests if r.endpoint == "generate"]
+    assert result.exit_code == 0, result.output
+    assert git(project, "show", "main:alpha.txt") == "alpha\n"
+    assert models and set(models) == {"gpt-5-mini"}  # the router's choice reached the CLI
+    [entry] = Ledger.for_repo(project).entries()
+    assert (entry.agent, entry.model, entry.tier, entry.source) == (
+        "codex",
+        "gpt-5-mini",
+        "fast",
+        "priced",
+    )
+    assert entry.tokens.cached > 0 and entry.tokens.output > 0
+    assert entry.cost_usd == pytest.approx(price_tokens("gpt-5-mini", entry.tokens))
+    assert entry.cost_usd is not None and entry.cost_usd > 0
+    assert entry.cost_usd < (price_tokens("gpt-5", entry.tokens) or 0)

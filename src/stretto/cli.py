@@ -336,8 +336,6 @@ def resume(
 def _plan_costs(plan: Any, budget: float | None) -> Any:
     """The dry run's cost estimate, when the repository routes or prices its agents."""
     from stretto.git import toplevel
-    from stretto.runs import options_for
-    from stretto.spending import estimate_plan
 
     try:
         from stretto.config import load_config
@@ -346,6 +344,16 @@ def _plan_costs(plan: Any, budget: float | None) -> Any:
         config = load_config(repo)
     except StrettoError:
         return None
+
+    def kind(agent: str) -> str:
+        return str(config.agents.get(agent, {}).get("adapter") or agent)
+
+    scripts = all(kind(t.agent or config.default_agent) == "shell" for t in plan.tasks)
+    if not config.router.arms and scripts and not any(t.model for t in plan.tasks):
+        return None  # scripts cost nothing: no estimate (and no import of the run machinery)
+    from stretto.runs import options_for
+    from stretto.spending import estimate_plan
+
     return estimate_plan(repo, plan, options_for(config, plan, budget=budget))
 
 
@@ -409,6 +417,11 @@ def status(run_id: str | None, as_json: bool) -> None:
         click.echo(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
     if state.state == "interrupted":
         click.echo(f"this run was interrupted; finish it with `stretto resume {state.run_id}`")
+    elif state.state == "budget_reached":
+        click.echo(
+            f"this run stopped at its budget; go on with `stretto resume {state.run_id} "
+            "--budget USD` (`stretto cost --run` shows the spend)"
+        )
 
 
 @main.command()
