@@ -204,8 +204,8 @@ async def run_process(
     marker = secrets.token_hex(12)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab", buffering=0) as log:
-        try:
-            proc = await asyncio.create_subprocess_exec(
+        creating = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
                 env={**env, PROCESS_TOKEN_VAR: marker},
@@ -214,9 +214,18 @@ async def run_process(
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
+        )
+        try:
+            proc = await asyncio.shield(creating)
         except OSError as error:
             log.write(f"stretto: cannot start {argv[0]!r}: {error}\n".encode())
             return Finished(127, False, time.monotonic() - started, 0)
+        except asyncio.CancelledError:
+            # Cancelled while the process was being started: it must not live on unseen.
+            with contextlib.suppress(Exception):
+                await _kill_group(await creating, grace)
+            _kill_escaped(marker)
+            raise
         if on_start:
             on_start(proc.pid)
 
@@ -234,14 +243,14 @@ async def run_process(
                 if on_line:
                     on_line(raw.decode("utf-8", "replace").rstrip("\n"), name)
 
-        if stdin is not None and proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.write(stdin.encode())
-                await proc.stdin.drain()
-            proc.stdin.close()
         pumps = asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
         timed_out = False
         try:
+            if stdin is not None and proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(stdin.encode())
+                    await proc.stdin.drain()
+                proc.stdin.close()
             await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
         except TimeoutError:
             timed_out = True
