@@ -428,6 +428,7 @@ DEFAULT_SECTIONS = {
         "alpha": 1.0,
         "cost_ceiling": 1.0,
         "min_tier": (("low", "fast"), ("medium", "fast"), ("high", "balanced")),
+        "credit": "attempt",
     },
     "budget": {"run": None, "daily": None, "on_exceed": "finish"},
     "prices": {},

@@ -32,7 +32,9 @@ from stretto.router import (
     render_choice,
     reward,
     role_bucket,
+    task_rewards,
     update_policy,
+    update_policy_task,
 )
 
 HAIKU = Arm("claude", "claude-haiku-4-5", "fast")
@@ -129,6 +131,21 @@ def test_reward_is_quality_times_one_minus_clamped_cost() -> None:
     assert reward(True, None, 1.0) == 1.0  # unknown cost: quality alone
     with pytest.raises(ValueError):
         reward(True, 0.1, 0.0)
+
+
+def test_task_rewards_charge_each_attempt_the_cost_from_it_on() -> None:
+    assert task_rewards([0.05, 0.25, 1.0], True, 2.0) == pytest.approx([0.35, 0.375, 0.5])
+    assert task_rewards([0.05, None, 0.5], True, 1.0) == pytest.approx([0.45, 0.5, 0.5])
+    assert task_rewards([0.5, 1.0, 1.0], False, 2.0) == [0.0, 0.0, 0.0]
+    assert task_rewards([1.5, 1.0], True, 2.0) == [0.0, 0.5]  # clamped at the ceiling
+    assert task_rewards([], True, 1.0) == []
+
+
+def test_router_config_credit_defaults_to_attempt_and_is_checked() -> None:
+    assert RouterConfig().credit == "attempt"
+    assert RouterConfig(credit="task").credit == "task"
+    with pytest.raises(ValueError, match="credit"):
+        RouterConfig(credit="episode")  # type: ignore[arg-type]
 
 
 # --- the warm-up cascade ---------------------------------------------------------------------
@@ -330,6 +347,170 @@ def test_update_validates_and_ignores_unconfigured_arms() -> None:
     assert (arm["pulls"], arm["successes"], arm["costed_pulls"]) == (1, 1, 0)
 
 
+# --- task credit -----------------------------------------------------------------------------
+
+
+def test_task_credit_after_an_escalation_charges_the_first_arm_the_whole_task() -> None:
+    config = RouterConfig(arms=ARMS, cost_ceiling=2.0, credit="task")
+    policy = Policy.fresh(config)
+    attempts = [(MINI, ctx("medium"), 0.04), (GPT5, ctx("medium", attempt=2), 0.2)]
+    records = policy.credit_task(attempts, landed=True)
+    assert [r["reward"] for r in records] == [pytest.approx(1 - 0.24 / 2), pytest.approx(0.9)]
+    assert [r["credited_cost_usd"] for r in records] == [pytest.approx(0.24), pytest.approx(0.2)]
+    assert [r["landed"] for r in records] == [False, True]
+    assert [r["learned"] for r in records] == [True, False]  # retries teach nothing by default
+    assert records[1]["note"] == "a retry" and policy.credited == records
+    assert policy.completed == 1  # one per task
+    arms = policy.to_dict()["arms"]
+    assert arms[MINI.key]["total_reward"] == pytest.approx(0.88)
+    assert (arms[MINI.key]["pulls"], arms[MINI.key]["successes"]) == (1, 0)  # its attempt failed
+    assert arms[MINI.key]["mean_cost_usd"] == 0.04  # the arm's own attempt, not the task's
+    assert arms[GPT5.key]["pulls"] == 0
+    # the first arm learned in the first attempt's context: same as one update with that reward
+    alone = Policy.fresh(config)
+    alone.update(MINI, ctx("medium"), 1 - 0.24 / 2, 0.04, landed=False)
+    assert policy.to_dict()["arms"] == alone.to_dict()["arms"]
+
+
+def test_task_credit_with_retries_gives_each_retry_its_reward_to_go() -> None:
+    policy = Policy.fresh(RouterConfig(arms=ARMS, cost_ceiling=2.0))
+    attempts = [
+        (MINI, ctx("medium"), 0.04),
+        (GPT5, ctx("medium", attempt=2), 0.2),
+        (OPUS, ctx("medium", attempt=3), 1.0),
+    ]
+    records = policy.credit_task(attempts, landed=True, retries=True)
+    assert [r["reward"] for r in records] == pytest.approx([1 - 1.24 / 2, 1 - 1.2 / 2, 0.5])
+    assert all(r["learned"] for r in records) and policy.completed == 3
+    arms = policy.to_dict()["arms"]
+    assert (arms[GPT5.key]["pulls"], arms[GPT5.key]["successes"]) == (1, 0)
+    assert (arms[OPUS.key]["pulls"], arms[OPUS.key]["successes"]) == (1, 1)
+    assert arms[GPT5.key]["total_reward"] == pytest.approx(0.4)
+
+
+def test_task_credit_of_a_failed_task_is_zero_for_every_attempt() -> None:
+    policy = Policy.fresh(RouterConfig(arms=ARMS, cost_ceiling=2.0))
+    attempts = [
+        (SONNET, ctx("high"), 0.3),
+        (OPUS, ctx("high", attempt=2), 1.3),
+        (OPUS, ctx("high", attempt=3), 1.2),
+    ]
+    records = policy.credit_task(attempts, landed=False)
+    assert [r["reward"] for r in records] == [0.0, 0.0, 0.0]
+    assert not any(r["landed"] for r in records)
+    arms = policy.to_dict()["arms"]
+    assert (arms[SONNET.key]["pulls"], arms[SONNET.key]["successes"]) == (1, 0)
+    assert arms[SONNET.key]["total_reward"] == 0.0 and arms[SONNET.key]["b"][0] == 0.0
+    policy.credit_task(attempts, landed=False, retries=True)
+    arms = policy.to_dict()["arms"]
+    assert (arms[OPUS.key]["pulls"], arms[OPUS.key]["successes"]) == (2, 0)
+    assert arms[OPUS.key]["total_reward"] == 0.0
+    assert arms[OPUS.key]["cost_total_usd"] == pytest.approx(2.5)
+
+
+def test_task_credit_skips_pinned_and_unconfigured_attempts_but_counts_their_cost() -> None:
+    policy = Policy.fresh(RouterConfig(arms=ARMS, cost_ceiling=1.0))
+    aider = Arm("aider", None, "balanced")
+    attempts = [(HAIKU, ctx(), 0.1), (aider, ctx(attempt=2), 0.2), (OPUS, ctx(attempt=3), None)]
+    records = policy.credit_task(attempts, landed=True, skip={1}, retries=True)
+    assert [r["learned"] for r in records] == [False, False, True]
+    assert [r.get("note") for r in records] == ["skipped", "not configured", None]
+    assert [r["reward"] for r in records] == pytest.approx([0.7, 0.8, 1.0])  # None counts 0
+    arms = policy.to_dict()["arms"]
+    assert arms[HAIKU.key]["pulls"] == 0 and arms[OPUS.key]["pulls"] == 1
+    assert arms[OPUS.key]["costed_pulls"] == 0 and policy.completed == 1
+
+
+def test_task_credit_checks_its_input_before_learning() -> None:
+    policy = Policy.fresh(RouterConfig(arms=ARMS))
+    with pytest.raises(ValueError, match="at least one attempt"):
+        policy.credit_task([], landed=True)
+    with pytest.raises(ValueError, match="cost"):
+        policy.credit_task([(HAIKU, ctx(), 0.1), (SONNET, ctx(attempt=2), -1.0)], landed=True)
+    assert policy.completed == 0 and policy.to_dict()["arms"][HAIKU.key]["pulls"] == 0
+
+
+def test_task_credit_learns_where_a_cheap_first_attempt_pays_for_the_task() -> None:
+    """Fast lands low tasks and never medium ones: on medium its failure adds its cost to the
+    task (1 - 0.5 landing after a retry, against 0.7 starting balanced), on low it saves."""
+    config = RouterConfig(arms=(HAIKU, SONNET), warmup=20, cost_ceiling=1.0)
+    policy = Policy.fresh(config)
+    price = {HAIKU: 0.2, SONNET: 0.3}
+    for i in range(200):
+        task = ctx("low" if i % 2 else "medium", ("backend", "docs", "qa")[i % 3])
+        attempts: list[tuple[Arm, TaskContext, float | None]] = []
+        failed = None
+        for attempt in (1, 2, 3):
+            arm = policy.choose(replace(task, attempt=attempt), failed=failed).arm
+            attempts.append((arm, replace(task, attempt=attempt), price[arm]))
+            if arm == SONNET or task.complexity == "low":
+                break
+            failed = arm
+        policy.credit_task(attempts, landed=True)
+    for role in ("backend", "docs", "qa", "frontend"):
+        assert policy.choose(ctx("low", role)).arm == HAIKU
+        assert policy.choose(ctx("medium", role)).arm == SONNET
+
+
+def test_update_policy_task_saves_atomically_under_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "router" / "policy.json"
+    config = RouterConfig(arms=ARMS, warmup=2, cost_ceiling=2.0, credit="task")
+    attempts = [(HAIKU, ctx(), 0.05), (SONNET, ctx(attempt=2), 0.25)]
+    policy = update_policy_task(path, config, attempts, True)
+    assert policy.credited[0]["reward"] == pytest.approx(0.85)
+    assert sorted(os.listdir(path.parent)) == ["policy.json", "policy.json.lock"]
+    data = json.loads(path.read_text())
+    assert data["completed"] == 1 and data["credit"] == "task"
+    assert Policy.load(path, config).to_dict() == policy.to_dict()
+    assert Policy.load(path, config).choose(ctx()).rule == "cascade-start"
+    update_policy_task(path, config, attempts, True, retries=True)  # two more learned
+    assert Policy.load(path, config).completed == 3
+    assert Policy.load(path, config).choose(ctx()).rule == "bandit"  # warm-up of 2 attempts
+    path.write_text("{ not json")  # a damaged file is refused and left as it was
+    with pytest.raises(PolicyError):
+        update_policy_task(path, config, attempts, True)
+    assert path.read_text() == "{ not json"
+    assert sorted(os.listdir(path.parent)) == ["policy.json", "policy.json.lock"]
+
+
+TASK_UPDATER = """
+    import sys
+    from pathlib import Path
+    from stretto.router import Arm, RouterConfig, TaskContext, update_policy_task
+    arms = (Arm("a", "x", "fast"), Arm("b", "y", "strong"))
+    config = RouterConfig(arms=arms, cost_ceiling=2.0)
+    first = TaskContext("medium", "backend", ("src/a.py",), 1, 120000)
+    retry = TaskContext("medium", "backend", ("src/a.py",), 2, 120000)
+    attempts = [(arms[0], first, 0.5), (arms[1], retry, 0.5)]
+    for i in range(int(sys.argv[2])):
+        update_policy_task(Path(sys.argv[1]), config, attempts[int(sys.argv[3]):], True)
+"""
+
+
+def test_concurrent_task_credits_from_two_processes_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "router" / "policy.json"
+    n = 20
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(TASK_UPDATER), str(path), str(n), str(skip)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for skip in (0, 1)  # two attempts a task, or one
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    config = RouterConfig(arms=(Arm("a", "x", "fast"), Arm("b", "y", "strong")))
+    policy = Policy.load(path, config)
+    arms = policy.to_dict()["arms"]
+    assert policy.completed == 2 * n  # one per task: retries teach nothing
+    assert (arms["a/x"]["pulls"], arms["b/y"]["pulls"]) == (n, n)
+    assert arms["a/x"]["total_reward"] == pytest.approx(0.5 * n)  # 1 - 1.0 / 2
+    assert arms["b/y"]["total_reward"] == pytest.approx(0.75 * n)  # 1 - 0.5 / 2
+    assert sorted(os.listdir(path.parent)) == ["policy.json", "policy.json.lock"]
+
+
 # --- determinism -----------------------------------------------------------------------------
 
 OUTCOMES = st.lists(
@@ -365,6 +546,42 @@ def test_same_policy_and_inputs_give_the_same_choice(
     assert choices[0] == choices[1] == choices[2]  # every estimate equal, to the last bit
     assert policies[2].to_dict() == policies[0].to_dict()
     assert choices[0].rule in RULES
+
+
+TASKS = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(st.integers(0, len(ARMS) - 1), st.none() | st.floats(0.0, 3.0)),
+            min_size=1,
+            max_size=3,
+        ),
+        st.sampled_from(["low", "medium", "high"]),
+        st.booleans(),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(tasks=TASKS, probe=st.sampled_from(["low", "medium", "high"]))
+def test_task_credit_is_deterministic_and_survives_save_and_load(
+    tmp_path_factory: pytest.TempPathFactory,
+    tasks: list[tuple[list[tuple[int, float | None]], str, bool]],
+    probe: str,
+) -> None:
+    config = RouterConfig(arms=ARMS, warmup=5, alpha=0.5)
+    policies = [Policy.fresh(config), Policy.fresh(config)]
+    path = tmp_path_factory.mktemp("policy") / "policy.json"
+    for arms, complexity, landed in tasks:
+        attempts = [(ARMS[a], ctx(complexity, attempt=n), c) for n, (a, c) in enumerate(arms, 1)]
+        policies[0].credit_task(attempts, landed)
+        policies[1].credit_task(attempts, landed)
+        update_policy_task(path, config, attempts, landed)
+    policies.append(Policy.load(path, config))
+    choices = [p.choose(ctx(probe)) for p in policies]
+    assert choices[0] == choices[1] == choices[2]
+    assert policies[0].to_dict() == policies[1].to_dict() == policies[2].to_dict()
+    assert policies[0].completed == len(tasks)
 
 
 def test_choose_is_fast_with_six_arms() -> None:

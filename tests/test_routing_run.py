@@ -340,3 +340,22 @@ tier = "strong"
     assert entry.cost_usd == pytest.approx(price_tokens("gpt-5-mini", entry.tokens))
     assert entry.cost_usd is not None and entry.cost_usd > 0
     assert entry.cost_usd < (price_tokens("gpt-5", entry.tokens) or 0)
+
+
+def test_task_credit_teaches_the_first_arm_the_whole_task_cost(repo: Path) -> None:
+    toml = repo / "stretto.toml"
+    toml.write_text(toml.read_text().replace("[router]\n", '[router]\ncredit = "task"\n'))
+    git(repo, "commit", "-qam", "task credit")
+    steps = ["{id: hard, goal: hard work, complexity: high, files: [hard.txt]}"]
+    result = invoke("run", str(plan(repo, steps)), "--plain")
+    assert result.exit_code == 0, result.output
+    learned = [r for r in journal(repo) if r["type"] == "learned"]
+    assert [(r["attempt"], r["arm"], r["learned"]) for r in learned] == [
+        (1, "cheap/cheap-1", True),  # the first arm learns what the whole task cost
+        (2, "pro/pro-1", False),
+    ]
+    assert learned[0]["reward"] == pytest.approx(1 - (0.12 + 1.2) / 2.0)
+    policy = json.loads((repo / ".stretto" / "router" / "policy.json").read_text())
+    assert policy["completed"] == 1
+    explained = invoke("explain", "hard")
+    assert "learned: reward 0.34 for cheap/cheap-1" in explained.output

@@ -9,16 +9,34 @@ Every task gets up to three attempts. The strategies face the same tasks and the
 * ``strongest``: the strongest arm every time, retries too;
 * ``cascade``: the static cascade of :mod:`stretto.router` (a real ``Policy`` that never
   leaves warm-up and never learns): start at ``min_tier``, escalate one tier per failure;
-* ``router``: the real :class:`stretto.router.Policy`, warm-up 50, learning from every attempt;
-* ``oracle`` (a reference, not a contender): the first arm with the best expected reward given
-  the features and the world's true curves and prices; retries as the cascade.
+* ``router``: the real :class:`stretto.router.Policy`, warm-up 50. With ``--credit attempt``
+  (the default) it learns after every attempt; with ``--credit task`` when a task ends, through
+  ``Policy.credit_task``: the first attempt's arm gets ``landed x (1 - task cost / ceiling)``
+  (``--retry-credit tail``: each retry's arm too, with the cost from that attempt on);
+* ``oracle`` (a reference, not a contender): knowing the world's true curves and prices, the
+  first arm and retry arms (within what the retry rule allows) with the best expected task
+  reward ``landed x (1 - total cost / ceiling)``;
+* ``oracle-attempt`` (the same, for the per-attempt objective): the first arm with the best
+  expected one-attempt reward ``landed x (1 - cost / ceiling)``; retries as the cascade.
 
-Regret is measured against that per-context oracle: the sum over tasks of the oracle's expected
-first-attempt reward minus the expected reward of the arm the strategy chose first. The world,
-its assumptions and the results are in docs/routing.md.
+Regrets, each the sum over tasks of the best expected value for the task's features minus the
+expected value of what the strategy chose (its plan is asked for at the task's start):
+
+* task regret (the objective of task credit): the value of a first arm is the expected task
+  reward when the retries after it are the best the retry rule allows;
+* whole-plan regret: the same, with the strategy's own retry choices instead of the best ones;
+* attempt regret (the objective of attempt credit, as first published): the value of a first
+  arm is its expected reward on that one attempt.
+
+``P(lands)`` is each plan's chance to land on the task's true difficulty, without the dice. The
+frontier (``--frontier``) is the best P(lands) that any policy choosing plans from the features
+can reach at each cost. Expectations are exact up to quadrature: 41 normal points for the hidden
+difficulty noise, and for the cost noise 41 points in each attempt's dimension. The world, its
+assumptions and the results are in docs/routing.md.
 
     .venv/bin/python benchmarks/routing/simulate.py [--seeds 10] [--tasks 2000] [--json]
-        [--alpha 1.0] [--ceiling 2.0] [--warmup 50] [--min-tier high=strong] [--cheap-shift 0]
+        [--credit attempt] [--retry-credit none] [--alpha 1.0] [--ceiling 2.0] [--warmup 50]
+        [--min-tier high=strong] [--cheap-shift 0] [--frontier]
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, median, table, verdict
 from stretto.router import (
     DEFAULT_MIN_TIER,
+    TIERS,
     Arm,
     Policy,
     RouterConfig,
@@ -51,7 +71,7 @@ from stretto.router import (
 MAX_ATTEMPTS = 3
 CHECKPOINTS = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)
 TARGET_REDUCTION = 0.35
-STRATEGIES = ("oracle", "strongest", "cascade", "router")
+STRATEGIES = ("oracle", "oracle-attempt", "strongest", "cascade", "router")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +88,7 @@ class ArmModel:
 
 CLAUDE_ROLES = frozenset({"frontend", "docs"})
 CODEX_ROLES = frozenset({"backend"})
-WORLD = (
+WORLD: tuple[ArmModel, ...] = (
     ArmModel(Arm("claude", "claude-haiku-4-5", "fast"), 0.05, 0.35, 0.07, 0.95, CLAUDE_ROLES),
     ArmModel(Arm("codex", "gpt-5-mini", "fast"), 0.03, 0.33, 0.07, 0.95, CODEX_ROLES),
     ArmModel(Arm("claude", "claude-sonnet-4-5", "balanced"), 0.25, 0.55, 0.08, 0.97, CLAUDE_ROLES),
@@ -161,81 +181,254 @@ def expected_reward(context: Context, index: int, ceiling: float) -> float:
     return quality * keep
 
 
+@cache
+def retry_arms(index: int) -> tuple[int, ...]:
+    """The arms the router's retry rule allows after arm ``index`` failed (by its eligibility)."""
+    arms = tuple(m.arm for m in ARMS)
+    ctx = TaskContext("medium", "general", ("src/a.py",), 2, 120_000)
+    choice = Policy.fresh(RouterConfig(arms=arms)).choose(ctx, failed=arms[index])
+    eligible = {e.key for e in choice.estimates if e.eligible}
+    return tuple(i for i, a in enumerate(arms) if a.key in eligible)
+
+
+@cache
+def plans(first: int) -> tuple[tuple[int, ...], ...]:
+    """Every sequence of ``MAX_ATTEMPTS`` arms from ``first`` on that the retry rule allows."""
+    out: list[tuple[int, ...]] = [(first,)]
+    for _ in range(MAX_ATTEMPTS - 1):
+        out = [(*seq, nxt) for seq in out for nxt in retry_arms(seq[-1])]
+    return tuple(out)
+
+
+@cache
+def keep_share(complexity: str, arms: tuple[int, ...], ceiling: float) -> float:
+    """E[1 - min(1, total cost / ceiling)] of one attempt on each of ``arms`` (the cost noise)."""
+    legs = [[(w, cost(ARMS[i], complexity, z)) for z, w in GRID] for i in arms]
+    total = 0.0
+    for combo in product(*legs):
+        weight, spent = 1.0, 0.0
+        for w, c in combo:
+            weight *= w
+            spent += c
+        total += weight * max(0.0, 1.0 - spent / ceiling)
+    return total
+
+
+@cache
+def plan_value(context: Context, plan: tuple[int, ...], ceiling: float) -> float:
+    """E[landed x (1 - total cost / ceiling)] of a task in ``context`` whose attempts follow
+    ``plan`` until one lands: over the hidden noise, and the cost noise of every attempt."""
+    cx, role = context[0], context[1]
+    base = difficulty(context)
+    value = 0.0
+    for k in range(1, len(plan) + 1):
+        reach_and_land = 0.0  # P(the first k - 1 attempts fail and attempt k lands)
+        for z, w in GRID:
+            d = base + NOISE * z
+            ps = [pass_probability(ARMS[i], role, d) for i in plan[:k]]
+            reach_and_land += w * math.prod(1 - p for p in ps[:-1]) * ps[-1]
+        value += reach_and_land * keep_share(cx, tuple(sorted(plan[:k])), ceiling)
+    return value
+
+
+@cache
+def task_value(context: Context, first: int, ceiling: float) -> tuple[float, tuple[int, ...]]:
+    """The best expected task reward after first arm ``first``, and the plan that gets it
+    (ties go to the plan listed first, that is the cheaper retries)."""
+    scored = [(plan_value(context, plan, ceiling), plan) for plan in plans(first)]
+    return max(scored, key=lambda item: item[0])
+
+
+@cache
+def plan_odds(context: Context, plan: tuple[int, ...]) -> tuple[float, float]:
+    """P(lands) and expected USD of a task in ``context`` whose attempts follow ``plan``."""
+    cx, role = context[0], context[1]
+    base = difficulty(context)
+    lands = spent = 0.0
+    for z, w in GRID:
+        d = base + NOISE * z
+        reach = 1.0  # P(the attempts so far all failed)
+        for i in plan:
+            spent += w * reach * ARMS[i].price * SIZE[cx]  # the cost noise has mean 1
+            reach *= 1 - pass_probability(ARMS[i], role, d)
+        lands += w * (1 - reach)
+    return lands, spent
+
+
+def frontier(tasks: Sequence[Task], target: float) -> dict[str, Any]:
+    """The best P(lands) any policy that sees only the features can reach at each cost.
+
+    A policy here picks, for each context, a plan: a first arm and retries within the retry
+    rule (the router's choices are of this kind). Maximizing ``P(lands) - lam x E[cost]`` in
+    each context gives the points of the efficient frontier, exactly (expectations over the
+    hidden noise and dice); mixing two neighbouring points gives the segment between them.
+    Returned: points for a range of ``lam``, and the best P(lands) at ``target`` cost saving.
+    """
+    contexts = [t.context for t in tasks]
+    every = [plan for first in range(len(ARMS)) for plan in plans(first)]
+    top = len(ARMS) - 1
+    strong = tuple(sum(plan_odds(c, (top,) * MAX_ATTEMPTS)[k] for c in contexts) for k in (0, 1))
+
+    def point(lam: float) -> tuple[float, float]:
+        lands = spent = 0.0
+        for c in contexts:
+            odds = [plan_odds(c, plan) for plan in every]
+            best = max(odds, key=lambda o: o[0] - lam * o[1])
+            lands, spent = lands + best[0], spent + best[1]
+        return spent / strong[1], lands / len(contexts)
+
+    lams = [0.0] + [10 ** (k / 8) / 1000 for k in range(0, 33)]  # 0.001 .. 10 per USD
+    points = sorted({point(lam) for lam in lams})
+    return {
+        "strongest_landed": strong[0] / len(contexts),
+        "points": [{"cost_ratio": c, "landed": lr} for c, lr in points],
+        "landed_at_target": on_frontier(points, 1 - target),
+    }
+
+
+def on_frontier(points: Sequence[tuple[float, float]], ratio: float) -> float:
+    """The frontier's P(lands) at cost ``ratio``, on the segment between its points."""
+    below = [p for p in points if p[0] <= ratio]
+    above = [p for p in points if p[0] > ratio]
+    if not below:
+        return 0.0
+    if not above:
+        return max(p[1] for p in below)
+    (c0, l0), (c1, l1) = max(below), min(above)
+    return l0 + (l1 - l0) * (ratio - c0) / (c1 - c0)
+
+
+def landing_chance(task: Task, plan: Sequence[int]) -> float:
+    """P(the task lands) on its true difficulty when its attempts follow ``plan``."""
+    d = difficulty(task.context) + task.noise
+    return 1 - math.prod(1 - pass_probability(ARMS[i], task.role, d) for i in plan)
+
+
 @dataclass
 class Outcome:
     landed: int = 0
     cost: float = 0.0
     attempts: int = 0
-    regret: list[float] = field(default_factory=list)  # cumulative, after each task
+    landing_chance: float = 0.0  # sum over tasks of P(lands) for the plan at the task's start
+    regret: list[float] = field(default_factory=list)  # task regret, cumulative, after each task
+    attempt_regret: list[float] = field(default_factory=list)  # the same, attempt objective
+    plan_regret: list[float] = field(default_factory=list)  # task regret of the whole plan
     first_tiers: dict[str, int] = field(default_factory=dict)
 
 
 Chooser = Callable[[TaskContext, Arm | None], Arm]
-Learner = Callable[[Arm, TaskContext, float, float, bool], None]
+Attempts = list[tuple[Arm, TaskContext, float | None]]
 
 
-def play(tasks: Sequence[Task], choose: Chooser, learn: Learner | None, ceiling: float) -> Outcome:
-    """Run every task through one strategy; return its totals and cumulative regret."""
+@dataclass(frozen=True, slots=True)
+class Learner:
+    """How a strategy learns: after every attempt, or once the task has ended."""
+
+    attempt: Callable[[Arm, TaskContext, float, float, bool], None] | None = None
+    task: Callable[[Attempts, bool], None] | None = None
+
+
+def play(tasks: Sequence[Task], choose: Chooser, learn: Learner, ceiling: float) -> Outcome:
+    """Run every task through one strategy; return its totals and cumulative regrets.
+
+    Before a task starts, its plan (the first arm and the retries after failures) is asked of
+    the strategy; the plan is followed unless the strategy learns after every attempt, in which
+    case each retry is asked again after the update.
+    """
     out = Outcome()
     index = {m.arm.key: i for i, m in enumerate(ARMS)}
-    total_regret = 0.0
+    regret = attempt_regret = plan_regret = 0.0
+    n_arms = range(len(ARMS))
     for task in tasks:
         context = task.context
         d = difficulty(context) + task.noise
         est = estimate_tokens(task.complexity, task.files)
-        failed: Arm | None = None
-        for attempt in range(MAX_ATTEMPTS):
-            ctx = TaskContext(task.complexity, task.role, task.files, attempt + 1, est)
-            arm = choose(ctx, failed)
+        ctxs = [
+            TaskContext(task.complexity, task.role, task.files, k + 1, est)
+            for k in range(MAX_ATTEMPTS)
+        ]
+        plan = [choose(ctxs[0], None)]
+        for ctx in ctxs[1:]:
+            plan.append(choose(ctx, plan[-1]))
+        first = index[plan[0].key]
+        best = max(task_value(context, j, ceiling)[0] for j in n_arms)
+        regret += best - task_value(context, first, ceiling)[0]
+        out.regret.append(regret)
+        plan_regret += best - plan_value(context, tuple(index[a.key] for a in plan), ceiling)
+        out.plan_regret.append(plan_regret)
+        best = max(expected_reward(context, j, ceiling) for j in n_arms)
+        attempt_regret += best - expected_reward(context, first, ceiling)
+        out.attempt_regret.append(attempt_regret)
+        out.first_tiers[plan[0].tier] = out.first_tiers.get(plan[0].tier, 0) + 1
+        out.landing_chance += landing_chance(task, [index[a.key] for a in plan])
+        done: Attempts = []
+        landed = False
+        for attempt, ctx in enumerate(ctxs):
+            arm = plan[attempt]
+            if attempt and learn.attempt is not None:
+                arm = choose(ctx, done[-1][0])
             i = index[arm.key]
-            if attempt == 0:
-                best = max(expected_reward(context, j, ceiling) for j in range(len(ARMS)))
-                total_regret += best - expected_reward(context, i, ceiling)
-                out.regret.append(total_regret)
-                out.first_tiers[arm.tier] = out.first_tiers.get(arm.tier, 0) + 1
             spent = cost(ARMS[i], task.complexity, task.cost_z[attempt][i])
             landed = task.dice[attempt][i] < pass_probability(ARMS[i], task.role, d)
             out.cost += spent
             out.attempts += 1
-            if learn is not None:
-                learn(arm, ctx, reward(landed, spent, ceiling), spent, landed)
+            done.append((arm, ctx, spent))
+            if learn.attempt is not None:
+                learn.attempt(arm, ctx, reward(landed, spent, ceiling), spent, landed)
             if landed:
                 out.landed += 1
                 break
-            failed = arm
+        if learn.task is not None:
+            learn.task(done, landed)
     return out
 
 
-def strategies(args: argparse.Namespace) -> dict[str, tuple[Chooser, Learner | None]]:
+def router_config(args: argparse.Namespace) -> RouterConfig:
+    """The router's configuration for this benchmark run."""
+    overrides = dict(item.split("=", 1) for item in args.min_tier.split(",") if item)
+    return RouterConfig(
+        arms=tuple(m.arm for m in ARMS),
+        warmup=args.warmup,
+        alpha=args.alpha,
+        cost_ceiling=args.ceiling,
+        min_tier={**DEFAULT_MIN_TIER, **overrides},
+        credit=args.credit,
+    )
+
+
+def strategies(args: argparse.Namespace) -> dict[str, tuple[Chooser, Learner]]:
     """Fresh strategies for one seed (the router starts from an empty policy)."""
     arms = tuple(m.arm for m in ARMS)
     static = Policy.fresh(RouterConfig(arms=arms, warmup=10**9))
-    overrides = dict(item.split("=", 1) for item in args.min_tier.split(",") if item)
-    router = Policy.fresh(
-        RouterConfig(
-            arms=arms,
-            warmup=args.warmup,
-            alpha=args.alpha,
-            cost_ceiling=args.ceiling,
-            min_tier={**DEFAULT_MIN_TIER, **overrides},
-        )
-    )
+    router = Policy.fresh(router_config(args))
+    ceiling = args.ceiling
+    retries = args.retry_credit == "tail"
 
-    def learn(arm: Arm, ctx: TaskContext, r: float, spent: float, landed: bool) -> None:
+    def learn_attempt(arm: Arm, ctx: TaskContext, r: float, spent: float, landed: bool) -> None:
         router.update(arm, ctx, r, spent, landed=landed)
 
+    def learn_task(attempts: Attempts, landed: bool) -> None:
+        router.credit_task(attempts, landed, retries=retries)
+
     def oracle(ctx: TaskContext, failed: Arm | None) -> Arm:
+        context = (ctx.complexity, ctx.role, *shape(ctx.files or ()))
+        first = max(range(len(ARMS)), key=lambda j: (task_value(context, j, ceiling)[0], -j))
+        return ARMS[task_value(context, first, ceiling)[1][ctx.attempt - 1]].arm
+
+    def oracle_attempt(ctx: TaskContext, failed: Arm | None) -> Arm:
         if failed is not None:
             return static.choose(ctx, failed=failed).arm
         context = (ctx.complexity, ctx.role, *shape(ctx.files or ()))
-        best = max(range(len(ARMS)), key=lambda j: expected_reward(context, j, args.ceiling))
+        best = max(range(len(ARMS)), key=lambda j: expected_reward(context, j, ceiling))
         return ARMS[best].arm
 
+    learner = Learner(task=learn_task) if args.credit == "task" else Learner(learn_attempt)
     return {
-        "oracle": (oracle, None),
-        "strongest": (lambda ctx, failed: STRONGEST, None),
-        "cascade": (lambda ctx, failed: static.choose(ctx, failed=failed).arm, None),
-        "router": (lambda ctx, failed: router.choose(ctx, failed=failed).arm, learn),
+        "oracle": (oracle, Learner()),
+        "oracle-attempt": (oracle_attempt, Learner()),
+        "strongest": (lambda ctx, failed: STRONGEST, Learner()),
+        "cascade": (lambda ctx, failed: static.choose(ctx, failed=failed).arm, Learner()),
+        "router": (lambda ctx, failed: router.choose(ctx, failed=failed).arm, learner),
     }
 
 
@@ -261,27 +454,39 @@ def time_choose() -> float:
         start = time.perf_counter()
         policy.choose(ctx)
         times.append(time.perf_counter() - start)
-    return median(times)
+    return float(median(times))
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
     return {"median": median(values), "min": min(values), "max": max(values)}
 
 
-def summarize(name: str, runs: list[Outcome], n: int) -> dict[str, Any]:
+def regrets(runs: list[Outcome], n: int, attr: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """Cumulative regret at each checkpoint, and the fitted exponent, over seeds."""
     marks = [c for c in CHECKPOINTS if c <= n] or [n]
+    series = [getattr(r, attr) for r in runs]
+    at = {str(c): spread([s[c - 1] for s in series]) for c in marks}
+    fits = [exponent([(c, s[c - 1]) for c in marks]) for s in series] if len(marks) > 1 else []
+    return at, spread(fits or [1.0])
+
+
+def summarize(name: str, runs: list[Outcome], n: int) -> dict[str, Any]:
+    regret, regret_exponent = regrets(runs, n, "regret")
+    attempt_regret, attempt_exponent = regrets(runs, n, "attempt_regret")
+    plan_regret, plan_exponent = regrets(runs, n, "plan_regret")
     return {
         "strategy": name,
         "landed_rate": spread([r.landed / n for r in runs]),
+        "expected_landed_rate": spread([r.landing_chance / n for r in runs]),
         "total_cost_usd": spread([r.cost for r in runs]),
         "cost_per_landed_usd": spread([r.cost / max(r.landed, 1) for r in runs]),
         "attempts_per_task": spread([r.attempts / n for r in runs]),
-        "regret": {str(c): spread([r.regret[c - 1] for r in runs]) for c in marks},
-        "regret_exponent": spread(
-            [exponent([(c, r.regret[c - 1]) for c in marks]) for r in runs]
-            if len(marks) > 1
-            else [1.0]
-        ),
+        "regret": regret,
+        "regret_exponent": regret_exponent,
+        "attempt_regret": attempt_regret,
+        "attempt_regret_exponent": attempt_exponent,
+        "plan_regret": plan_regret,
+        "plan_regret_exponent": plan_exponent,
         "first_attempt_tier_share": {
             tier: median([r.first_tiers.get(tier, 0) / n for r in runs])
             for tier in ("fast", "balanced", "strong")
@@ -298,9 +503,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for name, (choose, learn) in strategies(args).items():
             runs[name].append(play(tasks, choose, learn, args.ceiling))
     pairs = list(zip(runs["router"], runs["strongest"], strict=True))
+    tasks = [t for seed in range(args.seeds) for t in make_tasks(args.tasks, seed)]
+    front = frontier(tasks, TARGET_REDUCTION)
+    points = [(p["cost_ratio"], p["landed"]) for p in front["points"]]
+    ratio = median([r.cost / s.cost for r, s in pairs])
+    router_chance = median([r.landing_chance / args.tasks for r in runs["router"]])
     return {
         "seeds": args.seeds,
         "tasks": args.tasks,
+        "credit": args.credit,
+        "retry_credit": args.retry_credit if args.credit == "task" else None,
         "alpha": args.alpha,
         "cost_ceiling": args.ceiling,
         "warmup": args.warmup,
@@ -311,6 +523,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "router_minus_strongest_landed": spread(
             [(r.landed - s.landed) / args.tasks for r, s in pairs]
         ),
+        "router_minus_strongest_expected_landed": spread(
+            [(r.landing_chance - s.landing_chance) / args.tasks for r, s in pairs]
+        ),
+        "frontier": {
+            "strongest_landed": front["strongest_landed"],
+            "landed_at_target": front["landed_at_target"],
+            "landed_at_router_cost": on_frontier(points, ratio),
+            "router_minus_frontier": router_chance - on_frontier(points, ratio),
+        },
+        "router_per_seed": [
+            {
+                "seed": seed,
+                "cost_ratio": r.cost / s.cost,
+                "landed_minus_strongest": (r.landed - s.landed) / args.tasks,
+                "task_regret": r.regret[-1],
+                "attempt_regret": r.attempt_regret[-1],
+            }
+            for seed, (r, s) in enumerate(pairs)
+        ],
         "choose_seconds_6_arms": time_choose(),
         "seconds": time.perf_counter() - started,
     }
@@ -324,48 +555,66 @@ def cell(s: dict[str, float], fmt: str, scale: float = 1.0) -> str:
 def show(report: dict[str, Any]) -> None:
     results = report["strategies"]
     print(machine())
+    retry = f" (retries: {report['retry_credit']})" if report["credit"] == "task" else ""
     print(
         f"{report['seeds']} seeds x {report['tasks']} tasks, up to {MAX_ATTEMPTS} attempts each; "
-        f"router: alpha {report['alpha']}, cost ceiling ${report['cost_ceiling']:g}, "
-        f"warm-up {report['warmup']}, min_tier {report['min_tier']}; "
-        f"cheap-tier shift {report['cheap_shift']:+g}\n"
+        f"router: credit {report['credit']}{retry}, alpha {report['alpha']}, "
+        f"cost ceiling ${report['cost_ceiling']:g}, warm-up {report['warmup']}, "
+        f"min_tier {report['min_tier']}; cheap-tier shift {report['cheap_shift']:+g}\n"
     )
     rows = [
         [
             name,
             cell(r["landed_rate"], ".1f", 100),
+            cell(r["expected_landed_rate"], ".1f", 100),
             cell(r["total_cost_usd"], ".0f"),
             cell(r["cost_per_landed_usd"], ".3f"),
             f"{r['attempts_per_task']['median']:.2f}",
-            " / ".join(f"{r['first_attempt_tier_share'][t]:.0%}" for t in TIERS_SHOWN),
+            " / ".join(f"{r['first_attempt_tier_share'][t]:.0%}" for t in TIERS),
         ]
         for name, r in results.items()
     ]
-    header = ["strategy", "landed %", "total cost $", "$ per landed", "attempts", "first f/b/s"]
-    print(table(header, rows))
-    print("(median over seeds, min-max in brackets; oracle is a reference, not a strategy)\n")
-    marks = list(results["router"]["regret"])
-    regret_rows = [
-        [
-            name,
-            *(
-                f"{r['regret'][m]['median']:.1f} ({r['regret'][m]['median'] / int(m):.3f}/task)"
-                for m in marks
-            ),
-            f"{r['regret_exponent']['median']:.2f}",
+    header = ["strategy", "landed %", "P(lands) %", "total cost $", "$ per landed", "attempts"]
+    print(table([*header, "first f/b/s"], rows))
+    print(
+        "(median over seeds, min-max in brackets; P(lands): the mean chance to land of the plan "
+        "at each task's start, on its true difficulty, without the dice; the oracles are "
+        "references, not strategies)\n"
+    )
+    kinds = (("regret", "task"), ("plan_regret", "whole-plan"), ("attempt_regret", "attempt"))
+    for attr, what in kinds:
+        marks = list(results["router"][attr])
+        regret_rows = [
+            [
+                name,
+                *(
+                    f"{r[attr][m]['median']:.1f} ({r[attr][m]['median'] / int(m):.3f}/task)"
+                    for m in marks
+                ),
+                f"{r[attr + '_exponent']['median']:.2f}",
+            ]
+            for name, r in results.items()
+            if name != ("oracle-attempt" if what == "attempt" else "oracle")
         ]
-        for name, r in results.items()
-        if name != "oracle"
-    ]
-    print(table(["cumulative regret", *(f"@{m}" for m in marks), "exponent"], regret_rows))
+        head = [f"{what} regret", *(f"@{m}" for m in marks), "exponent"]
+        print(table(head, regret_rows))
     print("(median over seeds; exponent: slope of log regret on log tasks over the checkpoints)\n")
     ratio, gap = report["router_over_strongest_cost"], report["router_minus_strongest_landed"]
+    chance = report["router_minus_strongest_expected_landed"]
     landed = {name: results[name]["landed_rate"]["median"] for name in results}
     print(
         f"router cost / always-strongest cost: {ratio['median']:.3f} "
         f"(seeds {ratio['min']:.3f}-{ratio['max']:.3f}), {1 - ratio['median']:.1%} lower; "
         f"landed {landed['router']:.1%} vs {landed['strongest']:.1%} "
-        f"(router minus strongest, per seed: {gap['min']:+.1%} to {gap['max']:+.1%})"
+        f"(router minus strongest, per seed: {gap['min']:+.1%} to {gap['max']:+.1%}; "
+        f"in P(lands): {chance['median']:+.2%}, {chance['min']:+.2%} to {chance['max']:+.2%})"
+    )
+    front = report["frontier"]
+    print(
+        f"frontier (the best P(lands) at a cost, over plans chosen from the features): "
+        f"{front['landed_at_router_cost']:.2%} at the router's cost, so the router is "
+        f"{front['router_minus_frontier']:+.2%} from it; {front['landed_at_target']:.2%} at "
+        f"{TARGET_REDUCTION:.0%} lower cost (always-strongest {front['strongest_landed']:.2%})"
     )
     choose_s = report["choose_seconds_6_arms"]
     print(f"one Policy.choose with 6 arms: {choose_s * 1e6:.0f} us (median of 500)")
@@ -380,12 +629,14 @@ def show(report: dict[str, Any]) -> None:
         f"{landed['strongest']:.1%}",
         landed["router"] >= landed["strongest"],
     )
-    exp = results["router"]["regret_exponent"]["median"]
-    verdict(f"router regret grows sub-linearly: fitted exponent {exp:.2f} < 1", exp < 1)
+    own = "regret" if report["credit"] == "task" else "attempt_regret"  # the router's objective
+    exp = results["router"][own + "_exponent"]["median"]
+    verdict(
+        f"router {report['credit']} regret (its objective) grows sub-linearly: fitted exponent "
+        f"{exp:.2f} < 1",
+        exp < 1,
+    )
     verdict(f"one choose with 6 arms <= 1 ms: {choose_s * 1e3:.2f} ms", choose_s <= 1e-3)
-
-
-TIERS_SHOWN = ("fast", "balanced", "strong")
 
 
 def main() -> int:
@@ -393,7 +644,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--alpha", type=float, default=1.0, help="router exploration weight")
+    parser.add_argument(
+        "--credit",
+        choices=("task", "attempt"),
+        default=RouterConfig().credit,
+        help="router credit: learn when a task ends, or after every attempt",
+    )
+    parser.add_argument(
+        "--retry-credit",
+        choices=("tail", "none"),
+        default="none",
+        help="with task credit: retries learn nothing (none), or their reward-to-go (tail)",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=RouterConfig().alpha, help="router exploration weight"
+    )
     parser.add_argument("--ceiling", type=float, default=2.0, help="router cost_ceiling, USD")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--min-tier", default="", help="router min_tier overrides: high=strong")
@@ -405,11 +670,30 @@ def main() -> int:
         "scale (0.05: cheaper tiers a little better; the published world is 0)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="print only the efficient frontier of P(lands) against cost (the seeds' tasks)",
+    )
     args = parser.parse_args()
     shift = args.cheap_shift
     ARMS = tuple(
         replace(m, center=m.center + (shift if m.arm.tier != "strong" else 0.0)) for m in WORLD
     )
+    if args.frontier:
+        tasks = [t for seed in range(args.seeds) for t in make_tasks(args.tasks, seed)]
+        front = frontier(tasks, TARGET_REDUCTION)
+        if args.json:
+            print(json.dumps(front, indent=2))
+            return 0
+        shown = {(f"{p['cost_ratio']:.3f}", f"{p['landed']:.2%}"): 0 for p in front["points"]}
+        rows = [list(row) for row in shown]
+        print(table(["cost / strongest", "P(lands)"], rows))
+        print(
+            f"always-strongest: P(lands) {front['strongest_landed']:.2%}; the best at "
+            f"{TARGET_REDUCTION:.0%} lower cost: {front['landed_at_target']:.2%}"
+        )
+        return 0
     report = measure(args)
     if args.json:
         print(json.dumps(report, indent=2))

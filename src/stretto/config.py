@@ -102,6 +102,7 @@ class RouterSettings:
         ("medium", "fast"),
         ("high", "balanced"),
     )
+    credit: Literal["task", "attempt"] = "attempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,7 @@ def _config_model() -> type[BaseModel]:
         cost_ceiling: float = Field(default=1.0, gt=0)
         min_tier: dict[Literal["low", "medium", "high"], Tier] = {}
         arms: list[ArmModel] = []
+        credit: Literal["task", "attempt"] = "attempt"
 
     class BudgetModel(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -368,7 +370,7 @@ _TOP_KEYS = (
 _GATE_KEYS = ("command", "timeout", "when")
 _WORKSPACE_KEYS = ("link", "setup")
 _SECTION_KEYS = {
-    "router": ("alpha", "arms", "cost_ceiling", "min_tier", "warmup"),
+    "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
 }
@@ -425,6 +427,8 @@ def _message(error: Any, loc: tuple[str, ...]) -> str:
             options = list(TIERS)
         if loc[-1:] == ("on_exceed",):
             options = ["finish", "stop"]
+        if loc[-1:] == ("credit",):
+            options = ["task", "attempt"]
         close = difflib.get_close_matches(str(value), options, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"must be {ctx['expected']}, not {_describe(value)}{hint}"
@@ -534,4 +538,6 @@ def _router(data: dict[str, Any]) -> RouterSettings:
     defaults = dict(RouterSettings().min_tier)
     min_tier = tuple({**defaults, **data["min_tier"]}.items())
     arms = tuple(ArmConfig(a["agent"], a["model"], a["tier"]) for a in data["arms"])
-    return RouterSettings(arms, data["warmup"], data["alpha"], data["cost_ceiling"], min_tier)
+    return RouterSettings(
+        arms, data["warmup"], data["alpha"], data["cost_ceiling"], min_tier, data["credit"]
+    )

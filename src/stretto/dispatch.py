@@ -33,7 +33,15 @@ from stretto.ledger import (
     make_entry,
 )
 from stretto.plan import Task
-from stretto.router import Arm, Policy, RouterConfig, TaskContext, estimate_tokens, update_policy
+from stretto.router import (
+    Arm,
+    Policy,
+    RouterConfig,
+    TaskContext,
+    estimate_tokens,
+    update_policy,
+    update_policy_task,
+)
 from stretto.runtypes import RunOptions
 
 POLICY_FILE = Path(".stretto") / "router" / "policy.json"
@@ -79,6 +87,7 @@ def router_config(options: RunOptions) -> RouterConfig:
         alpha=settings.alpha,
         cost_ceiling=settings.cost_ceiling,
         min_tier=dict(settings.min_tier),
+        credit=settings.credit,
     )
 
 
@@ -127,6 +136,8 @@ class Dispatch:
         self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
         self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
         self.routes: dict[str, Route] = {}  # task -> route of its current attempt
+        # task -> its judged attempts so far (route, cost), credited when the task ends
+        self.judged: dict[str, list[tuple[Route, float | None]]] = {}
 
     # ------------------------------------------------------------------ before a spawn
 
@@ -274,15 +285,25 @@ class Dispatch:
         if entry.source == "unknown":
             self.unpriced += 1
 
-    def learn(self, task: str, landed: bool, cost: float | None) -> dict[str, Any] | None:
-        """Teach the bandit how the attempt on the task's current route ended."""
+    def learn(self, task: str, landed: bool, cost: float | None) -> list[dict[str, Any]]:
+        """The gates and merge queue judged the attempt on the task's current route.
+
+        With ``credit = "attempt"`` (the default) its arm learns now; with ``"task"`` the task's
+        attempts are credited together when it lands, or by :meth:`task_failed`. Returns what
+        was learned, for the journal.
+        """
         route = self.routes.get(task)
         if landed:
             self.failed_arm.pop(task, None)
         elif route is not None:
             self.failed_arm[task] = route.arm
-        if self.policy is None or route is None or route.rule == "pinned":
-            return None
+        if self.policy is None or route is None:
+            return []
+        self.judged.setdefault(task, []).append((route, cost))
+        if self.config.credit == "task":
+            return self._credit(task, landed=True) if landed else []
+        if route.rule == "pinned":
+            return []
         from stretto.router import reward
 
         value = reward(landed, cost, self.config.cost_ceiling)
@@ -295,7 +316,27 @@ class Dispatch:
             cost,
             landed=landed,
         )
-        return {"arm": route.arm.key, "reward": round(value, 6), "landed": landed}
+        return [{"arm": route.arm.key, "reward": round(value, 6), "landed": landed}]
+
+    def task_failed(self, task: str) -> list[dict[str, Any]]:
+        """The task ended without landing (given up, or split): credit its attempts with 0."""
+        if self.policy is None or self.config.credit != "task" or task not in self.judged:
+            return []
+        return self._credit(task, landed=False)
+
+    def _credit(self, task: str, *, landed: bool) -> list[dict[str, Any]]:
+        judged = self.judged.pop(task, [])
+        if not judged:
+            return []
+        attempts = [(route.arm, route.context, cost) for route, cost in judged]
+        skip = [n for n, (route, _) in enumerate(judged, 1) if route.rule == "pinned"]
+        self.policy = update_policy_task(
+            self.repo / POLICY_FILE, self.config, attempts, landed, skip=skip
+        )
+        return [  # numbered by the attempts' own numbers (rate-limited ones are not judged)
+            {**record, "attempt": route.context.attempt}
+            for record, (route, _) in zip(self.policy.credited, judged, strict=True)
+        ]
 
     def restore(self, records: Iterable[Any]) -> list[Entry]:
         """Resume: routes and failed arms from the journal; ledger entries a crash lost.
@@ -304,17 +345,26 @@ class Dispatch:
         """
         booked = {e.key for e in self.history}
         routes: dict[tuple[str, int], Mapping[str, Any]] = {}
+        costs: dict[tuple[str, int], float | None] = {}
         added: list[Entry] = []
         for rec in records:
             f = rec.fields
             if rec.type == "route":
                 routes[(f["task"], int(f["attempt"]))] = f
             elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
-                seen = routes.get((f["task"], int(f.get("attempt", 0))))
+                key = (f["task"], int(f.get("attempt", 0)))
+                seen = routes.get(key)
                 if seen and f.get("counted", True):
                     self.failed_arm[f["task"]] = Arm(
                         seen["agent"], seen.get("model"), seen.get("tier") or "balanced"
                     )
+                    judged = _judged_route(seen, key[1])
+                    if judged is not None:
+                        self.judged.setdefault(key[0], []).append((judged, costs.get(key)))
+            elif rec.type == "task_finished":
+                self.judged.pop(f.get("task", ""), None)  # credited when it finished
+            elif rec.type == "attempt_finished":
+                costs[(f["task"], int(f["attempt"]))] = f.get("cost_usd")
             elif rec.type == "attempt_finished" and isinstance(f.get("ledger"), dict):
                 entry = Entry.from_dict(f["ledger"])
                 if entry.key not in booked:
@@ -322,6 +372,32 @@ class Dispatch:
                     booked.add(entry.key)
                     added.append(entry)
         return added
+
+
+def _judged_route(fields: Mapping[str, Any], attempt: int) -> Route | None:
+    """A journaled route, as far as crediting its attempt needs it (None: it was not routed)."""
+    choice = fields.get("choice") or {}
+    context = choice.get("context")
+    if not context:
+        return None
+    files = context.get("files")
+    ctx = TaskContext(
+        complexity=context["complexity"],
+        role=context["role"],
+        files=tuple(files) if files is not None else None,
+        attempt=int(context.get("attempt", attempt)),
+        est_tokens=int(context["est_tokens"]),
+    )
+    return Route(
+        fields["agent"],
+        fields.get("model"),
+        fields.get("tier"),
+        str(fields.get("rule", "")),
+        "",
+        ctx,
+        fields.get("estimate_usd"),
+        choice,
+    )
 
 
 def _day(ts: float) -> str:

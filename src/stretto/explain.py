@@ -107,7 +107,8 @@ def explain_task(repo: Path, task: str, *, run_id: str | None = None) -> Explana
             if attempt in by_attempt:
                 by_attempt[attempt].result = str(f["action"])
         elif rec.type == "learned" and story.attempts:
-            story.attempts[-1].learned = {"arm": f.get("arm"), "reward": f.get("reward")}
+            target = by_attempt.get(attempt, story.attempts[-1])
+            target.learned = {"arm": f.get("arm"), "reward": f.get("reward")}
         elif rec.type == "task_finished":
             story.status = str(f.get("status"))
             if f.get("reason"):

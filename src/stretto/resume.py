@@ -122,7 +122,7 @@ def resume_run(
 
                 parent = runner.plan.task(rec.fields["task"])
                 children = child_tasks(parent, rec.fields["plan"], set(runner.plan.by_id))
-                runner.apply_split(parent.id, children, record=parent.id not in facts.finished)
+                runner.splits.apply(parent.id, children, record=parent.id not in facts.finished)
         landed = merging.landed_tasks(repo, options.target, run)
         for rec in history:
             if (

@@ -1,14 +1,17 @@
 """Which agent and model take an attempt: a static cascade while learning, then LinUCB.
 
 Pure decisions: :meth:`Policy.choose` turns an attempt's context into a :class:`Choice` that
-names the arm, the rule and every figure behind it; :meth:`Policy.update` learns from an outcome.
-The only I/O loads and saves the policy file (atomically; :func:`update_policy` holds a lock).
-Arms are ``(agent, model)`` pairs with a tier (:data:`TIERS`); pins are always obeyed. Until
-``warmup`` attempts are learned, a first attempt starts at the cheapest tier allowed for its
-complexity and each failure escalates one tier; then disjoint LinUCB over :data:`FEATURE_NAMES`
-picks it by the highest upper confidence bound on ``landed x (1 - cost / cost_ceiling)``. Retries
-go strictly stronger, else to another agent at the same tier, else to the strongest arm again.
-Nothing is random; ties break on tier order, then arm key. Guide: docs/routing.md.
+names the arm, the rule and every figure behind it; :meth:`Policy.update` learns from one
+attempt (``credit = "attempt"``, the default) and :meth:`Policy.credit_task` from a finished
+task (``credit = "task"``). The only I/O loads and saves the policy file (atomically;
+:func:`update_policy_task` and :func:`update_policy` hold a lock). Arms are ``(agent, model)``
+pairs with a tier (:data:`TIERS`); pins are always obeyed. Until ``warmup`` attempts are learned,
+a first attempt starts at the cheapest tier allowed for its complexity and each failure escalates
+one tier; then disjoint LinUCB over :data:`FEATURE_NAMES` picks it by the highest upper confidence
+bound on ``landed x (1 - cost / cost_ceiling)``: the attempt's, or with task credit the whole
+task's (a first attempt learns whether the task landed and what all its attempts cost).
+Retries go strictly stronger, else to another agent at the same tier, else to the strongest arm
+again. Nothing is random; ties break on tier order, then arm key. Guide: docs/routing.md.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import operator
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from stretto.errors import RunError
 
@@ -47,6 +50,7 @@ BASE_TOKENS: Mapping[str, int] = MappingProxyType(
 )
 GLOB_WEIGHT = 4  # a glob pattern counts as this many files
 POLICY_FORMAT = "stretto-router-policy"
+CREDITS = ("task", "attempt")
 _ROLE_WORDS = (
     ("backend", frozenset({"backend", "api", "server", "database", "db"})),
     ("frontend", frozenset({"frontend", "ui", "web", "client"})),
@@ -78,13 +82,21 @@ class Arm:
 
 @dataclass(frozen=True, slots=True)
 class RouterConfig:
-    """The ``[router]`` table: arms, warm-up length, exploration weight, cost normalization."""
+    """The ``[router]`` table: arms, warm-up length, exploration weight, cost normalization.
+
+    ``credit`` says what the caller teaches: ``"attempt"`` (the default) after every attempt,
+    through :meth:`Policy.update`; ``"task"`` when a task ends, through
+    :meth:`Policy.credit_task`. The router itself decides the same way in both.
+    ``cost_ceiling`` is the USD that counts as cost 1.0 in a reward: of the credited attempts
+    together with task credit, of one attempt with attempt credit.
+    """
 
     arms: tuple[Arm, ...] = ()
     warmup: int = 50
     alpha: float = 1.0  # exploration weight
-    cost_ceiling: float = 1.0  # USD per attempt that counts as cost 1.0 in the reward
+    cost_ceiling: float = 1.0  # USD that counts as cost 1.0 in the reward
     min_tier: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MIN_TIER, hash=False)
+    credit: Literal["task", "attempt"] = "attempt"  # task credit lands fewer: docs/routing.md
 
     def __post_init__(self) -> None:
         keys = [arm.key for arm in self.arms]
@@ -95,6 +107,8 @@ class RouterConfig:
             raise ValueError(f"router tiers must be among {TIERS}, got {tiers}")
         if self.warmup < 0 or self.alpha < 0 or not self.cost_ceiling > 0:
             raise ValueError("router warmup and alpha must be >= 0 and cost_ceiling > 0")
+        if self.credit not in CREDITS:
+            raise ValueError(f"router credit must be one of {CREDITS}, got {self.credit!r}")
 
     @property
     def enabled(self) -> bool:
@@ -167,6 +181,17 @@ def reward(landed: bool, cost_usd: float | None, ceiling: float) -> float:
     if not ceiling > 0:
         raise ValueError(f"cost ceiling must be > 0, got {ceiling}")
     return 1.0 - min(1.0, max(0.0, (cost_usd or 0.0) / ceiling)) if landed else 0.0
+
+
+def task_rewards(costs: Sequence[float | None], landed: bool, ceiling: float) -> list[float]:
+    """Each attempt's reward-to-go in a finished task: ``landed x (1 - cost from it on / ceiling)``.
+
+    ``costs`` are the task's attempts in order; the first attempt is charged the whole task's
+    cost, a retry the cost of itself and the attempts after it (what came before is sunk). An
+    unknown cost (None) counts as 0, as in :func:`reward`. A task that did not land gives 0s.
+    """
+    tails = [math.fsum(c or 0.0 for c in costs[i:]) for i in range(len(costs))]
+    return [reward(landed, tail, ceiling) for tail in tails]
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,12 +320,16 @@ class Policy:
 
     Attributes:
         config: the router configuration the policy serves.
-        completed: attempts learned from, across runs (warm-up ends at ``config.warmup``).
+        completed: attempts learned from, across runs (warm-up ends at ``config.warmup``): one
+            per :meth:`update`, so with task credit one per task (its first attempt), or one
+            per attempt that taught its arm with ``retries``.
+        credited: what the latest :meth:`credit_task` learned (not saved; for the journal).
     """
 
     def __init__(self, config: RouterConfig, states: dict[str, _ArmState], completed: int) -> None:
         self.config = config
         self.completed = completed
+        self.credited: list[dict[str, Any]] = []
         self._states = states  # by arm key; arms no longer configured are kept, unused
         for arm in config.arms:
             self._states.setdefault(arm.key, _ArmState.fresh())
@@ -373,6 +402,7 @@ class Policy:
             "version": 1,
             "completed": self.completed,
             "warmup": self.config.warmup,
+            "credit": self.config.credit,  # for reading; a file learned either way loads
             "features": list(FEATURE_NAMES),
             "arms": {k: s.to_dict(configured.get(k)) for k, s in sorted(self._states.items())},
         }
@@ -405,6 +435,66 @@ class Policy:
             state.cost_total += cost_usd
             state.costed += 1
         self.completed += 1
+
+    def credit_task(
+        self,
+        attempts: Sequence[tuple[Arm, TaskContext, float | None]],
+        landed: bool,
+        *,
+        skip: Collection[int] = (),
+        retries: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Learn from a finished task: it landed, or it ended without landing.
+
+        ``attempts`` are the task's attempts in order, each with its arm, its context and its
+        cost in USD (None if unknown). The first attempt's arm learns, in the first attempt's
+        context, ``landed x (1 - the whole task's cost / cost_ceiling)``. With ``retries``, each
+        retry's arm also learns, in its own context, its reward-to-go: the same with the cost
+        from that attempt on (:func:`task_rewards`); by default retries teach nothing, since
+        in the benchmark that lands more tasks (docs/routing.md). ``skip`` names attempts
+        (1-based positions) that teach nothing, such as pinned ones; an arm that is not
+        configured teaches nothing either. Every attempt's cost counts all the same. Returns
+        one record per attempt (also kept in :attr:`credited`).
+
+        Raises:
+            ValueError: no attempts, or a cost that is not a finite amount >= 0.
+        """
+        if not attempts:
+            raise ValueError("a task has at least one attempt to credit")
+        costs = [cost for _, _, cost in attempts]
+        for cost in costs:
+            if cost is not None and not 0.0 <= cost < math.inf:
+                raise ValueError(f"cost must be a finite amount >= 0, got {cost}")
+        rewards = task_rewards(costs, landed, self.config.cost_ceiling)
+        configured = {a.key for a in self.config.arms}
+        records = []
+        for n, ((arm, ctx, cost), value) in enumerate(zip(attempts, rewards, strict=True), 1):
+            tail = math.fsum(c or 0.0 for c in costs[n - 1 :])
+            why = (
+                "skipped"
+                if n in skip
+                else "not configured"
+                if arm.key not in configured
+                else "a retry"
+                if n > 1 and not retries
+                else ""
+            )
+            if not why:
+                self.update(arm, ctx, value, cost, landed=landed and n == len(attempts))
+            records.append(
+                {
+                    "attempt": n,
+                    "arm": arm.key,
+                    "cost_usd": cost,
+                    "credited_cost_usd": round(tail, 6),
+                    "reward": round(value, 6),
+                    "landed": landed and n == len(attempts),
+                    "learned": not why,
+                    **({"note": why} if why else {}),
+                }
+            )
+        self.credited = records
+        return records
 
     def choose(
         self,
@@ -607,6 +697,27 @@ def update_policy(
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         policy = Policy.load(path, config)
         policy.update(arm, ctx, reward, cost_usd, landed=landed)
+        policy.save(path)
+    return policy
+
+
+def update_policy_task(
+    path: Path,
+    config: RouterConfig,
+    attempts: Sequence[tuple[Arm, TaskContext, float | None]],
+    landed: bool,
+    *,
+    skip: Collection[int] = (),
+    retries: bool = False,
+) -> Policy:
+    """Load the policy at ``path``, credit a finished task (:meth:`Policy.credit_task`) and save
+    it, under the same lock as :func:`update_policy`; return the new policy (what it learned is
+    in its ``credited``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:  # flock: released on close
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        policy = Policy.load(path, config)
+        policy.credit_task(attempts, landed, skip=skip, retries=retries)
         policy.save(path)
     return policy
 

@@ -32,6 +32,7 @@ from stretto.plan import Plan, Task
 from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
 from stretto.runtypes import AttemptEnd, RunOptions, RunSummary, TaskReport, log_tail
 from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
+from stretto.splits import Splits
 from stretto.verify import (
     Gate,
     GateInput,
@@ -116,10 +117,8 @@ class Runner:
         self.not_before: dict[str, float] = {}  # task -> monotonic time before which not to start
         self.uncounted: dict[str, int] = {}  # task -> failures that were not its fault
         self.cost_of: dict[str, float | None] = {}  # task -> cost of its last finished agent
-        self.failure_log: dict[str, list[str]] = {}  # task -> its counted failures, for a split
-        self.splitting: set[str] = set()  # tasks whose split (a planning call) is under way
-        self.depth: dict[str, int] = {}  # task -> how many splits made it (0: from the plan)
         self.planner_calls = 0  # model calls stretto itself made in this run
+        self.splits = Splits(self)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -230,7 +229,7 @@ class Runner:
             sched.started(task)  # back into the merge queue: the attempt already ran
             sched.attempts[task] = attempt
             self.active[task] = asyncio.create_task(
-                self._guard(task, self._land_only(task, attempt, commit, tree))
+                self.guard(task, self._land_only(task, attempt, commit, tree))
             )
         while not sched.done:
             in_use = dict.fromkeys(self.provider_limit, 0)
@@ -249,17 +248,18 @@ class Runner:
                         self._route_and_spawn(action, in_use)
                 elif isinstance(action, Wait):
                     self._note_wait(action)
-                elif isinstance(action, GiveUp) and self._can_split(action.task):
-                    self._start_split(action.task)
+                elif isinstance(action, GiveUp) and self.splits.allowed(action.task):
+                    self.splits.start(action.task)
                 elif isinstance(action, GiveUp):
+                    self.credit_failed(action.task)
                     reason = self.failures.get(action.task)
                     why = f"gave up after {action.failures} failed attempts"
                     if reason:
                         why += f"; last: {reason.reason}"
-                    self._finish(action.task, "failed", why)
+                    self.finish(action.task, "failed", why)
                     sched.gave_up(action.task)
                 elif isinstance(action, Skip):
-                    self._finish(
+                    self.finish(
                         action.task, "skipped", f"dependency '{action.because}' did not land"
                     )
                     sched.skipped(action.task)
@@ -274,8 +274,8 @@ class Runner:
                 raise RuntimeError("scheduler stalled: nothing running and nothing can start")
             task, end = await self.ended.get()
             self.active.pop(task, None)
-            if task in self.splitting:
-                self._end_split(task, end)
+            if task in self.splits.running:
+                self.splits.end(task, end)
                 continue
             self._adjust_provider(task, end)
             if end.counts or end.landed:
@@ -283,7 +283,7 @@ class Runner:
             if self.dispatch.exceeded() and self.budget_stop is None:
                 self._stop_for_budget()
             if end.landed:
-                self._finish(task, "landed", "", end.commit)
+                self.finish(task, "landed", "", end.commit)
                 sched.landed(task)
             elif task in self.stopping:
                 sched.attempt_failed(task, counts=False)
@@ -291,7 +291,7 @@ class Runner:
                 attempt = sched.attempts[task]
                 self.failures[task] = prompting.Failure(attempt, end.reason, end.log)
                 if end.counts:
-                    self.failure_log.setdefault(task, []).append(
+                    self.splits.failure_log.setdefault(task, []).append(
                         f"attempt {attempt}: {end.reason}\n{end.log}"
                     )
                 if end.retry_after:
@@ -307,9 +307,9 @@ class Runner:
                     limit=sched.limit(task),
                     counted=end.counts,
                 )
-                strongest = end.counts and self._at_strongest(task)
-                if not exhausted and strongest and self._can_split(task):
-                    self._start_split(task)  # no stronger arm is left to escalate to
+                strongest = end.counts and self.splits.at_strongest(task)
+                if not exhausted and strongest and self.splits.allowed(task):
+                    self.splits.start(task)  # no stronger arm is left to escalate to
 
     def _adjust_provider(self, task: str, end: AttemptEnd) -> None:
         """Back a provider off when it rate-limits (halve its agents), recover one per success."""
@@ -372,7 +372,7 @@ class Runner:
                     left_usd=check.left,
                 )
                 return
-            if check.reason:
+            if check.estimate is None and check.reason:  # an unknown price: say so
                 self.record("warning", task=task.id, message=check.reason)
         self.dispatch.reserve(task.id, route)
         self._spawn(action, route)
@@ -391,7 +391,7 @@ class Runner:
         )
         self.record("route", task=action.task, attempt=attempt, **route.to_dict())
         self.active[action.task] = asyncio.create_task(
-            self._guard(action.task, self._attempt(self.plan.task(action.task), attempt, route))
+            self.guard(action.task, self._attempt(self.plan.task(action.task), attempt, route))
         )
 
     async def _learn(self, task: str, end: AttemptEnd) -> None:
@@ -404,8 +404,8 @@ class Runner:
         except Exception as error:  # the policy is advice: a failure to save it stops nothing
             self.record("warning", task=task, message=f"router policy not updated: {error}")
             return
-        if learned:
-            self.record("learned", task=task, **learned)
+        for record in learned:
+            self.record("learned", task=task, **record)
 
     def _stop_for_budget(self) -> None:
         """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
@@ -451,7 +451,7 @@ class Runner:
             conflict=list(action.conflict) if action.conflict else None,
         )
 
-    def _finish(self, task: str, status: str, reason: str, commit: str | None = None) -> None:
+    def finish(self, task: str, status: str, reason: str, commit: str | None = None) -> None:
         attempts = self.schedule.attempts[task]
         self.reports[task] = TaskReport(task, status, attempts, reason, commit)
         self.record(
@@ -463,7 +463,7 @@ class Runner:
             commit=commit,
         )
 
-    async def _guard(self, task: str, job: Any) -> None:
+    async def guard(self, task: str, job: Any) -> None:
         try:
             end = await job
         except asyncio.CancelledError:
@@ -482,140 +482,15 @@ class Runner:
             end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
         await self.ended.put((task, end))
 
-    # ------------------------------------------------------------------ splitting
-
-    def _can_split(self, task: str) -> bool:
-        planner = self.options.planner
-        return bool(planner.agent) and self.depth.get(task, 0) < planner.split_depth
-
-    def _at_strongest(self, task: str) -> bool:
-        """Whether the task's last attempt failed on the strongest configured tier."""
-        route = self.dispatch.routes.get(task)
-        arms = self.options.router.arms
-        if route is None or not arms or route.tier is None:
-            return False
-        from stretto.config import TIERS
-
-        top = max(TIERS.index(a.tier) for a in arms)
-        return TIERS.index(route.tier) >= top
-
-    def _start_split(self, task: str) -> None:
-        self.schedule.splitting(task)
-        self.splitting.add(task)
-        self.active[task] = asyncio.create_task(self._guard(task, self._split(task)))
-
-    async def _split(self, task_id: str) -> AttemptEnd:
-        """One planning call splits a failing task; its answer is journaled before it is used."""
-        from stretto.errors import StrettoError
-        from stretto.planner import split_task
-        from stretto.splitting import SplitRefused, child_tasks
-
-        task = self.plan.task(task_id)
-        planner = self.options.planner
-        logs = self.failure_log.get(task_id, [])
-        intent = self.intent(
-            "split_call", task=task_id, depth=self.depth.get(task_id, 0) + 1, failures=len(logs)
-        )
-        crashpoint("after-intent:split")
+    def credit_failed(self, task: str) -> None:
+        """A task ends without landing: its attempts teach the router that."""
         try:
-            result = await self.blocking(
-                split_task,
-                self.repo,
-                task,
-                logs,
-                agent=str(planner.agent),
-                settings=self.options.agent_settings.get(str(planner.agent), {}),
-                model=planner.model,
-                out_dir=self.run_dir / "tasks" / task_id / "split",
-                env=self._env(task, 0, None, None),
-                timeout=planner.timeout,
-                existing_ids=set(self.plan.by_id),
-            )
-        except StrettoError as error:
-            self._book_calls(task_id, getattr(error, "calls", ()), "split")
-            self.journal.fail(intent, error.message)
-            return AttemptEnd(False, True, f"split refused: {error.message}")
-        self._book_calls(task_id, result.calls, "split")
-        try:
-            children = child_tasks(task, result.yaml_text, set(self.plan.by_id))
-        except SplitRefused as error:
-            self.journal.fail(intent, str(error))
-            return AttemptEnd(False, True, f"split refused: {error}")
-        self.journal.append(
-            "split",
-            sync=True,
-            task=task_id,
-            depth=self.depth.get(task_id, 0) + 1,
-            children=[c.id for c in children],
-            plan=result.yaml_text,
-        )
-        self.journal.done(intent)
-        crashpoint("after-split")
-        return AttemptEnd(False, False, "split", children=tuple(children))
-
-    def _book_calls(self, task: str, calls: Any, kind: str) -> None:
-        """Journal and book the planning calls stretto made (their tokens and dollars)."""
-        from stretto.ledger import make_entry
-
-        for call in calls:
-            self.planner_calls += 1
-            entry = make_entry(
-                run_id=self.run_id,
-                task=task,
-                attempt=-self.planner_calls,  # unique per call in this run
-                kind=kind,
-                agent=call.agent,
-                agent_kind=self.dispatch_kind(call.agent),
-                model=call.model,
-                tier=None,
-                usage=call.usage,
-                reported_cost=call.cost_usd,
-                outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
-                prices=self.dispatch.prices,
-            )
-            self.dispatch.add(entry)
-            self.record(
-                "planner_call",
-                task=task,
-                call=call.kind,
-                agent=call.agent,
-                model=call.model,
-                duration=round(call.duration, 3),
-                cost_usd=entry.cost_usd,
-                cost_source=entry.source,
-                usage=dict(call.usage),
-            )
-
-    def dispatch_kind(self, agent: str) -> str:
-        from stretto.dispatch import adapter_kind
-
-        return adapter_kind(agent, self.options)
-
-    def _end_split(self, task: str, end: AttemptEnd) -> None:
-        self.splitting.discard(task)
-        if end.children:
-            self.apply_split(task, list(end.children))
+            learned = self.dispatch.task_failed(task)
+        except Exception as error:  # the policy is advice: a failure to save it stops nothing
+            self.record("warning", task=task, message=f"router policy not updated: {error}")
             return
-        self._finish(task, "failed", end.reason)
-        self.schedule.gave_up(task)
-
-    def apply_split(self, parent_id: str, children: list[Task], *, record: bool = True) -> None:
-        """Put ``children`` in the place of ``parent_id`` (live, or rebuilt by resume)."""
-        from dataclasses import replace
-
-        from stretto.splitting import split_children
-
-        parent = self.plan.task(parent_id)
-        position = self.plan.tasks.index(parent) + 1
-        tasks = (*self.plan.tasks[:position], *children, *self.plan.tasks[position:])
-        by_id = {**self.plan.by_id, **{c.id: c for c in children}}
-        self.plan = replace(self.plan, tasks=tasks, by_id=by_id)
-        for child in children:  # their provider's limit is checked at spawn, from the route
-            self.depth[child.id] = self.depth.get(parent_id, 0) + 1
-        self.schedule.split(parent_id, split_children(parent, children))
-        if record:
-            ids = ", ".join(c.id for c in children)
-            self._finish(parent_id, "split", f"split into {ids}")
+        for record in learned:
+            self.record("learned", task=task, **record)
 
     # ------------------------------------------------------------------ one attempt
 
@@ -835,6 +710,10 @@ class Runner:
         intent = self.intent("cleanup", task=ws.task_id, attempt=ws.attempt, branch=ws.branch)
         await self.blocking(remove_workspace, self.repo, ws, delete_branch=True, expected_sha=head)
         self.journal.done(intent)
+
+    def agent_env(self, task: Task) -> dict[str, str]:
+        """The environment agents get, for a call about ``task`` outside an attempt."""
+        return self._env(task, 0, None, None)
 
     def _env(
         self, task: Task, attempt: int, ws: Workspace | None, prompt: Path | None

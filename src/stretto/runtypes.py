@@ -62,6 +62,7 @@ class RunOptions:
                 "alpha": self.router.alpha,
                 "cost_ceiling": self.router.cost_ceiling,
                 "min_tier": dict(self.router.min_tier),
+                "credit": self.router.credit,
             },
             "budget": self.budget,
             "daily_cap": self.daily_cap,
@@ -110,6 +111,7 @@ def _router(data: Mapping[str, Any] | None) -> RouterSettings:
         alpha=data["alpha"],
         cost_ceiling=data["cost_ceiling"],
         min_tier=tuple(data["min_tier"].items()),
+        credit=data.get("credit", "attempt"),
     )
 
 
