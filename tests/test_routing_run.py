@@ -154,6 +154,8 @@ def test_policy_persists_across_runs_and_learns(repo: Path) -> None:
     steps = [f"{{id: u{i}, goal: more {i}, complexity: low, files: [u{i}.txt]}}" for i in range(2)]
     assert invoke("run", str(plan(repo, steps)), "--plain").exit_code == 0
     assert json.loads(policy_file.read_text())["completed"] == 5
+    # The ledger now holds 3 attempts like these: the estimate is their median cost.
+    assert [round(float(str(r["estimate_usd"])), 6) for r in routes(repo, "u0")] == [0.12]
     assert not list(policy_file.parent.glob("*.tmp"))
 
 

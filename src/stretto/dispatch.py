@@ -17,6 +17,7 @@ pure parts (:mod:`stretto.router`, :mod:`stretto.ledger`) plus two files that li
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.ledger import (
+    HISTORY_MIN,
     BudgetCheck,
     Entry,
     Ledger,
@@ -129,6 +131,10 @@ class Dispatch:
         self.prices = model_prices(options)
         self.ledger = Ledger.for_repo(repo)
         self.history: list[Entry] = self.ledger.entries()
+        # (agent, model, complexity) -> costs of past attempts, for estimates
+        self.past: dict[tuple[str, str | None, str], list[float]] = {}
+        for entry in self.history:
+            self._remember(entry)
         self.day = today()
         self.run_spent = sum(e.cost_usd or 0.0 for e in self.history if e.run_id == run_id)
         self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
@@ -200,14 +206,23 @@ class Dispatch:
                 self.routes.pop(task.id, None)
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
+        """The median cost of past attempts like this one, else a priced token estimate."""
+        past = self.past.get((agent, model, context.complexity), [])
+        if len(past) >= HISTORY_MIN:
+            return float(statistics.median(past))
         return estimate_attempt_cost(
             adapter_kind(agent, self.options),
             model,
             context.complexity,
             context.est_tokens,
-            self.history,
+            (),
             prices=self.prices,
         )
+
+    def _remember(self, entry: Entry) -> None:
+        if entry.kind == "attempt" and entry.cost_usd is not None:
+            key = (entry.agent, entry.model, entry.complexity or "")
+            self.past.setdefault(key, []).append(entry.cost_usd)
 
     @property
     def limited(self) -> bool:
@@ -278,6 +293,7 @@ class Dispatch:
         """Append an entry (an attempt's or a planning call's) and count it."""
         self.ledger.append(entry)
         self.history.append(entry)
+        self._remember(entry)
         self.run_spent += entry.cost_usd or 0.0
         self._roll_day()
         if _day(entry.ts) == self.day:
