@@ -361,3 +361,25 @@ def test_task_credit_teaches_the_first_arm_the_whole_task_cost(repo: Path) -> No
     assert policy["completed"] == 1
     explained = invoke("explain", "hard")
     assert "learned: reward 0.34 for cheap/cheap-1" in explained.output
+
+
+def test_cost_and_explain_without_a_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    monkeypatch.chdir(path)
+    empty = invoke("cost")
+    assert empty.exit_code == 0 and "no spend recorded yet (all runs)" in empty.output
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(
+        "stages:\n  - name: w\n    steps:\n"
+        "      - {id: a, goal: a, files: [a.txt], command: 'echo a > a.txt'}\n"
+    )
+    assert invoke("run", str(plan_path), "--plain").exit_code == 0
+    explained = invoke("explain", "a")
+    assert explained.exit_code == 0, explained.output
+    assert "attempt 1: shell" in explained.output
+    assert "rule: default: no [[router.arms]] configured" in explained.output
+    [entry] = Ledger.for_repo(path).entries()
+    assert (entry.agent, entry.source, entry.cost_usd) == ("shell", "none", 0.0)
+    missing = invoke("cost", "--run", "nope")
+    assert missing.exit_code == 1
+    assert "no spend recorded for a run 'nope'" in missing.output
