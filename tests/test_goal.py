@@ -249,6 +249,8 @@ def test_a_task_that_keeps_failing_is_split_and_lands(
         generate = [r for r in server.requests if r.endpoint == "generate"]
     assert result.exit_code == 0, result.output
     assert len(generate) == 1  # one planning call for one split, none for scheduling
+    assert "split   big: asking the planner for smaller steps" in result.output
+    assert "split   big -> big.a, big.b" in result.output
     body = json.dumps(generate[0].body)
     assert "gates failed" in body  # the failure logs were context
     assert git(repo, "show", "main:a.txt") == "big.a\n"

@@ -36,6 +36,10 @@ def _task_line(rec: Record) -> str | None:
     if t == "attempt_started":
         model = f"/{f['model']}" if f.get("model") else ""
         return f"start   {f['task']} (attempt {f['attempt']}, {f['agent']}{model}, pid {f['pid']})"
+    if t == "split_call" and rec.kind == "intent":
+        return f"split   {f['task']}: asking the planner for smaller steps"
+    if t == "split":
+        return f"split   {f['task']} -> {', '.join(f['children'])}"
     if t == "decision" and f.get("action") == "stop_budget":
         return f"budget  {f['reason']}: no new attempts start"
     if t == "decision" and f.get("action") == "wait" and f.get("reason") == "lease":
