@@ -92,9 +92,9 @@ class Splits:
         except SplitRefused as error:
             runner.journal.fail(intent, str(error))
             return AttemptEnd(False, True, f"split refused: {error}")
-        runner.journal.append(
+        runner.record(
             "split",
-            sync=True,
+            sync=True,  # before the answer is used: resume replays it, never asks twice
             task=task_id,
             depth=depth,
             children=[c.id for c in children],
