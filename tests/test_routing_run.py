@@ -383,3 +383,14 @@ def test_cost_and_explain_without_a_router(tmp_path: Path, monkeypatch: pytest.M
     missing = invoke("cost", "--run", "nope")
     assert missing.exit_code == 1
     assert "no spend recorded for a run 'nope'" in missing.output
+
+
+def test_a_damaged_policy_stops_the_run_before_it_starts(repo: Path) -> None:
+    policy = repo / ".stretto" / "router" / "policy.json"
+    policy.parent.mkdir(parents=True)
+    policy.write_text('{"format": "stretto-router-policy", "arms": [')
+    result = invoke("run", str(plan(repo, ["{id: a, goal: a, files: [a.txt]}"])), "--plain")
+    assert result.exit_code != 0
+    assert str(policy) in result.output
+    assert "Delete it to start learning afresh" in result.output
+    assert not (repo / ".stretto" / "runs").exists()

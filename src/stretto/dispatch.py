@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stretto.config import RouterSettings
 from stretto.ledger import (
     HISTORY_MIN,
     BudgetCheck,
@@ -80,9 +81,8 @@ class Route:
         }
 
 
-def router_config(options: RunOptions) -> RouterConfig:
+def router_config(settings: RouterSettings) -> RouterConfig:
     """The router's view of ``[router]``."""
-    settings = options.router
     return RouterConfig(
         arms=tuple(Arm(a.agent, a.model, a.tier) for a in settings.arms),
         warmup=settings.warmup,
@@ -103,7 +103,7 @@ def model_prices(options: RunOptions) -> dict[str, ModelPrice]:
 
 def load_policy(repo: Path, options: RunOptions) -> Policy | None:
     """The repository's routing policy (a fresh one if none yet); None without arms."""
-    config = router_config(options)
+    config = router_config(options.router)
     if not config.enabled:
         return None
     return Policy.load(repo / POLICY_FILE, config)
@@ -126,7 +126,7 @@ class Dispatch:
         self.repo = repo
         self.run_id = run_id
         self.options = options
-        self.config = router_config(options)
+        self.config = router_config(options.router)
         self.policy = load_policy(repo, options)
         self.prices = model_prices(options)
         self.ledger = Ledger.for_repo(repo)

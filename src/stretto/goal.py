@@ -115,6 +115,11 @@ def plan_goal(
     repo = toplevel(cwd)
     config = load_config(repo)
     agent = planner_agent(config, planner)
+    if config.router.arms:  # a damaged policy would stop the run: say so before paying for a plan
+        from stretto.dispatch import POLICY_FILE, router_config
+        from stretto.router import Policy
+
+        Policy.load(repo / POLICY_FILE, router_config(config.router))
     run_id = new_run_id()
     out_dir = runs_root(repo) / run_id
     ensure_excluded(repo)

@@ -86,6 +86,9 @@ def prepare_run(
             f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
         )
     _check_agents(plan, options)
+    from stretto.dispatch import load_policy
+
+    load_policy(repo, options)  # a damaged policy file stops the run before it starts
     return repo, plan, options
 
 
