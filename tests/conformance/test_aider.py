@@ -9,44 +9,41 @@ so its ``python`` never shadows anyone else's.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-import socket
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import (
+    AIDER,
+    Ran,
+    RecordingProxy,
+    bare_context,
+    committed_project,
+    generate_requests,
+    greet_repo,
+    kinds,
+    make_task,
+    proxy_env,
+    repo_context,
+    require_cli,
+    run_attempt,
+    setenv_all,
+    two_task_plan,
+)
 from click.testing import CliRunner
 
 import stretto.agents
-from stretto.agents import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents import AgentResult, Outcome
 from stretto.agents.aider import AiderAdapter
 from stretto.plan import Task
-from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Script, Step, Usage
 from stretto.testing.fakemodel.script import Match, Rule
-from stretto.testing.repo import IDENTITY, git, make_repo
+from stretto.testing.repo import IDENTITY, git
 
-ROOT = Path(__file__).resolve().parents[2]
-AIDER = ROOT / ".tools" / "aider" / "bin" / "aider"
-TASK = Task(
-    id="t",
-    goal="do it",
-    title="t",
-    description="",
-    role="implement",
-    complexity="low",
-    stage="work",
-    files=None,
-    lease=("**",),
-    depends_on=(),
-    explicit_deps=(),
-    agent="aider",
-)
+TASK = make_task(agent="aider")
 METADATA = {
     "max_input_tokens": 128000,
     "max_output_tokens": 4096,
@@ -57,15 +54,7 @@ METADATA = {
 
 @pytest.fixture(scope="module", autouse=True)
 def aider_installed() -> None:
-    assert AIDER.exists(), f"{AIDER} is missing: run scripts/install-agents (CI must not skip this)"
-
-
-@dataclass
-class Run:
-    result: AgentResult
-    events: list[AgentEvent]
-    token: str
-    duration: float
+    require_cli(AIDER)
 
 
 def whole(path: str, content: str, usage: Usage | None = None) -> Step:
@@ -82,70 +71,34 @@ def run_aider(
     prompt: str = "Do the task.",
     task: Task = TASK,
     **settings: Any,
-) -> Run:
-    token = secrets.token_hex(8)
-    log_dir = repo.parent / f"attempt-{token}"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(repo.parent / "home"),
-        "LANG": "C.UTF-8",
-        TOKEN_VAR: token,
-        "OPENAI_BASE_URL": server.env()["OPENAI_BASE_URL"],
-        "OPENAI_API_KEY": "sk-fake",
-        **IDENTITY,
-        **(extra_env or {}),
-    }
+) -> Ran:
     settings = {
         "command": str(AIDER),
         "edit_format": "whole",
         "model_metadata": METADATA,
         **settings,
     }
-    ctx = AttemptContext(
-        task=task,
-        attempt=1,
-        run_id="conformance",
-        workspace=repo,
-        prompt=prompt,
-        prompt_file=log_dir / "prompt.md",
-        log_dir=log_dir,
-        env=env,
-        model="fake-model",
+    ctx = repo_context(
+        repo,
+        server,
+        task,
         timeout=timeout,
+        extra_env=extra_env,
+        prompt=prompt,
         settings={k: v for k, v in settings.items() if v is not None},
+        bin_dir=None,  # aider is named by ``command``: its venv stays off PATH
     )
-    adapter = AiderAdapter()
-    launch = adapter.build(ctx)
-    events: list[AgentEvent] = []
-    finished = asyncio.run(
-        run_process(
-            list(launch.argv),
-            cwd=launch.cwd,
-            env=launch.env,
-            log_path=log_dir / "agent.log",
-            timeout=timeout,
-            stdin=launch.stdin,
-            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
-            grace=1.0,
-        )
-    )
-    result = adapter.decide(finished.exit_code, finished.timed_out, events)
-    return Run(result, events, token, finished.duration)
-
-
-def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, object]]:
-    return [event.data for event in events if event.kind == kind]
+    return run_attempt(AiderAdapter(), ctx)
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    (tmp_path / "home").mkdir()
-    return make_repo(tmp_path / "repo", {"greet.py": "print('hello')\n"})
+    return greet_repo(tmp_path)
 
 
 @dataclass
 class Created:
-    run: Run
+    run: Ran
     repo: Path
     generated: int
 
@@ -153,12 +106,10 @@ class Created:
 @pytest.fixture(scope="module")
 def created(tmp_path_factory: pytest.TempPathFactory) -> Created:
     """One real run shared by checks 1 and 5 (each aider start costs ~5 s of imports)."""
-    base = tmp_path_factory.mktemp("created")
-    (base / "home").mkdir()
-    repo = make_repo(base / "repo", {"greet.py": "print('hello')\n"})
+    repo = greet_repo(tmp_path_factory.mktemp("created"))
     with FakeModelServer([whole("hello.py", "print('hi')\n", usage=Usage(1200, 40, 0))]) as server:
         run = run_aider(repo, server, prompt="Create hello.py")
-        generated = [r for r in server.requests if r.endpoint == "generate"]
+        generated = generate_requests(server)
     return Created(run, repo, len(generated))
 
 
@@ -196,7 +147,7 @@ def test_an_edit_that_does_not_apply_is_a_failure(repo: Path) -> None:
 def test_http_400_is_an_api_error(repo: Path) -> None:
     with FakeModelServer([Step(http_error=HttpError(400))]) as server:
         run = run_aider(repo, server)
-        statuses = [r.status for r in server.requests if r.endpoint == "generate"]
+        statuses = [r.status for r in generate_requests(server)]
     assert run.result.exit_code == 0  # aider's trap
     assert run.result.outcome is Outcome.API_ERROR
     assert "BadRequestError" in run.result.reason and "Bad request" in run.result.reason
@@ -227,81 +178,32 @@ def test_a_hang_is_killed_at_the_timeout(repo: Path) -> None:
     assert run.duration < 15
 
 
-@pytest.fixture
-def trap() -> Iterator[tuple[int, list[bytes]]]:
-    """A loopback port that records whatever connects to it (a proxy nobody should use)."""
-    seen: list[bytes] = []
-    sock = socket.create_server(("127.0.0.1", 0))
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(0.5)
-                try:
-                    seen.append(conn.recv(200) or b"<connected>")
-                except OSError:
-                    seen.append(b"<connected>")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1], seen
-    stop.set()
-    thread.join()
-    sock.close()
-
-
-def test_reaches_no_address_but_the_scripted_server(
-    repo: Path, trap: tuple[int, list[bytes]]
-) -> None:
-    port, seen = trap
-    proxy = f"http://127.0.0.1:{port}"
-    proxies = {
-        name: proxy
-        for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
-    }
+def test_reaches_no_address_but_the_scripted_server(repo: Path) -> None:
     # No model metadata: aider would download LiteLLM's price list if the adapter let it.
-    with FakeModelServer([whole("net.txt", "ok\n")]) as server:
-        run = run_aider(
-            repo,
-            server,
-            model_metadata=None,
-            extra_env={**proxies, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
-        )
+    with FakeModelServer([whole("net.txt", "ok\n")]) as server, RecordingProxy() as proxy:
+        no_proxy = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        extra_env = {**proxy_env(proxy.url), **no_proxy}
+        run = run_aider(repo, server, model_metadata=None, extra_env=extra_env)
         requests = list(server.requests)
+    seen = proxy.seen
     assert run.result.outcome is Outcome.SUCCESS, run.result.reason
     assert (repo / "net.txt").read_text() == "ok\n"
     assert seen == [], f"aider tried to reach something besides the scripted server: {seen!r}"
     assert [(r.endpoint, r.step) for r in requests] == [("generate", 0)]
 
 
-E2E_PLAN = """\
-name: aider-pair
-stages:
-  - name: work
-    steps:
-      - {id: alpha, goal: create alpha.txt, files: [alpha.txt], agent: aider}
-      - {id: beta, goal: create beta.txt, files: [beta.txt], agent: aider}
-"""
+E2E_PLAN = two_task_plan("aider-pair", "aider", "create")
+E2E_CONFIG = (
+    'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.aider]\n'
+    f'command = "{AIDER}"\nmodel = "fake-model"\nedit_format = "whole"\n'
+)
 
 
 def test_stretto_run_with_two_aider_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from stretto.cli import main
 
     monkeypatch.setitem(stretto.agents.BUILTIN, "aider", "stretto.agents.aider:AiderAdapter")
-    project = make_repo(tmp_path / "project", {"README.md": "hi\n"})
-    (project / "plan.yaml").write_text(E2E_PLAN)
-    (project / "stretto.toml").write_text(
-        'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.aider]\n'
-        f'command = "{AIDER}"\nmodel = "fake-model"\nedit_format = "whole"\n'
-    )
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "plan")
+    project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
     # Both tasks share one session; a rule per task answers with that task's file.
     rules = [
         Rule(Match(body_contains=f"create {name}.txt"), whole(f"{name}.txt", f"{name}\n"))
@@ -312,10 +214,9 @@ def test_stretto_run_with_two_aider_tasks(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.chdir(project)
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        for key, value in IDENTITY.items():
-            monkeypatch.setenv(key, value)
+        setenv_all(monkeypatch, IDENTITY)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
-        generated = [r for r in server.requests if r.endpoint == "generate"]
+        generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
@@ -326,10 +227,7 @@ def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:
     tiers = {"fast": "mini", "balanced": "mid", "strong": "anthropic/big"}
 
     def model(step_model: str | None, complexity: str, **settings: object) -> str:
-        task = replace(TASK, complexity=complexity)
-        ctx = AttemptContext(
-            task, 1, "r", tmp_path, "p", tmp_path / "p.md", tmp_path, {}, step_model, None, settings
-        )
+        ctx = bare_context(replace(TASK, complexity=complexity), tmp_path, step_model, settings)
         return AiderAdapter.model_for(ctx)
 
     assert model("gpt-x", "low", models=tiers) == "openai/gpt-x"

@@ -7,49 +7,39 @@ model's replies are scripted. A missing CLI fails these tests (it does not skip 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import socket
-import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import (
+    NPM_BIN,
+    WRITE_TASK_FILE,
+    Ran,
+    RecordingProxy,
+    generate_requests,
+    kinds,
+    make_task,
+    path_with,
+    proxy_env,
+    require_cli,
+    run_attempt,
+    two_task_plan,
+)
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents.base import AttemptContext, Outcome
 from stretto.agents.claude import ClaudeAdapter, resolve_model
-from stretto.plan import Task
-from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.process import TOKEN_VAR, processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
 from stretto.testing.repo import git, make_repo
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
-CLAUDE = BIN / "claude"
-CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+CLAUDE = NPM_BIN / "claude"
 
 
 @pytest.fixture(scope="module")
 def claude_bin() -> Path:
-    assert CLAUDE.exists(), (
-        f"Claude Code is not installed at {CLAUDE}: run scripts/install-agents "
-        "(the conformance suite fails rather than skips without it)"
-    )
-    return CLAUDE
-
-
-@dataclass
-class Ran:
-    result: AgentResult
-    events: list[AgentEvent]
-    log: str
-    worktree: Path
-    exit_code: int | None
-    duration: float
+    return require_cli(CLAUDE)
 
 
 @pytest.fixture
@@ -58,24 +48,6 @@ def worktree(tmp_path: Path) -> Path:
     tree = tmp_path / "wt"
     git(repo, "worktree", "add", "-q", "-b", "attempt-1", str(tree))
     return tree
-
-
-def task(**kw: Any) -> Task:
-    fields: dict[str, Any] = dict(
-        id="t1",
-        goal="do it",
-        title="do it",
-        description="",
-        role="",
-        complexity="simple",
-        stage="s1",
-        files=None,
-        lease=(),
-        depends_on=(),
-        explicit_deps=(),
-    )
-    fields.update(kw)
-    return Task(**fields)
 
 
 def context(
@@ -92,15 +64,16 @@ def context(
     prompt = "Do the task.\n" + "Context line. " * 2000  # long: goes through stdin, not argv
     (log_dir / "prompt.md").write_text(prompt)
     env = {
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": path_with(NPM_BIN),
         "HOME": str(worktree.parent / "home"),
         "ANTHROPIC_BASE_URL": server.url,
         "ANTHROPIC_API_KEY": "sk-ant-fake",
         TOKEN_VAR: "claude-conformance-" + worktree.parent.name,
         **extra_env,
     }
+    task = make_task(id="t1", title="do it", role="", complexity="simple", stage="s1", lease=())
     return AttemptContext(
-        task=task(),
+        task=task,
         attempt=1,
         run_id="r1",
         workspace=worktree,
@@ -115,39 +88,7 @@ def context(
 
 
 def run(ctx: AttemptContext) -> Ran:
-    adapter = ClaudeAdapter()
-    launch = adapter.build(ctx)
-    events: list[AgentEvent] = []
-    log_path = ctx.log_dir / "agent.log"
-    finished = asyncio.run(
-        run_process(
-            list(launch.argv),
-            cwd=launch.cwd,
-            env=launch.env,
-            log_path=log_path,
-            timeout=ctx.timeout,
-            stdin=launch.stdin,
-            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
-            grace=1.0,
-        )
-    )
-    result = adapter.decide(finished.exit_code, finished.timed_out, events)
-    return Ran(
-        result,
-        events,
-        log_path.read_text(errors="replace"),
-        ctx.workspace,
-        finished.exit_code,
-        finished.duration,
-    )
-
-
-def generate_requests(server: FakeModelServer) -> list[Any]:
-    return [r for r in server.requests if r.endpoint == "generate"]
-
-
-def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, Any]]:
-    return [e.data for e in events if e.kind == kind]
+    return run_attempt(ClaudeAdapter(), ctx)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -305,43 +246,6 @@ def test_a_hang_is_killed_at_the_timeout(claude_bin: Path, worktree: Path) -> No
     assert ran.duration < 15
 
 
-class RecordingProxy:
-    """A "proxy" on 127.0.0.1 that records each request line it gets and forwards nothing."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.seen: list[str] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    first = conn.recv(4096).split(b"\r\n", 1)[0]
-                except OSError:
-                    first = b"?"
-                self.seen.append(first.decode(errors="replace"))
-                with contextlib.suppress(OSError):
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-
-    def __enter__(self) -> RecordingProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_reaches_no_address_but_the_server(claude_bin: Path, worktree: Path) -> None:
     """Every route but loopback goes through a proxy that forwards nothing and records all.
 
@@ -354,13 +258,8 @@ def test_reaches_no_address_but_the_server(claude_bin: Path, worktree: Path) -> 
         Step(text="Done."),
     ]
     with FakeModelServer(script) as server, RecordingProxy() as proxy:
-        proxies = {
-            name: proxy.url
-            for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
-        }
-        ran = run(
-            context(worktree, server, extra_env={**proxies, "NO_PROXY": "127.0.0.1,localhost"})
-        )
+        extra_env = {**proxy_env(proxy.url), "NO_PROXY": "127.0.0.1,localhost"}
+        ran = run(context(worktree, server, extra_env=extra_env))
         seen = [(r.method, r.endpoint, r.status) for r in server.requests]
     assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
     assert target.read_text() == "ok\n"
@@ -371,14 +270,7 @@ def test_reaches_no_address_but_the_server(claude_bin: Path, worktree: Path) -> 
 
 # --------------------------------------------------------------------------- end to end
 
-E2E_PLAN = """\
-name: two
-stages:
-  - name: work
-    steps:
-      - {id: alpha, goal: write alpha.txt, files: [alpha.txt], agent: claude}
-      - {id: beta, goal: write beta.txt, files: [beta.txt], agent: claude}
-"""
+E2E_PLAN = two_task_plan("two", "claude", "write")
 
 E2E_CONFIG = f"""\
 env = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"]
@@ -406,8 +298,10 @@ def test_stretto_run_two_claude_tasks_land(
     home = tmp_path / "home"  # Claude's Bash sources the user's shell rc files; keep them out
     home.mkdir()
     # Each agent writes $STRETTO_TASK_ID.txt, so one script serves both conversations.
-    command = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
-    script = [Step(tool_calls=[ToolCall("Bash", {"command": command})]), Step(text="Wrote it.")]
+    script = [
+        Step(tool_calls=[ToolCall("Bash", {"command": WRITE_TASK_FILE})]),
+        Step(text="Wrote it."),
+    ]
     with FakeModelServer(script) as server:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")

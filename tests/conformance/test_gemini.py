@@ -8,67 +8,49 @@ them. A missing CLI fails these tests (it does not skip them).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import socket
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import (
+    NPM_BIN,
+    WRITE_TASK_FILE,
+    Ran,
+    RecordingProxy,
+    bare_context,
+    base_env,
+    generate_requests,
+    kinds,
+    make_task,
+    proxy_env,
+    require_cli,
+    run_attempt,
+    setenv_all,
+    two_task_plan,
+)
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome
 from stretto.agents.gemini import GeminiAdapter
 from stretto.plan import Task
-from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.process import TOKEN_VAR, processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
 from stretto.testing.repo import IDENTITY, git, make_repo
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
-GEMINI = BIN / "gemini"
+GEMINI = NPM_BIN / "gemini"
 MODEL = "gemini-2.5-flash"
 
 
 @pytest.fixture(scope="module")
 def gemini_bin() -> Path:
-    assert GEMINI.exists(), (
-        f"Gemini CLI is not installed at {GEMINI}: run scripts/install-agents "
-        "(the conformance suite fails rather than skips without it)"
-    )
-    return GEMINI
-
-
-@dataclass
-class Ran:
-    result: AgentResult
-    events: list[AgentEvent]
-    log: str
-    exit_code: int | None
-    duration: float
+    return require_cli(GEMINI)
 
 
 def task(**kw: Any) -> Task:
-    fields: dict[str, Any] = dict(
-        id="t1",
-        goal="do it",
-        title="do it",
-        description="",
-        role="",
-        complexity="low",
-        stage="s1",
-        files=None,
-        lease=(),
-        depends_on=(),
-        explicit_deps=(),
-        agent="gemini",
-    )
-    fields.update(kw)
-    return Task(**fields)
+    fields: dict[str, Any] = dict(id="t1", title="do it", role="", stage="s1", lease=())
+    return make_task(**{**fields, "agent": "gemini", **kw})
 
 
 @pytest.fixture
@@ -96,14 +78,10 @@ def context(
     tmp = worktree.parent / "tmp"  # where the CLI leaves its gemini-client-error-*.json reports
     tmp.mkdir(exist_ok=True)
     env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(worktree.parent / "home"),
-        "LANG": "C.UTF-8",
+        **base_env(worktree.parent / "home", "gemini-conformance-" + worktree.parent.name),
         "TMPDIR": str(tmp),
         "GOOGLE_GEMINI_BASE_URL": server.env()["GOOGLE_GEMINI_BASE_URL"],
         "GEMINI_API_KEY": "fake",
-        TOKEN_VAR: "gemini-conformance-" + worktree.parent.name,
-        **IDENTITY,
         **extra_env,
     }
     return AttemptContext(
@@ -122,33 +100,7 @@ def context(
 
 
 def run(ctx: AttemptContext) -> Ran:
-    adapter = GeminiAdapter()
-    launch = adapter.build(ctx)
-    events: list[AgentEvent] = []
-    log_path = ctx.log_dir / "agent.log"
-    finished = asyncio.run(
-        run_process(
-            list(launch.argv),
-            cwd=launch.cwd,
-            env=launch.env,
-            log_path=log_path,
-            timeout=ctx.timeout,
-            stdin=launch.stdin,
-            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
-            grace=1.0,
-        )
-    )
-    result = adapter.decide(finished.exit_code, finished.timed_out, events)
-    log = log_path.read_text(errors="replace")
-    return Ran(result, events, log, finished.exit_code, finished.duration)
-
-
-def generate_requests(server: FakeModelServer) -> list[Any]:
-    return [r for r in server.requests if r.endpoint == "generate"]
-
-
-def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, Any]]:
-    return [e.data for e in events if e.kind == kind]
+    return run_attempt(GeminiAdapter(), ctx)
 
 
 def text(events: Sequence[AgentEvent]) -> str:
@@ -198,19 +150,7 @@ def test_endpoint_and_key_from_settings(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_model_comes_from_the_step_then_settings_then_the_tier(tmp_path: Path) -> None:
     def model(step_model: str | None, complexity: str, **settings: object) -> str:
-        ctx = AttemptContext(
-            task(complexity=complexity),
-            1,
-            "r",
-            tmp_path,
-            "p",
-            tmp_path / "p.md",
-            tmp_path,
-            {},
-            step_model,
-            None,
-            settings,
-        )
+        ctx = bare_context(task(complexity=complexity), tmp_path, step_model, settings)
         return GeminiAdapter.model_for(ctx)
 
     assert model("gemini-x", "low") == "gemini-x"
@@ -359,43 +299,6 @@ def test_a_hang_is_killed_at_the_timeout(gemini_bin: Path, worktree: Path) -> No
     assert ran.duration < 15
 
 
-class RecordingProxy:
-    """A "proxy" on 127.0.0.1 that records each request line it gets and forwards nothing."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.seen: list[str] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    first = conn.recv(4096).split(b"\r\n", 1)[0]
-                except OSError:
-                    first = b"?"
-                self.seen.append(first.decode(errors="replace"))
-                with contextlib.suppress(OSError):
-                    conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-
-    def __enter__(self) -> RecordingProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_reaches_no_address_but_the_server(gemini_bin: Path, worktree: Path) -> None:
     """Every route but loopback goes through a proxy that forwards nothing and records all."""
     target = worktree / "net.txt"
@@ -404,12 +307,8 @@ def test_reaches_no_address_but_the_server(gemini_bin: Path, worktree: Path) -> 
         Step(text="Done."),
     ]
     with FakeModelServer(script) as server, RecordingProxy() as proxy:
-        proxies = {
-            name: proxy.url
-            for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
-        }
         no_proxy = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        ran = run(context(worktree, server, extra_env={**proxies, **no_proxy}))
+        ran = run(context(worktree, server, extra_env={**proxy_env(proxy.url), **no_proxy}))
         seen = [(r.method, r.endpoint, r.status, r.step) for r in server.requests]
     assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
     assert target.read_text() == "ok\n"
@@ -419,14 +318,7 @@ def test_reaches_no_address_but_the_server(gemini_bin: Path, worktree: Path) -> 
 
 # --------------------------------------------------------------------------- end to end
 
-E2E_PLAN = """\
-name: gemini-pair
-stages:
-  - name: work
-    steps:
-      - {id: alpha, goal: write alpha.txt, files: [alpha.txt], agent: gemini}
-      - {id: beta, goal: write beta.txt, files: [beta.txt], agent: gemini}
-"""
+E2E_PLAN = two_task_plan("gemini-pair", "gemini", "write")
 
 E2E_CONFIG = f"""\
 env = ["GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"]
@@ -452,17 +344,15 @@ def test_stretto_run_two_gemini_tasks_land(
     home = tmp_path / "home"
     home.mkdir()
     # Each agent writes $STRETTO_TASK_ID.txt, so one script serves both conversations.
-    command = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
     script = [
-        Step(tool_calls=[ToolCall("run_shell_command", {"command": command})]),
+        Step(tool_calls=[ToolCall("run_shell_command", {"command": WRITE_TASK_FILE})]),
         Step(text="Wrote it."),
     ]
     with FakeModelServer(script) as server:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.env()["GOOGLE_GEMINI_BASE_URL"])
         monkeypatch.setenv("GEMINI_API_KEY", "fake")
         monkeypatch.setenv("HOME", str(home))
-        for key, value in IDENTITY.items():
-            monkeypatch.setenv(key, value)
+        setenv_all(monkeypatch, IDENTITY)
         monkeypatch.chdir(repo)
         result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
         steps = sorted(r.step for r in generate_requests(server))

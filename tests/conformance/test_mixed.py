@@ -7,18 +7,15 @@ so one script serves both conversations of a CLI.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from _support import NPM_BIN, WRITE_TASK_FILE, path_with, require_cli, setenv_all
 from click.testing import CliRunner
 
 from stretto.cli import main
 from stretto.testing.fakemodel import FakeModelServer, Script, Session, Step, ToolCall
 from stretto.testing.repo import IDENTITY, git, make_repo
-
-BIN = Path(__file__).resolve().parents[2] / ".tools" / "npm" / "node_modules" / ".bin"
-WRITE = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
 
 PLAN = """\
 name: three clis
@@ -36,21 +33,21 @@ CONFIG = f"""\
 env = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY",
        "GOOGLE_GEMINI_BASE_URL", "GEMINI_API_KEY"]
 [agents.claude]
-command = "{BIN / "claude"}"
+command = "{NPM_BIN / "claude"}"
 model = "fake-model"
 allowed_tools = ["Bash"]
 max_retries = 0
 [agents.codex]
-command = "{BIN / "codex"}"
+command = "{NPM_BIN / "codex"}"
 model = "fake-model"
 [agents.gemini]
-command = "{BIN / "gemini"}"
+command = "{NPM_BIN / "gemini"}"
 model = "gemini-2.5-flash"
 """
 
 
 def session(tool: str, key: str) -> Session:
-    return Session([Step(tool_calls=[ToolCall(tool, {key: WRITE})]), Step(text="Done.")])
+    return Session([Step(tool_calls=[ToolCall(tool, {key: WRITE_TASK_FILE})]), Step(text="Done.")])
 
 
 @pytest.mark.timeout(240)
@@ -58,7 +55,7 @@ def test_six_tasks_three_clis_in_parallel_all_land(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("claude", "codex", "gemini"):
-        assert (BIN / name).exists(), f"{name} is missing: run scripts/install-agents"
+        require_cli(NPM_BIN / name)
     repo = make_repo(tmp_path / "repo", {"README.md": "# three\n", "stretto.toml": CONFIG})
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN)
@@ -79,9 +76,8 @@ def test_six_tasks_three_clis_in_parallel_all_land(
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
         monkeypatch.setenv("GEMINI_API_KEY", "fake")
         monkeypatch.setenv("HOME", str(home))
-        monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-        for key, value in IDENTITY.items():
-            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("PATH", path_with(NPM_BIN))
+        setenv_all(monkeypatch, IDENTITY)
         monkeypatch.chdir(repo)
         result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
         sessions = {r.session for r in server.requests}

@@ -7,57 +7,45 @@ the adapter's ``parse_line`` and ``decide`` exactly as the runner feeds them.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-import socket
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _support import (
+    NPM_BIN,
+    WRITE_TASK_FILE,
+    Ran,
+    RecordingProxy,
+    bare_context,
+    committed_project,
+    generate_requests,
+    greet_repo,
+    kinds,
+    make_task,
+    path_with,
+    proxy_env,
+    repo_context,
+    require_cli,
+    run_attempt,
+    setenv_all,
+    two_task_plan,
+)
 from click.testing import CliRunner
 
-from stretto.agents import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents import AgentResult, Outcome
 from stretto.agents.opencode import OpencodeAdapter
-from stretto.plan import Task
-from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
-from stretto.testing.repo import IDENTITY, git, make_repo
+from stretto.testing.repo import IDENTITY, git
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
-OPENCODE = BIN / "opencode"
-TASK = Task(
-    id="t",
-    goal="do it",
-    title="t",
-    description="",
-    role="implement",
-    complexity="low",
-    stage="work",
-    files=None,
-    lease=("**",),
-    depends_on=(),
-    explicit_deps=(),
-    agent="opencode",
-)
+OPENCODE = NPM_BIN / "opencode"
+TASK = make_task(agent="opencode")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def opencode_installed() -> None:
-    assert OPENCODE.exists(), (
-        f"{OPENCODE} is missing: run scripts/install-agents (CI must not skip this)"
-    )
-
-
-@dataclass
-class Run:
-    result: AgentResult
-    events: list[AgentEvent]
-    token: str
-    duration: float
+    require_cli(OPENCODE)
 
 
 def write_step(path: Path, content: str, usage: Usage | None = None) -> Step:
@@ -75,59 +63,16 @@ def run_opencode(
     extra_env: Mapping[str, str] | None = None,
     prompt: str = "Do the task.",
     settings: Mapping[str, object] | None = None,
-) -> Run:
-    token = secrets.token_hex(8)
-    log_dir = repo.parent / f"attempt-{token}"
-    env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(repo.parent / "home"),
-        "LANG": "C.UTF-8",
-        TOKEN_VAR: token,
-        "OPENAI_BASE_URL": server.env()["OPENAI_BASE_URL"],
-        "OPENAI_API_KEY": "sk-fake",
-        **IDENTITY,
-        **(extra_env or {}),
-    }
-    ctx = AttemptContext(
-        task=TASK,
-        attempt=1,
-        run_id="conformance",
-        workspace=repo,
-        prompt=prompt,
-        prompt_file=log_dir / "prompt.md",
-        log_dir=log_dir,
-        env=env,
-        model="fake-model",
-        timeout=timeout,
-        settings=settings or {},
+) -> Ran:
+    ctx = repo_context(
+        repo, server, TASK, timeout=timeout, extra_env=extra_env, prompt=prompt, settings=settings
     )
-    adapter = OpencodeAdapter()
-    launch = adapter.build(ctx)
-    events: list[AgentEvent] = []
-    finished = asyncio.run(
-        run_process(
-            list(launch.argv),
-            cwd=launch.cwd,
-            env=launch.env,
-            log_path=log_dir / "agent.log",
-            timeout=timeout,
-            stdin=launch.stdin,
-            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
-            grace=1.0,
-        )
-    )
-    result = adapter.decide(finished.exit_code, finished.timed_out, events)
-    return Run(result, events, token, finished.duration)
-
-
-def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, object]]:
-    return [event.data for event in events if event.kind == kind]
+    return run_attempt(OpencodeAdapter(), ctx)
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    (tmp_path / "home").mkdir()
-    return make_repo(tmp_path / "repo", {"greet.py": "print('hello')\n"})
+    return greet_repo(tmp_path)
 
 
 def test_creates_a_new_file(repo: Path) -> None:
@@ -174,7 +119,7 @@ def test_edits_an_existing_file(repo: Path) -> None:
 def test_http_400_is_an_api_error(repo: Path) -> None:
     with FakeModelServer([Step(http_error=HttpError(400))]) as server:
         run = run_opencode(repo, server)
-        statuses = [r.status for r in server.requests if r.endpoint == "generate"]
+        statuses = [r.status for r in generate_requests(server)]
     assert run.result.outcome is Outcome.API_ERROR, run.result.reason
     assert "HTTP 400" in run.result.reason and "Bad request" in run.result.reason
     assert run.result.exit_code == 1
@@ -232,50 +177,13 @@ def test_a_hang_is_killed_at_the_timeout(repo: Path) -> None:
     assert run.duration < 25
 
 
-@pytest.fixture
-def trap() -> Iterator[tuple[int, list[bytes]]]:
-    """A loopback port that records whatever connects to it (a proxy nobody should use)."""
-    seen: list[bytes] = []
-    sock = socket.create_server(("127.0.0.1", 0))
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(0.5)
-                try:
-                    seen.append(conn.recv(200) or b"<connected>")
-                except OSError:
-                    seen.append(b"<connected>")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1], seen
-    stop.set()
-    thread.join()
-    sock.close()
-
-
-def test_reaches_no_address_but_the_scripted_server(
-    repo: Path, trap: tuple[int, list[bytes]]
-) -> None:
-    port, seen = trap
-    proxy = f"http://127.0.0.1:{port}"
-    proxies = {
-        name: proxy
-        for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
-    }
+def test_reaches_no_address_but_the_scripted_server(repo: Path) -> None:
     script = [write_step(repo / "net.txt", "ok\n"), Step(text="Done.")]
-    with FakeModelServer(script) as server:
-        run = run_opencode(
-            repo, server, extra_env={**proxies, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-        )
+    with FakeModelServer(script) as server, RecordingProxy() as proxy:
+        no_proxy = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        run = run_opencode(repo, server, extra_env={**proxy_env(proxy.url), **no_proxy})
         requests = list(server.requests)
+    seen = proxy.seen
     assert run.result.outcome is Outcome.SUCCESS, run.result.reason
     assert (repo / "net.txt").read_text() == "ok\n"
     # Without the seeded config folder opencode would `CONNECT registry.npmjs.org:443` here.
@@ -283,14 +191,10 @@ def test_reaches_no_address_but_the_scripted_server(
     assert [(r.endpoint, r.step) for r in requests] == [("generate", 0), ("generate", 1)]
 
 
-E2E_PLAN = """\
-name: opencode-pair
-stages:
-  - name: work
-    steps:
-      - {id: alpha, goal: create alpha.txt, files: [alpha.txt], agent: opencode}
-      - {id: beta, goal: create beta.txt, files: [beta.txt], agent: opencode}
-"""
+E2E_PLAN = two_task_plan("opencode-pair", "opencode", "create")
+E2E_CONFIG = (
+    'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.opencode]\nmodel = "fake-model"\n'
+)
 
 
 def test_stretto_run_with_two_opencode_tasks(
@@ -302,27 +206,19 @@ def test_stretto_run_with_two_opencode_tasks(
     monkeypatch.setitem(
         stretto.agents.BUILTIN, "opencode", "stretto.agents.opencode:OpencodeAdapter"
     )
-    project = make_repo(tmp_path / "project", {"README.md": "hi\n"})
-    (project / "plan.yaml").write_text(E2E_PLAN)
-    (project / "stretto.toml").write_text(
-        'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.opencode]\nmodel = "fake-model"\n'
-    )
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "plan")
+    project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
     # Both tasks share one session (each conversation starts at step 0), so the scripted command
     # writes the file named after the task it runs in.
-    cmd = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
-    args = {"command": cmd, "description": "write the file"}
+    args = {"command": WRITE_TASK_FILE, "description": "write the file"}
     script = [Step(tool_calls=[ToolCall("bash", args)]), Step(text="Done.")]
     with FakeModelServer(script) as server:
         monkeypatch.chdir(project)
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-        for key, value in IDENTITY.items():
-            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("PATH", path_with(NPM_BIN))
+        setenv_all(monkeypatch, IDENTITY)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
-        generated = [r for r in server.requests if r.endpoint == "generate"]
+        generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
@@ -333,10 +229,7 @@ def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:
     tiers = {"fast": "mini", "balanced": "mid", "strong": "big"}
 
     def model(step_model: str | None, complexity: str, **settings: object) -> str:
-        task = replace(TASK, complexity=complexity)
-        ctx = AttemptContext(
-            task, 1, "r", tmp_path, "p", tmp_path / "p.md", tmp_path, {}, step_model, None, settings
-        )
+        ctx = bare_context(replace(TASK, complexity=complexity), tmp_path, step_model, settings)
         return OpencodeAdapter.model_for(ctx)
 
     assert model("gpt-x", "low", models=tiers) == "gpt-x"
@@ -347,19 +240,9 @@ def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:
 
 
 def test_the_generated_config_keeps_the_key_out_of_the_file(tmp_path: Path) -> None:
-    ctx = AttemptContext(
-        TASK,
-        1,
-        "r",
-        tmp_path,
-        "p",
-        tmp_path / "p.md",
-        tmp_path / "log",
-        {"PATH": str(BIN), "OPENAI_API_KEY": "sk-secret", "OPENAI_BASE_URL": "http://gw/v1"},
-        "m",
-        None,
-        {"env_key": "OPENAI_API_KEY"},
-    )
+    env = {"PATH": str(NPM_BIN), "OPENAI_API_KEY": "sk-secret", "OPENAI_BASE_URL": "http://gw/v1"}
+    settings = {"env_key": "OPENAI_API_KEY"}
+    ctx = bare_context(TASK, tmp_path, "m", settings, env=env, log_dir=tmp_path / "log")
     launch = OpencodeAdapter().build(ctx)
     config = Path(launch.env["OPENCODE_CONFIG"]).read_text()
     assert "sk-secret" not in config

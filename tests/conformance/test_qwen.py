@@ -7,57 +7,48 @@ the adapter's ``parse_line`` and ``decide`` exactly as the runner feeds them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import secrets
 import socket
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _support import (
+    NPM_BIN,
+    WRITE_TASK_FILE,
+    Ran,
+    bare_context,
+    committed_project,
+    generate_requests,
+    greet_repo,
+    kinds,
+    make_task,
+    path_with,
+    proxy_env,
+    repo_context,
+    require_cli,
+    run_attempt,
+    setenv_all,
+    two_task_plan,
+)
 from click.testing import CliRunner
 
-from stretto.agents import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents import AgentResult, Outcome
 from stretto.agents.qwen import QwenAdapter
-from stretto.plan import Task
-from stretto.process import TOKEN_VAR, processes_with_token, run_process
+from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
-from stretto.testing.repo import IDENTITY, git, make_repo
+from stretto.testing.repo import IDENTITY, git
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
-QWEN = BIN / "qwen"
-TASK = Task(
-    id="t",
-    goal="do it",
-    title="t",
-    description="",
-    role="implement",
-    complexity="low",
-    stage="work",
-    files=None,
-    lease=("**",),
-    depends_on=(),
-    explicit_deps=(),
-    agent="qwen",
-)
+QWEN = NPM_BIN / "qwen"
+TASK = make_task(agent="qwen")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def qwen_installed() -> None:
-    assert QWEN.exists(), f"{QWEN} is missing: run scripts/install-agents (CI must not skip this)"
-
-
-@dataclass
-class Run:
-    result: AgentResult
-    events: list[AgentEvent]
-    token: str
-    duration: float
+    require_cli(QWEN)
 
 
 def write_step(path: Path, content: str, usage: Usage | None = None) -> Step:
@@ -76,59 +67,16 @@ def run_qwen(
     extra_env: Mapping[str, str] | None = None,
     prompt: str = "Do the task.",
     settings: Mapping[str, object] | None = None,
-) -> Run:
-    token = secrets.token_hex(8)
-    log_dir = repo.parent / f"attempt-{token}"
-    env = {
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "HOME": str(repo.parent / "home"),
-        "LANG": "C.UTF-8",
-        TOKEN_VAR: token,
-        "OPENAI_BASE_URL": server.env()["OPENAI_BASE_URL"],
-        "OPENAI_API_KEY": "sk-fake",
-        **IDENTITY,
-        **(extra_env or {}),
-    }
-    ctx = AttemptContext(
-        task=TASK,
-        attempt=1,
-        run_id="conformance",
-        workspace=repo,
-        prompt=prompt,
-        prompt_file=log_dir / "prompt.md",
-        log_dir=log_dir,
-        env=env,
-        model="fake-model",
-        timeout=timeout,
-        settings=settings or {},
+) -> Ran:
+    ctx = repo_context(
+        repo, server, TASK, timeout=timeout, extra_env=extra_env, prompt=prompt, settings=settings
     )
-    adapter = QwenAdapter()
-    launch = adapter.build(ctx)
-    events: list[AgentEvent] = []
-    finished = asyncio.run(
-        run_process(
-            list(launch.argv),
-            cwd=launch.cwd,
-            env=launch.env,
-            log_path=log_dir / "agent.log",
-            timeout=timeout,
-            stdin=launch.stdin,
-            on_line=lambda line, stream: events.extend(adapter.parse_line(line, stream)),
-            grace=1.0,
-        )
-    )
-    result = adapter.decide(finished.exit_code, finished.timed_out, events)
-    return Run(result, events, token, finished.duration)
-
-
-def kinds(events: Sequence[AgentEvent], kind: str) -> list[Mapping[str, object]]:
-    return [event.data for event in events if event.kind == kind]
+    return run_attempt(QwenAdapter(), ctx)
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    (tmp_path / "home").mkdir()
-    return make_repo(tmp_path / "repo", {"greet.py": "print('hello')\n"})
+    return greet_repo(tmp_path)
 
 
 def test_creates_a_new_file(repo: Path) -> None:
@@ -169,7 +117,7 @@ def test_edits_an_existing_file(repo: Path) -> None:
 def test_http_400_is_an_api_error_although_qwen_exits_0(repo: Path) -> None:
     with FakeModelServer([Step(http_error=HttpError(400))]) as server:
         run = run_qwen(repo, server)
-        statuses = [r.status for r in server.requests if r.endpoint == "generate"]
+        statuses = [r.status for r in generate_requests(server)]
     assert run.result.outcome is Outcome.API_ERROR, run.result.reason
     assert run.result.exit_code == 0  # the trap: Qwen Code reports success
     assert "400" in run.result.reason and "Bad request" in run.result.reason
@@ -180,7 +128,7 @@ def test_http_429_is_rate_limited(repo: Path) -> None:
     # Qwen Code makes 7 attempts with backoff (1.5 s doubling; it ignores Retry-After): ~80 s.
     with FakeModelServer([Step(http_error=HttpError(429, retry_after=1))]) as server:
         run = run_qwen(repo, server)
-        statuses = [r.status for r in server.requests if r.endpoint == "generate"]
+        statuses = [r.status for r in generate_requests(server)]
     assert run.result.outcome is Outcome.RATE_LIMITED, run.result.reason
     assert not run.result.outcome.counts_as_failure
     assert statuses == [429] * 7
@@ -286,15 +234,8 @@ def test_reaches_no_address_but_the_scripted_server(repo: Path) -> None:
     with FakeModelServer(script) as server:
         allowed = f"127.0.0.1:{server.port}"
         with TunnelProxy(allowed) as proxy:
-            proxies = {
-                name: proxy.url
-                for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
-            }
-            run = run_qwen(
-                repo,
-                server,
-                extra_env={**proxies, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
-            )
+            no_proxy = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+            run = run_qwen(repo, server, extra_env={**proxy_env(proxy.url), **no_proxy})
         requests = list(server.requests)
     assert run.result.outcome is Outcome.SUCCESS, run.result.reason
     assert (repo / "net.txt").read_text() == "ok\n"
@@ -303,14 +244,8 @@ def test_reaches_no_address_but_the_scripted_server(repo: Path) -> None:
     assert [(r.endpoint, r.step) for r in requests] == [("generate", 0), ("generate", 1)]
 
 
-E2E_PLAN = """\
-name: qwen-pair
-stages:
-  - name: work
-    steps:
-      - {id: alpha, goal: create alpha.txt, files: [alpha.txt], agent: qwen}
-      - {id: beta, goal: create beta.txt, files: [beta.txt], agent: qwen}
-"""
+E2E_PLAN = two_task_plan("qwen-pair", "qwen", "create")
+E2E_CONFIG = 'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.qwen]\nmodel = "fake-model"\n'
 
 
 def test_stretto_run_with_two_qwen_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,29 +253,21 @@ def test_stretto_run_with_two_qwen_tasks(tmp_path: Path, monkeypatch: pytest.Mon
     from stretto.cli import main
 
     monkeypatch.setitem(stretto.agents.BUILTIN, "qwen", "stretto.agents.qwen:QwenAdapter")
-    project = make_repo(tmp_path / "project", {"README.md": "hi\n"})
-    (project / "plan.yaml").write_text(E2E_PLAN)
-    (project / "stretto.toml").write_text(
-        'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.qwen]\nmodel = "fake-model"\n'
-    )
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "plan")
+    project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
     # Both tasks share one session (each conversation starts at step 0), so the scripted command
     # writes the file named after the task it runs in.
-    cmd = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'
     script = [
-        Step(tool_calls=[ToolCall("run_shell_command", {"command": cmd})]),
+        Step(tool_calls=[ToolCall("run_shell_command", {"command": WRITE_TASK_FILE})]),
         Step(text="Done."),
     ]
     with FakeModelServer(script) as server:
         monkeypatch.chdir(project)
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
-        for key, value in IDENTITY.items():
-            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("PATH", path_with(NPM_BIN))
+        setenv_all(monkeypatch, IDENTITY)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
-        generated = [r for r in server.requests if r.endpoint == "generate"]
+        generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
@@ -351,10 +278,7 @@ def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:
     tiers = {"fast": "mini", "balanced": "mid", "strong": "big"}
 
     def model(step_model: str | None, complexity: str, **settings: object) -> str:
-        task = replace(TASK, complexity=complexity)
-        ctx = AttemptContext(
-            task, 1, "r", tmp_path, "p", tmp_path / "p.md", tmp_path, {}, step_model, None, settings
-        )
+        ctx = bare_context(replace(TASK, complexity=complexity), tmp_path, step_model, settings)
         return QwenAdapter.model_for(ctx)
 
     assert model("gpt-x", "low", models=tiers) == "gpt-x"
@@ -365,20 +289,9 @@ def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:
 
 
 def test_the_key_comes_from_env_key_and_the_home_is_per_attempt(tmp_path: Path) -> None:
-    env = {"PATH": str(BIN), "DASHSCOPE_API_KEY": "sk-dash"}
-    ctx = AttemptContext(
-        TASK,
-        1,
-        "r",
-        tmp_path,
-        "p",
-        tmp_path / "p.md",
-        tmp_path / "log",
-        env,
-        "m",
-        None,
-        {"env_key": "DASHSCOPE_API_KEY", "base_url": "http://gw/v1"},
-    )
+    env = {"PATH": str(NPM_BIN), "DASHSCOPE_API_KEY": "sk-dash"}
+    settings = {"env_key": "DASHSCOPE_API_KEY", "base_url": "http://gw/v1"}
+    ctx = bare_context(TASK, tmp_path, "m", settings, env=env, log_dir=tmp_path / "log")
     launch = QwenAdapter().build(ctx)
     assert launch.env["OPENAI_API_KEY"] == "sk-dash"
     assert launch.env["OPENAI_BASE_URL"] == "http://gw/v1"
