@@ -29,11 +29,9 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-import os
 import re
-import secrets
-import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -103,6 +101,32 @@ class RouterSettings:
         ("high", "balanced"),
     )
     credit: Literal["task", "attempt"] = "attempt"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the journal's copy of a run's options)."""
+        return {
+            "arms": [{"agent": a.agent, "model": a.model, "tier": a.tier} for a in self.arms],
+            "warmup": self.warmup,
+            "alpha": self.alpha,
+            "cost_ceiling": self.cost_ceiling,
+            "min_tier": dict(self.min_tier),
+            "credit": self.credit,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RouterSettings:
+        """From :meth:`to_dict`'s data or a validated ``[router]`` table; what is missing
+        defaults (``min_tier`` entry by entry)."""
+        default = cls()
+        arms = tuple(ArmConfig(a["agent"], a.get("model"), a["tier"]) for a in data.get("arms", ()))
+        return cls(
+            arms=arms,
+            warmup=data.get("warmup", default.warmup),
+            alpha=data.get("alpha", default.alpha),
+            cost_ceiling=data.get("cost_ceiling", default.cost_ceiling),
+            min_tier=tuple({**dict(default.min_tier), **data.get("min_tier", {})}.items()),
+            credit=data.get("credit", default.credit),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,27 +205,6 @@ def _current_branch(top: Path) -> str:
 _BAD_BRANCH = re.compile(
     r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|/\.|\.lock(/|$)|[/.]$|^@$|^HEAD$"
 )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step, keeping an existing file's permissions."""
-    try:
-        mode: int | None = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-    try:
-        with open(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _toml_str(value: str) -> str:
@@ -527,17 +530,8 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         setup=tuple(values["workspace"]["setup"]),
         env_allow=tuple(values["env"]),
         agents=values["agents"],
-        router=_router(values["router"]),
+        router=RouterSettings.from_dict(values["router"]),
         budget=BudgetSettings(**values["budget"]),
         prices={k: v for k, v in values["prices"].items()},
         planner=PlannerSettings(**values["planner"]),
-    )
-
-
-def _router(data: dict[str, Any]) -> RouterSettings:
-    defaults = dict(RouterSettings().min_tier)
-    min_tier = tuple({**defaults, **data["min_tier"]}.items())
-    arms = tuple(ArmConfig(a["agent"], a["model"], a["tier"]) for a in data["arms"])
-    return RouterSettings(
-        arms, data["warmup"], data["alpha"], data["cost_ceiling"], min_tier, data["credit"]
     )

@@ -34,6 +34,7 @@ from stretto.ledger import (
     check_budget,
     estimate_attempt_cost,
     make_entry,
+    model_prices,
 )
 from stretto.plan import Task
 from stretto.router import (
@@ -93,14 +94,6 @@ def router_config(settings: RouterSettings) -> RouterConfig:
     )
 
 
-def model_prices(options: RunOptions) -> dict[str, ModelPrice]:
-    """``[prices."MODEL"]`` as price values."""
-    return {
-        name: ModelPrice(float(p["input"] or 0), float(p["output"] or 0), p.get("cached"))
-        for name, p in options.prices.items()
-    }
-
-
 def load_policy(repo: Path, options: RunOptions) -> Policy | None:
     """The repository's routing policy (a fresh one if none yet); None without arms."""
     config = router_config(options.router)
@@ -112,6 +105,49 @@ def load_policy(repo: Path, options: RunOptions) -> Policy | None:
 def adapter_kind(agent: str, options: RunOptions) -> str:
     """The adapter behind an agent name (a profile's ``adapter``, else the name itself)."""
     return str(options.agent_settings.get(agent, {}).get("adapter") or agent)
+
+
+def planner_call_entry(
+    call: Any,
+    *,
+    run_id: str,
+    task: str,
+    number: int,
+    kind: str,
+    agent_kind: str,
+    prices: Mapping[str, ModelPrice],
+) -> Entry:
+    """The ledger entry of a planning call (a ``stretto.planner.PlannerCall``): ``kind`` is
+    "plan" or "split"; ``number`` counts the run's calls (stored as attempt ``-number``)."""
+    return make_entry(
+        run_id=run_id,
+        task=task,
+        attempt=-number,
+        kind=kind,
+        agent=call.agent,
+        agent_kind=agent_kind,
+        model=call.model,
+        tier=None,
+        usage=call.usage,
+        reported_cost=call.cost_usd,
+        outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
+        prices=prices,
+    )
+
+
+def planner_call_record(call: Any, entry: Entry) -> dict[str, Any]:
+    """The fields of the journal's ``planner_call`` record."""
+    return {
+        "task": entry.task,
+        "call": call.kind,
+        "agent": call.agent,
+        "model": call.model,
+        "duration": round(call.duration, 3),
+        "exit_code": call.exit_code,
+        "cost_usd": entry.cost_usd,
+        "cost_source": entry.source,
+        "usage": dict(call.usage),
+    }
 
 
 def today() -> str:
@@ -128,7 +164,7 @@ class Dispatch:
         self.options = options
         self.config = router_config(options.router)
         self.policy = load_policy(repo, options)
-        self.prices = model_prices(options)
+        self.prices = model_prices(options.prices)
         self.ledger = Ledger.for_repo(repo)
         self.history: list[Entry] = self.ledger.entries()
         # (agent, model, complexity) -> costs of past attempts, for estimates
@@ -148,7 +184,17 @@ class Dispatch:
     # ------------------------------------------------------------------ before a spawn
 
     def route(self, task: Task, attempt: int) -> Route:
-        """The arm for ``attempt`` of ``task`` (journal it with :meth:`Route.to_dict`)."""
+        """The arm for ``attempt`` of ``task``, remembered as its current route (journal it
+        with :meth:`Route.to_dict`)."""
+        route = self.choose(task, attempt, self.failed_arm.get(task.id))
+        self.routes[task.id] = route
+        return route
+
+    def choose(self, task: Task, attempt: int, failed: Arm | None) -> Route:
+        """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet).
+
+        Changes nothing: the dry run asks it for every attempt of a task's cost range.
+        """
         context = TaskContext(
             complexity=task.complexity,
             role=task.role,
@@ -158,52 +204,29 @@ class Dispatch:
         )
         if self.policy is None:
             agent = task.agent or self.options.default_agent
-            estimate = self._estimate(agent, task.model, context)
-            route = Route(
+            return Route(
                 agent,
                 task.model,
                 None,
                 "default",
                 "no [[router.arms]] configured: the step's agent or the default agent",
                 context,
-                estimate,
+                self._estimate(agent, task.model, context),
             )
-        else:
-            choice = self.policy.choose(
-                context,
-                pinned_agent=task.agent,
-                pinned_model=task.model,
-                failed=self.failed_arm.get(task.id),
-            )
-            arm = choice.arm
-            route = Route(
-                arm.agent,
-                arm.model,
-                arm.tier,
-                choice.rule,
-                choice.reason,
-                context,
-                self._estimate(arm.agent, arm.model, context),
-                choice.to_dict(),
-            )
-        self.routes[task.id] = route
-        return route
-
-    def estimate_route(self, task: Task, failed: Arm | None, attempt: int) -> Route:
-        """Like :meth:`route` but changes nothing (for ``--dry-run``'s cost range)."""
-        saved_failed, saved_route = self.failed_arm.get(task.id), self.routes.get(task.id)
-        if failed is not None:
-            self.failed_arm[task.id] = failed
-        try:
-            return self.route(task, attempt)
-        finally:
-            self.failed_arm.pop(task.id, None)
-            if saved_failed is not None:
-                self.failed_arm[task.id] = saved_failed
-            if saved_route is not None:
-                self.routes[task.id] = saved_route
-            else:
-                self.routes.pop(task.id, None)
+        choice = self.policy.choose(
+            context, pinned_agent=task.agent, pinned_model=task.model, failed=failed
+        )
+        arm = choice.arm
+        return Route(
+            arm.agent,
+            arm.model,
+            arm.tier,
+            choice.rule,
+            choice.reason,
+            context,
+            self._estimate(arm.agent, arm.model, context),
+            choice.to_dict(),
+        )
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
         """The median cost of past attempts like this one, else a priced token estimate."""

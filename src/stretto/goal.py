@@ -17,6 +17,7 @@ from typing import Any
 from stretto.config import Config, load_config
 from stretto.errors import StrettoError, UsageError
 from stretto.git import rev_parse, toplevel
+from stretto.ledger import Entry
 from stretto.plan import Plan
 from stretto.runtypes import RunOptions
 
@@ -35,40 +36,34 @@ class Planned:
     options: RunOptions
     plan_path: Path
     calls: Sequence[Any]  # stretto.planner.PlannerCall
+    entries: Sequence[Entry]  # their ledger entries
     warnings: Sequence[str]
     costs: Any = None  # stretto.spending.PlanCost
 
     def preamble(self) -> list[tuple[str, dict[str, Any]]]:
         """Journal records for the run: the goal and each planning call."""
+        from stretto.dispatch import planner_call_record
+
         out: list[tuple[str, dict[str, Any]]] = [("goal", {"goal": self.goal})]
-        for call in self.calls:
-            out.append(("planner_call", _call_fields(call, "")))
+        for call, entry in zip(self.calls, self.entries, strict=True):
+            out.append(("planner_call", planner_call_record(call, entry)))
         return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``--json``)."""
+        from stretto.dispatch import planner_call_record
+
         return {
             "run_id": self.run_id,
             "goal": self.goal,
             "plan_file": str(self.plan_path),
             "plan": self.plan.summary(),
-            "planner_calls": [_call_fields(c, "") for c in self.calls],
+            "planner_calls": [
+                planner_call_record(c, e) for c, e in zip(self.calls, self.entries, strict=True)
+            ],
             "warnings": list(self.warnings),
             "cost": self.costs.to_dict() if self.costs is not None else None,
         }
-
-
-def _call_fields(call: Any, task: str) -> dict[str, Any]:
-    return {
-        "task": task,
-        "call": call.kind,
-        "agent": call.agent,
-        "model": call.model,
-        "duration": round(call.duration, 3),
-        "cost_usd": call.cost_usd,
-        "usage": dict(call.usage),
-        "exit_code": call.exit_code,
-    }
 
 
 def planner_agent(config: Config, override: str | None) -> str:
@@ -105,7 +100,7 @@ def plan_goal(
         PlanningError: the answer stayed invalid after one repair call (it is shown).
     """
     from stretto.process import DEFAULT_ALLOW, allowed_env
-    from stretto.runs import _check_agents, new_run_id, options_for, runs_root
+    from stretto.runs import check_agents, new_run_id, options_for, runs_root
     from stretto.scaffold import ensure_excluded
 
     if not goal.strip():
@@ -140,14 +135,14 @@ def plan_goal(
     except StrettoError as error:
         _book(repo, run_id, agent, getattr(error, "calls", ()), config)
         raise
-    _book(repo, run_id, agent, result.calls, config)
+    entries = _book(repo, run_id, agent, result.calls, config)
     options = options_for(config, result.plan, max_agents=max_agents, budget=budget)
     if rev_parse(repo, f"refs/heads/{options.target}") is None:
         raise UsageError(
             f"target branch '{options.target}' does not exist; create it or set 'target' in "
             "stretto.toml"
         )
-    _check_agents(result.plan, options)
+    check_agents(result.plan, options)
     planned = Planned(
         repo,
         run_id,
@@ -156,6 +151,7 @@ def plan_goal(
         options,
         Path(result.plan.source),
         result.calls,
+        entries,
         result.warnings,
     )
     from stretto.spending import estimate_plan
@@ -164,28 +160,27 @@ def plan_goal(
     return planned
 
 
-def _book(repo: Path, run_id: str, agent: str, calls: Sequence[Any], config: Config) -> None:
-    from stretto.ledger import Ledger, make_entry, model_prices
+def _book(repo: Path, run_id: str, agent: str, calls: Sequence[Any], config: Config) -> list[Entry]:
+    """Write the planning calls' ledger entries (they are paid for, valid answer or not)."""
+    from stretto.dispatch import planner_call_entry
+    from stretto.ledger import Ledger, model_prices
 
     ledger = Ledger.for_repo(repo)
     kind = str(config.agents.get(agent, {}).get("adapter") or agent)
+    entries = []
     for number, call in enumerate(calls, 1):
-        ledger.append(
-            make_entry(
-                run_id=run_id,
-                task="",
-                attempt=-number,
-                kind="plan",
-                agent=call.agent,
-                agent_kind=kind,
-                model=call.model,
-                tier=None,
-                usage=call.usage,
-                reported_cost=call.cost_usd,
-                outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
-                prices=model_prices(config.prices),
-            )
+        entry = planner_call_entry(
+            call,
+            run_id=run_id,
+            task="",
+            number=number,
+            kind="plan",
+            agent_kind=kind,
+            prices=model_prices(config.prices),
         )
+        ledger.append(entry)
+        entries.append(entry)
+    return entries
 
 
 def render_plan(planned: Planned) -> list[str]:

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NoReturn, Self, TypeAlias, TypeGuard, TypeVar, cast
 
 from stretto.errors import RunError
+from stretto.files import fsync_dir
 
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = ".lock"
@@ -208,14 +209,6 @@ def fold(records: Iterable[Record], reducer: Callable[[S, Record], S], initial: 
     return functools.reduce(reducer, records, initial)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _lock(run_dir: Path) -> int:
     """Take the run's writer lock and record our pid in it; RunError if someone holds it."""
     fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -306,8 +299,8 @@ class Journal:
             if new:
                 fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
                 os.fsync(fd)
-                _fsync_dir(run_dir)
-                _fsync_dir(run_dir.parent)
+                fsync_dir(run_dir)
+                fsync_dir(run_dir.parent)
             else:
                 history, intact = _load(path)
                 fd = os.open(path, flags)

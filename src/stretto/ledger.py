@@ -40,6 +40,7 @@ from typing import Any
 
 from stretto.costview import BudgetCheck, check_budget, render_cost, summarize, totals, utc_day
 from stretto.errors import RunError
+from stretto.files import fsync_dir
 
 __all__ = [
     "LEDGER_FILE",
@@ -79,10 +80,12 @@ class ModelPrice:
     cached: float | None = None
 
 
-def model_prices(table: Mapping[str, Mapping[str, float]]) -> dict[str, ModelPrice]:
+def model_prices(table: Mapping[str, Mapping[str, float | None]]) -> dict[str, ModelPrice]:
     """``{"my-model": {"input": 1.0, "output": 2.0}}`` (the config's ``prices``) as ModelPrices."""
     return {
-        name: ModelPrice(float(p["input"]), float(p["output"]), _maybe_float(p.get("cached")))
+        name: ModelPrice(
+            float(p["input"] or 0), float(p["output"] or 0), _maybe_float(p.get("cached"))
+        )
         for name, p in table.items()
     }
 
@@ -380,14 +383,6 @@ def make_entry(
 # --- the file -----------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _drop_torn_tail(fd: int) -> None:
     """Cut a last line without its newline (a writer died mid-write); the caller holds the lock."""
     size = os.fstat(fd).st_size
@@ -434,7 +429,7 @@ class Ledger:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         except OSError as exc:
             if start >= 0:  # cut back a partial line: the tail after a failed write is unknown
                 with contextlib.suppress(OSError):

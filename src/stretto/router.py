@@ -21,16 +21,15 @@ import fcntl
 import json
 import math
 import operator
-import os
 import re
-import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 from stretto.errors import RunError
+from stretto.files import write_atomic
 
 TIERS = ("fast", "balanced", "strong")
 COMPLEXITIES = ("low", "medium", "high")
@@ -374,25 +373,8 @@ class Policy:
 
         If anything fails, the previous file is left as it was and no temporary file remains.
         """
-        text = _json(self.to_dict()) + "\n"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o644)
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, (_json(self.to_dict()) + "\n").encode(), mode=0o644)
 
     def to_dict(self) -> dict[str, Any]:
         """The policy file's content: state at full precision, derived figures rounded."""
@@ -692,12 +674,8 @@ def update_policy(
     The lock is an exclusive ``flock`` on the sibling ``<name>.lock`` file: runs that update the
     same policy at once wait for each other, so no update is lost.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:  # flock: released on close
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        policy = Policy.load(path, config)
+    with _locked_policy(path, config) as policy:
         policy.update(arm, ctx, reward, cost_usd, landed=landed)
-        policy.save(path)
     return policy
 
 
@@ -713,13 +691,21 @@ def update_policy_task(
     """Load the policy at ``path``, credit a finished task (:meth:`Policy.credit_task`) and save
     it, under the same lock as :func:`update_policy`; return the new policy (what it learned is
     in its ``credited``)."""
+    with _locked_policy(path, config) as policy:
+        policy.credit_task(attempts, landed, skip=skip, retries=retries)
+    return policy
+
+
+@contextlib.contextmanager
+def _locked_policy(path: Path, config: RouterConfig) -> Iterator[Policy]:
+    """The policy at ``path``, loaded under an exclusive ``flock`` on ``<name>.lock`` and saved
+    when the block ends without an error: concurrent runs wait for each other, no update lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:  # flock: released on close
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         policy = Policy.load(path, config)
-        policy.credit_task(attempts, landed, skip=skip, retries=retries)
+        yield policy
         policy.save(path)
-    return policy
 
 
 def render_choice(data: Mapping[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from stretto.config import Config, load_config
 from stretto.errors import RepoError, RunError, UsageError
+from stretto.files import write_atomic
 from stretto.git import rev_parse, toplevel
 from stretto.journal import JOURNAL_NAME, LOCK_NAME, Journal, Record, read_journal
 from stretto.plan import Plan, load_plan, parse_plan
@@ -66,12 +67,6 @@ def options_for(
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def prepare_run(
     cwd: Path, plan_file: Path, *, max_agents: int | None = None, budget: float | None = None
 ) -> tuple[Path, Plan, RunOptions]:
@@ -85,14 +80,14 @@ def prepare_run(
             f"target branch '{options.target}' does not exist in {repo}; create it "
             f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
         )
-    _check_agents(plan, options)
+    check_agents(plan, options)
     from stretto.dispatch import load_policy
 
     load_policy(repo, options)  # a damaged policy file stops the run before it starts
     return repo, plan, options
 
 
-def _check_agents(plan: Plan, options: RunOptions) -> None:
+def check_agents(plan: Plan, options: RunOptions) -> None:
     """Every agent the plan names must exist and be configured well enough to start."""
     from stretto.agents import get_adapter
 
@@ -129,7 +124,7 @@ def start_run(
     run_dir = runs_root(repo) / run_id
     journal = Journal.create(run_dir)
     try:
-        _write_atomic(run_dir / "plan.yaml", Path(plan.source).read_text())
+        write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())
         journal.append(
             "run_started",
             sync=True,

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from stretto.config import (
-    ArmConfig,
     GateConfig,
     PlannerSettings,
     RouterSettings,
@@ -54,16 +53,7 @@ class RunOptions:
             "env_allow": list(self.env_allow),
             "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
             "agent_timeout": self.agent_timeout,
-            "router": {
-                "arms": [
-                    {"agent": a.agent, "model": a.model, "tier": a.tier} for a in self.router.arms
-                ],
-                "warmup": self.router.warmup,
-                "alpha": self.router.alpha,
-                "cost_ceiling": self.router.cost_ceiling,
-                "min_tier": dict(self.router.min_tier),
-                "credit": self.router.credit,
-            },
+            "router": self.router.to_dict(),
             "budget": self.budget,
             "daily_cap": self.daily_cap,
             "on_exceed": self.on_exceed,
@@ -91,7 +81,7 @@ class RunOptions:
             env_allow=tuple(data["env_allow"]),
             agent_settings=data["agent_settings"],
             agent_timeout=data["agent_timeout"],
-            router=_router(data.get("router")),
+            router=RouterSettings.from_dict(data.get("router") or {}),
             budget=data.get("budget"),
             daily_cap=data.get("daily_cap"),
             on_exceed=data.get("on_exceed", "finish"),
@@ -100,19 +90,6 @@ class RunOptions:
             if data.get("planner")
             else PlannerSettings(),
         )
-
-
-def _router(data: Mapping[str, Any] | None) -> RouterSettings:
-    if not data:
-        return RouterSettings()
-    return RouterSettings(
-        arms=tuple(ArmConfig(a["agent"], a.get("model"), a["tier"]) for a in data["arms"]),
-        warmup=data["warmup"],
-        alpha=data["alpha"],
-        cost_ceiling=data["cost_ceiling"],
-        min_tier=tuple(data["min_tier"].items()),
-        credit=data.get("credit", "attempt"),
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,9 @@ from stretto.config import (
     _current_branch,
     _table,
     _toml_str,
-    _write_atomic,
 )
 from stretto.errors import RepoError, UsageError
+from stretto.files import write_atomic
 from stretto.git import run_git, toplevel
 
 
@@ -272,7 +272,7 @@ def _add_exclude(top: Path) -> tuple[bool, Path]:
         return False, path
     path.parent.mkdir(parents=True, exist_ok=True)
     separator = b"\n" if data and not data.endswith(b"\n") else b""
-    _write_atomic(path, data + separator + _EXCLUDE_LINE.encode() + b"\n")
+    write_atomic(path, data + separator + _EXCLUDE_LINE.encode() + b"\n")
     return True, path
 
 
@@ -306,7 +306,7 @@ def init_project(repo: Path, *, force: bool = False) -> InitResult:
     target = _current_branch(top)
     gates, left_out = _detect(top)
     try:
-        _write_atomic(config_path, _render(target, gates, left_out).encode())
+        write_atomic(config_path, _render(target, gates, left_out).encode())
         excluded, exclude_path = _add_exclude(top)
     except OSError as error:
         raise RepoError(

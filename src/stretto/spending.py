@@ -100,7 +100,7 @@ def estimate_plan(repo: Path, plan: Plan, options: RunOptions) -> PlanCost | Non
         low: float | None = None
         high: float | None = 0.0
         for attempt in range(1, task.max_attempts + 1):
-            route = dispatch.estimate_route(task, failed, attempt)
+            route = dispatch.choose(task, attempt, failed)
             keys.append(route.arm.key if route.tier else route.agent)
             if route.model or route.agent != "shell":
                 anything = True

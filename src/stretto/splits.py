@@ -106,38 +106,22 @@ class Splits:
 
     def book_calls(self, task: str, calls: Any, kind: str) -> None:
         """Journal and book the planning calls stretto made (their tokens and dollars)."""
-        from stretto.dispatch import adapter_kind
-        from stretto.ledger import make_entry
+        from stretto.dispatch import adapter_kind, planner_call_entry, planner_call_record
 
         runner = self.runner
         for call in calls:
             runner.planner_calls += 1
-            entry = make_entry(
+            entry = planner_call_entry(
+                call,
                 run_id=runner.run_id,
                 task=task,
-                attempt=-runner.planner_calls,  # unique per call in this run
+                number=runner.planner_calls,
                 kind=kind,
-                agent=call.agent,
                 agent_kind=adapter_kind(call.agent, runner.options),
-                model=call.model,
-                tier=None,
-                usage=call.usage,
-                reported_cost=call.cost_usd,
-                outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
                 prices=runner.dispatch.prices,
             )
             runner.dispatch.add(entry)
-            runner.record(
-                "planner_call",
-                task=task,
-                call=call.kind,
-                agent=call.agent,
-                model=call.model,
-                duration=round(call.duration, 3),
-                cost_usd=entry.cost_usd,
-                cost_source=entry.source,
-                usage=dict(call.usage),
-            )
+            runner.record("planner_call", **planner_call_record(call, entry))
 
     def end(self, task: str, end: AttemptEnd) -> None:
         """The split call ended: apply its steps, or fail the task with the reason."""
