@@ -97,6 +97,7 @@ WORLD: tuple[ArmModel, ...] = (
 )
 ARMS = WORLD  # replaced by main() when --cheap-shift moves the cheaper tiers' curves
 STRONGEST = WORLD[-1].arm
+STRONGEST_USD = 1.0  # mean cost of one attempt of the strongest arm
 COMPLEXITY_WEIGHTS = {"low": 0.4, "medium": 0.4, "high": 0.2}
 BASE_DIFFICULTY = {"low": 0.15, "medium": 0.40, "high": 0.65}
 FILE_RANGE = {"low": (1, 3), "medium": (1, 6), "high": (2, 12)}
@@ -138,8 +139,8 @@ def make_tasks(n: int, seed: int) -> list[Task]:
         count = rng.randint(*FILE_RANGE[cx])
         dirs = [HOME[role] if rng.random() < 0.7 else rng.choice(DIRS) for _ in range(count)]
         files = tuple(f"{d}/m{k}.py" for k, d in enumerate(dirs))
-        dice = tuple(tuple(rng.random() for _ in WORLD) for _ in range(MAX_ATTEMPTS))
-        cost_z = tuple(tuple(rng.gauss(0, 1) for _ in WORLD) for _ in range(MAX_ATTEMPTS))
+        dice = tuple(tuple(rng.random() for _ in ARMS) for _ in range(MAX_ATTEMPTS))
+        cost_z = tuple(tuple(rng.gauss(0, 1) for _ in ARMS) for _ in range(MAX_ATTEMPTS))
         tasks.append(Task(cx, role, files, rng.gauss(0, NOISE), dice, cost_z))
     return tasks
 
@@ -159,6 +160,83 @@ def pass_probability(model: ArmModel, role: str, d: float) -> float:
 def cost(model: ArmModel, complexity: str, z: float) -> float:
     """USD of one attempt: price x size, log-normal noise with mean 1."""
     return model.price * SIZE[complexity] * math.exp(COST_NOISE * z - COST_NOISE**2 / 2)
+
+
+CALIBRATION_SEED = 1_000_000  # the tasks the calibrated world is fitted on (runs use 0, 1, ...)
+SHAPE = {"fast": (0.07, 0.95), "balanced": (0.08, 0.97), "strong": (0.09, 0.98)}  # width, top
+
+
+def calibrated_world() -> dict[str, Any]:
+    """The world of ``--world swe-bench``: the assumed world's task model and curve shapes,
+    with the complexity mix, the arms, their prices and resolve rates, and the hidden noise
+    fitted to the published figures in published.py. Sets the module's world; returns the fit.
+
+    1. Complexities follow SWE-bench Verified's time-to-fix mix.
+    2. The hidden noise sd is the one for which a fast-tier curve resolving RETRY_ONE of the
+       tasks in one attempt resolves RETRY_TWO in two (attempts independent given the task).
+    3. Each agent's curve keeps its tier's width and top; its center is the one at which it
+       resolves its published share of the tasks in one attempt.
+    4. Each agent's price makes its mean cost per attempt over the mix the published one.
+    """
+    global ARMS, STRONGEST, STRONGEST_USD, COMPLEXITY_WEIGHTS, NOISE
+    from published import AGENTS, DIFFICULTY_MIX, RETRY_ONE, RETRY_TWO
+
+    COMPLEXITY_WEIGHTS = dict(DIFFICULTY_MIX)
+    ARMS = tuple(ArmModel(Arm(a.agent, a.model, a.tier), 0, 0, *SHAPE[a.tier]) for a in AGENTS)
+    counts: dict[tuple[Context, float], int] = {}
+    for task in make_tasks(20_000, CALIBRATION_SEED):
+        key = (task.context, difficulty(task.context))
+        counts[key] = counts.get(key, 0) + 1
+    population = [(role_of(c), d, n / 20_000) for (c, d), n in counts.items()]
+
+    def resolved(model: ArmModel, noise: float, tries: int) -> float:
+        return sum(
+            share * w * (1 - (1 - pass_probability(model, role, d + noise * z)) ** tries)
+            for role, d, share in population
+            for z, w in GRID
+        )
+
+    def centered(model: ArmModel, noise: float, target: float) -> ArmModel:
+        lo, hi = -1.0, 2.0  # resolved() rises with the center
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (
+                (mid, hi) if resolved(replace(model, center=mid), noise, 1) < target else (lo, mid)
+            )
+        return replace(model, center=(lo + hi) / 2)
+
+    probe = ArmModel(Arm("probe", "probe", "fast"), 0, 0, *SHAPE["fast"])
+    lo, hi = 0.0, 0.5  # two-attempt rescue falls as the hidden noise grows
+    for _ in range(25):
+        mid = (lo + hi) / 2
+        two = resolved(centered(probe, mid, RETRY_ONE), mid, 2)
+        lo, hi = (mid, hi) if two > RETRY_TWO else (lo, mid)
+    NOISE = (lo + hi) / 2
+    size = sum(w * SIZE[cx] for cx, w in COMPLEXITY_WEIGHTS.items())
+    ARMS = tuple(
+        replace(centered(m, NOISE, a.resolved), price=a.usd_per_task / size)
+        for m, a in zip(ARMS, AGENTS, strict=True)
+    )
+    STRONGEST, STRONGEST_USD = ARMS[-1].arm, AGENTS[-1].usd_per_task
+    return {
+        "noise": NOISE,
+        "two_attempts": resolved(centered(probe, NOISE, RETRY_ONE), NOISE, 2),
+        "arms": [
+            {
+                "arm": m.arm.key,
+                "tier": m.arm.tier,
+                "price": m.price,
+                "center": m.center,
+                "resolved": resolved(m, NOISE, 1),
+                "published": a.resolved,
+            }
+            for m, a in zip(ARMS, AGENTS, strict=True)
+        ],
+    }
+
+
+def role_of(context: Context) -> str:
+    return context[1]
 
 
 def _normal_grid(points: int = 41, span: float = 4.0) -> list[tuple[float, float]]:
@@ -518,6 +596,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "min_tier": args.min_tier or "default",
         "cheap_shift": args.cheap_shift,
+        "world": args.world,
+        "calibration": args.calibration,
         "strategies": {name: summarize(name, outs, args.tasks) for name, outs in runs.items()},
         "router_over_strongest_cost": spread([r.cost / s.cost for r, s in pairs]),
         "router_minus_strongest_landed": spread(
@@ -560,8 +640,27 @@ def show(report: dict[str, Any]) -> None:
         f"{report['seeds']} seeds x {report['tasks']} tasks, up to {MAX_ATTEMPTS} attempts each; "
         f"router: credit {report['credit']}{retry}, alpha {report['alpha']}, "
         f"cost ceiling ${report['cost_ceiling']:g}, warm-up {report['warmup']}, "
-        f"min_tier {report['min_tier']}; cheap-tier shift {report['cheap_shift']:+g}\n"
+        f"min_tier {report['min_tier']}; cheap-tier shift {report['cheap_shift']:+g}; "
+        f"world {report['world']}\n"
     )
+    if report["calibration"]:
+        fit = report["calibration"]
+        rows = [
+            [
+                a["arm"],
+                a["tier"],
+                f"${a['price']:.3f}",
+                f"{a['center']:.3f}",
+                f"{a['resolved']:.1%}",
+                f"{a['published']:.1%}",
+            ]
+            for a in fit["arms"]
+        ]
+        print(table(["arm", "tier", "price (medium)", "center", "resolves", "published"], rows))
+        print(
+            f"hidden noise sd {fit['noise']:.3f}: two attempts of a fast curve resolving 66.6% "
+            f"resolve {fit['two_attempts']:.1%} (published 74.6%)\n"
+        )
     rows = [
         [
             name,
@@ -659,7 +758,20 @@ def main() -> int:
     parser.add_argument(
         "--alpha", type=float, default=RouterConfig().alpha, help="router exploration weight"
     )
-    parser.add_argument("--ceiling", type=float, default=2.0, help="router cost_ceiling, USD")
+    parser.add_argument(
+        "--world",
+        choices=("assumed", "swe-bench"),
+        default="assumed",
+        help="assumed: the world as first published; swe-bench: fitted to published SWE-bench "
+        "Verified figures of real agent CLIs (benchmarks/routing/published.py)",
+    )
+    parser.add_argument(
+        "--ceiling",
+        type=float,
+        default=None,
+        help="router cost_ceiling, USD (default: twice one attempt of the strongest arm, $2 in "
+        "the assumed world)",
+    )
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--min-tier", default="", help="router min_tier overrides: high=strong")
     parser.add_argument(
@@ -676,9 +788,12 @@ def main() -> int:
         help="print only the efficient frontier of P(lands) against cost (the seeds' tasks)",
     )
     args = parser.parse_args()
+    args.calibration = calibrated_world() if args.world == "swe-bench" else None
+    if args.ceiling is None:  # the documented rule: twice one attempt of the strongest arm
+        args.ceiling = 2.0 if args.calibration is None else 2 * STRONGEST_USD
     shift = args.cheap_shift
     ARMS = tuple(
-        replace(m, center=m.center + (shift if m.arm.tier != "strong" else 0.0)) for m in WORLD
+        replace(m, center=m.center + (shift if m.arm.tier != "strong" else 0.0)) for m in ARMS
     )
     if args.frontier:
         tasks = [t for seed in range(args.seeds) for t in make_tasks(args.tasks, seed)]
