@@ -1,8 +1,8 @@
 """Project configuration: ``stretto init`` writes ``stretto.toml``; :func:`load_config` reads it.
 
-The file is untrusted input, so it is checked with pydantic (imported only while validating, to
-keep ``stretto --help`` cheap) and handed on as frozen dataclasses. Every problem becomes a located
-:class:`~stretto.errors.Diagnostic`, e.g.
+The file is untrusted input, so it is checked with pydantic-core (imported only while validating,
+to keep start-up cheap; see :mod:`stretto.schemas`) and handed on as frozen dataclasses. Every
+problem becomes a located :class:`~stretto.errors.Diagnostic`, e.g.
 ``stretto.toml:3:1: max_agnets: unknown key 'max_agnets' (did you mean 'max_agents'?)``.
 
 Schema (every key optional; ``stretto init`` writes it with a comment on each key)::
@@ -34,13 +34,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any, Literal
 
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
 CONFIG_FILE = "stretto.toml"
 DEFAULT_MAX_AGENTS = 4
@@ -223,95 +220,97 @@ def _table(data: object, *keys: str) -> dict[str, Any] | None:
 
 
 @functools.cache
-def _config_model() -> type[BaseModel]:
-    import pydantic
-    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+def _config_validator() -> Any:
+    """The validator of stretto.toml (built on first use: pydantic-core is slow to import)."""
+    from pydantic_core import core_schema as core
+
+    from stretto.schemas import build, field, literal, table, validator
 
     def not_blank(value: str) -> str:
         if not value.strip():
             raise ValueError('must not be empty; give a value such as "shell" or "pytest -q"')
         return value
 
-    class GateModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        command: str
-        timeout: int = Field(default=DEFAULT_GATE_TIMEOUT, ge=1)
-        when: GateWhen = "attempt"
+    def branch(value: str | None) -> str | None:
+        if value is not None and (value == "" or _BAD_BRANCH.search(value)):
+            fix = 'name a branch, e.g. target = "main" (see `git check-ref-format --help`)'
+            raise ValueError(f"{value!r} is not a valid git branch name; {fix}")
+        return value
 
-        @pydantic.model_validator(mode="before")
-        @classmethod
-        def _from_string(cls, data: Any) -> Any:
-            return {"command": data} if isinstance(data, str) else data
+    def command_only(data: Any) -> Any:
+        return {"command": data} if isinstance(data, str) else data
 
-        _command = field_validator("command")(not_blank)
+    text = core.str_schema()
+    texts, filled = core.list_schema(text), validator(not_blank, text)
 
-    class WorkspaceModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        link: list[str] = []
-        setup: list[str] = []
+    def maybe(schema: Any) -> Any:
+        return field(core.nullable_schema(schema), None)
 
-    class ArmModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        agent: str
-        model: str | None = None
-        tier: Tier
-
-        _agent = field_validator("agent")(not_blank)
-
-    class RouterModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        warmup: int = Field(default=50, ge=0)
-        alpha: float = Field(default=1.0, ge=0)
-        cost_ceiling: float = Field(default=1.0, gt=0)
-        min_tier: dict[Literal["low", "medium", "high"], Tier] = {}
-        arms: list[ArmModel] = []
-        credit: Literal["task", "attempt"] = "attempt"
-
-    class BudgetModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        run: float | None = Field(default=None, ge=0)
-        daily: float | None = Field(default=None, ge=0)
-        on_exceed: Literal["finish", "stop"] = "finish"
-
-    class PriceModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        input: float = Field(ge=0)
-        output: float = Field(ge=0)
-        cached: float | None = Field(default=None, ge=0)
-
-    class PlannerModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        agent: str | None = None
-        model: str | None = None
-        timeout: int = Field(default=600, ge=1)
-        split_depth: int = Field(default=1, ge=0, le=5)
-
-    class ConfigModel(BaseModel):
-        model_config = ConfigDict(extra="forbid", strict=True)
-        target: str | None = None
-        router: RouterModel = RouterModel()
-        budget: BudgetModel = BudgetModel()
-        prices: dict[str, PriceModel] = {}
-        planner: PlannerModel = PlannerModel()
-        scope: Literal["refuse", "warn"] = "refuse"
-        env: list[str] = []
-        workspace: WorkspaceModel = WorkspaceModel()
-        agents: dict[str, dict[str, Any]] = {}
-        max_agents: int = Field(default=DEFAULT_MAX_AGENTS, ge=1)
-        default_agent: str = DEFAULT_AGENT
-        gates: dict[Annotated[str, StringConstraints(pattern=_GATE_NAME)], GateModel] = {}
-
-        _agent = field_validator("default_agent")(not_blank)
-
-        @field_validator("target")
-        @classmethod
-        def _branch(cls, value: str | None) -> str | None:
-            if value is not None and (value == "" or _BAD_BRANCH.search(value)):
-                fix = 'name a branch, e.g. target = "main" (see `git check-ref-format --help`)'
-                raise ValueError(f"{value!r} is not a valid git branch name; {fix}")
-            return value
-
-    return ConfigModel
+    gate = core.no_info_before_validator_function(
+        command_only,
+        table(
+            {
+                "command": field(filled),
+                "timeout": field(core.int_schema(ge=1), DEFAULT_GATE_TIMEOUT),
+                "when": field(literal(("attempt", "merge", "both")), "attempt"),
+            }
+        ),
+    )
+    arm = table({"agent": field(filled), "model": maybe(text), "tier": field(literal(TIERS))})
+    router = table(
+        {
+            "warmup": field(core.int_schema(ge=0), 50),
+            "alpha": field(core.float_schema(ge=0), 1.0),
+            "cost_ceiling": field(core.float_schema(gt=0), 1.0),
+            "min_tier": field(
+                core.dict_schema(literal(("low", "medium", "high")), literal(TIERS)), factory=dict
+            ),
+            "arms": field(core.list_schema(arm), factory=list),
+            "credit": field(literal(("task", "attempt")), "attempt"),
+        }
+    )
+    budget = table(
+        {
+            "run": maybe(core.float_schema(ge=0)),
+            "daily": maybe(core.float_schema(ge=0)),
+            "on_exceed": field(literal(("finish", "stop")), "finish"),
+        }
+    )
+    price = table(
+        {
+            "input": field(core.float_schema(ge=0)),
+            "output": field(core.float_schema(ge=0)),
+            "cached": maybe(core.float_schema(ge=0)),
+        }
+    )
+    planner = table(
+        {
+            "agent": maybe(text),
+            "model": maybe(text),
+            "timeout": field(core.int_schema(ge=1), 600),
+            "split_depth": field(core.int_schema(ge=0, le=5), 1),
+        }
+    )
+    workspace = table({"link": field(texts, factory=list), "setup": field(texts, factory=list)})
+    config = table(
+        {
+            "target": field(validator(branch, core.nullable_schema(text)), None),
+            "router": field(router, factory=dict),
+            "budget": field(budget, factory=dict),
+            "prices": field(core.dict_schema(text, price), factory=dict),
+            "planner": field(planner, factory=dict),
+            "scope": field(literal(("refuse", "warn")), "refuse"),
+            "env": field(texts, factory=list),
+            "workspace": field(workspace, factory=dict),
+            "agents": field(core.dict_schema(text, core.dict_schema(text)), factory=dict),
+            "max_agents": field(core.int_schema(ge=1), DEFAULT_MAX_AGENTS),
+            "default_agent": field(filled, DEFAULT_AGENT),
+            "gates": field(
+                core.dict_schema(core.str_schema(pattern=_GATE_NAME), gate), factory=dict
+            ),
+        }
+    )
+    return build(config)
 
 
 _KEY = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
@@ -502,14 +501,14 @@ def load_config(repo: Path) -> Config:
 
 
 def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top: Path) -> Config:
-    from pydantic import ValidationError
+    from stretto.schemas import ValidationError
 
     if not isinstance(data, dict):  # only possible for tool.stretto in pyproject.toml
         line, column = _locate(text, prefix)
         message = f"must be a table, not {_describe(data)}; write [tool.stretto] and keys under it"
         raise ConfigError([Diagnostic(str(path), line, column, ".".join(prefix), message)])
     try:
-        values = _config_model().model_validate(data).model_dump()
+        values = _config_validator().validate_python(data)
     except ValidationError as error:
         diagnostics = []
         for item in error.errors():

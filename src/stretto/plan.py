@@ -4,7 +4,7 @@ A plan is YAML: stages of steps (see docs/plan-format.md). Loading happens in th
 before any effect, and every problem found is reported, not just the first:
 
 1. YAML syntax and duplicate keys (:mod:`stretto.yamlsource`);
-2. structure and types with pydantic (untrusted input, ``extra="forbid"``, strict types);
+2. structure and types with pydantic-core (untrusted input: no unknown keys, strict types);
 3. meaning: ids, references with close-match suggestions, cycles, owned paths.
 
 The result is a :class:`Plan` of frozen :class:`Stage` and :class:`Task` values with every
@@ -14,19 +14,16 @@ dependency resolved to step ids, ready for :class:`~stretto.graph.TaskGraph`.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from stretto import paths
 from stretto.errors import Diagnostic, PlanError
 from stretto.yamlsource import Located, Path_, load_located
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
 COMPLEXITIES = ("low", "medium", "high")
 DEFAULT_MAX_ATTEMPTS = 3
@@ -140,91 +137,116 @@ class Plan:
         }
 
 
-# --------------------------------------------------------------------------- pydantic models
+# --------------------------------------------------------------------------- the schema
 
 
-def _models() -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
-    """The pydantic models of the plan format, built on first use (pydantic is slow to import)."""
-    global _MODELS
-    if _MODELS is not None:
-        return _MODELS
-    from pydantic import BaseModel, ConfigDict, Field
+@functools.cache
+def _plan_schema() -> Any:
+    """The core schema of the plan format (built on first use: pydantic-core is slow to
+    import). Steps, stages and the plan validate into plain objects with attribute access."""
+    from pydantic_core import core_schema as core
 
-    class StepModel(BaseModel):
+    from stretto.schemas import Node, field, literal, model
+
+    class Step(Node):
         """One step: a goal an agent works on, with what it owns and what it waits for."""
 
-        model_config = ConfigDict(extra="forbid", strict=True, title="Step")
-
-        goal: str = Field(description="What the agent must achieve (becomes the prompt).")
-        id: str | None = Field(
-            None, description="Unique step id; generated from the title or goal when omitted."
-        )
-        title: str | None = Field(None, description="Short label shown in views and logs.")
-        description: str | None = Field(None, description="More detail for the agent.")
-        role: str = Field("general", description="Free-form role (backend, qa, docs, …).")
-        complexity: Literal["low", "medium", "high"] = Field(
-            "medium", description="Estimated difficulty; drives ordering and routing."
-        )
-        files: list[str] | None = Field(
-            None,
-            description="Owned files/folders/globs, relative to the repo root. Steps whose "
-            "owned files overlap never run at once.",
-        )
-        depends_on: list[str] = Field(
-            default_factory=list, description="Step ids (from any stage) this step waits for."
-        )
-        agent: str | None = Field(None, description="Pin the agent (CLI) for this step.")
-        model: str | None = Field(None, description="Pin the model for this step.")
-        gates: list[str] = Field(
-            default_factory=list, description="Extra verification commands; each must exit 0."
-        )
-        outputs: list[str] = Field(
-            default_factory=list,
-            description="Files the step must leave in place (checked by the files_exist gate).",
-        )
-        timeout: int | float | str | None = Field(
-            None, description="Time limit per attempt: seconds, or '90s', '15m', '1h'."
-        )
-        command: str | None = Field(None, description="Shell command, for `agent: shell`.")
-        max_attempts: int | None = Field(
-            None, ge=1, le=20, description="Attempts before the step fails (default 3)."
-        )
-
-    class StageModel(BaseModel):
+    class Stage(Node):
         """A group of steps that may run in parallel."""
 
-        model_config = ConfigDict(extra="forbid", strict=True, title="Stage")
-
-        name: str = Field(description="Unique stage name.")
-        depends_on: list[str] = Field(
-            default_factory=list, description="Stage names that must land first."
-        )
-        steps: list[StepModel] = Field(description="The steps of this stage.")
-
-    class PlanModel(BaseModel):
+    class PlanNode(Node):
         """A stretto plan: stages of steps for coding agents."""
 
-        model_config = ConfigDict(extra="forbid", strict=True, title="stretto plan")
+    text = core.str_schema()
+    texts = core.list_schema(text)
 
-        name: str | None = Field(None, description="Name shown in views and logs.")
-        budget: int | float | None = Field(None, ge=0, description="Spend limit in USD.")
-        max_agents: int | None = Field(None, ge=1, le=1000, description="Agents at once.")
-        target: str | None = Field(None, description="Branch verified work lands on.")
-        context_files: list[str] = Field(
-            default_factory=list, description="Files every agent is shown as context."
-        )
-        unowned: Literal["everything", "nothing"] = Field(
-            "everything",
-            description="What a step without `files` owns: everything (it runs alone) or "
-            "nothing (it runs beside anything).",
-        )
-        stages: list[StageModel] = Field(description="The stages, in order.")
+    def maybe(schema: Any, description: str) -> Any:
+        return field(core.nullable_schema(schema), None, description=description)
 
-    _MODELS = (PlanModel, StageModel, StepModel)
-    return _MODELS
+    step = model(
+        Step,
+        {
+            "goal": field(text, description="What the agent must achieve (becomes the prompt)."),
+            "id": maybe(text, "Unique step id; generated from the title or goal when omitted."),
+            "title": maybe(text, "Short label shown in views and logs."),
+            "description": maybe(text, "More detail for the agent."),
+            "role": field(text, "general", description="Free-form role (backend, qa, docs, …)."),
+            "complexity": field(
+                literal(COMPLEXITIES),
+                "medium",
+                description="Estimated difficulty; drives ordering and routing.",
+            ),
+            "files": maybe(
+                texts,
+                "Owned files/folders/globs, relative to the repo root. Steps whose owned "
+                "files overlap never run at once.",
+            ),
+            "depends_on": field(
+                texts, factory=list, description="Step ids (from any stage) this step waits for."
+            ),
+            "agent": maybe(text, "Pin the agent (CLI) for this step."),
+            "model": maybe(text, "Pin the model for this step."),
+            "gates": field(
+                texts, factory=list, description="Extra verification commands; each must exit 0."
+            ),
+            "outputs": field(
+                texts,
+                factory=list,
+                description="Files the step must leave in place (checked by the files_exist gate).",
+            ),
+            "timeout": maybe(
+                core.union_schema([core.int_schema(), core.float_schema(), text]),
+                "Time limit per attempt: seconds, or '90s', '15m', '1h'.",
+            ),
+            "command": maybe(text, "Shell command, for `agent: shell`."),
+            "max_attempts": maybe(
+                core.int_schema(ge=1, le=20), "Attempts before the step fails (default 3)."
+            ),
+        },
+        title="Step",
+    )
+    stage = model(
+        Stage,
+        {
+            "name": field(text, description="Unique stage name."),
+            "depends_on": field(
+                texts, factory=list, description="Stage names that must land first."
+            ),
+            "steps": field(core.list_schema(step), description="The steps of this stage."),
+        },
+        title="Stage",
+    )
+    return model(
+        PlanNode,
+        {
+            "name": maybe(text, "Name shown in views and logs."),
+            "budget": maybe(
+                core.union_schema([core.int_schema(ge=0), core.float_schema(ge=0)]),
+                "Spend limit in USD.",
+            ),
+            "max_agents": maybe(core.int_schema(ge=1, le=1000), "Agents at once."),
+            "target": maybe(text, "Branch verified work lands on."),
+            "context_files": field(
+                texts, factory=list, description="Files every agent is shown as context."
+            ),
+            "unowned": field(
+                literal(("everything", "nothing")),
+                "everything",
+                description="What a step without `files` owns: everything (it runs alone) or "
+                "nothing (it runs beside anything).",
+            ),
+            "stages": field(core.list_schema(stage), description="The stages, in order."),
+        },
+        title="stretto plan",
+    )
 
 
-_MODELS: tuple[type[BaseModel], type[BaseModel], type[BaseModel]] | None = None
+@functools.cache
+def _plan_validator() -> Any:
+    from stretto.schemas import build
+
+    return build(_plan_schema())
+
 
 _KEYS = {
     "plan": (
@@ -277,11 +299,9 @@ _FIELD_TYPES = {
 
 def plan_json_schema() -> dict[str, Any]:
     """The JSON Schema of a plan file, for editors."""
-    plan_model = _models()[0]
-    text = json.dumps(plan_model.model_json_schema())
-    schema: dict[str, Any] = json.loads(
-        text.replace("StepModel", "Step").replace("StageModel", "Stage")
-    )
+    from stretto.schemas import json_schema
+
+    schema = json_schema(_plan_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
 
@@ -477,11 +497,10 @@ def parse_plan(text: str, file: str = "<plan>", *, digest: str | None = None) ->
                 ),
             ]
         )
-    from pydantic import ValidationError
+    from stretto.schemas import ValidationError
 
-    plan_model = _models()[0]
     try:
-        model: Any = plan_model.model_validate(data)
+        model: Any = _plan_validator().validate_python(data)
     except ValidationError as error:
         found = problems + _pydantic_problems(error, located)
         raise PlanError(sorted(found, key=lambda d: (d.line, d.column))) from None
