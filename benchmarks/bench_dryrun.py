@@ -10,7 +10,7 @@ or goal. Then, interleaved, as fresh processes (median of ``--repeat`` runs):
 * ``stretto validate plan.yaml`` (read, check and resolve the plan; print one line);
 * ``stretto run --dry-run plan.yaml`` and the same with ``--json``;
 * a probe process that runs the same pipeline step by step and reports how long each step took,
-  imports included (YAML load, pydantic validation, resolution, graph, simulation, rendering).
+  imports included (YAML load, pydantic-core validation, resolution, graph, simulation, rendering).
 
     .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR]
 """
@@ -124,11 +124,10 @@ raw = open(path, "rb").read()
 located, problems = load_located(raw.decode(), path)
 assert not problems
 mark("read + YAML load")
-from pydantic import ValidationError
-model_cls = plan_mod._models()[0]
-mark("import pydantic + build models")
-model = model_cls.model_validate(located.data)
-mark("pydantic validation")
+validator = plan_mod._plan_validator()
+mark("import pydantic-core + build the validator")
+model = validator.validate_python(located.data)
+mark("validation")
 plan, problems = plan_mod._resolve(model, located, "digest")
 assert plan is not None and not problems
 mark("resolution")
