@@ -17,7 +17,6 @@ pure parts (:mod:`stretto.router`, :mod:`stretto.ledger`) plus two files that li
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from typing import Any
 
 from stretto.config import RouterSettings
 from stretto.ledger import (
-    HISTORY_MIN,
     BudgetCheck,
     Entry,
     Ledger,
@@ -35,6 +33,7 @@ from stretto.ledger import (
     estimate_attempt_cost,
     make_entry,
     model_prices,
+    past_median,
 )
 from stretto.plan import Task
 from stretto.router import (
@@ -230,9 +229,9 @@ class Dispatch:
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
         """The median cost of past attempts like this one, else a priced token estimate."""
-        past = self.past.get((agent, model, context.complexity), [])
-        if len(past) >= HISTORY_MIN:
-            return float(statistics.median(past))
+        typical = past_median(self.past.get((agent, model, context.complexity), []))
+        if typical is not None:
+            return typical
         return estimate_attempt_cost(
             adapter_kind(agent, self.options),
             model,

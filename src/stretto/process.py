@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -201,7 +200,7 @@ async def run_process(
         timeout: seconds before the whole process group is killed.
     """
     started = time.monotonic()
-    marker = secrets.token_hex(12)
+    marker = os.urandom(12).hex()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab", buffering=0) as log:
         creating = asyncio.ensure_future(

@@ -11,7 +11,6 @@ import contextlib
 import difflib
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ def new_run_id() -> str:
     """A unique, ref-safe run id that sorts by start time: ``20261128-054812-347-a3f9``."""
     now = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"{stamp}-{int(now * 1000) % 1000:03d}-{secrets.token_hex(2)}"
+    return f"{stamp}-{int(now * 1000) % 1000:03d}-{os.urandom(2).hex()}"
 
 
 def options_for(
@@ -134,7 +133,7 @@ def start_run(
             plan_digest=plan.digest,
             tasks=[t.id for t in plan.tasks],
             options=options.to_dict(),
-            base=rev_parse(repo, f"refs/heads/{options.target}"),
+            base=(base := rev_parse(repo, f"refs/heads/{options.target}")),
             pid=os.getpid(),
         )
         if sink:
@@ -144,6 +143,7 @@ def start_run(
             if sink:
                 sink(record)
         runner = Runner(repo, plan, options, journal, run_id, sink=sink)
+        runner.queue.synced_at = base  # the head just journaled: no need to ask git again
         runner.planner_calls = sum(1 for type_, _ in preamble if type_ == "planner_call")
         return asyncio.run(runner.run())
     finally:
