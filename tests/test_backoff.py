@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from stretto.cli import main
-from stretto.runner import provider_of
+from stretto.providers import provider_of
 from stretto.testing.repo import git, make_repo
 
 CONFIG = """\

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from stretto.journal import Journal, Record, crashpoint
 from stretto.merge_queue import MergeQueue
 from stretto.plan import Plan, Task
 from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
+from stretto.providers import ProviderLimits
 from stretto.runtypes import AttemptEnd, RunOptions, RunSummary, TaskReport, log_tail
 from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 from stretto.splits import Splits
@@ -80,23 +82,12 @@ class Runner:
         self.sink = sink
         self.graph = TaskGraph.from_plan(plan)
         self.dispatch = Dispatch(repo, run_id, options)
-        routed = self.dispatch.policy is not None
-        # Routed tasks learn their agent (and provider) per attempt, at spawn.
-        self.provider_of = {
-            t.id: provider_of(t.agent or options.default_agent, options.agent_settings)
-            for t in plan.tasks
-            if not routed or t.agent
-        }
+        self.providers = ProviderLimits(plan, options, self.dispatch.routes)
         self.schedule = Schedule(
             self.graph,
             {t.id: t.lease for t in plan.tasks},
-            pools={t: (f"provider:{p}",) for t, p in self.provider_of.items() if p},
+            pools=self.providers.pools(),
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
-        )
-        # Agents allowed at once per provider: lowered when it rate-limits, raised as it recovers.
-        arm_providers = (provider_of(a.agent, options.agent_settings) for a in options.router.arms)
-        self.provider_limit = dict.fromkeys(
-            (p for p in (*self.provider_of.values(), *arm_providers) if p), options.max_agents
         )
         self.budget_stop: str | None = None  # why no new attempt may start
         self.in_agent: set[str] = set()  # tasks whose agent process is running
@@ -232,15 +223,8 @@ class Runner:
                 self.guard(task, self._land_only(task, attempt, commit, tree))
             )
         while not sched.done:
-            in_use = dict.fromkeys(self.provider_limit, 0)
-            for running in self.active:
-                provider = self._provider(running)
-                if provider:
-                    in_use[provider] = in_use.get(provider, 0) + 1
-            free = Capacity(
-                self.options.max_agents - len(self.active),
-                {f"provider:{p}": n - in_use[p] for p, n in self.provider_limit.items()},
-            )
+            in_use = self.providers.in_use(self.active)
+            free = Capacity(self.options.max_agents - len(self.active), self.providers.free(in_use))
             actions = sched.decide(free)
             for action in actions:
                 if isinstance(action, Spawn):
@@ -277,7 +261,9 @@ class Runner:
             if task in self.splits.running:
                 self.splits.end(task, end)
                 continue
-            self._adjust_provider(task, end)
+            change = self.providers.adjust(task, end, self.active)
+            if change is not None:
+                self.record("decision", **asdict(change), task=task)
             if end.counts or end.landed:
                 await self._learn(task, end)
             if self.dispatch.exceeded() and self.budget_stop is None:
@@ -311,53 +297,15 @@ class Runner:
                 if not exhausted and strongest and self.splits.allowed(task):
                     self.splits.start(task)  # no stronger arm is left to escalate to
 
-    def _adjust_provider(self, task: str, end: AttemptEnd) -> None:
-        """Back a provider off when it rate-limits (halve its agents), recover one per success."""
-        provider = self._provider(task)
-        if not provider:
-            return
-        limit = self.provider_limit[provider]
-        if end.rate_limited:
-            running = 1 + sum(1 for t in self.active if self._provider(t) == provider)
-            lowered = max(1, min(limit, running) // 2)
-            if lowered < limit:
-                self.provider_limit[provider] = lowered
-                self.record(
-                    "decision",
-                    action="backoff",
-                    provider=provider,
-                    limit=lowered,
-                    was=limit,
-                    task=task,
-                )
-        elif end.landed and limit < self.options.max_agents:
-            self.provider_limit[provider] = limit + 1
-            self.record(
-                "decision",
-                action="recover",
-                provider=provider,
-                limit=limit + 1,
-                was=limit,
-                task=task,
-            )
-
-    def _provider(self, task: str) -> str | None:
-        route = self.dispatch.routes.get(task)
-        if route is not None and task not in self.provider_of:
-            return provider_of(route.agent, self.options.agent_settings)
-        return self.provider_of.get(task)
-
     def _route_and_spawn(self, action: Spawn, in_use: dict[str, int]) -> None:
         """Choose the attempt's arm, check the budget, then start it (or stop for the budget)."""
         task = self.plan.task(action.task)
         attempt = self.schedule.attempts[action.task] + 1
         route = self.dispatch.route(task, attempt)
-        provider = provider_of(route.agent, self.options.agent_settings)
-        if task.id not in self.provider_of and provider:
-            if in_use.get(provider, 0) >= self.provider_limit.get(provider, 1):
-                self._note_wait(Wait(task.id, "capacity", pool=f"provider:{provider}"))
-                return
-            in_use[provider] = in_use.get(provider, 0) + 1
+        full = self.providers.admit(task.id, in_use)
+        if full is not None:
+            self._note_wait(Wait(task.id, "capacity", pool=full))
+            return
         if self.dispatch.limited:
             check = self.dispatch.admit(route)
             if not check.allowed:
@@ -792,26 +740,6 @@ class Runner:
             self.record(
                 "warning", task=task, message=f"{what} failed: {type(error).__name__}: {error}"
             )
-
-
-#: The provider behind each built-in adapter (``provider = "..."`` in [agents.NAME] overrides it).
-PROVIDERS = {
-    "claude": "anthropic",
-    "codex": "openai",
-    "aider": "openai",
-    "opencode": "openai",
-    "qwen": "openai",
-    "gemini": "google",
-}
-
-
-def provider_of(agent: str, settings: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Which provider an agent's requests go to, for per-provider back-off (None: no limit)."""
-    table = settings.get(agent, {})
-    if table.get("provider"):
-        return str(table["provider"])
-    kind = str(table.get("adapter") or agent)
-    return PROVIDERS.get(kind)
 
 
 def _default_allow() -> tuple[str, ...]:
