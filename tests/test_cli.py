@@ -127,7 +127,8 @@ def test_help_and_version_import_nothing_heavy() -> None:
         "        main(args)\n"
         "    except SystemExit as e:\n"
         "        assert e.code == 0, e.code\n"
-        "heavy = [m for m in ('pydantic', 'yaml', 'stretto.plan', 'stretto.scheduler') "
+        "heavy = [m for m in ('pydantic', 'pydantic_core', 'yaml', 'stretto.plan', "
+        "'stretto.scheduler') "
         "if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )

@@ -731,8 +731,32 @@ def test_load_config_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_importing_config_does_not_import_pydantic() -> None:
-    code = "import sys, stretto.cli, stretto.config; print('pydantic' in sys.modules)"
+    code = (
+        "import sys, stretto.cli, stretto.config; "
+        "print('pydantic' in sys.modules, 'pydantic_core' in sys.modules)"
+    )
 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "False False"
+
+
+def test_validating_needs_pydantic_core_only(repo: Path) -> None:
+    """Loading a config and a plan validates them without importing pydantic itself."""
+    write(
+        repo,
+        {"stretto.toml": ROUTED, "plan.yaml": "stages:\n  - name: s\n    steps: [{goal: g}]\n"},
+    )
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from stretto.config import load_config\n"
+        "from stretto.plan import load_plan\n"
+        f"config = load_config(Path({str(repo)!r}))\n"
+        f"plan = load_plan(Path({str(repo / 'plan.yaml')!r}))\n"
+        "print(config.router.warmup, len(plan.tasks), 'pydantic' in sys.modules, "
+        "'pydantic_core' in sys.modules)\n"
+    )
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert done.stdout.split() == ["10", "1", "False", "True"]

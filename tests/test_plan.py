@@ -237,6 +237,27 @@ stages:
             "unowned: some\nstages:\n  - name: a\n    steps: [{goal: x}]\n",
             "plan.yaml:1:10: unowned: unknown value 'some'",
         ),
+        (
+            "budget: -0.5\nstages:\n  - name: a\n    steps: [{goal: x}]\n",
+            "plan.yaml:1:9: budget: input should be greater than or equal to 0, got -0.5",
+        ),
+        (
+            "budget: .nan\nstages:\n  - name: a\n    steps: [{goal: x}]\n",
+            "plan.yaml:1:9: budget: input should be greater than or equal to 0, got nan",
+        ),
+        (
+            "budget: 'x'\nstages:\n  - name: a\n    steps: [{goal: x}]\n",
+            "plan.yaml:1:9: budget: expected an amount in USD such as 5 or 12.5, got a string",
+        ),
+        (
+            "stages:\n  - name: a\n    steps: [{goal: !custom x}]\n",
+            "plan.yaml:3:20: stages[0].steps[0].goal: YAML cannot read this value: could not "
+            "determine a constructor for the tag '!custom'; remove the tag or quote the value",
+        ),
+        (
+            "stages:\n  - name: a\n    steps:\n      - <<: [1]\n        goal: x\n",
+            "plan.yaml:4:14: stages[0].steps[0]: '<<' merges a mapping into this one",
+        ),
     ],
 )
 def test_errors_are_located_and_explained(text: str, expected: str) -> None:
@@ -312,3 +333,30 @@ def test_yaml_typing_of_plain_scalars_is_unchanged(value: str, got: str) -> None
 def test_plain_words_stay_strings() -> None:
     plan = parse_plan("stages:\n  - name: a\n    steps:\n      - goal: Write the docs\n")
     assert plan.tasks[0].goal == "Write the docs"
+
+
+def test_yaml_merge_keys_share_step_settings() -> None:
+    """``<<: *anchor`` copies an anchored mapping's keys; a step's own keys win, and a problem in
+    a merged value is reported where the value is written (the anchor)."""
+    text = (
+        "stages:\n"
+        "  - name: a\n"
+        "    steps:\n"
+        "      - &api {goal: one, role: backend, complexity: high, files: [src/api.py]}\n"
+        "      - <<: *api\n"
+        "        goal: two\n"
+        "        files: [src/other.py]\n"
+        "      - <<: [*api, {agent: claude}]\n"
+        "        goal: three\n"
+    )
+    plan = parse_plan(text, "plan.yaml")
+
+    one, two, three = plan.tasks
+    assert (one.goal, one.files) == ("one", ("src/api.py",))
+    assert (two.goal, two.role, two.complexity) == ("two", "backend", "high")
+    assert two.files == ("src/other.py",)
+    assert (three.role, three.agent, three.files) == ("backend", "claude", ("src/api.py",))
+    wrong = "unknown complexity 'hihg' (did you mean 'high'?); use one of: low, medium, high"
+    assert errors_of(text.replace("complexity: high", "complexity: hihg")) == [
+        f"plan.yaml:4:53: stages[0].steps[{n}].complexity: {wrong}" for n in range(3)
+    ]

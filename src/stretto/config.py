@@ -34,10 +34,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
+
+if TYPE_CHECKING:
+    from pydantic_core import SchemaValidator
 
 CONFIG_FILE = "stretto.toml"
 DEFAULT_MAX_AGENTS = 4
@@ -220,7 +223,7 @@ def _table(data: object, *keys: str) -> dict[str, Any] | None:
 
 
 @functools.cache
-def _config_validator() -> Any:
+def _config_validator() -> SchemaValidator:
     """The validator of stretto.toml (built on first use: pydantic-core is slow to import)."""
     from pydantic_core import core_schema as core
 

@@ -19,11 +19,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stretto import paths
 from stretto.errors import Diagnostic, PlanError
 from stretto.yamlsource import Located, Path_, load_located
+
+if TYPE_CHECKING:
+    from pydantic_core import SchemaValidator
 
 COMPLEXITIES = ("low", "medium", "high")
 DEFAULT_MAX_ATTEMPTS = 3
@@ -146,7 +149,7 @@ def _plan_schema() -> Any:
     import). Steps, stages and the plan validate into plain objects with attribute access."""
     from pydantic_core import core_schema as core
 
-    from stretto.schemas import Node, field, literal, model
+    from stretto.schemas import Node, at_least, field, literal, model
 
     class Step(Node):
         """One step: a goal an agent works on, with what it owns and what it waits for."""
@@ -221,7 +224,7 @@ def _plan_schema() -> Any:
         {
             "name": maybe(text, "Name shown in views and logs."),
             "budget": maybe(
-                core.union_schema([core.int_schema(ge=0), core.float_schema(ge=0)]),
+                at_least(0, core.union_schema([core.int_schema(), core.float_schema()])),
                 "Spend limit in USD.",
             ),
             "max_agents": maybe(core.int_schema(ge=1, le=1000), "Agents at once."),
@@ -242,7 +245,7 @@ def _plan_schema() -> Any:
 
 
 @functools.cache
-def _plan_validator() -> Any:
+def _plan_validator() -> SchemaValidator:
     from stretto.schemas import build
 
     return build(_plan_schema())

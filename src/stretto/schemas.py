@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import SchemaValidator, ValidationError
+from pydantic_core import PydanticKnownError, SchemaValidator, ValidationError
 from pydantic_core import core_schema as cs
 
 __all__ = [
     "Field",
     "Node",
     "ValidationError",
+    "at_least",
     "build",
     "field",
     "json_schema",
@@ -70,6 +71,8 @@ def field(
 ) -> Field:
     """A key: required unless ``default`` or ``factory`` is given. A default is validated
     too, so a table's default ``{}`` comes out filled with its own keys' defaults."""
+    if factory is not None and default is not _REQUIRED:
+        raise TypeError("give a default or a factory, not both")
     if factory is not None:
         schema = cs.with_default_schema(schema, default_factory=factory, validate_default=True)
     elif default is not _REQUIRED:
@@ -84,6 +87,19 @@ def literal(values: Sequence[str]) -> cs.CoreSchema:
 def validator(check: Callable[[Any], Any], schema: cs.CoreSchema) -> cs.CoreSchema:
     """``schema``, then ``check(value)``: a ``ValueError`` it raises is a ``value_error``."""
     return cs.no_info_after_validator_function(check, schema)
+
+
+def at_least(bound: int, schema: cs.CoreSchema) -> cs.CoreSchema:
+    """``schema``, then ``value >= bound``. For a union (``int | float``), where a bound on
+    each member would report a type error from the other member instead of one range error."""
+
+    def check(value: Any) -> Any:
+        if not value >= bound:  # also refuses NaN
+            raise PydanticKnownError("greater_than_equal", {"ge": bound})
+        return value
+
+    js = {"pydantic_js_updates": {"minimum": bound}}
+    return cs.no_info_after_validator_function(check, schema, metadata=js)
 
 
 def model(cls: type[Node], fields: dict[str, Field], *, title: str) -> cs.CoreSchema:

@@ -83,6 +83,9 @@ class _FastLoader(_Loader):  # type: ignore[valid-type,misc]
         return super().resolve(kind, value, implicit)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
     """The value of a scalar node; a string is its text, so the constructor is skipped."""
     if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):
@@ -162,8 +165,12 @@ def _build(
     located.values[path] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
+        merged: list[yaml.Node] = []  # the values of '<<' keys, applied after the own keys
         for key_node, value_node in node.value:
-            key = _scalar(key_node, loader)
+            if key_node.tag == _MERGE_TAG:
+                merged.append(value_node)
+                continue
+            key = _scalar_or_problem(key_node, path, located, loader, problems)
             if not isinstance(key, str):
                 key = str(key)
             child = (*path, key)
@@ -181,10 +188,71 @@ def _build(
                 continue
             located.keys[child] = _mark(key_node)
             result[key] = _build(value_node, child, located, loader, problems)
+        for source in merged:
+            _merge(source, result, path, located, loader, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
             _build(item, (*path, index), located, loader, problems)
             for index, item in enumerate(node.value)
         ]
-    return _scalar(node, loader)
+    return _scalar_or_problem(node, path, located, loader, problems)
+
+
+def _merge(
+    source: yaml.Node,
+    result: dict[Any, Any],
+    path: Path_,
+    located: Located,
+    loader: yaml.SafeLoader,
+    problems: list[Diagnostic],
+) -> None:
+    """Apply a YAML merge key (``<<: *defaults``, or a list of them) to ``result``: keys it
+    already has win, and earlier mappings of a list win over later ones."""
+    sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
+    for mapping in sources:
+        if not isinstance(mapping, yaml.MappingNode):
+            problems.append(
+                Diagnostic(
+                    located.file,
+                    *_mark(mapping),
+                    format_path(path),
+                    "'<<' merges a mapping into this one; give it an anchored mapping "
+                    "(<<: *defaults) or a list of them",
+                )
+            )
+            continue
+        scratch = Located(None, located.file)  # the positions of what is taken from it
+        extra = _build(mapping, path, scratch, loader, problems)
+        taken = [key for key in extra if key not in result]
+        for key in taken:
+            result[key] = extra[key]
+        for positions, into in ((scratch.values, located.values), (scratch.keys, located.keys)):
+            into.update(
+                (where, at)
+                for where, at in positions.items()
+                if len(where) > len(path) and where[len(path)] in taken
+            )
+
+
+def _scalar_or_problem(
+    node: yaml.Node,
+    path: Path_,
+    located: Located,
+    loader: yaml.SafeLoader,
+    problems: list[Diagnostic],
+) -> Any:
+    """:func:`_scalar`, with a value YAML cannot build (an unknown ``!tag``) as a problem."""
+    try:
+        return _scalar(node, loader)
+    except yaml.YAMLError as error:  # kept as its text, so only the tag is reported
+        what = getattr(error, "problem", None) or str(error)
+        problems.append(
+            Diagnostic(
+                located.file,
+                *_mark(node),
+                format_path(path),
+                f"YAML cannot read this value: {what}; remove the tag or quote the value",
+            )
+        )
+        return node.value if isinstance(node, yaml.ScalarNode) else None
