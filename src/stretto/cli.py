@@ -422,6 +422,11 @@ def status(run_id: str | None, as_json: bool) -> None:
             f"this run stopped at its budget; go on with `stretto resume {state.run_id} "
             "--budget USD` (`stretto cost --run` shows the spend)"
         )
+    elif state.state == "out_of_credit":
+        click.echo(
+            "this run stopped because a provider is out of credit; top the account up, then "
+            f"`stretto resume {state.run_id}`"
+        )
 
 
 @main.command()

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from stretto import merge as merging
 from stretto.errors import RunError
@@ -46,6 +48,15 @@ class Recovered:
     ended: dict[str, set[int]] = field(default_factory=dict)  # attempts that failed or landed
 
 
+#: Run statuses that left tasks undone for ``stretto resume`` to take up.
+RESUMABLE = ("budget_reached", "out_of_credit")
+
+
+def _left_undone(fields: Mapping[str, Any]) -> bool:
+    """A ``task_finished`` record of a task left for resume (budget spent, no credit)."""
+    return bool(fields.get("budget") or fields.get("resumable"))
+
+
 def recover(records: list[Record]) -> Recovered:
     """Fold the journal into per-task facts."""
     out = Recovered()
@@ -63,7 +74,7 @@ def recover(records: list[Record]) -> Recovered:
             out.ended.setdefault(task, set()).add(int(f.get("attempt", out.attempts.get(task, 0))))
         elif rec.type == "verified":
             out.verified[task] = (int(f["attempt"]), str(f["commit"]), str(f.get("tree", "")))
-        elif rec.type == "task_finished" and not f.get("budget"):
+        elif rec.type == "task_finished" and not _left_undone(f):
             out.finished[task] = str(f["status"])
     for task, ended in out.ended.items():
         # A verified attempt that then failed (conflict, merge gates) is not pending.
@@ -87,10 +98,10 @@ def resume_run(
     run_dir = resolve_run(repo, run_id)
     records = read_journal(run_dir / JOURNAL_NAME)
     done = [r for r in records if r.type == "run_finished"]
-    if done and done[-1].fields.get("status") == "budget_reached":
+    if done and done[-1].fields.get("status") in RESUMABLE:
         done = [
             r for r in records if r.type == "run_finished" and r.ts > done[-1].ts
-        ]  # it stopped at its budget: going on (with a higher one) is what resume is for
+        ]  # it stopped at its budget or a provider's credit: going on is what resume is for
     if done:
         raise RunError(
             f"run {run_dir.name} already finished ({done[-1].fields.get('status')}); "
@@ -128,7 +139,7 @@ def resume_run(
             if (
                 rec.type == "task_finished"
                 and rec.fields.get("task") in runner.plan.by_id
-                and not rec.fields.get("budget")
+                and not _left_undone(rec.fields)
             ):
                 f = rec.fields
                 runner.reports[f["task"]] = TaskReport(

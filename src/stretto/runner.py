@@ -31,7 +31,7 @@ from stretto.journal import Journal, Record, crashpoint
 from stretto.merge_queue import MergeQueue
 from stretto.plan import Plan, Task
 from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
-from stretto.providers import ProviderLimits
+from stretto.providers import ProviderLimits, provider_of
 from stretto.runtypes import AttemptEnd, RunOptions, RunSummary, TaskReport, log_tail
 from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 from stretto.splits import Splits
@@ -90,6 +90,8 @@ class Runner:
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
         )
         self.budget_stop: str | None = None  # why no new attempt may start
+        self.no_credit: dict[str, str] = {}  # provider (or agent) out of credit -> what it said
+        self.held: set[str] = set()  # tasks that could start now, but only on such a provider
         self.in_agent: set[str] = set()  # tasks whose agent process is running
         self.stopping: set[str] = set()  # tasks whose attempt was stopped at the budget
         self.active: dict[str, asyncio.Task[None]] = {}
@@ -173,6 +175,12 @@ class Runner:
             if "daily" in self.budget_stop:
                 how = f"raise [budget] daily in stretto.toml, then stretto resume {self.run_id}"
             self.notes.append(f"{self.budget_stop}; to go on: {how}")
+        elif self.no_credit and failed:
+            status = "out_of_credit"
+            self.notes.append(
+                f"{self._credit_stop()}; top up the account (or wait for its quota to reset), "
+                f"then `stretto resume {self.run_id}`"
+            )
         if self.dispatch.unpriced:
             self.notes.append(
                 f"{self.dispatch.unpriced} attempt(s) used a model with no known price; "
@@ -223,6 +231,7 @@ class Runner:
                 self.guard(task, self._land_only(task, attempt, commit, tree))
             )
         while not sched.done:
+            self.held.clear()
             in_use = self.providers.in_use(self.active)
             free = Capacity(self.options.max_agents - len(self.active), self.providers.free(in_use))
             actions = sched.decide(free)
@@ -251,16 +260,21 @@ class Runner:
                 break
             if not self.active:
                 if self.budget_stop is not None:
-                    self._skip_for_budget()
+                    self._leave_undone(self.budget_stop, budget=True)
                     break
                 if any(isinstance(a, GiveUp | Skip) for a in actions):
                     continue
+                if self.held:
+                    self._leave_undone(self._credit_stop(), resumable=True)
+                    break
                 raise RuntimeError("scheduler stalled: nothing running and nothing can start")
             task, end = await self.ended.get()
             self.active.pop(task, None)
             if task in self.splits.running:
                 self.splits.end(task, end)
                 continue
+            if end.out_of_credit is not None:
+                self._out_of_credit(task, end.out_of_credit)
             change = self.providers.adjust(task, end, self.active)
             if change is not None:
                 self.record("decision", **asdict(change), task=task)
@@ -302,6 +316,10 @@ class Runner:
         task = self.plan.task(action.task)
         attempt = self.schedule.attempts[action.task] + 1
         route = self.dispatch.route(task, attempt)
+        if self._credit_key(route.agent) in self.no_credit:
+            self.held.add(task.id)
+            self._note_wait(Wait(task.id, "out_of_credit", pool=self._credit_key(route.agent)))
+            return
         full = self.providers.admit(task.id, in_use)
         if full is not None:
             self._note_wait(Wait(task.id, "capacity", pool=full))
@@ -368,22 +386,40 @@ class Runner:
                 self.stopping.add(task)
                 self.active[task].cancel()
 
-    def _skip_for_budget(self) -> None:
-        """Tasks that never got to run because the budget was reached."""
+    def _leave_undone(self, reason: str, **flag: bool) -> None:
+        """The tasks that cannot start now (budget spent, provider out of credit), marked so
+        that ``stretto resume`` takes them up again (``budget=True`` or ``resumable=True``)."""
         for task in self.plan.tasks:
             if not self.schedule.state[task.id].finished:
                 self.reports[task.id] = TaskReport(
-                    task.id, "skipped", self.schedule.attempts[task.id], self.budget_stop or ""
+                    task.id, "skipped", self.schedule.attempts[task.id], reason
                 )
                 self.record(
                     "task_finished",
                     task=task.id,
                     status="skipped",
-                    reason=self.budget_stop,
+                    reason=reason,
                     attempts=self.schedule.attempts[task.id],
                     commit=None,
-                    budget=True,
+                    **flag,
                 )
+
+    def _credit_key(self, agent: str) -> str:
+        """What runs out of credit: the agent's provider, or the agent itself if it has none."""
+        return provider_of(agent, self.options.agent_settings) or agent
+
+    def _out_of_credit(self, task: str, reason: str) -> None:
+        """``task``'s provider said the account has no credit left: start nothing more there."""
+        route = self.dispatch.routes.get(task)
+        agent = route.agent if route is not None else self.options.default_agent
+        key = self._credit_key(agent)
+        if key not in self.no_credit:
+            self.no_credit[key] = reason
+            self.record("decision", action="out_of_credit", provider=key, task=task, reason=reason)
+
+    def _credit_stop(self) -> str:
+        said = "; ".join(f"{key}: {what}" for key, what in sorted(self.no_credit.items()))
+        return f"out of credit ({said})"
 
     def _note_wait(self, action: Wait) -> None:
         key = action.holders or ((action.pool,) if action.pool else ())
@@ -607,6 +643,11 @@ class Runner:
                 agent_tail,
                 retry_after=result.retry_after,
                 rate_limited=result.outcome is Outcome.RATE_LIMITED,
+                out_of_credit=(
+                    result.reason or "out of credit"
+                    if result.outcome is Outcome.OUT_OF_CREDIT
+                    else None
+                ),
             )
         if head == ws.base:
             return AttemptEnd(False, True, "the agent made no changes", agent_tail)

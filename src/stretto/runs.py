@@ -216,7 +216,7 @@ class RunStatus:
     """A run as the journal tells it."""
 
     run_id: str
-    state: str  # running | finished | failed | budget_reached | interrupted
+    state: str  # running | finished | failed | budget_reached | out_of_credit | interrupted
     plan: str
     target: str
     started: float

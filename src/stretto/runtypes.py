@@ -102,7 +102,8 @@ class AttemptEnd:
     log: str = ""
     commit: str | None = None
     retry_after: float | None = None  # seconds the provider asked us to wait (rate limits)
-    rate_limited: bool = False  # the provider refused for rate or quota reasons
+    rate_limited: bool = False  # the provider refused for rate reasons, for now
+    out_of_credit: str | None = None  # what the provider said: the account has no credit left
     children: tuple[Any, ...] = ()  # a split: the tasks (stretto.plan.Task) that replace it
 
 
@@ -122,7 +123,7 @@ class RunSummary:
     """What a run achieved."""
 
     run_id: str
-    status: str  # finished | failed | budget_reached
+    status: str  # finished | failed | budget_reached | out_of_credit
     tasks: list[TaskReport]
     wall: float
     agent_seconds: float

@@ -42,6 +42,10 @@ def _task_line(rec: Record) -> str | None:
         return f"split   {f['task']} -> {', '.join(f['children'])}"
     if t == "decision" and f.get("action") == "stop_budget":
         return f"budget  {f['reason']}: no new attempts start"
+    if t == "decision" and f.get("action") == "out_of_credit":
+        return (
+            f"credit  {f['provider']} is out of credit ({f['reason']}): nothing more starts there"
+        )
     if t == "decision" and f.get("action") == "wait" and f.get("reason") == "lease":
         holders = ", ".join(f.get("holders") or [])
         return f"wait    {f['task']}: its files overlap those of {holders}"

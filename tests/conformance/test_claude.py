@@ -176,6 +176,27 @@ def test_http_400_is_an_api_error(claude_bin: Path, worktree: Path) -> None:
     assert ran.result.outcome.counts_as_failure
 
 
+ANTHROPIC_NO_CREDIT = {
+    "type": "error",
+    "error": {
+        "type": "invalid_request_error",
+        "message": "Your credit balance is too low to access the Anthropic API. Please go to "
+        "Plans & Billing to upgrade or purchase credits.",
+    },
+}
+
+
+def test_out_of_credit_is_not_the_tasks_fault(claude_bin: Path, worktree: Path) -> None:
+    """Claude Code tags a billing refusal ``billing_error``: not an API error that uses up one
+    of the task's attempts, but the provider out of credit."""
+    with FakeModelServer([Step(http_error=HttpError(400, body=ANTHROPIC_NO_CREDIT))]) as server:
+        ran = run(context(worktree, server))
+        assert len(generate_requests(server)) == 1
+    assert ran.result.outcome is Outcome.OUT_OF_CREDIT, ran.log[-3000:]
+    assert "credit balance is too low" in ran.result.reason.lower()
+    assert not ran.result.outcome.counts_as_failure
+
+
 def test_http_429_is_rate_limited_with_retry_after(claude_bin: Path, worktree: Path) -> None:
     # One retry of the CLI's own, so it reports the server's Retry-After (api_retry event).
     script = [Step(http_error=HttpError(429, retry_after=1))]

@@ -119,6 +119,74 @@ def test_http_429_is_rate_limited(repo: Path) -> None:
     assert not run.result.outcome.counts_as_failure
 
 
+OPENAI_NO_CREDIT = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+}
+
+
+def test_insufficient_quota_is_out_of_credit_not_a_rate_limit(repo: Path) -> None:
+    """OpenAI answers 429 for both; codex says "Quota exceeded. Check your plan and billing
+    details." for an account out of credit, which no retry will fix."""
+    with FakeModelServer([Step(http_error=HttpError(429, body=OPENAI_NO_CREDIT))]) as server:
+        run = run_codex(repo, server)
+        assert len(generate_requests(server)) == 1
+    assert run.result.outcome is Outcome.OUT_OF_CREDIT, run.result.reason
+    assert "Quota exceeded" in run.result.reason
+    assert not run.result.outcome.counts_as_failure
+
+
+CREDIT_PLAN = """\
+name: credit
+stages:
+  - name: work
+    steps:
+      - {id: alpha, goal: create alpha.txt, files: [alpha.txt], agent: codex}
+      - {id: beta, goal: write beta, files: [beta.txt], agent: shell, command: echo beta > beta.txt}
+"""
+
+
+def test_a_run_stops_using_a_provider_out_of_credit_and_resume_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One refusal is enough: the codex task is not retried ten times, other agents go on, the
+    run ends ``out_of_credit`` (exit 1) with the fix, and ``stretto resume`` lands the task."""
+    from stretto.cli import main
+    from stretto.runs import run_status
+
+    project = committed_project(tmp_path, CREDIT_PLAN, E2E_CONFIG)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+    monkeypatch.setenv("PATH", path_with(NPM_BIN))
+    setenv_all(monkeypatch, IDENTITY)
+    with FakeModelServer([Step(http_error=HttpError(429, body=OPENAI_NO_CREDIT))]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
+        result = CliRunner().invoke(main, ["run", "plan.yaml", "--plain"], catch_exceptions=False)
+        refused = generate_requests(server)
+    assert result.exit_code == 1, result.output
+    assert len(refused) == 1
+    state = run_status(project)
+    assert state.state == "out_of_credit"
+    assert (state.tasks["alpha"].state, state.tasks["beta"].state) == ("skipped", "landed")
+    assert "out of credit (openai: Quota exceeded" in state.tasks["alpha"].reason
+    assert f"stretto resume {state.run_id}" in result.output
+    status = CliRunner().invoke(main, ["status"], catch_exceptions=False)
+    assert "a provider is out of credit" in status.output
+
+    script = [Step(tool_calls=[ToolCall("exec_command", {"cmd": WRITE_TASK_FILE})]), Step("Done.")]
+    with FakeModelServer(script) as server:  # the account was topped up
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
+        resumed = CliRunner().invoke(main, ["resume", "--plain"], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
+    assert git(project, "show", "HEAD:beta.txt") == "beta\n"
+    assert run_status(project).state == "finished"
+
+
 def test_tokens_match_the_scripted_usage(repo: Path) -> None:
     script = [
         patch_step("*** Add File: a.txt", "+a", usage=Usage(1200, 40, 1000)),
@@ -203,6 +271,10 @@ def test_errors_are_classified_from_codex_messages() -> None:
         events = [event for line in lines for event in adapter.parse_line(line, "stdout")]
         return adapter.decide(1, False, events)
 
+    no_credit = decide(
+        '{"type":"error","message":"Quota exceeded. Check your plan and billing details."}'
+    )
+    assert no_credit.outcome is Outcome.OUT_OF_CREDIT
     limited = decide('{"type":"error","message":"Rate limit reached. Please try again in 1.5s."}')
     assert limited.outcome is Outcome.RATE_LIMITED
     assert limited.retry_after == 1.5

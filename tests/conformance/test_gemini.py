@@ -249,6 +249,42 @@ def test_http_400_is_an_api_error(gemini_bin: Path, worktree: Path) -> None:
     assert statuses == [400]
 
 
+def google_quota(per: str, retry: str) -> dict[str, Any]:
+    """Google's 429 RESOURCE_EXHAUSTED body for a free-tier quota ``per`` Day or Minute."""
+    violation = {
+        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+        "quotaId": f"GenerateRequestsPer{per}PerProjectPerModel-FreeTier",
+        "quotaDimensions": {"location": "global", "model": "gemini-2.5-flash"},
+        "quotaValue": "250",
+    }
+    return {
+        "error": {
+            "code": 429,
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry},
+            ],
+        }
+    }
+
+
+def test_a_used_up_daily_quota_is_out_of_credit(gemini_bin: Path, worktree: Path) -> None:
+    """Gemini CLI calls a used-up daily quota a TerminalQuotaError; a per-minute one stays a
+    rate limit to retry."""
+    daily = Step(http_error=HttpError(429, body=google_quota("Day", "32s")))
+    with FakeModelServer([daily]) as server:
+        ran = run(context(worktree, server))
+    assert ran.result.outcome is Outcome.OUT_OF_CREDIT, ran.log[-3000:]
+    assert "daily quota" in ran.result.reason
+    minute = Step(http_error=HttpError(429, body=google_quota("Minute", "1s")))
+    with FakeModelServer([minute]) as server:
+        ran = run(context(worktree, server, settings={"max_attempts": 1}))
+    assert ran.result.outcome is Outcome.RATE_LIMITED, ran.log[-3000:]
+
+
 def test_http_429_is_rate_limited_with_retry_after(gemini_bin: Path, worktree: Path) -> None:
     with FakeModelServer([Step(http_error=HttpError(429, retry_after=2))]) as server:
         ran = run(context(worktree, server, settings={"max_attempts": 1}))

@@ -21,6 +21,7 @@ for the one planning call that turns a goal into a plan.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,10 @@ class Outcome(enum.Enum):
     API_ERROR = "api_error"
     """The model provider answered with an error (bad request, server error, auth)."""
     RATE_LIMITED = "rate_limited"
-    """The provider refused for rate or quota reasons; not the task's fault."""
+    """The provider refused for rate reasons, for now; not the task's fault."""
+    OUT_OF_CREDIT = "out_of_credit"
+    """The provider refused because the account has no credit or quota left: nothing will run
+    there until it is topped up (or its quota resets). Not the task's fault."""
     PERMISSION_DENIED = "permission_denied"
     """The agent was not allowed to make the edits it wanted."""
     TIMED_OUT = "timed_out"
@@ -51,7 +55,18 @@ class Outcome(enum.Enum):
     @property
     def counts_as_failure(self) -> bool:
         """Whether this outcome uses up one of the task's attempts."""
-        return self not in (Outcome.RATE_LIMITED, Outcome.STOPPED)
+        return self not in (Outcome.RATE_LIMITED, Outcome.OUT_OF_CREDIT, Outcome.STOPPED)
+
+
+#: What providers and CLIs say when the account has no credit or quota left (as opposed to a
+#: rate limit): Claude Code's ``billing_error`` and Anthropic's "credit balance is too low",
+#: OpenAI's ``insufficient_quota`` (codex: "Quota exceeded. Check your plan and billing
+#: details."), Gemini CLI's ``TerminalQuotaError`` (a daily quota used up).
+OUT_OF_CREDIT = re.compile(
+    r"billing_error|credit balance is too low|insufficient_quota|exceeded your current quota"
+    r"|quota exceeded\. check your plan|TerminalQuotaError|exhausted your daily quota",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.agents.base import (
+    OUT_OF_CREDIT,
     AgentEvent,
     AgentResult,
     AttemptContext,
@@ -221,7 +222,10 @@ class ClaudeAdapter:
             return ()
         kind = message.get("type")
         if kind == "assistant":
-            return _assistant_events(message.get("message"))
+            events = _assistant_events(message.get("message"))
+            if message.get("error") == "billing_error":  # Claude Code's own word for it
+                return (*events, AgentEvent("out_of_credit", {"error": "billing_error"}))
+            return events
         if kind == "system" and message.get("subtype") == "api_retry":
             return _retry_events(message)
         if kind == "result":
@@ -235,11 +239,14 @@ class ClaudeAdapter:
         cost: float | None = None
         result: Mapping[str, Any] | None = None
         retry_after: float | None = None
+        no_credit = False
         for event in events:
             if event.kind == "usage":
                 for key, value in event.data.items():
                     if isinstance(value, int):
                         usage[key] = usage.get(key, 0) + value
+            elif event.kind == "out_of_credit":
+                no_credit = True
             elif event.kind == "cost":
                 cost = (cost or 0.0) + float(event.data["usd"])
             elif event.kind == "rate_limit" and event.data.get("retry_after") is not None:
@@ -255,6 +262,9 @@ class ClaudeAdapter:
         if result is None:
             return end(Outcome.FAILED, f"claude exited with status {exit_code} and no result")
         status = result.get("api_error_status")
+        text = str(result.get("text") or "")
+        if result.get("is_error") and (no_credit or OUT_OF_CREDIT.search(text)):
+            return end(Outcome.OUT_OF_CREDIT, text or "the account is out of credit")
         if status == 429:
             return end(Outcome.RATE_LIMITED, str(result.get("text") or "rate limited"), retry_after)
         if result.get("is_error"):

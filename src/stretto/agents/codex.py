@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.agents.base import (
+    OUT_OF_CREDIT,
     AgentEvent,
     AgentResult,
     AttemptContext,
@@ -59,7 +60,7 @@ MAX_PROMPT_ARG = 100_000  # bytes; longer prompts go through stdin
 COMPLEXITY_TIER = {"low": "fast", "medium": "balanced", "high": "strong"}
 USAGE_KEYS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
 
-_RATE_LIMIT = re.compile(r"\b429\b|too many requests|rate[ _-]?limit|quota", re.IGNORECASE)
+_RATE_LIMIT = re.compile(r"\b429\b|too many requests|rate[ _-]?limit", re.IGNORECASE)
 _RETRY_AFTER = re.compile(
     r"(?:retry[ -]after|try again in)\D{0,5}(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds)?", re.IGNORECASE
 )
@@ -228,6 +229,7 @@ class CodexAdapter:
         completed = False
         errors: list[AgentEvent] = []
         limit: AgentEvent | None = None
+        no_credit: AgentEvent | None = None
         for event in events:
             if event.kind == "usage":
                 for key, value in event.data.items():
@@ -236,10 +238,15 @@ class CodexAdapter:
                 completed = True
             elif event.kind == "rate_limit":
                 limit = event
+            elif event.kind == "out_of_credit":
+                no_credit = event
             elif event.kind == "error":
                 errors.append(event)
         if timed_out:
             return AgentResult(Outcome.TIMED_OUT, exit_code, "timed out", usage=usage)
+        if no_credit is not None:
+            message = str(no_credit.data.get("message", ""))
+            return AgentResult(Outcome.OUT_OF_CREDIT, exit_code, message, usage=usage)
         if limit is not None:
             after = limit.data.get("retry_after")
             return AgentResult(
@@ -330,6 +337,8 @@ def _error_event(message: str, source: str) -> AgentEvent:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         detail = " ".join(str(error.get(k) or "") for k in ("type", "code", "message")).strip()
+    if OUT_OF_CREDIT.search(detail):
+        return AgentEvent("out_of_credit", {"message": message})
     if _RATE_LIMIT.search(detail):
         match = _RETRY_AFTER.search(detail)
         after: float | None = None

@@ -329,11 +329,14 @@ class GeminiAdapter:
         statuses: list[int] = []
         messages: list[str] = []
         retry_after: float | None = None
+        no_credit: str | None = None
         for event in events:
             if event.kind == "usage":
                 for key, value in event.data.items():
                     if isinstance(value, int):
                         usage[key] = usage.get(key, 0) + value
+            elif event.kind == "out_of_credit":
+                no_credit = str(event.data.get("message") or "the quota is used up")
             elif event.kind == "result":
                 result = event.data
             elif event.kind == "rate_limit" and event.data.get("retry_after") is not None:
@@ -351,6 +354,8 @@ class GeminiAdapter:
             return end(Outcome.TIMED_OUT, "timed out")
         if exit_code == 0 and result is not None and result.get("status") == "success":
             return end(Outcome.SUCCESS)
+        if no_credit is not None:
+            return end(Outcome.OUT_OF_CREDIT, no_credit)
         status = status_from_exit(exit_code) or (statuses[-1] if statuses else None)
         reason = str(result.get("message") or "") if result is not None else ""
         reason = reason or (messages[-1] if messages else "")
@@ -401,6 +406,10 @@ def _result_events(event: Mapping[str, Any]) -> Sequence[AgentEvent]:
 
 def _stderr_events(line: str) -> Sequence[AgentEvent]:
     """Errors Gemini CLI writes to stderr: a ``status: 429`` line, a JSON body, a retry hint."""
+    if "TerminalQuotaError" in line:  # Gemini CLI's word for a used-up (daily) quota
+        return (
+            AgentEvent("out_of_credit", {"message": line.split("TerminalQuotaError:")[-1].strip()}),
+        )
     match = _STATUS_LINE.match(line)
     if match:
         return (AgentEvent("error", {"status": int(match.group(1))}),)
