@@ -821,3 +821,21 @@ def test_choice_is_a_frozen_value() -> None:
     assert isinstance(choice, Choice)
     with pytest.raises(AttributeError):
         choice.rule = "bandit"  # type: ignore[misc]
+
+
+def test_unavailable_agents_are_left_out_while_another_arm_remains() -> None:
+    """Arms of an agent whose provider is out of credit are not chosen, in every rule, and the
+    explanation says why; if no other arm is allowed, the choice is as without them."""
+    fresh, learned = Policy.fresh(RouterConfig(arms=ARMS)), trained(RouterConfig(arms=ARMS))
+    for policy in (fresh, learned):
+        for complexity in ("low", "medium", "high"):
+            choice = policy.choose(ctx(complexity), unavailable={"claude"})
+            assert choice.arm.agent == "codex"
+            notes = {e.arm.key: e.note for e in choice.estimates}
+            assert notes[OPUS.key] == "claude is out of credit"
+            retry = policy.choose(ctx(complexity, attempt=2), failed=GPT5, unavailable={"claude"})
+            assert retry.arm.agent == "codex", retry.reason
+    pinned = fresh.choose(ctx("low"), pinned_agent="claude", unavailable={"claude"})
+    assert pinned.arm == fresh.choose(ctx("low"), pinned_agent="claude").arm
+    everyone = fresh.choose(ctx("high"), unavailable={"claude", "codex"})
+    assert everyone.arm == fresh.choose(ctx("high")).arm

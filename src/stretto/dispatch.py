@@ -18,7 +18,7 @@ pure parts (:mod:`stretto.router`, :mod:`stretto.ledger`) plus two files that li
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,14 +182,17 @@ class Dispatch:
 
     # ------------------------------------------------------------------ before a spawn
 
-    def route(self, task: Task, attempt: int) -> Route:
+    def route(self, task: Task, attempt: int, unavailable: Collection[str] = ()) -> Route:
         """The arm for ``attempt`` of ``task``, remembered as its current route (journal it
-        with :meth:`Route.to_dict`)."""
-        route = self.choose(task, attempt, self.failed_arm.get(task.id))
+        with :meth:`Route.to_dict`). ``unavailable``: agents out of credit, avoided if any
+        other arm may take the attempt."""
+        route = self.choose(task, attempt, self.failed_arm.get(task.id), unavailable)
         self.routes[task.id] = route
         return route
 
-    def choose(self, task: Task, attempt: int, failed: Arm | None) -> Route:
+    def choose(
+        self, task: Task, attempt: int, failed: Arm | None, unavailable: Collection[str] = ()
+    ) -> Route:
         """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet).
 
         Changes nothing: the dry run asks it for every attempt of a task's cost range.
@@ -213,7 +216,11 @@ class Dispatch:
                 self._estimate(agent, task.model, context),
             )
         choice = self.policy.choose(
-            context, pinned_agent=task.agent, pinned_model=task.model, failed=failed
+            context,
+            pinned_agent=task.agent,
+            pinned_model=task.model,
+            failed=failed,
+            unavailable=unavailable,
         )
         arm = choice.arm
         return Route(

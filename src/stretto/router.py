@@ -485,6 +485,7 @@ class Policy:
         pinned_agent: str | None = None,
         pinned_model: str | None = None,
         failed: Arm | None = None,
+        unavailable: Collection[str] = (),
     ) -> Choice:
         """The arm for this attempt of a task, with the rule and the figures behind it.
 
@@ -493,6 +494,8 @@ class Policy:
             pinned_agent: the step's ``agent``: only that agent's arms are considered.
             pinned_model: the step's ``model``: only arms with that model are considered.
             failed: the arm whose attempt of this task failed last (None on a first attempt).
+            unavailable: agents that cannot take work now (their provider is out of credit):
+                their arms are left out while any other arm the pins allow remains.
 
         Both pinned gives that arm. A pin that matches no configured arm is obeyed as given:
         ``Arm(agent, model, tier)`` with the tier of a configured arm of that model, else
@@ -533,6 +536,10 @@ class Policy:
                 return done(arm, "pinned", f"pinned: the step names {what}{extra}", pool)
         if not pool:
             raise ValueError("no router arms are configured ([[router.arms]] is empty)")
+        usable = [a for a in pool if a.agent not in unavailable]
+        if usable and len(usable) < len(pool):
+            notes.update({a.key: f"{a.agent} is out of credit" for a in pool if a not in usable})
+            pool = usable
         if failed is not None:
             return done(*_retry(pool, failed, warm, stats, notes))
         want = TIERS.index(self.config.start_tier(ctx.complexity))

@@ -315,7 +315,10 @@ class Runner:
         """Choose the attempt's arm, check the budget, then start it (or stop for the budget)."""
         task = self.plan.task(action.task)
         attempt = self.schedule.attempts[action.task] + 1
-        route = self.dispatch.route(task, attempt)
+        broke = {
+            a.agent for a in self.options.router.arms if self._credit_key(a.agent) in self.no_credit
+        }
+        route = self.dispatch.route(task, attempt, broke)
         if self._credit_key(route.agent) in self.no_credit:
             self.held.add(task.id)
             self._note_wait(Wait(task.id, "out_of_credit", pool=self._credit_key(route.agent)))

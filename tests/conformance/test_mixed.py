@@ -89,3 +89,74 @@ def test_six_tasks_three_clis_in_parallel_all_land(
     assert landed == sorted(f"{a}-{s}" for a in ("claude", "codex", "gemini") for s in "ab")
     for task in landed:
         assert git(repo, "show", f"main:{task}.txt") == f"{task}\n"
+
+
+ROUTED = (
+    CONFIG
+    + """
+[router]
+warmup = 50
+[[router.arms]]
+agent = "codex"
+model = "fake-model"
+tier = "fast"
+[[router.arms]]
+agent = "claude"
+model = "fake-model"
+tier = "strong"
+"""
+)
+OPENAI_NO_CREDIT = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "code": "insufficient_quota",
+    }
+}
+
+
+@pytest.mark.timeout(180)
+def test_routing_goes_around_a_provider_out_of_credit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cascade starts the task on codex, whose account is out of credit: that costs the task
+    no attempt, and its next attempt goes to the only arm left, claude, which lands it."""
+    from stretto.journal import read_journal
+    from stretto.runs import resolve_run
+    from stretto.testing.fakemodel import HttpError
+
+    for name in ("claude", "codex"):
+        require_cli(NPM_BIN / name)
+    repo = make_repo(tmp_path / "repo", {"README.md": "# routed\n", "stretto.toml": ROUTED})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "stages:\n  - name: work\n    steps:\n"
+        "      - {id: one, goal: write one.txt, files: [one.txt], complexity: low}\n"
+    )
+    (tmp_path / "home").mkdir()
+    refuse = Step(http_error=HttpError(429, body=OPENAI_NO_CREDIT))
+    script = Script({"claude": session("Bash", "command"), "codex": Session([refuse])})
+    with FakeModelServer(script) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.env("claude")["ANTHROPIC_BASE_URL"])
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env("codex")["OPENAI_BASE_URL"])
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("PATH", path_with(NPM_BIN))
+        setenv_all(monkeypatch, IDENTITY)
+        monkeypatch.chdir(repo)
+        result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
+        codex_calls = [r for r in server.requests if r.session == "codex" and r.status == 429]
+    assert result.exit_code == 0, result.output
+    assert git(repo, "show", "main:one.txt") == "one\n"
+    assert len(codex_calls) == 1
+    records = read_journal(resolve_run(repo, None) / "journal.jsonl")
+    routes = [(r.fields["attempt"], r.fields["agent"]) for r in records if r.type == "route"]
+    assert routes == [(1, "codex"), (2, "claude")]
+    second = next(r for r in records if r.type == "route" and r.fields["attempt"] == 2)
+    notes = {e["agent"]: e["note"] for e in second.fields["choice"]["estimates"]}
+    assert notes["codex"] == "codex is out of credit"
+    credit = [r for r in records if r.type == "decision" and r.fields["action"] == "out_of_credit"]
+    assert [r.fields["provider"] for r in credit] == ["openai"]
+    finished = [r for r in records if r.type == "attempt_finished"]
+    assert [r.fields["outcome"] for r in finished] == ["out_of_credit", "success"]
