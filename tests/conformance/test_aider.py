@@ -250,6 +250,19 @@ def test_output_lines_are_classified() -> None:
     assert done.cost_usd == 0.03
     limited = decide("litellm.RateLimitError: RateLimitError: OpenAIException - slow down")
     assert limited.outcome is Outcome.RATE_LIMITED
+    # What aider 0.86.2 prints for OpenAI's insufficient_quota 429 (probed against the server).
+    quota = "You exceeded your current quota, please check your plan and billing details."
+    no_credit = decide(
+        f"litellm.RateLimitError: RateLimitError: OpenAIException - {quota}",
+        "The API provider has rate limited you. Try again later or check your quotas.",
+    )
+    assert no_credit.outcome is Outcome.OUT_OF_CREDIT
+    assert quota in no_credit.reason
+    plain = decide(
+        "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached",
+        "The API provider has rate limited you. Try again later or check your quotas.",
+    )
+    assert plain.outcome is Outcome.RATE_LIMITED
     retried = decide(
         "litellm.InternalServerError: OpenAIException - boom",
         "Retrying in 0.2 seconds...",

@@ -264,6 +264,18 @@ def test_errors_are_classified_from_opencode_events() -> None:
     )
     assert limited.outcome is Outcome.RATE_LIMITED
     assert limited.retry_after == 3.0
+    # What opencode prints for OpenAI's insufficient_quota 429 (probed against the server).
+    body = (
+        '{\\"error\\":{\\"message\\":\\"You exceeded your current quota\\",'
+        '\\"type\\":\\"insufficient_quota\\",\\"code\\":\\"insufficient_quota\\"}}'
+    )
+    no_credit = decide(
+        '{"type":"error","error":{"name":"APIError","data":{"message":"You exceeded your '
+        'current quota, please check your plan and billing details.","statusCode":429,'
+        f'"isRetryable":true,"responseHeaders":{{}},"responseBody":"{body}"}}}}}}'
+    )
+    assert no_credit.outcome is Outcome.OUT_OF_CREDIT
+    assert "exceeded your current quota" in no_credit.reason
     server = decide('{"type":"error","error":{"name":"APIError","data":{"statusCode":500}}}')
     assert server.outcome is Outcome.API_ERROR
     own = decide('{"type":"error","error":{"name":"UnknownError","data":{"message":"boom"}}}')

@@ -320,6 +320,14 @@ def test_errors_are_classified_from_the_final_text() -> None:
     limited = decide("[API Error: 429 Too many requests, retry after 3s]\nPossible quota limits.")
     assert limited.outcome is Outcome.RATE_LIMITED
     assert limited.retry_after == 3.0
+    # What Qwen Code 0.15.10 ends with for OpenAI's insufficient_quota 429 (probed).
+    no_credit = decide(
+        "[API Error: 429 You exceeded your current quota, please check your plan and billing "
+        "details.]\nPossible quota limitations in place or slow response times detected. "
+        "Please wait and try again later."
+    )
+    assert no_credit.outcome is Outcome.OUT_OF_CREDIT
+    assert not no_credit.outcome.counts_as_failure
     assert decide("[API Error: 500 Internal error]").outcome is Outcome.API_ERROR
     assert decide("All done. [API Error: is how errors look]").outcome is Outcome.SUCCESS
     assert decide("Done.", exit_code=1).outcome is Outcome.FAILED

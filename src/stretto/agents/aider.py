@@ -41,7 +41,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.base import (
+    OUT_OF_CREDIT,
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+)
 from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
@@ -237,10 +244,12 @@ class AiderAdapter:
             elif event.kind == "file":
                 applied = True
                 last = event
-            elif event.kind in ("error", "rate_limit", "edit_failed"):
+            elif event.kind in ("error", "rate_limit", "out_of_credit", "edit_failed"):
                 last = event
         kind = last.kind if last is not None else None
         message = str(last.data.get("message", "")) if last is not None else ""
+        if kind == "out_of_credit":
+            return AgentResult(Outcome.OUT_OF_CREDIT, exit_code, message, None, usage, cost)
         if kind == "rate_limit":
             # aider retries a 429 for about a minute; killed at the timeout meanwhile, the
             # provider (not the task) is why the attempt ended.
@@ -311,6 +320,8 @@ def _usage_events(body: str, cost: str | None) -> tuple[AgentEvent, ...]:
 def _error_event(kind: str, message: str) -> AgentEvent:
     """A ``litellm.XxxError: ...`` line, classified: rate limit, timeout, or an API error."""
     full = f"{kind}: {message}"
+    if OUT_OF_CREDIT.search(full):
+        return AgentEvent("out_of_credit", {"message": full})
     if _RATE_LIMIT.search(kind) or (kind == "APIError" and _RATE_LIMIT.search(message)):
         return AgentEvent("rate_limit", {"message": full})
     data: dict[str, Any] = {"message": full}

@@ -39,7 +39,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.base import (
+    OUT_OF_CREDIT,
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+)
 from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
@@ -173,6 +180,7 @@ class OpencodeAdapter:
         errors: list[AgentEvent] = []
         denials: list[AgentEvent] = []
         limit: AgentEvent | None = None
+        no_credit: AgentEvent | None = None
         for event in events:
             if event.kind == "usage":
                 for key, value in event.data.items():
@@ -183,6 +191,8 @@ class OpencodeAdapter:
                 finished = True
             elif event.kind == "rate_limit":
                 limit = event
+            elif event.kind == "out_of_credit":
+                no_credit = event
             elif event.kind == "error":
                 errors.append(event)
             elif event.kind == "permission_denied":
@@ -190,6 +200,9 @@ class OpencodeAdapter:
         dollars = cost if cost > 0 else None
         if timed_out:
             return AgentResult(Outcome.TIMED_OUT, exit_code, "timed out", None, usage, dollars)
+        if no_credit is not None:
+            message = str(no_credit.data.get("message", ""))
+            return AgentResult(Outcome.OUT_OF_CREDIT, exit_code, message, None, usage, dollars)
         if limit is not None:
             after = limit.data.get("retry_after")
             return AgentResult(
@@ -336,6 +349,8 @@ def _error_event(error: Any) -> AgentEvent:
     name = str(error.get("name", ""))
     message = str(data.get("message") or name or "opencode reported an error")
     status = data.get("statusCode")
+    if OUT_OF_CREDIT.search(f"{message} {data.get('responseBody') or ''}"):
+        return AgentEvent("out_of_credit", {"message": message})
     if status == 429:
         raw_headers = data.get("responseHeaders")
         headers: Mapping[str, Any] = raw_headers if isinstance(raw_headers, Mapping) else {}

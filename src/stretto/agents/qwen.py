@@ -35,7 +35,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.base import (
+    OUT_OF_CREDIT,
+    AgentEvent,
+    AgentResult,
+    AttemptContext,
+    Launch,
+    Outcome,
+)
 from stretto.agents.settings import resolve_command, setting_str
 from stretto.errors import UsageError
 
@@ -144,6 +151,7 @@ class QwenAdapter:
         result: Mapping[str, Any] | None = None
         errors: list[AgentEvent] = []
         limit: AgentEvent | None = None
+        no_credit: AgentEvent | None = None
         for event in events:
             if event.kind == "usage":
                 usage = {key: int(value) for key, value in event.data.items()}
@@ -151,6 +159,8 @@ class QwenAdapter:
                 result = event.data
             elif event.kind == "rate_limit":
                 limit = event
+            elif event.kind == "out_of_credit":
+                no_credit = event
             elif event.kind == "error":
                 errors.append(event)
 
@@ -159,6 +169,8 @@ class QwenAdapter:
 
         if timed_out:
             return end(Outcome.TIMED_OUT, "timed out")
+        if no_credit is not None:
+            return end(Outcome.OUT_OF_CREDIT, str(no_credit.data.get("message", "")))
         if limit is not None:
             after = limit.data.get("retry_after")
             message = str(limit.data.get("message", ""))
@@ -271,6 +283,8 @@ def _api_error(text: str) -> AgentEvent | None:
     detail = match.group(1)
     status_match = _STATUS.search(detail)
     status = int(status_match.group(1)) if status_match else None
+    if OUT_OF_CREDIT.search(detail):
+        return AgentEvent("out_of_credit", {"message": detail})
     if status == 429 or _RATE_LIMIT.search(detail):
         after_match = _RETRY_AFTER.search(detail)
         after: float | None = None
