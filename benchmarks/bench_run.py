@@ -221,14 +221,19 @@ def bench_rss(root: Path) -> bool:
 # --------------------------------------------------------------------------- 4. first agent
 
 
-def bench_first_agent(root: Path, rounds: int) -> bool:
-    plan = root / "first.yaml"
-    stamp = root / "stamp"
-    plan.write_text(
+def first_agent_plan(stamp: Path) -> str:
+    """One shell step whose agent writes the time it started (epoch seconds) to ``stamp``."""
+    return (
         "stages:\n  - name: s\n    steps:\n"
         "      - {id: t, goal: g, files: [x.txt], "
         f"command: 'date +%s.%N > {stamp}; echo > x.txt'}}\n"
     )
+
+
+def bench_first_agent(root: Path, rounds: int) -> bool:
+    plan = root / "first.yaml"
+    stamp = root / "stamp"
+    plan.write_text(first_agent_plan(stamp))
     delays = []
     for r in range(rounds):
         repo = new_repo(root, f"first-{r}")

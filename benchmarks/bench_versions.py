@@ -22,21 +22,17 @@ from pathlib import Path
 
 from _common import PYTHON, child_env, machine, median, table
 from bench_dryrun import make_plan
-from stretto.testing.repo import make_repo
+from bench_run import first_agent_plan, new_repo
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = 'target = "main"\ndefault_agent = "shell"\n'
 
 
 def first_agent(src: Path, work: Path, tag: str) -> float:
     """Seconds from launching ``stretto run`` to its one shell agent writing a timestamp."""
     stamp, plan = work / "stamp", work / "first.yaml"
     if not plan.exists():
-        plan.write_text(
-            "stages:\n  - name: s\n    steps:\n      - {id: t, goal: g, files: [x.txt], "
-            f"command: 'date +%s.%N > {stamp}; echo > x.txt'}}\n"
-        )
-    repo = make_repo(work / tag, {"README.md": "bench\n", "stretto.toml": CONFIG})
+        plan.write_text(first_agent_plan(stamp))
+    repo = new_repo(work, tag)
     start = time.time()
     run(src, ["run", str(plan), "--plain"], repo)
     return float(stamp.read_text()) - start

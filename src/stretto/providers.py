@@ -1,4 +1,5 @@
-"""Agents at once per provider: halved when the provider rate-limits, one back per landing.
+"""Agents at once per provider: halved when the provider rate-limits, one back per landing;
+none once it is out of credit.
 
 Every agent sends its requests to a provider (anthropic, openai, google, …; ``provider = "…"``
 in ``[agents.NAME]`` overrides the built-in one). When an attempt ends rate-limited, the
@@ -10,6 +11,10 @@ A task whose agent is fixed (pinned, or the default with no router) belongs to i
 pool in the scheduler (``provider:NAME``), which then never starts too many. A routed task's
 provider is known only once its arm is chosen, so the runner asks :meth:`ProviderLimits.admit`
 at spawn time.
+
+A provider that says the account has no credit left gets nothing more in the run
+(:meth:`ProviderLimits.out_of_credit`); the router is told to avoid its agents
+(:meth:`ProviderLimits.unavailable`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class ProviderLimits:
             for t in plan.tasks
             if not routed or t.agent
         }
+        self.arm_agents = tuple(a.agent for a in options.router.arms)
+        self.no_credit: dict[str, str] = {}  # provider (or agent) out of credit -> what it said
         arms = (provider_of(a.agent, self.settings) for a in options.router.arms)
         self.limit = dict.fromkeys(
             (p for p in (*self.fixed.values(), *arms) if p), options.max_agents
@@ -111,6 +118,33 @@ class ProviderLimits:
             return f"provider:{provider}"
         in_use[provider] = in_use.get(provider, 0) + 1
         return None
+
+    def credit_key(self, agent: str) -> str:
+        """What runs out of credit: the agent's provider, or the agent itself if it has none."""
+        return provider_of(agent, self.settings) or agent
+
+    def out_of_credit(self, agent: str, said: str) -> str | None:
+        """``agent``'s provider said the account has no credit left: note it, and return the
+        provider (or agent) newly out of credit; None if it was already known to be."""
+        key = self.credit_key(agent)
+        if key in self.no_credit:
+            return None
+        self.no_credit[key] = said
+        return key
+
+    def broke(self, agent: str) -> str | None:
+        """The provider (or agent) out of credit that ``agent`` would use, if any."""
+        key = self.credit_key(agent)
+        return key if key in self.no_credit else None
+
+    def unavailable(self) -> set[str]:
+        """The router's agents whose provider is out of credit."""
+        return {agent for agent in self.arm_agents if self.broke(agent)}
+
+    def credit_stop(self) -> str:
+        """``out of credit (openai: Quota exceeded…)``, for the run's notes and skipped tasks."""
+        said = "; ".join(f"{key}: {what}" for key, what in sorted(self.no_credit.items()))
+        return f"out of credit ({said})"
 
     def adjust(self, task: str, end: AttemptEnd, running: Iterable[str]) -> LimitChange | None:
         """Back ``task``'s provider off if its attempt was rate-limited (``running``: the other

@@ -31,7 +31,7 @@ from stretto.journal import Journal, Record, crashpoint
 from stretto.merge_queue import MergeQueue
 from stretto.plan import Plan, Task
 from stretto.process import TOKEN_VAR, allowed_env, run_process, write_pid_file
-from stretto.providers import ProviderLimits, provider_of
+from stretto.providers import ProviderLimits
 from stretto.runtypes import AttemptEnd, RunOptions, RunSummary, TaskReport, log_tail
 from stretto.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 from stretto.splits import Splits
@@ -90,7 +90,6 @@ class Runner:
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
         )
         self.budget_stop: str | None = None  # why no new attempt may start
-        self.no_credit: dict[str, str] = {}  # provider (or agent) out of credit -> what it said
         self.held: set[str] = set()  # tasks that could start now, but only on such a provider
         self.in_agent: set[str] = set()  # tasks whose agent process is running
         self.stopping: set[str] = set()  # tasks whose attempt was stopped at the budget
@@ -175,11 +174,11 @@ class Runner:
             if "daily" in self.budget_stop:
                 how = f"raise [budget] daily in stretto.toml, then stretto resume {self.run_id}"
             self.notes.append(f"{self.budget_stop}; to go on: {how}")
-        elif self.no_credit and failed:
+        elif self.providers.no_credit and failed:
             status = "out_of_credit"
             self.notes.append(
-                f"{self._credit_stop()}; top up the account (or wait for its quota to reset), "
-                f"then `stretto resume {self.run_id}`"
+                f"{self.providers.credit_stop()}; top up the account (or wait for its quota to "
+                f"reset), then `stretto resume {self.run_id}`"
             )
         if self.dispatch.unpriced:
             self.notes.append(
@@ -265,7 +264,7 @@ class Runner:
                 if any(isinstance(a, GiveUp | Skip) for a in actions):
                     continue
                 if self.held:
-                    self._leave_undone(self._credit_stop(), resumable=True)
+                    self._leave_undone(self.providers.credit_stop(), resumable=True)
                     break
                 raise RuntimeError("scheduler stalled: nothing running and nothing can start")
             task, end = await self.ended.get()
@@ -315,13 +314,11 @@ class Runner:
         """Choose the attempt's arm, check the budget, then start it (or stop for the budget)."""
         task = self.plan.task(action.task)
         attempt = self.schedule.attempts[action.task] + 1
-        broke = {
-            a.agent for a in self.options.router.arms if self._credit_key(a.agent) in self.no_credit
-        }
-        route = self.dispatch.route(task, attempt, broke)
-        if self._credit_key(route.agent) in self.no_credit:
+        route = self.dispatch.route(task, attempt, self.providers.unavailable())
+        broke = self.providers.broke(route.agent)
+        if broke is not None:
             self.held.add(task.id)
-            self._note_wait(Wait(task.id, "out_of_credit", pool=self._credit_key(route.agent)))
+            self._note_wait(Wait(task.id, "out_of_credit", pool=broke))
             return
         full = self.providers.admit(task.id, in_use)
         if full is not None:
@@ -407,22 +404,13 @@ class Runner:
                     **flag,
                 )
 
-    def _credit_key(self, agent: str) -> str:
-        """What runs out of credit: the agent's provider, or the agent itself if it has none."""
-        return provider_of(agent, self.options.agent_settings) or agent
-
     def _out_of_credit(self, task: str, reason: str) -> None:
         """``task``'s provider said the account has no credit left: start nothing more there."""
         route = self.dispatch.routes.get(task)
         agent = route.agent if route is not None else self.options.default_agent
-        key = self._credit_key(agent)
-        if key not in self.no_credit:
-            self.no_credit[key] = reason
+        key = self.providers.out_of_credit(agent, reason)
+        if key is not None:
             self.record("decision", action="out_of_credit", provider=key, task=task, reason=reason)
-
-    def _credit_stop(self) -> str:
-        said = "; ".join(f"{key}: {what}" for key, what in sorted(self.no_credit.items()))
-        return f"out of credit ({said})"
 
     def _note_wait(self, action: Wait) -> None:
         key = action.holders or ((action.pool,) if action.pool else ())

@@ -32,6 +32,17 @@ WRITE_TASK_FILE = 'echo "$STRETTO_TASK_ID" > "$STRETTO_TASK_ID.txt"'  # one scri
 PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
 
 
+#: OpenAI's answer (HTTP 429) when the account has no credit left: not a rate limit.
+OPENAI_NO_CREDIT = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+}
+
+
 def require_cli(path: Path) -> Path:
     """``path`` if the pinned CLI is installed there; else the test fails (it never skips)."""
     assert path.exists(), (

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from _support import (
     NPM_BIN,
+    OPENAI_NO_CREDIT,
     WRITE_TASK_FILE,
     Ran,
     RecordingProxy,
@@ -117,16 +118,6 @@ def test_http_429_is_rate_limited(repo: Path) -> None:
         run = run_codex(repo, server)
     assert run.result.outcome is Outcome.RATE_LIMITED, run.result.reason
     assert not run.result.outcome.counts_as_failure
-
-
-OPENAI_NO_CREDIT = {
-    "error": {
-        "message": "You exceeded your current quota, please check your plan and billing details.",
-        "type": "insufficient_quota",
-        "param": None,
-        "code": "insufficient_quota",
-    }
-}
 
 
 def test_insufficient_quota_is_out_of_credit_not_a_rate_limit(repo: Path) -> None:

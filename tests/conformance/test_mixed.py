@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _support import NPM_BIN, WRITE_TASK_FILE, path_with, require_cli, setenv_all
+from _support import (
+    NPM_BIN,
+    OPENAI_NO_CREDIT,
+    WRITE_TASK_FILE,
+    path_with,
+    require_cli,
+    setenv_all,
+)
 from click.testing import CliRunner
 
 from stretto.cli import main
@@ -106,13 +113,6 @@ model = "fake-model"
 tier = "strong"
 """
 )
-OPENAI_NO_CREDIT = {
-    "error": {
-        "message": "You exceeded your current quota, please check your plan and billing details.",
-        "type": "insufficient_quota",
-        "code": "insufficient_quota",
-    }
-}
 
 
 @pytest.mark.timeout(180)
