@@ -111,20 +111,21 @@ import json, sys, time
 marks = [("start", time.perf_counter())]
 def mark(name):
     marks.append((name, time.perf_counter()))
-import stretto.cli
+import stretto.frontends.cli
 mark("import cli (click)")
-from stretto import plan as plan_mod
-from stretto.dryrun import DryRun, render_text
-from stretto.graph import TaskGraph
-from stretto.simulate import simulate
-from stretto.yamlsource import load_located
+from stretto.plans import plan as plan_mod
+from stretto.plans.schema import plan_validator
+from stretto.schedule.dryrun import DryRun, render_text
+from stretto.plans.graph import TaskGraph
+from stretto.schedule.simulate import simulate
+from stretto.plans.yamlsource import load_located
 mark("import plan, dryrun, yaml")
 path = sys.argv[1]
 raw = open(path, "rb").read()
 located, problems = load_located(raw.decode(), path)
 assert not problems
 mark("read + YAML load")
-validator = plan_mod._plan_validator()
+validator = plan_validator()
 mark("import pydantic-core + build the validator")
 model = validator.validate_python(located.data)
 mark("validation")
@@ -132,8 +133,8 @@ plan, problems = plan_mod._resolve(model, located, "digest")
 assert plan is not None and not problems
 mark("resolution")
 from pathlib import Path
-from stretto.cli import _configured_agents
-configured = _configured_agents()
+from stretto import api
+configured = api.configured_agents(Path.cwd())
 mark("config lookup (stretto.toml, git)")
 graph = TaskGraph.from_plan(plan)
 mark("graph")

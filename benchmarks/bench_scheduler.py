@@ -5,8 +5,8 @@ The DAG is seeded and random: each task waits for 0-3 earlier tasks within a win
 ``src/mod12/**``, ``docs/*.md``; a few tasks own everything), and takes 5, 15 or 45 minutes by
 complexity. 16 agents. Printed:
 
-* total time of :func:`stretto.simulate.simulate` (median of several runs, caches cleared before
-  each so every run starts as a fresh process would);
+* total time of :func:`stretto.schedule.simulate.simulate` (median of several runs, caches
+  cleared before each so every run starts as a fresh process would);
 * time per ``Schedule.decide`` call by decile of finished tasks, to show it does not grow as
   tasks finish (last decile / first decile ~ 1), and per call at several DAG sizes;
 * the same simulation driven by a naive scheduler that rescans every task on every call
@@ -24,12 +24,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-import stretto.simulate
+import stretto.schedule.simulate
 from _common import CPU_TIMES, machine, median, ms, quartiles, table, target, time_calls, verdict
-from stretto import paths
-from stretto.graph import ESTIMATED_MINUTES, TaskGraph
-from stretto.scheduler import Action, Capacity, Schedule, Spawn, TaskState, Wait
-from stretto.simulate import Simulation, simulate
+from stretto.plans import paths
+from stretto.plans.graph import ESTIMATED_MINUTES, TaskGraph
+from stretto.schedule.scheduler import Action, Capacity, Schedule, Spawn, TaskState, Wait
+from stretto.schedule.simulate import Simulation, simulate
 
 TARGET_S = 1.0
 AGENTS = 16
@@ -132,12 +132,12 @@ class TimedSchedule(Schedule):
 @contextmanager
 def scheduler(cls: type[Schedule]) -> Iterator[None]:
     """Make :func:`simulate` drive ``cls`` instead of :class:`Schedule`."""
-    original = stretto.simulate.Schedule
-    stretto.simulate.Schedule = cls  # type: ignore[misc]
+    original = stretto.schedule.simulate.Schedule
+    stretto.schedule.simulate.Schedule = cls  # type: ignore[misc]
     try:
         yield
     finally:
-        stretto.simulate.Schedule = original  # type: ignore[misc]
+        stretto.schedule.simulate.Schedule = original  # type: ignore[misc]
 
 
 def run(graph: TaskGraph, leases: dict[str, tuple[str, ...]]) -> Simulation:

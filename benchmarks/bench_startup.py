@@ -34,7 +34,7 @@ HEAVY = ("pydantic", "pydantic_core", "yaml", "_yaml", "textual", "mcp", "httpx"
 PROBE = """
 import contextlib, io, sys
 base = set(sys.modules)
-from stretto.cli import main
+from stretto.frontends.cli import main
 with contextlib.redirect_stdout(io.StringIO()):
     try:
         main(["--help"], prog_name="stretto")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the start-up, scheduler and dry-run benchmarks one after the other; each prints its table
+# Run the start-up, scheduler, dry-run and run-API (events) benchmarks one after the other; each prints its table
 # and ends with TARGET lines. Extra arguments: --quick (fewer repeats), --with-run (also
 # bench_run.py, the figures of real runs). Exit status 1 when any target was missed.
 set -uo pipefail
@@ -29,6 +29,7 @@ run() {
 run benchmarks/bench_startup.py "${startup[@]}"
 run benchmarks/bench_scheduler.py "${scheduler[@]}"
 run benchmarks/bench_dryrun.py "${dryrun[@]}"
+run benchmarks/bench_events.py $([ "$quick" = 1 ] && echo --quick)
 if [ "$with_run" = 1 ]; then
     run benchmarks/bench_run.py $([ "$quick" = 1 ] && echo --quick)
 fi

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stretto.cli import main
-from stretto.providers import provider_of
+from stretto.engine.providers import provider_of
+from stretto.frontends.cli import main
 from stretto.testing.repo import git, make_repo
 
 CONFIG = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from stretto.cli import main
+from stretto.frontends.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "rate-limit.yaml"
@@ -121,14 +121,14 @@ def test_run_outside_a_git_repo_is_a_clear_error(tmp_path: Path, monkeypatch: ob
 def test_help_and_version_import_nothing_heavy() -> None:
     code = (
         "import sys\n"
-        "from stretto.cli import main\n"
+        "from stretto.frontends.cli import main\n"
         "for args in (['--help'], ['--version'], ['run', '--help']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit as e:\n"
         "        assert e.code == 0, e.code\n"
-        "heavy = [m for m in ('pydantic', 'pydantic_core', 'yaml', 'stretto.plan', "
-        "'stretto.scheduler') "
+        "heavy = [m for m in ('pydantic', 'pydantic_core', 'yaml', 'stretto.plans.plan', "
+        "'stretto.schedule.scheduler', 'stretto.engine.runner', 'stretto.api.runs', 'asyncio') "
         "if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
@@ -137,6 +137,19 @@ def test_help_and_version_import_nothing_heavy() -> None:
     )
     assert "HEAVY []" in result.stdout
     assert "0.1.0" in result.stdout
+
+
+def test_help_lists_the_commands_by_section() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    text = result.output
+    sections = ["Plan and run:", "Watch and steer a run:", "Costs and routing:", "Set up:"]
+    positions = [text.index(s) for s in sections]
+    assert positions == sorted(positions)
+    steer = text[positions[1] : positions[2]]
+    for command in ("events", "cancel", "retry", "pause", "unpause", "budget", "parallelism"):
+        assert f"  {command} " in steer, command
+    assert "Other commands" not in text  # every command has a section
 
 
 def test_python_dash_m() -> None:

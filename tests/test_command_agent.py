@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stretto.cli import main
+from stretto.frontends.cli import main
 from stretto.testing.repo import git, make_repo
 
 # A stand-in agent CLI: reads its prompt (argument, stdin or file), writes a file named after

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from stretto.cli import main
 from stretto.config import Config, GateConfig, load_config
 from stretto.errors import ConfigError, Diagnostic, RepoError, UsageError
-from stretto.scaffold import detect_gates, init_project
+from stretto.frontends.cli import main
+from stretto.project.scaffold import detect_gates, init_project
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -732,7 +732,7 @@ def test_load_config_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_importing_config_does_not_import_pydantic() -> None:
     code = (
-        "import sys, stretto.cli, stretto.config; "
+        "import sys, stretto.frontends.cli, stretto.config; "
         "print('pydantic' in sys.modules, 'pydantic_core' in sys.modules)"
     )
 
@@ -750,7 +750,7 @@ def test_validating_needs_pydantic_core_only(repo: Path) -> None:
     code = (
         "import sys; from pathlib import Path\n"
         "from stretto.config import load_config\n"
-        "from stretto.plan import load_plan\n"
+        "from stretto.plans.plan import load_plan\n"
         f"config = load_config(Path({str(repo)!r}))\n"
         f"plan = load_plan(Path({str(repo / 'plan.yaml')!r}))\n"
         "print(config.router.warmup, len(plan.tasks), 'pydantic' in sys.modules, "

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stretto.cli import main
+from stretto.frontends.cli import main
 from stretto.testing.repo import make_repo
 
 TOOLS = Path(__file__).resolve().parents[1] / ".tools" / "npm" / "node_modules" / ".bin"

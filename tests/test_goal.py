@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from stretto.cli import main
-from stretto.journal import read_journal
-from stretto.ledger import Ledger
+from stretto.engine.journal import read_journal
+from stretto.frontends.cli import main
+from stretto.routing.ledger import Ledger
 from stretto.testing.fakemodel import FakeModelServer, Step, ToolCall
 from stretto.testing.repo import git, make_repo
 
@@ -159,6 +159,47 @@ def test_plan_only_saves_a_plan_that_runs_later(
     later = invoke("run", str(plan_path), "--plain")
     assert later.exit_code == 0, later.output
     assert git(repo, "show", "main:docs.txt") == "docs\n"
+
+
+def test_a_detached_goal_is_planned_and_run_by_its_engine(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stretto import api
+
+    with FakeModelServer([GOOD]) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.env()["ANTHROPIC_BASE_URL"])
+        result = invoke("run", "--detach", "-g", "Add rate limiting middleware", "--json")
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        handle = api.open_run(repo, out["run_id"])
+        assert handle.status().state in ("planning", "running", "finished")
+        final = handle.wait(timeout=120)
+        generate = [r for r in server.requests if r.endpoint == "generate"]
+    log = (handle.run_dir / "engine.log").read_text()
+    assert final.state == "finished", (final.to_dict(), log)
+    assert final.goal == "Add rate limiting middleware"
+    assert len(generate) == 1
+    types = [r.type for r in handle.records()]
+    assert types[:3] == ["goal", "run_started", "planner_call"]  # as a foreground -g
+    assert git(repo, "show", "main:docs.txt") == "docs\n"
+
+
+def test_a_detached_goal_whose_plan_stays_invalid_ends_failed_with_the_reason(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stretto import api
+
+    head = git(repo, "rev-parse", "main")
+    with FakeModelServer([INVALID, INVALID]) as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.env()["ANTHROPIC_BASE_URL"])
+        result = invoke("-g", "Add rate limiting middleware", "--detach")
+        assert result.exit_code == 0, result.output
+        assert "plans the goal, then runs it" in result.output
+        run_id = result.output.split()[1]
+        final = api.open_run(repo, run_id).wait(timeout=120)
+    assert final.state == "failed"
+    assert any("planning failed" in note for note in final.notes), final.notes
+    assert git(repo, "rev-parse", "main") == head
 
 
 def test_without_yes_and_without_a_terminal_nothing_runs(

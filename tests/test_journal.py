@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from stretto.errors import RunError
-from stretto.journal import (
+from stretto.engine.journal import (
     CRASHPOINT_ENV,
     JOURNAL_NAME,
     Journal,
@@ -24,6 +23,7 @@ from stretto.journal import (
     open_intents,
     read_journal,
 )
+from stretto.errors import RunError
 
 KILLED = -signal.SIGKILL
 
@@ -49,7 +49,7 @@ def run_child(code: str, *args: object, crash: str | None = None) -> tuple[int, 
 WRITER = """
     import sys
     from pathlib import Path
-    from stretto.journal import Journal, crashpoint
+    from stretto.engine.journal import Journal, crashpoint
     journal = Journal.create(Path(sys.argv[1]))
     for i in range(int(sys.argv[2])):
         kind = "intent" if i % 2 else "event"
@@ -129,7 +129,7 @@ def test_reopening_an_empty_journal_starts_generation_one(tmp_path: Path) -> Non
 
 def test_crashpoint_fires_on_the_selected_occurrence(tmp_path: Path) -> None:
     code = """
-        from stretto.journal import crashpoint
+        from stretto.engine.journal import crashpoint
         for i in range(1, 6):
             print(i, flush=True)
             crashpoint("after-intent:merge")
@@ -145,7 +145,7 @@ def test_an_intent_survives_sigkill_and_stays_open(tmp_path: Path) -> None:
     code = """
         import sys
         from pathlib import Path
-        from stretto.journal import Journal, crashpoint
+        from stretto.engine.journal import Journal, crashpoint
         journal = Journal.create(Path(sys.argv[1]))
         spawn = journal.intent("spawn", task="api", token="t1")
         journal.done(spawn, pid=4242)
@@ -199,7 +199,7 @@ def test_a_crash_while_resuming_leaves_a_journal_resume_can_open(tmp_path: Path)
     resume = """
         import sys
         from pathlib import Path
-        from stretto.journal import Journal
+        from stretto.engine.journal import Journal
         Journal.open(Path(sys.argv[1]))
     """
     assert run_child(resume, run, crash="journal-write-torn")[0] == KILLED
@@ -268,7 +268,7 @@ def test_a_second_writer_is_refused_while_the_first_lives(tmp_path: Path) -> Non
     holder = """
         import sys
         from pathlib import Path
-        from stretto.journal import Journal
+        from stretto.engine.journal import Journal
         journal = Journal.create(Path(sys.argv[1]))
         journal.append("run_started")
         print("ready", flush=True)
@@ -408,7 +408,7 @@ def test_a_failed_write_stops_the_journal_and_leaves_it_well_formed(tmp_path: Pa
         import resource, signal, sys
         from pathlib import Path
         from stretto.errors import RunError
-        from stretto.journal import Journal
+        from stretto.engine.journal import Journal
         journal = Journal.create(Path(sys.argv[1]))
         journal.append("small")
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
@@ -436,7 +436,7 @@ def test_readers_see_a_consistent_prefix_while_a_writer_appends(tmp_path: Path) 
     code = """
         import sys
         from pathlib import Path
-        from stretto.journal import Journal
+        from stretto.engine.journal import Journal
         journal = Journal.create(Path(sys.argv[1]))
         print("ready", flush=True)
         sys.stdin.readline()

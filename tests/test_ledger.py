@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from stretto.errors import RunError
-from stretto.ledger import (
+from stretto.routing.ledger import (
     LEDGER_FILE,
     Entry,
     Ledger,
@@ -253,7 +253,7 @@ def test_no_usage_no_cost_costs_nothing() -> None:
 
 
 def test_importing_the_ledger_does_not_import_genai_prices() -> None:
-    code = "import stretto.ledger, sys; assert 'genai_prices' not in sys.modules"
+    code = "import stretto.routing.ledger, sys; assert 'genai_prices' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -346,7 +346,7 @@ def test_nan_cost_is_refused_before_writing(tmp_path: Path) -> None:
 WRITER = """
     import sys
     from pathlib import Path
-    from stretto.ledger import Entry, Ledger, Tokens
+    from stretto.routing.ledger import Entry, Ledger, Tokens
     path, name, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     ledger = Ledger(path)
     sys.stdin.readline()  # start together

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stretto import paths
+from stretto.plans import paths
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from stretto.errors import PlanError
-from stretto.plan import load_plan, parse_plan, slugify
+from stretto.plans.plan import load_plan, parse_plan
+from stretto.plans.resolve import slugify
 
 SEED = """\
 stages:

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from stretto.errors import InputError, UsageError
-from stretto.plan import Task, load_plan, parse_plan
-from stretto.planner import (
+from stretto.planning.planner import (
     PlannerAgentError,
     PlanningError,
     SplittingError,
@@ -27,8 +26,9 @@ from stretto.planner import (
     split_task,
     within,
 )
-from stretto.planner_format import answer_to_plan, json_object, plan_schema, split_schema
-from stretto.repo_summary import TREE_LINES, collect, repo_summary, trimmed_tree
+from stretto.planning.planner_format import answer_to_plan, json_object, plan_schema, split_schema
+from stretto.planning.repo_summary import TREE_LINES, collect, repo_summary, trimmed_tree
+from stretto.plans.plan import Task, load_plan, parse_plan
 from stretto.testing.fakemodel import (
     FakeModelServer,
     HttpError,

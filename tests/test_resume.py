@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stretto.journal import read_journal
+from stretto.engine.journal import read_journal
 from stretto.process import processes_with_token
 from stretto.testing.repo import git, make_repo
 

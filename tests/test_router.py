@@ -18,20 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stretto.errors import RunError, StrettoError
-from stretto.router import (
+from stretto.routing.arms import TIERS, Arm, RouterConfig
+from stretto.routing.choice import Choice, render_choice
+from stretto.routing.features import (
     FEATURE_NAMES,
-    TIERS,
-    Arm,
-    Choice,
-    Policy,
-    PolicyError,
-    RouterConfig,
     TaskContext,
     estimate_tokens,
     features,
-    render_choice,
-    reward,
     role_bucket,
+)
+from stretto.routing.router import (
+    Policy,
+    PolicyError,
+    reward,
     task_rewards,
     update_policy,
     update_policy_task,
@@ -476,7 +475,9 @@ def test_update_policy_task_saves_atomically_under_the_lock(tmp_path: Path) -> N
 TASK_UPDATER = """
     import sys
     from pathlib import Path
-    from stretto.router import Arm, RouterConfig, TaskContext, update_policy_task
+    from stretto.routing.arms import Arm, RouterConfig
+    from stretto.routing.features import TaskContext
+    from stretto.routing.router import update_policy_task
     arms = (Arm("a", "x", "fast"), Arm("b", "y", "strong"))
     config = RouterConfig(arms=arms, cost_ceiling=2.0)
     first = TaskContext("medium", "backend", ("src/a.py",), 1, 120000)
@@ -631,7 +632,9 @@ def test_failed_save_leaves_the_previous_policy_and_no_temporary_file(tmp_path: 
 SAVER = """
     import sys
     from pathlib import Path
-    from stretto.router import Arm, Policy, RouterConfig, TaskContext
+    from stretto.routing.arms import Arm, RouterConfig
+    from stretto.routing.features import TaskContext
+    from stretto.routing.router import Policy
     arms = (Arm("a", "x", "fast"), Arm("b", "y", "strong"))
     config = RouterConfig(arms=arms)
     policy = Policy.fresh(config)
@@ -742,7 +745,9 @@ def test_changed_arms_keep_state_add_fresh_and_ignore_missing(tmp_path: Path) ->
 UPDATER = """
     import sys
     from pathlib import Path
-    from stretto.router import Arm, RouterConfig, TaskContext, update_policy
+    from stretto.routing.arms import Arm, RouterConfig
+    from stretto.routing.features import TaskContext
+    from stretto.routing.router import update_policy
     arms = (Arm("a", "x", "fast"), Arm("b", "y", "strong"))
     config = RouterConfig(arms=arms)
     ctx = TaskContext("medium", "backend", ("src/a.py",), 1, 120000)

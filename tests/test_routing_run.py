@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from stretto.cli import main
-from stretto.journal import read_journal
-from stretto.ledger import Ledger, make_entry
+from stretto.engine.journal import read_journal
+from stretto.frontends.cli import main
+from stretto.routing.ledger import Ledger, make_entry
 from stretto.testing.repo import git, make_repo
 
 AGENT = """\
@@ -289,7 +289,7 @@ def test_a_real_cli_on_a_routed_arm_is_priced_from_its_tokens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Codex reports tokens, not dollars: the ledger prices them from the bundled table."""
-    from stretto.ledger import price_tokens
+    from stretto.routing.ledger import price_tokens
     from stretto.testing.fakemodel import FakeModelServer, Step, ToolCall, Usage
     from stretto.testing.repo import IDENTITY
 

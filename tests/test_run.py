@@ -24,11 +24,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from stretto.cli import main
-from stretto.journal import Record, read_journal
+from stretto.engine.journal import Record, read_journal
+from stretto.engine.outcomes import RunSummary, TaskReport
+from stretto.engine.runs import prepare_run, runs_root, start_run
+from stretto.frontends.cli import main
 from stretto.process import processes_with_token
-from stretto.runs import prepare_run, runs_root, start_run
-from stretto.runtypes import RunSummary, TaskReport
 from stretto.testing.repo import commit_file, git, make_repo
 
 # Any run could hang on a bug (a busy loop in the event loop, a process never reaped). The

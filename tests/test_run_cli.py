@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from stretto.cli import main
-from stretto.journal import Record, read_journal
+from stretto.engine.journal import Record, read_journal
+from stretto.frontends.cli import main
 from stretto.process import kill_token, processes_with_token
 from stretto.testing.repo import git, make_repo
 
@@ -749,7 +749,7 @@ stages:
 def test_live_view_cuts_lines_to_a_narrow_terminal_but_never_a_colour_code(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stretto.view import LiveView
+    from stretto.frontends.view import LiveView
 
     monkeypatch.setenv("COLUMNS", "30")
     out = io.StringIO()

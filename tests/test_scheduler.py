@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stretto import paths
-from stretto.graph import TaskGraph
-from stretto.plan import parse_plan
-from stretto.scheduler import (
+from stretto.plans import paths
+from stretto.plans.graph import TaskGraph
+from stretto.plans.plan import parse_plan
+from stretto.schedule.scheduler import (
     Capacity,
     GiveUp,
     Schedule,
@@ -22,7 +22,7 @@ from stretto.scheduler import (
     TaskState,
     Wait,
 )
-from stretto.simulate import simulate
+from stretto.schedule.simulate import simulate
 
 # Patterns and a universe of concrete files: two leases conflict exactly when some file of the
 # universe is owned by both (checked with paths.owns, independently of paths.overlaps).
@@ -327,3 +327,264 @@ def test_split_refuses_a_taken_id() -> None:
     with pytest.raises(SchedulingError, match="'c' is already taken"):
         sched.split("b", [SplitChild("c", (), ("b/x.py",), 1, 5.0)])
     assert sched.state["b"] is TaskState.WAITING  # nothing changed
+
+
+# --------------------------------------------------------------------------- cancel and revive
+
+
+def _graph(deps: dict[str, list[str]]) -> TaskGraph:
+    """Tasks in the order named, 1 minute each."""
+    return TaskGraph.build(list(deps), deps, dict.fromkeys(deps, 1.0))
+
+
+def _consistent(sched: Schedule) -> None:
+    """The bookkeeping agrees with the task states."""
+    states = sched.state
+    assert sched.finished == sum(1 for s in states.values() if s.finished)
+    assert sched.done == all(s.finished for s in states.values())
+    assert set(sched.running) == {t for t, s in states.items() if s is TaskState.RUNNING}
+    assert all(states[t] is TaskState.READY for t in sched.ready())
+    assert len(sched.ready()) == len(set(sched.ready()))
+    assert sum(sched.counts().values()) == len(sched.graph.order)
+
+
+def _run_out(sched: Schedule, fail: set[str] = frozenset(), rounds: int = 200) -> list[str]:
+    """Drive the schedule to the end; attempts of tasks in ``fail`` fail, others land.
+
+    Returns the events folded in, as "started:a", "landed:a", "skipped:b", …
+    """
+    log: list[str] = []
+    for _ in range(rounds):
+        _consistent(sched)
+        if sched.done:
+            return log
+        actions = sched.decide(Capacity(4))
+        assert actions, "stalled: nothing to do and not done"
+        spawned = []
+        for action in actions:
+            if isinstance(action, Spawn):
+                assert sched.started(action.task) == action.attempt
+                spawned.append(action.task)
+                log.append(f"started:{action.task}")
+            elif isinstance(action, GiveUp):
+                sched.gave_up(action.task)
+                log.append(f"gave_up:{action.task}")
+            elif isinstance(action, Skip):
+                assert sched.state[action.because] in (TaskState.FAILED, TaskState.SKIPPED)
+                sched.skipped(action.task)
+                log.append(f"skipped:{action.task}")
+        for task in spawned:
+            if task in fail:
+                sched.attempt_failed(task)
+                log.append(f"failed:{task}")
+            else:
+                sched.landed(task)
+                log.append(f"landed:{task}")
+    raise AssertionError(f"not done after {rounds} rounds")
+
+
+def _give_up(sched: Schedule, task: str) -> list[str]:
+    """Start ``task`` and fail it until the schedule gives it up; returns the gave_up result."""
+    while True:
+        sched.started(task)
+        sched.attempt_failed(task)
+        if GiveUp(task, sched.failures[task], sched.limit(task)) in sched.decide(Capacity(0)):
+            return sched.gave_up(task)
+
+
+def test_cancel_a_ready_task_fails_it_and_skips_its_dependents() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": ["b"], "x": []}), {})
+    assert sched.cancel("a") == ["b"]
+    assert sched.state["a"] is TaskState.FAILED
+    assert "a" not in sched.ready()
+    _consistent(sched)
+    actions = sched.decide(Capacity(4))
+    assert Skip("b", "a") in actions
+    assert [a.task for a in actions if isinstance(a, Spawn)] == ["x"]
+    assert _run_out(sched) == ["skipped:b", "started:x", "landed:x", "skipped:c"]
+    assert sched.counts()["failed"] == 1 and sched.counts()["skipped"] == 2
+    assert sched.counts()["landed"] == 1
+
+
+def test_cancel_a_running_task_releases_its_lease() -> None:
+    graph = _graph({"a": [], "b": [], "c": ["a"]})
+    sched = Schedule(graph, {"a": ("src/x.py",), "b": ("src/*.py",)})
+    sched.started("a")
+    assert sched.decide(Capacity(4)) == [Wait("b", "lease", ("a",), ("src/*.py", "src/x.py"))]
+    assert sched.cancel("a") == ["c"]
+    assert "a" not in sched.running
+    assert sched.decide(Capacity(4)) == [Skip("c", "a"), Spawn("b", 1, False, 1.0)]
+    _run_out(sched)
+    assert sched.state == {
+        "a": TaskState.FAILED,
+        "b": TaskState.LANDED,
+        "c": TaskState.SKIPPED,
+    }
+
+
+def test_cancel_a_waiting_task_keeps_it_failed_when_its_dependency_lands() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": ["b"]}), {})
+    assert sched.cancel("b") == ["c"]
+    sched.started("a")
+    assert sched.landed("a") == []  # b does not become ready: it was cancelled
+    assert sched.state["b"] is TaskState.FAILED
+    assert sched.decide(Capacity(4)) == [Skip("c", "b")]
+    _run_out(sched)
+    assert sched.counts()["landed"] == 1 and sched.counts()["failed"] == 1
+
+
+def test_cancel_a_task_about_to_be_given_up_does_not_give_it_up_again() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"]}), {}, max_attempts={"a": 1})
+    sched.started("a")
+    sched.attempt_failed("a")
+    assert sched.decide(Capacity(4)) == [GiveUp("a", 1, 1)]
+    assert sched.cancel("a") == ["b"]
+    assert sched.decide(Capacity(4)) == [Skip("b", "a")]
+    _run_out(sched)
+    assert sched.counts()["failed"] == 1 and sched.counts()["skipped"] == 1
+
+
+def test_cancelling_a_finished_or_unknown_task_is_refused() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": []}), {}, max_attempts={"c": 1})
+    sched.started("a")
+    sched.landed("a")
+    _give_up(sched, "c")
+    sched.cancel("b")
+    before = (dict(sched.state), sched.finished, sched.decide(Capacity(4)))
+    for task in ("a", "b", "c"):  # landed, cancelled, given up
+        with pytest.raises(SchedulingError, match=f"'{task}' is TaskState.*cannot be cancelled"):
+            sched.cancel(task)
+    with pytest.raises(SchedulingError, match="'nope' is None"):
+        sched.cancel("nope")
+    assert (dict(sched.state), sched.finished, sched.decide(Capacity(4))) == before
+    assert sched.done
+
+
+def test_cancel_a_task_whose_skip_is_pending() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": ["b"]}), {}, max_attempts={"a": 1})
+    assert _give_up(sched, "a") == ["b"]  # Skip("b", "a") is pending
+    assert sched.cancel("b") == ["c"]
+    assert sched.state["b"] is TaskState.FAILED
+    assert sched.decide(Capacity(4)) == [Skip("c", "b")]
+    _run_out(sched)
+
+
+def test_revive_gives_a_failed_task_one_more_attempt_and_unskips_its_dependents() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": ["b"], "x": []}), {})
+    sched.started("x")
+    sched.landed("x")
+    assert _give_up(sched, "a") == ["b"]
+    _run_out(sched)
+    assert sched.done and sched.counts()["skipped"] == 2 and sched.failures["a"] == 3
+
+    assert sched.revive("a") == ["b", "c"]
+    assert sched.state["a"] is TaskState.READY
+    assert sched.state["b"] is sched.state["c"] is TaskState.WAITING
+    assert sched.limit("a") == 4
+    assert not sched.done
+    _consistent(sched)
+    assert sched.counts() == {
+        **dict.fromkeys(sched.counts(), 0),
+        "landed": 1,
+        "ready": 1,
+        "waiting": 2,
+    }
+    assert sched.decide(Capacity(4)) == [Spawn("a", 4, True, 3.0)]
+    assert _run_out(sched) == [
+        "started:a",
+        "landed:a",
+        "started:b",
+        "landed:b",
+        "started:c",
+        "landed:c",
+    ]
+    assert sched.done and sched.counts()["landed"] == 4
+
+
+def test_a_revived_task_that_fails_again_is_given_up_after_one_attempt() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"]}), {}, max_attempts={"a": 2})
+    _give_up(sched, "a")
+    _run_out(sched)
+    assert sched.revive("a") == ["b"]
+    assert _run_out(sched, fail={"a"}) == ["started:a", "failed:a", "gave_up:a", "skipped:b"]
+    assert sched.failures["a"] == 3 and sched.attempts["a"] == 3 and sched.limit("a") == 3
+    assert sched.state == {"a": TaskState.FAILED, "b": TaskState.SKIPPED}
+    assert sched.done
+
+
+def test_revive_waits_for_dependencies_that_have_not_landed() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": ["b"]}), {})
+    sched.cancel("b")  # cancelled while waiting: a has not landed
+    assert sched.revive("b") == []  # c was not skipped yet: its Skip was only pending
+    assert sched.state["b"] is TaskState.WAITING
+    assert sched.limit("b") == 1  # no failures counted: exactly one attempt
+    assert sched.decide(Capacity(4)) == [Spawn("a", 1, False, 3.0)]  # no Skip of c any more
+    sched.started("a")
+    assert sched.landed("a") == ["b"]
+    _run_out(sched)
+    assert all(s is TaskState.LANDED for s in sched.state.values())
+
+
+def test_revive_before_a_pending_skip_is_applied_cancels_the_skip() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"]}), {}, max_attempts={"a": 1})
+    assert _give_up(sched, "a") == ["b"]
+    assert sched.decide(Capacity(4)) == [Skip("b", "a")]
+    assert sched.revive("a") == []
+    assert sched.decide(Capacity(4)) == [Spawn("a", 2, True, 2.0)]
+    _run_out(sched)
+    assert sched.state == {"a": TaskState.LANDED, "b": TaskState.LANDED}
+
+
+def test_a_dependent_with_another_failed_dependency_stays_skipped() -> None:
+    deps: dict[str, list[str]] = {"a": [], "x": [], "d": ["a", "x"], "e": ["d"]}
+    sched = Schedule(_graph(deps), {}, max_attempts={"a": 1, "x": 1})
+    _give_up(sched, "a")
+    _give_up(sched, "x")
+    _run_out(sched)
+    assert sched.state["d"] is sched.state["e"] is TaskState.SKIPPED
+
+    assert sched.revive("a") == []  # x still failed: d and e stay skipped
+    assert sched.state["d"] is sched.state["e"] is TaskState.SKIPPED
+    _consistent(sched)
+    _run_out(sched)
+    assert sched.state["a"] is TaskState.LANDED and sched.state["d"] is TaskState.SKIPPED
+
+    assert sched.revive("x") == ["d", "e"]  # now every dependency of d is back
+    _run_out(sched)
+    assert all(s is TaskState.LANDED for s in sched.state.values())
+
+
+def test_revive_through_a_diamond_revives_each_dependent_once() -> None:
+    deps: dict[str, list[str]] = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    sched = Schedule(_graph(deps), {}, max_attempts={"a": 1})
+    _give_up(sched, "a")
+    _run_out(sched)
+    assert sched.counts()["skipped"] == 3
+    revived = sched.revive("a")
+    assert sorted(revived) == ["b", "c", "d"]
+    assert sched.finished == 0
+    _consistent(sched)
+    _run_out(sched)
+    assert sched.done and sched.counts()["landed"] == 4
+
+
+def test_reviving_a_task_that_did_not_fail_is_refused() -> None:
+    sched = Schedule(_graph({"a": [], "b": ["a"], "c": []}), {}, max_attempts={"a": 1})
+    sched.started("c")
+    sched.landed("c")
+    _give_up(sched, "a")
+    _run_out(sched)
+    for task, state in (("b", "skipped"), ("c", "landed")):
+        with pytest.raises(SchedulingError, match=f"'{task}' is TaskState.{state.upper()}"):
+            sched.revive(task)
+    assert sched.done and sched.counts()["skipped"] == 1
+
+
+def test_revive_keeps_a_pending_skip_owed_to_another_failed_dependency() -> None:
+    deps: dict[str, list[str]] = {"a": [], "x": [], "d": ["a", "x"]}
+    sched = Schedule(_graph(deps), {}, max_attempts={"a": 1, "x": 1})
+    assert _give_up(sched, "a") == ["d"]  # Skip("d", "a") pending
+    assert _give_up(sched, "x") == []  # d is already queued
+    assert sched.revive("a") == []
+    assert Skip("d", "x") in sched.decide(Capacity(4))  # d still cannot run: x failed
+    _run_out(sched)

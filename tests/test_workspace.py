@@ -13,20 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stretto.errors import RepoError, StrettoError
-from stretto.git import (
-    GitCommandError,
-    current_branch,
-    git_common_dir,
-    git_dir,
-    is_clean,
-    list_worktrees,
-    rev_parse,
-    run_git,
-    toplevel,
-    update_ref_cas,
-)
-from stretto.workspace import (
+from stretto.engine.workspace import (
     PORT_BASE,
     PORT_STRIDE,
     ChangedFile,
@@ -41,7 +28,20 @@ from stretto.workspace import (
     remove_workspace,
     worktrees_root,
 )
-from stretto.workspace_gc import collect_garbage, list_workspaces
+from stretto.engine.workspace_gc import collect_garbage, list_workspaces
+from stretto.errors import RepoError, StrettoError
+from stretto.git import (
+    GitCommandError,
+    current_branch,
+    git_common_dir,
+    git_dir,
+    is_clean,
+    list_worktrees,
+    rev_parse,
+    run_git,
+    toplevel,
+    update_ref_cas,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ Every task gets up to three attempts. The strategies face the same tasks and the
 (common random numbers), seed by seed, in one process:
 
 * ``strongest``: the strongest arm every time, retries too;
-* ``cascade``: the static cascade of :mod:`stretto.router` (a real ``Policy`` that never
+* ``cascade``: the static cascade of :mod:`stretto.routing.choice` (a real ``Policy`` that never
   leaves warm-up and never learns): start at ``min_tier``, escalate one tier per failure;
-* ``router``: the real :class:`stretto.router.Policy`, warm-up 50. With ``--credit attempt``
+* ``router``: the real :class:`stretto.routing.router.Policy`, warm-up 50. With ``--credit attempt``
   (the default) it learns after every attempt; with ``--credit task`` when a task ends, through
   ``Policy.credit_task``: the first attempt's arm gets ``landed x (1 - task cost / ceiling)``
   (``--retry-credit tail``: each retry's arm too, with the cost from that attempt on);
@@ -57,16 +57,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine, median, table, verdict
-from stretto.router import (
-    DEFAULT_MIN_TIER,
-    TIERS,
-    Arm,
-    Policy,
-    RouterConfig,
-    TaskContext,
-    estimate_tokens,
-    reward,
-)
+from stretto.routing.arms import DEFAULT_MIN_TIER, TIERS, Arm, RouterConfig
+from stretto.routing.features import TaskContext, estimate_tokens
+from stretto.routing.router import Policy, reward
 
 MAX_ATTEMPTS = 3
 CHECKPOINTS = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000)

@@ -1,6 +1,6 @@
 """`python -m stretto` entry point."""
 
-from stretto.cli import main
+from stretto.frontends.cli import main
 
 if __name__ == "__main__":
     main()

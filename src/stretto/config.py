@@ -21,7 +21,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
 
-Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.scaffold`.
+Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
 
 from __future__ import annotations

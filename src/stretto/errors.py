@@ -11,7 +11,10 @@ says what is wrong and how to fix it::
     │   └── ScriptError                  a scripted model server's script (stretto.testing)
     ├── RepoError                exit 1  the git repository is missing or not in a usable state
     │   └── GitCommandError              a git command failed (command, cwd, stderr)
-    ├── RunError                 exit 1  a run could not start or continue (locked, unknown id, …)
+    ├── RunError                 exit 1  a run could not start or continue (locked, damaged, …)
+    │   └── UnknownRunError      exit 2  no run has that id (or a prefix matches several)
+    ├── ControlError             exit 2  a control command was refused (run not running, unknown
+    │                                    task, a task in the wrong state)
     └── WorkspaceSetupError      exit 1  a [workspace] setup command failed in a new worktree
 
 Every ``InputError`` lists :class:`Diagnostic` values, each naming file:line:column, the field
@@ -97,3 +100,15 @@ class RepoError(StrettoError):
 
 class RunError(StrettoError):
     """A run could not start or continue."""
+
+
+class UnknownRunError(RunError):
+    """No run has the id given (or a prefix matches several)."""
+
+    exit_code = 2
+
+
+class ControlError(StrettoError):
+    """A control command (cancel, retry, pause, budget, ...) was refused; nothing changed."""
+
+    exit_code = 2

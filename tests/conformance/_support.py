@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from stretto.agents import Adapter, AgentEvent, AgentResult, AttemptContext
-from stretto.plan import Task
+from stretto.plans.plan import Task
 from stretto.process import TOKEN_VAR, run_process
 from stretto.testing.fakemodel import FakeModelServer, LoggedRequest
 from stretto.testing.repo import IDENTITY, git, make_repo

@@ -37,7 +37,7 @@ from click.testing import CliRunner
 import stretto.agents
 from stretto.agents import AgentResult, Outcome
 from stretto.agents.aider import AiderAdapter
-from stretto.plan import Task
+from stretto.plans.plan import Task
 from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Script, Step, Usage
 from stretto.testing.fakemodel.script import Match, Rule
@@ -200,7 +200,7 @@ E2E_CONFIG = (
 
 
 def test_stretto_run_with_two_aider_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stretto.cli import main
+    from stretto.frontends.cli import main
 
     monkeypatch.setitem(stretto.agents.BUILTIN, "aider", "stretto.agents.aider:AiderAdapter")
     project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)

@@ -310,7 +310,7 @@ def test_stretto_run_two_claude_tasks_land(
     from click.testing import CliRunner
 
     from stretto import agents
-    from stretto.cli import main
+    from stretto.frontends.cli import main
 
     monkeypatch.setitem(agents.BUILTIN, "claude", "stretto.agents.claude:ClaudeAdapter")
     repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n", "stretto.toml": E2E_CONFIG})

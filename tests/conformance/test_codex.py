@@ -146,8 +146,8 @@ def test_a_run_stops_using_a_provider_out_of_credit_and_resume_goes_on(
 ) -> None:
     """One refusal is enough: the codex task is not retried ten times, other agents go on, the
     run ends ``out_of_credit`` (exit 1) with the fix, and ``stretto resume`` lands the task."""
-    from stretto.cli import main
-    from stretto.runs import run_status
+    from stretto.engine.runs import run_status
+    from stretto.frontends.cli import main
 
     project = committed_project(tmp_path, CREDIT_PLAN, E2E_CONFIG)
     monkeypatch.chdir(project)
@@ -218,7 +218,7 @@ E2E_CONFIG = 'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.codex]\nmod
 
 
 def test_stretto_run_with_two_codex_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stretto.cli import main
+    from stretto.frontends.cli import main
 
     project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
     # Both tasks share one session (each conversation starts at step 0), so the scripted command

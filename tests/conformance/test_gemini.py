@@ -34,7 +34,7 @@ from _support import (
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome
 from stretto.agents.gemini import GeminiAdapter
-from stretto.plan import Task
+from stretto.plans.plan import Task
 from stretto.process import TOKEN_VAR, processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
 from stretto.testing.repo import IDENTITY, git, make_repo
@@ -371,7 +371,7 @@ def test_stretto_run_two_gemini_tasks_land(
     from click.testing import CliRunner
 
     from stretto import agents
-    from stretto.cli import main
+    from stretto.frontends.cli import main
 
     monkeypatch.setitem(agents.BUILTIN, "gemini", "stretto.agents.gemini:GeminiAdapter")
     repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n", "stretto.toml": E2E_CONFIG})

@@ -20,7 +20,7 @@ from _support import (
 )
 from click.testing import CliRunner
 
-from stretto.cli import main
+from stretto.frontends.cli import main
 from stretto.testing.fakemodel import FakeModelServer, Script, Session, Step, ToolCall
 from stretto.testing.repo import IDENTITY, git, make_repo
 
@@ -121,8 +121,8 @@ def test_routing_goes_around_a_provider_out_of_credit(
 ) -> None:
     """The cascade starts the task on codex, whose account is out of credit: that costs the task
     no attempt, and its next attempt goes to the only arm left, claude, which lands it."""
-    from stretto.journal import read_journal
-    from stretto.runs import resolve_run
+    from stretto.engine.journal import read_journal
+    from stretto.engine.runs import resolve_run
     from stretto.testing.fakemodel import HttpError
 
     for name in ("claude", "codex"):

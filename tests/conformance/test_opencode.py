@@ -201,7 +201,7 @@ def test_stretto_run_with_two_opencode_tasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import stretto.agents
-    from stretto.cli import main
+    from stretto.frontends.cli import main
 
     monkeypatch.setitem(
         stretto.agents.BUILTIN, "opencode", "stretto.agents.opencode:OpencodeAdapter"

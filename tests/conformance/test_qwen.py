@@ -250,7 +250,7 @@ E2E_CONFIG = 'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.qwen]\nmode
 
 def test_stretto_run_with_two_qwen_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import stretto.agents
-    from stretto.cli import main
+    from stretto.frontends.cli import main
 
     monkeypatch.setitem(stretto.agents.BUILTIN, "qwen", "stretto.agents.qwen:QwenAdapter")
     project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)

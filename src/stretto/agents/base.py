@@ -14,8 +14,8 @@ Running the process (process group, timeout, logs) is not the adapter's business
 :mod:`stretto.process`.
 
 An adapter whose CLI has a non-interactive, read-only mode with a structured answer may also
-implement :class:`Planner` (``plan_launch`` and ``plan_reply``); :mod:`stretto.planner` uses it
-for the one planning call that turns a goal into a plan.
+implement :class:`Planner` (``plan_launch`` and ``plan_reply``);
+:mod:`stretto.planning.planner` uses it for the one planning call that turns a goal into a plan.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from stretto.plan import Task
+    from stretto.plans.plan import Task
 
 
 class Outcome(enum.Enum):

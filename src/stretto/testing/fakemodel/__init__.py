@@ -33,11 +33,10 @@ from stretto.testing.fakemodel.script import (
     Step,
     ToolCall,
     Usage,
-    load_script,
-    parse_script,
 )
 from stretto.testing.fakemodel.serve import serve_main
 from stretto.testing.fakemodel.server import FakeModelServer, LoggedRequest
+from stretto.testing.fakemodel.validate import load_script, parse_script, script_from_dict
 
 __all__ = [
     "PROTOCOLS",
@@ -54,5 +53,6 @@ __all__ = [
     "Usage",
     "load_script",
     "parse_script",
+    "script_from_dict",
     "serve_main",
 ]

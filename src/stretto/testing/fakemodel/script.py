@@ -13,15 +13,12 @@ naming file:line:column, the field and the fix, inside one :class:`ScriptError`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from stretto.errors import Diagnostic, InputError
-from stretto.yamlsource import Located, load_located
+from stretto.errors import InputError
 
 PROTOCOLS = ("chat", "responses", "anthropic", "gemini")
 """Protocol names used by match rules and the request log."""
@@ -175,59 +172,3 @@ class Script:
     def from_steps(cls, steps: Iterable[Step], **options: Any) -> Script:
         """A script with one session, ``default``, made of ``steps``."""
         return cls(sessions={"default": Session(tuple(steps))}, **options)
-
-    @classmethod
-    def from_dict(cls, data: Any, file: str = "<script>") -> Script:
-        """Validate plain data (as a YAML/JSON file would hold it) into a Script.
-
-        Raises:
-            ScriptError: every problem found.
-        """
-        from stretto.testing.fakemodel.validate import check_script
-
-        return check_script(Located(data, file))
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_script(path: Path | str) -> Script:
-    """Read and validate a YAML or JSON script file.
-
-    Raises:
-        ScriptError: the file is missing, unreadable or invalid; each problem located.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScriptError(
-            [Diagnostic(str(path), 0, 0, "", "file not found; check the path")]
-        ) from None
-    except UnicodeDecodeError as error:
-        raise ScriptError(
-            [Diagnostic(str(path), 0, 0, "", f"not UTF-8 text (byte {error.start}); save as UTF-8")]
-        ) from None
-    except OSError as error:
-        raise ScriptError(
-            [Diagnostic(str(path), 0, 0, "", f"cannot read: {error.strerror}")]
-        ) from None
-    return parse_script(text, str(path))
-
-
-def parse_script(text: str, file: str = "<script>") -> Script:
-    """Validate script text, YAML or JSON (``file`` is only used in messages)."""
-    if file.endswith(".json"):
-        try:
-            located = Located(json.loads(text), file)
-        except json.JSONDecodeError as error:
-            raise ScriptError(
-                [Diagnostic(file, error.lineno, error.colno, "", f"JSON syntax error: {error.msg}")]
-            ) from None
-    else:
-        located, problems = load_located(text, file)
-        if problems:
-            raise ScriptError(problems)
-    from stretto.testing.fakemodel.validate import check_script
-
-    return check_script(located)

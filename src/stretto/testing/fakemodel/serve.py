@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from stretto.errors import InputError, StrettoError
-from stretto.testing.fakemodel.script import load_script
 from stretto.testing.fakemodel.server import FakeModelServer
+from stretto.testing.fakemodel.validate import load_script
 
 FAKE_KEYS = {
     "OPENAI_API_KEY": "sk-fake",

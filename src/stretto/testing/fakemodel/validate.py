@@ -7,11 +7,14 @@ file) and explained with its fix, then raised together as one :class:`~.script.S
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from stretto.errors import Diagnostic
+from stretto.plans.yamlsource import Located, Path_, load_located
 from stretto.testing.fakemodel.script import (
     PROTOCOLS,
     SESSION_NAME,
@@ -26,7 +29,6 @@ from stretto.testing.fakemodel.script import (
     ToolCall,
     Usage,
 )
-from stretto.yamlsource import Located, Path_
 
 
 def check_script(located: Located) -> Script:
@@ -419,3 +421,55 @@ class _Checker:
             self.say(path, f"expected a whole number >= {minimum}, got {_kind(raw)}")
             return None
         return raw
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_script(path: Path | str) -> Script:
+    """Read and validate a YAML or JSON script file.
+
+    Raises:
+        ScriptError: the file is missing, unreadable or invalid; each problem located.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScriptError(
+            [Diagnostic(str(path), 0, 0, "", "file not found; check the path")]
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ScriptError(
+            [Diagnostic(str(path), 0, 0, "", f"not UTF-8 text (byte {error.start}); save as UTF-8")]
+        ) from None
+    except OSError as error:
+        raise ScriptError(
+            [Diagnostic(str(path), 0, 0, "", f"cannot read: {error.strerror}")]
+        ) from None
+    return parse_script(text, str(path))
+
+
+def parse_script(text: str, file: str = "<script>") -> Script:
+    """Validate script text, YAML or JSON (``file`` is only used in messages)."""
+    if file.endswith(".json"):
+        try:
+            located = Located(json.loads(text), file)
+        except json.JSONDecodeError as error:
+            raise ScriptError(
+                [Diagnostic(file, error.lineno, error.colno, "", f"JSON syntax error: {error.msg}")]
+            ) from None
+    else:
+        located, problems = load_located(text, file)
+        if problems:
+            raise ScriptError(problems)
+    return check_script(located)
+
+
+def script_from_dict(data: Any, file: str = "<script>") -> Script:
+    """Validate plain data (as a YAML/JSON file would hold it) into a Script.
+
+    Raises:
+        ScriptError: every problem found.
+    """
+    return check_script(Located(data, file))

@@ -1,0 +1,157 @@
+"""stretto's run API: the one door between frontends and the engine.
+
+The CLI, the terminal UI, the MCP and HTTP servers and the cluster backend import this package
+and nothing below it (an import contract checks that in CI). A run is started, opened, followed
+and steered here::
+
+    from stretto import api
+
+    run = api.start_run(".", "plan.yaml", detach=True)     # returns at once
+    for record in run.events(follow=True):                  # every journal record, once, in order
+        print(record.seq, record.type, dict(record.fields))
+        if record.type == "attempt_started":
+            run.cancel()                                     # agents stopped, work kept
+    print(run.status().state)                               # "cancelled": `stretto resume` goes on
+
+Names are loaded on first use, so ``import stretto.api`` costs nothing at start-up. The guide,
+with every call and what it raises, is docs/api.md.
+
+May import the engine and everything below it. Frontends import only this package and
+:mod:`stretto.errors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stretto.api.project import (
+        agent_settings,
+        build_demo_repo,
+        clean,
+        configured_agents,
+        cost_report,
+        describe_agents,
+        dry_run,
+        explain_task,
+        init_project,
+        load_plan,
+        plan_costs,
+        plan_goal,
+        plan_json_schema,
+        render_dry_run,
+        render_plan,
+        run_checks,
+        run_planned,
+        run_planned_detached,
+        serve_fake_model,
+        task_log,
+    )
+    from stretto.api.runs import (
+        AsyncRunHandle,
+        ControlResult,
+        Goal,
+        RunHandle,
+        RunOptions,
+        list_runs,
+        new_run_id,
+        open_run,
+        resume_run,
+        start_run,
+    )
+    from stretto.engine.journal import Record
+    from stretto.engine.outcomes import RunSummary, TaskReport
+    from stretto.engine.status import RunStatus, TaskStatus
+
+_WHERE = {
+    "stretto.api.runs": (
+        "AsyncRunHandle",
+        "ControlResult",
+        "Goal",
+        "RunHandle",
+        "RunOptions",
+        "list_runs",
+        "new_run_id",
+        "open_run",
+        "resume_run",
+        "start_run",
+    ),
+    "stretto.api.project": (
+        "agent_settings",
+        "build_demo_repo",
+        "clean",
+        "configured_agents",
+        "cost_report",
+        "describe_agents",
+        "dry_run",
+        "explain_task",
+        "init_project",
+        "load_plan",
+        "plan_costs",
+        "plan_goal",
+        "plan_json_schema",
+        "render_dry_run",
+        "render_plan",
+        "run_checks",
+        "run_planned",
+        "run_planned_detached",
+        "serve_fake_model",
+        "task_log",
+    ),
+    "stretto.engine.journal": ("Record",),
+    "stretto.engine.outcomes": ("RunSummary", "TaskReport"),
+    "stretto.engine.status": ("RunStatus", "TaskStatus"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = [
+    "AsyncRunHandle",
+    "ControlResult",
+    "Goal",
+    "Record",
+    "RunHandle",
+    "RunOptions",
+    "RunStatus",
+    "RunSummary",
+    "TaskReport",
+    "TaskStatus",
+    "agent_settings",
+    "build_demo_repo",
+    "clean",
+    "configured_agents",
+    "cost_report",
+    "describe_agents",
+    "dry_run",
+    "explain_task",
+    "init_project",
+    "list_runs",
+    "load_plan",
+    "new_run_id",
+    "open_run",
+    "plan_costs",
+    "plan_goal",
+    "plan_json_schema",
+    "render_dry_run",
+    "render_plan",
+    "resume_run",
+    "run_checks",
+    "run_planned",
+    "run_planned_detached",
+    "serve_fake_model",
+    "start_run",
+    "task_log",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stretto.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,530 @@
+"""Runs through the API: start (here or detached), open, list, status, events, control.
+
+See :mod:`stretto.api` and docs/api.md. Everything here is a thin layer over the engine:
+:func:`start_run` validates before any effect (a bad plan raises and writes nothing), a
+:class:`RunHandle` reads the run's journal for its status and events, and its control methods
+drop a command in the run's inbox (:mod:`stretto.engine.control`) and wait for the engine to
+journal what it did with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stretto.engine import control
+from stretto.engine.events import EventReader, afollow
+from stretto.engine.events import follow as follow_journal
+from stretto.engine.journal import JOURNAL_NAME, Record, is_live, read_journal
+from stretto.engine.outcomes import RunSummary
+from stretto.engine.runs import list_run_ids, new_run_id, resolve_run, runs_root
+from stretto.engine.status import RunStatus, fold_status
+from stretto.errors import ControlError, RunError, UsageError
+from stretto.plans.plan import Plan
+
+Sink = Callable[[Record], None]
+
+__all__ = [
+    "AsyncRunHandle",
+    "ControlResult",
+    "Goal",
+    "RunHandle",
+    "RunOptions",
+    "list_runs",
+    "new_run_id",
+    "open_run",
+    "resume_run",
+    "start_run",
+]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A free-form goal for :func:`start_run`: planned with one model call, then run."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a caller may set for one run; ``None`` keeps stretto.toml's (or the plan's) value.
+
+    Attributes:
+        max_agents: agents running at once.
+        budget: spend limit for the run, in USD.
+        planner: the agent that plans a :class:`Goal` (default: ``[planner] agent``).
+    """
+
+    max_agents: int | None = None
+    budget: float | None = None
+    planner: str | None = None
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """What the engine did with a control command.
+
+    Attributes:
+        command: the command's id.
+        action: cancel, retry, pause, unpause, budget, parallelism.
+        applied: False while the engine has not journaled it yet (``wait`` ran out); it stays
+            in the inbox and will be applied once, by this engine or by ``stretto resume``.
+        ok: whether the engine applied it (False: refused; ``message`` says why).
+        message: the engine's words.
+        seq: the journal seq of its ``control`` record (0 while not applied).
+        fields: the record's result fields (e.g. ``revived`` tasks of a retry).
+    """
+
+    command: str
+    action: str
+    applied: bool
+    ok: bool
+    message: str
+    seq: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``--json``)."""
+        return {
+            "command": self.command,
+            "action": self.action,
+            "applied": self.applied,
+            "ok": self.ok,
+            "message": self.message,
+            "seq": self.seq,
+            **self.fields,
+        }
+
+
+class RunHandle:
+    """One run: its status, its events, and control. Cheap to make; holds no lock.
+
+    Attributes:
+        repo: the repository's top level.
+        run_id: the run's id.
+        run_dir: ``.stretto/runs/<run_id>``.
+        summary: for a run driven here to its end (``start_run(detach=False)``), its summary.
+        pid: for a run started detached by this process, the engine's pid.
+    """
+
+    def __init__(
+        self,
+        repo: Path,
+        run_dir: Path,
+        *,
+        summary: RunSummary | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.run_dir = run_dir
+        self.run_id = run_dir.name
+        self.summary = summary
+        self.pid = pid
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    # ------------------------------------------------------------------ reading
+
+    def records(self) -> list[Record]:
+        """Every complete record of the journal so far."""
+        return read_journal(self.run_dir / JOURNAL_NAME)
+
+    def status(self) -> RunStatus:
+        """The run's state: the fold of its journal, and whether an engine drives it now."""
+        live = is_live(self.run_dir)
+        return fold_status(self.records(), live=live)
+
+    def live(self) -> bool:
+        """Whether an engine process drives the run right now."""
+        return is_live(self.run_dir)
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> RunStatus:
+        """Block until the run is over (or interrupted: no engine, not finished), or until
+        ``timeout`` seconds pass; return its status then. Reads only what is new while it
+        waits."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reader = EventReader(self.run_dir)
+        while True:
+            reader.read_new()
+            if reader.finished() or reader.interrupted():
+                return self.status()
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.status()
+            time.sleep(poll)
+
+    def events(
+        self,
+        after_seq: int = 0,
+        follow: bool = False,
+        *,
+        timeout: float | None = None,
+        on_idle: Callable[[str], None] | None = None,
+    ) -> Iterator[Record]:
+        """Every journal record after ``after_seq``, in order, each exactly once; with
+        ``follow``, new ones as they are written (across a resume: seq keeps counting) until
+        the run ends, or ``timeout`` seconds pass. A torn last line is never delivered."""
+        return follow_journal(
+            self.run_dir, after_seq, follow=follow, timeout=timeout, on_idle=on_idle
+        )
+
+    # ------------------------------------------------------------------ control
+
+    def cancel(self, task: str | None = None, **how: Any) -> ControlResult:
+        """Cancel the run (agents stopped, verified work kept for ``stretto resume``), or one
+        task (its attempt stopped; it ends as cancelled, its dependents are skipped)."""
+        return self.command("cancel", task=task, **how)
+
+    def retry(self, task: str, **how: Any) -> ControlResult:
+        """Give a failed (given-up or cancelled) task another attempt now; the tasks skipped
+        because of it wait for it again."""
+        return self.command("retry", task=task, **how)
+
+    def pause(self, **how: Any) -> ControlResult:
+        """Start no new attempts; running ones finish."""
+        return self.command("pause", **how)
+
+    def unpause(self, **how: Any) -> ControlResult:
+        """Start attempts again after :meth:`pause`."""
+        return self.command("unpause", **how)
+
+    def set_budget(self, usd: float, **how: Any) -> ControlResult:
+        """A new spend limit for the run, in USD (room again lets stopped work go on)."""
+        return self.command("budget", value=usd, **how)
+
+    def set_parallelism(self, agents: int, **how: Any) -> ControlResult:
+        """How many agents may run at once from now on."""
+        return self.command("parallelism", value=agents, **how)
+
+    def command(
+        self,
+        action: str,
+        *,
+        task: str | None = None,
+        value: float | None = None,
+        wait: float = 10.0,
+        source: str = "api",
+    ) -> ControlResult:
+        """Send one control command and wait up to ``wait`` seconds for the engine to apply it.
+
+        Raises:
+            ControlError: the run is not running (finished, or interrupted: says how to
+                resume), the task is unknown, or the engine refused the command.
+        """
+        check_command(self.status(), action, task, value)
+        reader = EventReader.at_end(self.run_dir)  # the engine's answer comes after this
+        sent = control.send(
+            self.run_dir, action, task=task, value=value, source={"frontend": source}
+        )
+        return _outcome(sent, _answers(reader, wait), raising=True)
+
+
+def check_command(status: RunStatus, action: str, task: str | None, value: float | None) -> None:
+    """What can be checked before a command is sent (the engine checks again)."""
+    if action not in control.ACTIONS:
+        raise ControlError(f"unknown command {action!r}; one of: {', '.join(control.ACTIONS)}")
+    if status.over:
+        how = (
+            f"; `stretto resume {status.run_id}` goes on with it"
+            if status.resumable
+            else "; nothing to control. Start a new run with `stretto run PLAN`"
+        )
+        raise ControlError(f"run {status.run_id} is not running (it {status.state}){how}")
+    if not status.live:
+        raise ControlError(
+            f"run {status.run_id} is not running (interrupted: no engine drives it); "
+            f"`stretto resume {status.run_id}` goes on with it, and applies commands sent meanwhile"
+        )
+    if control.ACTIONS[action] == "task" and not task:
+        raise ControlError(f"{action} needs a task; the run's tasks: {', '.join(status.tasks)}")
+    if task is not None and task not in status.tasks:
+        close = difflib.get_close_matches(task, list(status.tasks), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ControlError(
+            f"no task '{task}' in run {status.run_id}{hint}; its tasks: {', '.join(status.tasks)}"
+        )
+    if control.ACTIONS[action] == "value" and value is None:
+        raise ControlError(f"{action} needs a number")
+
+
+def _answers(reader: EventReader, timeout: float, poll: float = 0.005) -> Iterator[Record]:
+    """New records from ``reader`` until ``timeout`` seconds pass (or the run ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = reader.read_new()
+        yield from batch
+        if not batch:
+            if reader.finished() or time.monotonic() >= deadline:
+                return
+            time.sleep(poll)
+
+
+def _outcome(sent: control.Command, records: Any, *, raising: bool) -> ControlResult:
+    for record in records:
+        if record.type == "control" and record.fields.get("id") == sent.id:
+            return _result(sent, record, raising=raising)
+    return ControlResult(
+        sent.id,
+        sent.action,
+        False,
+        False,
+        "sent; the engine has not applied it yet (it will, once: `stretto events` shows it)",
+    )
+
+
+def _result(sent: control.Command, record: Record, *, raising: bool) -> ControlResult:
+    f = record.fields
+    skip = {"id", "action", "task", "value", "source", "sent", "ok", "result", "error"}
+    ok = bool(f.get("ok"))
+    message = str(f.get("result") if ok else f.get("error"))
+    if not ok and raising:
+        raise ControlError(f"{sent.action} refused by the engine: {message}")
+    extra = {k: v for k, v in f.items() if k not in skip}
+    return ControlResult(sent.id, sent.action, True, ok, message, record.seq, extra)
+
+
+class AsyncRunHandle:
+    """:class:`RunHandle` for asyncio frontends (the MCP and HTTP servers): the same calls,
+    awaitable, never blocking the loop for longer than a file read."""
+
+    def __init__(self, handle: RunHandle) -> None:
+        self.sync = handle
+        self.run_id = handle.run_id
+        self.run_dir = handle.run_dir
+
+    async def status(self) -> RunStatus:
+        """See :meth:`RunHandle.status`."""
+        import asyncio
+
+        return await asyncio.to_thread(self.sync.status)
+
+    async def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> RunStatus:
+        """See :meth:`RunHandle.wait`."""
+        import asyncio
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reader = EventReader(self.run_dir)
+        while True:
+            await asyncio.to_thread(reader.read_new)
+            if reader.finished() or reader.interrupted():
+                return await self.status()
+            if deadline is not None and time.monotonic() >= deadline:
+                return await self.status()
+            await asyncio.sleep(poll)
+
+    def events(
+        self, after_seq: int = 0, follow: bool = False, *, timeout: float | None = None
+    ) -> AsyncIterator[Record]:
+        """See :meth:`RunHandle.events`."""
+        return afollow(self.run_dir, after_seq, follow=follow, timeout=timeout)
+
+    async def command(
+        self,
+        action: str,
+        *,
+        task: str | None = None,
+        value: float | None = None,
+        wait: float = 10.0,
+        source: str = "api",
+    ) -> ControlResult:
+        """See :meth:`RunHandle.command`."""
+        import asyncio
+
+        check_command(await self.status(), action, task, value)
+        reader = await asyncio.to_thread(EventReader.at_end, self.run_dir)
+        sent = await asyncio.to_thread(
+            control.send, self.run_dir, action, task=task, value=value, source={"frontend": source}
+        )
+        deadline = time.monotonic() + wait
+        while True:
+            for record in reader.read_new():
+                if record.type == "control" and record.fields.get("id") == sent.id:
+                    return _result(sent, record, raising=True)
+            if reader.finished() or time.monotonic() >= deadline:
+                return _outcome(sent, [], raising=True)
+            await asyncio.sleep(0.005)
+
+    async def cancel(self, task: str | None = None, **how: Any) -> ControlResult:
+        """See :meth:`RunHandle.cancel`."""
+        return await self.command("cancel", task=task, **how)
+
+    async def retry(self, task: str, **how: Any) -> ControlResult:
+        """See :meth:`RunHandle.retry`."""
+        return await self.command("retry", task=task, **how)
+
+    async def pause(self, **how: Any) -> ControlResult:
+        """See :meth:`RunHandle.pause`."""
+        return await self.command("pause", **how)
+
+    async def unpause(self, **how: Any) -> ControlResult:
+        """See :meth:`RunHandle.unpause`."""
+        return await self.command("unpause", **how)
+
+    async def set_budget(self, usd: float, **how: Any) -> ControlResult:
+        """See :meth:`RunHandle.set_budget`."""
+        return await self.command("budget", value=usd, **how)
+
+    async def set_parallelism(self, agents: int, **how: Any) -> ControlResult:
+        """See :meth:`RunHandle.set_parallelism`."""
+        return await self.command("parallelism", value=agents, **how)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _toplevel(repo: Path | str) -> Path:
+    from stretto.git import toplevel
+
+    return toplevel(Path(repo))
+
+
+def start_run(
+    repo: Path | str,
+    plan_or_goal: Path | str | Plan | Goal,
+    options: RunOptions | None = None,
+    *,
+    detach: bool = False,
+    sink: Sink | None = None,
+    run_id: str | None = None,
+) -> RunHandle:
+    """Start a run of a plan (a file, or a loaded :class:`~stretto.plans.plan.Plan`) or of a
+    :class:`Goal`.
+
+    Everything is checked before any effect: the repository, stretto.toml, the plan, the
+    target branch, the agents; a problem raises (InputError, UsageError, RepoError) and writes
+    nothing. With ``detach=True`` the run goes on in its own engine process (it survives the
+    caller, its terminal and its shell) and this returns at once; a goal is then planned by
+    that engine. Otherwise the run is driven here to its end (``sink`` sees every record as it
+    is journaled) and the handle carries its :attr:`~RunHandle.summary`.
+    """
+    from stretto.engine import runs as engine_runs
+
+    options = options or RunOptions()
+    top = _toplevel(repo)
+    if isinstance(plan_or_goal, Goal):
+        return _start_goal(top, plan_or_goal, options, detach=detach, sink=sink)
+    if isinstance(plan_or_goal, Plan):
+        plan, run_options = plan_or_goal, _options_for(top, plan_or_goal, options)
+    else:
+        _, plan, run_options = engine_runs.prepare_run(
+            top, Path(plan_or_goal), max_agents=options.max_agents, budget=options.budget
+        )
+    run_id = run_id or engine_runs.new_run_id()
+    if detach:
+        from stretto.engine.detach import spawn_engine
+
+        journal = engine_runs.create_run(top, plan, run_options, run_id=run_id)
+        pid = spawn_engine(top, journal)
+        return RunHandle(top, journal.run_dir, pid=pid)
+    summary = engine_runs.start_run(top, plan, run_options, sink=sink, run_id=run_id)
+    return RunHandle(top, runs_root(top) / run_id, summary=summary)
+
+
+def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
+    from stretto.config import load_config
+    from stretto.engine.runs import check_agents, options_for
+
+    run_options = options_for(
+        load_config(repo), plan, max_agents=options.max_agents, budget=options.budget
+    )
+    check_agents(plan, run_options)
+    return run_options
+
+
+def _start_goal(
+    repo: Path, goal: Goal, options: RunOptions, *, detach: bool, sink: Sink | None
+) -> RunHandle:
+    from stretto.engine.detach import start_detached_goal
+    from stretto.engine.goal import plan_goal
+
+    if detach:
+        _, run_dir, pid = start_detached_goal(
+            repo,
+            goal.text,
+            planner=options.planner,
+            max_agents=options.max_agents,
+            budget=options.budget,
+        )
+        return RunHandle(repo, run_dir, pid=pid)
+    planned = plan_goal(
+        repo, goal.text, planner=options.planner, max_agents=options.max_agents,
+        budget=options.budget,
+    )  # fmt: skip
+    from stretto.engine.runs import start_run as engine_start
+
+    summary = engine_start(
+        planned.repo,
+        planned.plan,
+        planned.options,
+        sink=sink,
+        run_id=planned.run_id,
+        preamble=planned.preamble(),
+    )
+    return RunHandle(repo, runs_root(repo) / planned.run_id, summary=summary)
+
+
+def open_run(repo: Path | str, run_id: str | None = None) -> RunHandle:
+    """The run ``run_id`` (a unique prefix is enough), or the latest run.
+
+    Raises:
+        UnknownRunError: no such run (exit 2 in the CLI).
+        RunError: no runs yet.
+    """
+    top = _toplevel(repo)
+    return RunHandle(top, resolve_run(top, run_id))
+
+
+def list_runs(repo: Path | str) -> list[RunStatus]:
+    """Every run in the repository, oldest first. A run whose journal cannot be read (killed
+    before its first record, or damaged) is listed with state ``damaged`` and the reason in
+    its notes, instead of hiding every other run."""
+    top = _toplevel(repo)
+    out = []
+    for run_id in list_run_ids(top):
+        run_dir = runs_root(top) / run_id
+        try:
+            out.append(fold_status(read_journal(run_dir / JOURNAL_NAME), live=is_live(run_dir)))
+        except RunError as error:
+            out.append(_damaged(run_dir, error.message))
+    return out
+
+
+def _damaged(run_dir: Path, why: str) -> RunStatus:
+    try:
+        started = os.stat(run_dir).st_mtime
+    except OSError:
+        started = 0.0
+    return RunStatus(
+        run_dir.name, "damaged", "?", "?", started, None, {}, 0, notes=[why],
+        live=is_live(run_dir),
+    )  # fmt: skip
+
+
+def resume_run(
+    repo: Path | str,
+    run_id: str | None = None,
+    *,
+    sink: Sink | None = None,
+    max_agents: int | None = None,
+    budget: float | None = None,
+) -> RunHandle:
+    """Go on with an interrupted, cancelled or stopped run (default: the latest), here, to its
+    end; commands sent while it was down are applied once."""
+    from stretto.engine.resume import resume_run as engine_resume
+
+    top = _toplevel(repo)
+    summary = engine_resume(top, run_id, sink=sink, max_agents=max_agents, budget=budget)
+    return RunHandle(top, runs_root(top) / summary.run_id, summary=summary)
+
+
+def require_task(status: RunStatus, task: str) -> None:
+    """UsageError naming the run's tasks, when ``task`` is not one of them."""
+    if task not in status.tasks:
+        close = difflib.get_close_matches(task, list(status.tasks), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(f"no task '{task}' in run {status.run_id}{hint}")

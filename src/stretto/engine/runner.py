@@ -1,0 +1,524 @@
+"""The runner: the one event loop that carries out the scheduler's actions and records events.
+
+It asks the pure :class:`~stretto.schedule.scheduler.Schedule` what to do, routes each spawn
+(:class:`~stretto.routing.dispatch.Dispatch`), starts it as an attempt
+(:class:`~stretto.engine.attempt.Attempts`: worktree, prompt, agent, commit, gates, merge
+queue), and folds how each attempt ended back into the schedule: landed, retry, give up, split.
+Between attempts it applies control commands from the run's inbox and stops cleanly on
+SIGINT, SIGTERM and SIGHUP (:class:`~stretto.engine.steering.Steering`). Every step writes to
+the journal first, so ``stretto resume`` can finish the run after a crash at any point.
+
+This is the only module with concurrency. Blocking git calls run in the context's thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict
+from typing import Any
+
+from stretto.engine import merge as merging
+from stretto.engine import prompt as prompting
+from stretto.engine.attempt import Attempts
+from stretto.engine.context import RunContext, Sink
+from stretto.engine.control import Inbox
+from stretto.engine.journal import Journal, Record
+from stretto.engine.merge_queue import MergeQueue
+from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
+from stretto.engine.providers import ProviderLimits
+from stretto.engine.splits import Splits
+from stretto.engine.steering import Steering
+from stretto.git import rev_parse
+from stretto.options import RunOptions
+from stretto.plans.graph import TaskGraph
+from stretto.plans.plan import Plan, Task
+from stretto.routing.dispatch import Dispatch, Route
+from stretto.schedule.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
+
+__all__ = ["MAX_BACKOFF", "Runner", "Sink"]
+
+MAX_BACKOFF = 600.0  # never wait longer than this for a provider's retry-after
+
+
+class Runner(Steering):
+    """Drives one run to its end; see the module docstring."""
+
+    def __init__(
+        self,
+        repo: Any,
+        plan: Plan,
+        options: RunOptions,
+        journal: Journal,
+        run_id: str,
+        *,
+        sink: Sink | None = None,
+    ) -> None:
+        self.ctx = RunContext(repo, run_id, options, journal, sink=sink)
+        self.repo = repo
+        self.run_id = run_id
+        self.journal = journal
+        self.plan = plan
+        self.graph = TaskGraph.from_plan(plan)
+        self.dispatch = Dispatch(repo, run_id, options)
+        self.providers = ProviderLimits(plan, options, self.dispatch.routes)
+        self.schedule = Schedule(
+            self.graph,
+            {t.id: t.lease for t in plan.tasks},
+            pools=self.providers.pools(),
+            max_attempts={t.id: t.max_attempts for t in plan.tasks},
+        )
+        self.queue = MergeQueue(self.ctx)
+        self.attempts = Attempts(
+            self.ctx,
+            self.dispatch,
+            self.queue,
+            prompting.read_context(repo, plan.context_files),
+            stop_reason=self._attempt_stop,
+            on_spent=self._check_budget,
+        )
+        self.splits = Splits(self.ctx, self.dispatch)
+        self.inbox = Inbox(self.ctx.run_dir, journal.history)
+        self.budget_stop: str | None = None  # why no new attempt may start
+        self.paused = False  # a person paused the run: no new attempts start
+        self.stop: tuple[str, str] | None = None  # (status, why) once the run is being stopped
+        self.stop_signal: int | None = None
+        self.held: set[str] = set()  # tasks that could start now, but only on such a provider
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self.ended: asyncio.Queue[tuple[str, AttemptEnd] | None] = asyncio.Queue()
+        self.cancelled: dict[str, str] = {}  # task -> why a person cancelled it
+        self.reports: dict[str, TaskReport] = {}
+        self.waiting: dict[str, tuple[str, ...]] = {}
+        self.notes: list[str] = []
+        self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
+
+    # ------------------------------------------------------------------ shared with resume
+
+    @property
+    def options(self) -> RunOptions:
+        """The run's options as they are now (control commands change budget, parallelism)."""
+        return self.ctx.options
+
+    @options.setter
+    def options(self, options: RunOptions) -> None:
+        self.ctx.options = options
+        self.dispatch.options = options
+
+    @property
+    def planner_calls(self) -> int:
+        """Model calls stretto itself made in this run."""
+        return self.ctx.planner_calls
+
+    @planner_calls.setter
+    def planner_calls(self, value: int) -> None:
+        self.ctx.planner_calls = value
+
+    def record(self, type_: str, **fields: Any) -> Record:
+        """Append an event to the journal and hand it to the sink."""
+        return self.ctx.record(type_, **fields)
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> RunSummary:
+        """Run every task to an end (landed, failed, skipped) or until the run is stopped."""
+        started = time.monotonic()
+        if self.queue.synced_at is None:
+            self.queue.synced_at = await self.ctx.blocking(self.ctx.target_head)
+        loop = asyncio.get_running_loop()
+        handled = self._catch_signals(loop)
+        watcher = asyncio.create_task(self._watch_inbox())
+        try:
+            self._read_inbox()  # commands sent before the engine started
+            await self._loop()
+            if self.stop is None:
+                await asyncio.gather(*self.attempts.cleanups)
+                await self.queue.finish()
+            else:
+                await self._stop_all()
+        finally:
+            watcher.cancel()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            for job in self.active.values():
+                job.cancel()
+            if self.active:
+                await asyncio.gather(*self.active.values(), return_exceptions=True)
+            self.ctx.pool.shutdown(wait=False)
+        return self._finish_run(time.monotonic() - started)
+
+    def _finish_run(self, wall: float) -> RunSummary:
+        tasks = [
+            self.reports.get(t.id) or TaskReport(t.id, self.schedule.state[t.id].value, 0)
+            for t in self.plan.tasks
+        ]  # split tasks, then the tasks that replaced them
+        failed = any(t.status not in ("landed", "split") for t in tasks)
+        status = "failed" if failed else "finished"
+        if self.stop is not None:
+            status, why = self.stop
+            self.notes.append(
+                f"{why}; `stretto resume {self.run_id}` goes on, `stretto clean` removes "
+                "what it left"
+            )
+        elif self.budget_stop is not None and failed:
+            status = "budget_reached"
+            how = f"stretto resume {self.run_id} --budget USD"
+            if "daily" in self.budget_stop:
+                how = f"raise [budget] daily in stretto.toml, then stretto resume {self.run_id}"
+            self.notes.append(f"{self.budget_stop}; to go on: {how}")
+        elif self.providers.no_credit and failed:
+            status = "out_of_credit"
+            self.notes.append(
+                f"{self.providers.credit_stop()}; top up the account (or wait for its quota to "
+                f"reset), then `stretto resume {self.run_id}`"
+            )
+        if self.dispatch.unpriced:
+            self.notes.append(
+                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; "
+                "their cost is not counted (`stretto cost` lists them)"
+            )
+        if self.queue.stale_checkout:
+            self.notes.append(
+                merging.catch_up_hint(self.options.target, *self.queue.stale_checkout)
+            )
+        head = rev_parse(self.repo, f"refs/heads/{self.options.target}")
+        self.record(
+            "run_finished",
+            status=status,
+            landed=sum(1 for t in tasks if t.status == "landed"),
+            split=sum(1 for t in tasks if t.status == "split"),
+            planner_calls=self.planner_calls,
+            failed=sum(1 for t in tasks if t.status in ("failed", "cancelled")),
+            skipped=sum(1 for t in tasks if t.status == "skipped"),
+            wall=round(wall, 3),
+            agent_seconds=round(self.attempts.agent_seconds, 3),
+            head=head,
+            notes=self.notes,
+            cost_usd=round(self.dispatch.run_spent, 6),
+            unpriced=self.dispatch.unpriced,
+            budget=self.options.budget,
+            signal=self.stop_signal,
+        )
+        self.journal.sync()
+        return RunSummary(
+            self.run_id,
+            status,
+            tasks,
+            wall,
+            self.attempts.agent_seconds,
+            self.options.target,
+            head,
+            self.notes,
+            self.dispatch.run_spent,
+            self.dispatch.unpriced,
+            self.options.budget,
+            signal=self.stop_signal,
+        )
+
+    async def _loop(self) -> None:
+        sched = self.schedule
+        for task, (attempt, commit, tree) in self.resumed_merges.items():
+            sched.started(task)  # back into the merge queue: the attempt already ran
+            sched.attempts[task] = attempt
+            job = self.attempts.land_only(self.plan.task(task), attempt, commit, tree)
+            self.active[task] = asyncio.create_task(self.guard(task, job))
+        while not sched.done and self.stop is None:
+            actions = self._decide()
+            if sched.done or self.stop is not None:
+                break
+            if not self.active:
+                if self.paused:
+                    pass  # wait for a person: unpause, cancel, budget...
+                elif self.budget_stop is not None:
+                    self._leave_undone(self.budget_stop, budget=True)
+                    break
+                elif any(isinstance(a, GiveUp | Skip) for a in actions):
+                    continue
+                elif self.held:
+                    self._leave_undone(self.providers.credit_stop(), resumable=True)
+                    break
+                else:
+                    raise RuntimeError("scheduler stalled: nothing running and nothing can start")
+            item = await self.ended.get()
+            if item is not None:
+                await self._attempt_ended(*item)
+
+    def _decide(self) -> list[Any]:
+        """One round: ask the schedule, carry out its actions."""
+        sched = self.schedule
+        self.held.clear()
+        in_use = self.providers.in_use(self.active)
+        free = Capacity(self.options.max_agents - len(self.active), self.providers.free(in_use))
+        actions = sched.decide(free)
+        for action in actions:
+            if isinstance(action, Spawn):
+                if self.paused:
+                    self._note_wait(Wait(action.task, "paused"))
+                elif self.budget_stop is None:
+                    self._route_and_spawn(action, in_use)
+            elif isinstance(action, Wait):
+                self._note_wait(action)
+            elif isinstance(action, GiveUp) and self.splits.allowed(action.task):
+                self._start_split(action.task)
+            elif isinstance(action, GiveUp):
+                self.credit_failed(action.task)
+                reason = self.attempts.failures.get(action.task)
+                why = f"gave up after {action.failures} failed attempts"
+                if reason:
+                    why += f"; last: {reason.reason}"
+                self.finish(action.task, "failed", why)
+                sched.gave_up(action.task)
+            elif isinstance(action, Skip):
+                self.finish(action.task, "skipped", f"dependency '{action.because}' did not land")
+                sched.skipped(action.task)
+        return actions
+
+    async def _attempt_ended(self, task: str, end: AttemptEnd) -> None:
+        """Fold how an attempt (or a split call) ended into the schedule."""
+        sched = self.schedule
+        self.active.pop(task, None)
+        if task in self.cancelled:
+            self.attempts.stopping.pop(task, None)
+            self.splits.running.discard(task)
+            if end.landed:  # it landed before the cancel could stop it: that stands
+                self.cancelled.pop(task)
+            else:
+                self.finish(task, "cancelled", self.cancelled[task])
+                sched.cancel(task)
+                return
+        if task in self.splits.running:
+            self._end_split(task, end)
+            return
+        if end.out_of_credit is not None:
+            self._out_of_credit(task, end.out_of_credit)
+        change = self.providers.adjust(task, end, self.active)
+        if change is not None:
+            self.record("decision", **asdict(change), task=task)
+        if end.counts or end.landed:
+            await self._learn(task, end)
+        self._check_budget()
+        if end.landed:
+            self.finish(task, "landed", "", end.commit)
+            sched.landed(task)
+            return
+        if task in self.attempts.stopping:
+            self.attempts.stopping.pop(task)
+            sched.attempt_failed(task, counts=False)
+            return
+        attempt = sched.attempts[task]
+        self.attempts.failures[task] = prompting.Failure(attempt, end.reason, end.log)
+        if end.counts:
+            self.splits.failure_log.setdefault(task, []).append(
+                f"attempt {attempt}: {end.reason}\n{end.log}"
+            )
+        if end.retry_after:
+            wait = min(end.retry_after, MAX_BACKOFF)
+            self.attempts.not_before[task] = time.monotonic() + wait
+        sched.attempt_failed(task, counts=end.counts)
+        exhausted = sched.failures[task] >= sched.limit(task)
+        self.record(
+            "decision",
+            action="give_up" if exhausted else "retry",
+            task=task,
+            attempt=attempt,
+            failures=sched.failures[task],
+            limit=sched.limit(task),
+            counted=end.counts,
+        )
+        strongest = end.counts and self.splits.at_strongest(task)
+        if not exhausted and strongest and self.splits.allowed(task):
+            self._start_split(task)  # no stronger arm is left to escalate to
+
+    def _route_and_spawn(self, action: Spawn, in_use: dict[str, int]) -> None:
+        """Choose the attempt's arm, check the budget, then start it (or stop for the budget)."""
+        task = self.plan.task(action.task)
+        attempt = self.schedule.attempts[action.task] + 1
+        route = self.dispatch.route(task, attempt, self.providers.unavailable())
+        broke = self.providers.broke(route.agent)
+        if broke is not None:
+            self.held.add(task.id)
+            self._note_wait(Wait(task.id, "out_of_credit", pool=broke))
+            return
+        full = self.providers.admit(task.id, in_use)
+        if full is not None:
+            self._note_wait(Wait(task.id, "capacity", pool=full))
+            return
+        if self.dispatch.limited:
+            check = self.dispatch.admit(route)
+            if not check.allowed:
+                self.budget_stop = check.reason
+                self.record(
+                    "decision",
+                    action="stop_budget",
+                    task=task.id,
+                    attempt=attempt,
+                    reason=check.reason,
+                    estimate_usd=check.estimate,
+                    left_usd=check.left,
+                )
+                return
+            if check.estimate is None and check.reason:  # an unknown price: say so
+                self.record("warning", task=task.id, message=check.reason)
+        self.dispatch.reserve(task.id, route)
+        self._spawn(action, task, route)
+
+    def _spawn(self, action: Spawn, task: Task, route: Route) -> None:
+        attempt = self.schedule.started(action.task)
+        self.waiting.pop(action.task, None)
+        self.record(
+            "decision",
+            action="spawn",
+            task=action.task,
+            attempt=attempt,
+            retry=action.retry,
+            critical_minutes=action.critical,
+            running=sorted(self.active),
+        )
+        self.record("route", task=action.task, attempt=attempt, **route.to_dict())
+        job = self.attempts.run(task, attempt, route)
+        self.active[action.task] = asyncio.create_task(self.guard(action.task, job))
+
+    async def _learn(self, task: str, end: AttemptEnd) -> None:
+        """The bandit learns from a judged attempt (landed, or a failure that counts)."""
+        if task not in self.attempts.cost_of:
+            return  # the agent never ran (e.g. the worktree could not be made): nothing to learn
+        cost = self.attempts.cost_of.pop(task)
+        try:
+            learned = await self.ctx.blocking(self.dispatch.learn, task, end.landed, cost)
+        except Exception as error:  # the policy is advice: a failure to save it stops nothing
+            self.record("warning", task=task, message=f"router policy not updated: {error}")
+            return
+        for record in learned:
+            self.record("learned", task=task, **record)
+
+    def _attempt_stop(self) -> str | None:
+        """Why an attempt whose worktree is ready may not start its agent now."""
+        if self.stop is not None:
+            return self.stop[1]
+        if self.budget_stop is not None and self.options.on_exceed == "stop":
+            return self.budget_stop
+        return None
+
+    def _check_budget(self) -> None:
+        if self.budget_stop is None and self.dispatch.exceeded():
+            self._stop_for_budget()
+
+    def _stop_for_budget(self) -> None:
+        """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
+        spent, budget = self.dispatch.run_spent, self.options.budget
+        limit = f"${spent:.2f} of the ${budget:.2f} run budget" if budget is not None else ""
+        if not limit:
+            limit = f"${self.dispatch.day_spent:.2f} of the ${self.options.daily_cap:.2f} daily cap"
+        self.budget_stop = f"budget reached: {limit} spent"
+        self.record("decision", action="stop_budget", reason=self.budget_stop)
+        if self.options.on_exceed == "stop":
+            for task in sorted(self.attempts.in_agent):
+                self.attempts.stopping[task] = self.budget_stop
+                self.active[task].cancel()
+
+    def _leave_undone(self, reason: str, **flag: bool) -> None:
+        """The tasks that cannot start now (budget spent, provider out of credit), marked so
+        that ``stretto resume`` takes them up again (``budget=True`` or ``resumable=True``)."""
+        for task in self.plan.tasks:
+            if not self.schedule.state[task.id].finished:
+                attempts = self.schedule.attempts[task.id]
+                self.reports[task.id] = TaskReport(task.id, "skipped", attempts, reason)
+                self.record(
+                    "task_finished",
+                    task=task.id,
+                    status="skipped",
+                    reason=reason,
+                    attempts=attempts,
+                    commit=None,
+                    **flag,
+                )
+
+    def _out_of_credit(self, task: str, reason: str) -> None:
+        """``task``'s provider said the account has no credit left: start nothing more there."""
+        route = self.dispatch.routes.get(task)
+        agent = route.agent if route is not None else self.options.default_agent
+        key = self.providers.out_of_credit(agent, reason)
+        if key is not None:
+            self.record("decision", action="out_of_credit", provider=key, task=task, reason=reason)
+
+    def _note_wait(self, action: Wait) -> None:
+        key = action.holders or ((action.pool,) if action.pool else (action.reason,))
+        if self.waiting.get(action.task) == key:
+            return
+        self.waiting[action.task] = key
+        self.record(
+            "decision",
+            action="wait",
+            task=action.task,
+            reason=action.reason,
+            holders=list(action.holders),
+            conflict=list(action.conflict) if action.conflict else None,
+        )
+
+    def finish(self, task: str, status: str, reason: str, commit: str | None = None) -> None:
+        """Record a task's end (landed, failed, skipped, split, cancelled)."""
+        attempts = self.schedule.attempts[task]
+        self.reports[task] = TaskReport(task, status, attempts, reason, commit)
+        self.record(
+            "task_finished",
+            task=task,
+            status=status,
+            reason=reason,
+            attempts=attempts,
+            commit=commit,
+        )
+
+    async def guard(self, task: str, job: Any) -> None:
+        """Await an attempt (or split call) and queue how it ended, whatever happens in it."""
+        try:
+            end = await job
+        except asyncio.CancelledError:
+            if task not in self.attempts.stopping:
+                raise
+            end = AttemptEnd(False, False, f"stopped: {self.attempts.stopping[task]}")
+        except Exception as error:  # a bug or an environment problem: fail the attempt, loudly
+            import traceback
+
+            self.record(
+                "internal_error",
+                task=task,
+                error=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(limit=8),
+            )
+            end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
+        await self.ended.put((task, end))
+
+    def credit_failed(self, task: str) -> None:
+        """A task ends without landing: its attempts teach the router that."""
+        try:
+            learned = self.dispatch.task_failed(task)
+        except Exception as error:  # the policy is advice: a failure to save it stops nothing
+            self.record("warning", task=task, message=f"router policy not updated: {error}")
+            return
+        for record in learned:
+            self.record("learned", task=task, **record)
+
+    # ------------------------------------------------------------------ splits
+
+    def _start_split(self, task: str) -> None:
+        """Begin splitting ``task``: it holds its lease while the planner answers."""
+        self.credit_failed(task)
+        self.schedule.splitting(task)
+        self.splits.running.add(task)
+        job = self.splits.call(self.plan.task(task), set(self.plan.by_id))
+        self.active[task] = asyncio.create_task(self.guard(task, job))
+
+    def _end_split(self, task: str, end: AttemptEnd) -> None:
+        """The split call ended: apply its steps, or fail the task with the reason."""
+        self.splits.running.discard(task)
+        if end.children:
+            self.apply_split(task, list(end.children))
+            return
+        self.finish(task, "failed", end.reason)
+        self.schedule.gave_up(task)
+
+    def apply_split(self, parent: str, children: list[Task], *, record: bool = True) -> None:
+        """Put ``children`` in the place of ``parent`` (live, or rebuilt by resume)."""
+        self.plan, edit = self.splits.apply(self.plan, parent, children)
+        self.schedule.split(parent, edit)
+        if record:
+            self.finish(parent, "split", f"split into {', '.join(c.id for c in children)}")

@@ -1,0 +1,271 @@
+"""Runs on disk: starting one, finding them, and reading their state from the journal.
+
+The Python API behind ``stretto run``, ``status``, ``runs`` and ``log``. A run's state is a fold
+of its journal (:func:`fold_status`); nothing else is trusted or needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stretto.config import Config, load_config
+from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, read_journal
+from stretto.engine.outcomes import RunSummary
+from stretto.engine.status import RunStatus, fold_status
+from stretto.errors import RepoError, RunError, UnknownRunError, UsageError
+from stretto.files import write_atomic
+from stretto.git import rev_parse, toplevel
+from stretto.options import RunOptions
+
+if TYPE_CHECKING:
+    from stretto.engine.context import Sink
+from stretto.plans.plan import Plan, load_plan, parse_plan
+
+STATE_DIR = ".stretto"
+
+
+def runs_root(repo: Path) -> Path:
+    """``<repo>/.stretto/runs``."""
+    return repo / STATE_DIR / "runs"
+
+
+def new_run_id() -> str:
+    """A unique, ref-safe run id that sorts by start time: ``20261128-054812-347-a3f9``."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"{stamp}-{int(now * 1000) % 1000:03d}-{os.urandom(2).hex()}"
+
+
+def options_for(
+    config: Config, plan: Plan, *, max_agents: int | None = None, budget: float | None = None
+) -> RunOptions:
+    """Run options from config, overridden by the plan, overridden by the command line."""
+    if budget is None:
+        budget = plan.budget if plan.budget is not None else config.budget.run
+    return RunOptions(
+        target=plan.target or config.target,
+        max_agents=max_agents or plan.max_agents or config.max_agents,
+        default_agent=config.default_agent,
+        gates=config.gates,
+        scope=config.scope,
+        link_dirs=config.link_dirs,
+        setup=config.setup,
+        env_allow=config.env_allow,
+        agent_settings=config.agents,
+        router=config.router,
+        budget=budget,
+        daily_cap=config.budget.daily,
+        on_exceed=config.budget.on_exceed,
+        prices=config.prices,
+        planner=config.planner,
+    )
+
+
+def prepare_run(
+    cwd: Path, plan_file: Path, *, max_agents: int | None = None, budget: float | None = None
+) -> tuple[Path, Plan, RunOptions]:
+    """Validate everything a run needs before any effect: repo, config, plan, target."""
+    repo = toplevel(cwd)
+    config = load_config(repo)
+    plan = load_plan(plan_file)
+    options = options_for(config, plan, max_agents=max_agents, budget=budget)
+    if rev_parse(repo, f"refs/heads/{options.target}") is None:
+        raise RepoError(
+            f"target branch '{options.target}' does not exist in {repo}; create it "
+            f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
+        )
+    check_agents(plan, options)
+    from stretto.routing.dispatch import load_policy
+
+    load_policy(repo, options)  # a damaged policy file stops the run before it starts
+    return repo, plan, options
+
+
+def check_agents(plan: Plan, options: RunOptions) -> None:
+    """Every agent the plan names must exist and be configured well enough to start."""
+    from stretto.agents import get_adapter
+
+    names = {task.agent or options.default_agent for task in plan.tasks}
+    names |= {arm.agent for arm in options.router.arms}
+    for name in sorted(names):
+        settings = options.agent_settings.get(name)
+        get_adapter(name, settings)  # unknown agent: UsageError listing the known ones
+        if (settings or {}).get("adapter") == "command" and not (settings or {}).get("command"):
+            raise UsageError(
+                f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
+                'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
+            )
+
+
+def create_run(
+    repo: Path,
+    plan: Plan,
+    options: RunOptions,
+    *,
+    run_id: str | None = None,
+    preamble: Sequence[tuple[str, dict[str, Any]]] = (),
+    sink: Sink | None = None,
+    journal: Journal | None = None,
+) -> Journal:
+    """Create the run's directory (0700), control inbox and journal, and journal its start.
+
+    ``preamble``: records to journal right after ``run_started`` (the goal and the planning
+    calls of ``stretto -g``). ``journal``: one created earlier (a detached ``-g`` journals its
+    goal first). Returns the open journal; this process is its writer until it closes it or
+    hands it to a detached engine.
+    """
+    run_id = run_id or new_run_id()
+    from stretto.engine.control import make_inbox
+    from stretto.project.scaffold import ensure_excluded
+
+    ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
+    run_dir = runs_root(repo) / run_id
+    journal = journal or Journal.create(run_dir)
+    try:
+        make_inbox(run_dir)
+        write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())
+        record = journal.append(
+            "run_started",
+            sync=True,
+            run_id=run_id,
+            plan=plan.name,
+            plan_source=plan.source,
+            plan_digest=plan.digest,
+            tasks=[t.id for t in plan.tasks],
+            options=options.to_dict(),
+            base=rev_parse(repo, f"refs/heads/{options.target}"),
+            pid=os.getpid(),
+        )
+        if sink:
+            sink(record)
+        for type_, fields in preamble:
+            record = journal.append(type_, **fields)
+            if sink:
+                sink(record)
+        journal.sync()
+    except BaseException:
+        journal.close()
+        raise
+    return journal
+
+
+def drive_run(
+    repo: Path, plan: Plan, options: RunOptions, journal: Journal, *, sink: Sink | None = None
+) -> RunSummary:
+    """Run a created run (see :func:`create_run`) to its end, then close its journal."""
+    import asyncio
+
+    from stretto.engine.runner import Runner
+
+    try:
+        records = read_journal(journal.path)
+        start = next(r for r in records if r.type == "run_started")
+        runner = Runner(repo, plan, options, journal, str(start.fields["run_id"]), sink=sink)
+        runner.queue.synced_at = start.fields.get("base")  # no need to ask git again
+        runner.planner_calls = sum(1 for r in records if r.type == "planner_call")
+        return asyncio.run(runner.run())
+    finally:
+        journal.close()
+
+
+def start_run(
+    repo: Path,
+    plan: Plan,
+    options: RunOptions,
+    *,
+    sink: Sink | None = None,
+    run_id: str | None = None,
+    preamble: Sequence[tuple[str, dict[str, Any]]] = (),
+) -> RunSummary:
+    """Create the run's directory and journal, then run the plan to its end, here."""
+    journal = create_run(repo, plan, options, run_id=run_id, preamble=preamble, sink=sink)
+    return drive_run(repo, plan, options, journal, sink=sink)
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def list_run_ids(repo: Path) -> list[str]:
+    """Run ids in this repository, oldest first."""
+    root = runs_root(repo)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / JOURNAL_NAME).is_file())
+
+
+def resolve_run(repo: Path, run_id: str | None) -> Path:
+    """The directory of ``run_id`` (a unique prefix is enough), or of the latest run."""
+    ids = list_run_ids(repo)
+    if not ids:
+        error = UnknownRunError if run_id is not None else RunError
+        raise error(f"no runs yet in {repo}; start one with `stretto run PLAN`")
+    if run_id is None:
+        return runs_root(repo) / ids[-1]
+    matches = [i for i in ids if i.startswith(run_id)]
+    if len(matches) == 1:
+        return runs_root(repo) / matches[0]
+    if not matches:
+        raise UnknownRunError(f"no run '{run_id}'; `stretto runs` lists them")
+    raise UnknownRunError(
+        f"'{run_id}' matches several runs ({', '.join(matches)}); give more of it"
+    )
+
+
+def run_status(repo: Path, run_id: str | None = None) -> RunStatus:
+    """The state of a run (default: the latest)."""
+    run_dir = resolve_run(repo, run_id)
+    return fold_status(read_journal(run_dir / JOURNAL_NAME), live=is_live(run_dir))
+
+
+def task_log(
+    repo: Path, task_id: str, *, run_id: str | None = None, attempt: int | None = None
+) -> tuple[Path, str]:
+    """The agent log of a task's attempt (default: its last) and its text, then its gate logs."""
+    run_dir = resolve_run(repo, run_id)
+    status = fold_status(read_journal(run_dir / JOURNAL_NAME), live=True)
+    if task_id not in status.tasks:
+        known = list(status.tasks)
+        close = difflib.get_close_matches(task_id, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise RunError(
+            f"no task '{task_id}' in run {run_dir.name}{hint}; its tasks: {', '.join(known)}"
+        )
+    folder = run_dir / "tasks" / task_id
+    attempts = (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
+    if not attempts:
+        task = status.tasks[task_id]
+        why = f"{task.state}: {task.reason}" if task.reason else task.state
+        raise RunError(f"task '{task_id}' never started in run {run_dir.name} ({why}); no logs")
+    number = attempt or attempts[-1]
+    if number not in attempts:
+        listed = ", ".join(str(n) for n in attempts)
+        raise RunError(
+            f"task '{task_id}' has no attempt {number} in run {run_dir.name}; "
+            f"its attempts: {listed}"
+        )
+    log = folder / str(number) / "agent.log"
+    if not log.is_file():
+        raise RunError(
+            f"attempt {number} of task '{task_id}' has no agent log: it ended before its agent "
+            f"started; `stretto status {run_dir.name}` shows why"
+        )
+    text = log.read_text(errors="replace")
+    for kind, label in (("gates", "gate"), ("merge-gates", "merge gate")):
+        for gate in sorted((folder / str(number) / kind).glob("*.log")):
+            with contextlib.suppress(OSError):
+                text += f"\n--- {label} {gate.stem} ---\n" + gate.read_text(errors="replace")
+    return log, text
+
+
+def saved_plan(run_dir: Path) -> Plan:
+    """The plan a run ran, from its own copy."""
+    path = run_dir / "plan.yaml"
+    return parse_plan(path.read_text(), str(path))

@@ -1,0 +1,91 @@
+"""The options of one run: stretto.toml, overridden by the plan, overridden by the command line.
+
+A base module: the engine, routing and the API all read it; it imports only :mod:`stretto.config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stretto.config import (
+    GateConfig,
+    PlannerSettings,
+    RouterSettings,
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run behaves; built from stretto.toml, the plan and command-line options."""
+
+    target: str
+    max_agents: int = 4
+    default_agent: str = "shell"
+    gates: tuple[GateConfig, ...] = ()
+    scope: str = "refuse"  # refuse | warn
+    recheck_merged: bool = True  # re-run command gates on a merged tree that differs
+    link_dirs: tuple[str, ...] = ()
+    setup: tuple[str, ...] = ()
+    env_allow: tuple[str, ...] = ()
+    agent_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    agent_timeout: float = 1800.0
+    router: RouterSettings = field(default_factory=RouterSettings)
+    budget: float | None = None  # USD for this run: --budget, else the plan's, else [budget] run
+    daily_cap: float | None = None  # USD per UTC day across runs ([budget] daily)
+    on_exceed: str = "finish"  # finish | stop: what happens to running attempts at the budget
+    prices: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the journal's run_started record."""
+        return {
+            "target": self.target,
+            "max_agents": self.max_agents,
+            "default_agent": self.default_agent,
+            "gates": [{"name": g.name, **g.to_dict()} for g in self.gates],
+            "scope": self.scope,
+            "recheck_merged": self.recheck_merged,
+            "link_dirs": list(self.link_dirs),
+            "setup": list(self.setup),
+            "env_allow": list(self.env_allow),
+            "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
+            "agent_timeout": self.agent_timeout,
+            "router": self.router.to_dict(),
+            "budget": self.budget,
+            "daily_cap": self.daily_cap,
+            "on_exceed": self.on_exceed,
+            "prices": {k: dict(v) for k, v in self.prices.items()},
+            "planner": {
+                "agent": self.planner.agent,
+                "model": self.planner.model,
+                "timeout": self.planner.timeout,
+                "split_depth": self.planner.split_depth,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunOptions:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            target=data["target"],
+            max_agents=data["max_agents"],
+            default_agent=data["default_agent"],
+            gates=tuple(GateConfig(**g) for g in data["gates"]),
+            scope=data["scope"],
+            recheck_merged=data["recheck_merged"],
+            link_dirs=tuple(data["link_dirs"]),
+            setup=tuple(data["setup"]),
+            env_allow=tuple(data["env_allow"]),
+            agent_settings=data["agent_settings"],
+            agent_timeout=data["agent_timeout"],
+            router=RouterSettings.from_dict(data.get("router") or {}),
+            budget=data.get("budget"),
+            daily_cap=data.get("daily_cap"),
+            on_exceed=data.get("on_exceed", "finish"),
+            prices=data.get("prices", {}),
+            planner=PlannerSettings(**data["planner"])
+            if data.get("planner")
+            else PlannerSettings(),
+        )

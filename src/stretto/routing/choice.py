@@ -1,0 +1,262 @@
+"""How the arm of an attempt is chosen, and what a choice says: pins, cascade, bandit, retries.
+
+:func:`choose_arm` is the decision, pure: from every arm's estimate and confidence bound, the
+pins and the arm that failed last, it returns a :class:`Choice` naming the arm, the rule, one
+human sentence and every arm's figures (:class:`ArmEstimate`) with why it was not eligible.
+Pins are always obeyed. Until ``warmup`` attempts are learned, a first attempt starts at the
+cheapest tier allowed for its complexity and each failure escalates one tier; then the bandit
+takes the highest upper confidence bound. Retries go strictly stronger, else to another agent
+at the same tier, else to the strongest arm again. Nothing is random; ties break on tier
+order, then arm key. :func:`render_choice` turns a journaled choice into the lines of
+``stretto explain``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from stretto.routing.arms import TIERS, Arm
+
+if TYPE_CHECKING:
+    from stretto.routing.arms import RouterConfig
+    from stretto.routing.features import TaskContext
+
+#: Each arm's estimate and confidence bound, by arm key.
+Stats = Mapping[str, tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmEstimate:
+    """One arm's figures in a choice, and whether it could have been chosen."""
+
+    arm: Arm
+    mean: float  # estimated reward, theta . x
+    bound: float  # confidence bound, alpha * sqrt(x' A^-1 x)
+    ucb: float  # mean + bound
+    eligible: bool
+    note: str  # why it is not eligible (or what it was), "" when nothing to say
+
+    @property
+    def key(self) -> str:
+        return self.arm.key
+
+    @property
+    def tier(self) -> str:
+        return self.arm.tier
+
+    def to_dict(self) -> dict[str, Any]:
+        figures = {"mean": self.mean, "bound": self.bound, "ucb": self.ucb}
+        return {**self.arm.to_dict(), **figures, "eligible": self.eligible, "note": self.note}
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The arm for one attempt, the rule that chose it and everything it was chosen from."""
+
+    arm: Arm
+    rule: str  # pinned, cascade-start, cascade-escalate, bandit, retry-{stronger,sibling,same}
+    reason: str  # one human sentence
+    features: Mapping[str, float]
+    estimates: tuple[ArmEstimate, ...]  # every configured arm, by tier then key
+    warmup: bool
+    context: TaskContext | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (journaled by the runner, rendered by :func:`render_choice`)."""
+        ctx = self.context
+        return {
+            "arm": self.arm.to_dict(),
+            "rule": self.rule,
+            "reason": self.reason,
+            "warmup": self.warmup,
+            "attempt": ctx.attempt if ctx else None,
+            "context": None if ctx is None else {**asdict(ctx), "files": _listed(ctx.files)},
+            "features": dict(self.features),
+            "estimates": [e.to_dict() for e in self.estimates],
+        }
+
+
+def _listed(files: tuple[str, ...] | None) -> list[str] | None:
+    return None if files is None else list(files)
+
+
+def _tier(arm: Arm) -> int:
+    return TIERS.index(arm.tier)
+
+
+def _rank(arm: Arm) -> tuple[int, str]:
+    return _tier(arm), arm.key
+
+
+def choose_arm(
+    config: RouterConfig,
+    completed: int,
+    ctx: TaskContext,
+    x: Mapping[str, float],
+    stats: Stats,
+    *,
+    pinned_agent: str | None = None,
+    pinned_model: str | None = None,
+    failed: Arm | None = None,
+    unavailable: Collection[str] = (),
+) -> Choice:
+    """The arm for an attempt by the pin, cascade, bandit and retry rules (see
+    :meth:`~stretto.routing.router.Policy.choose`, which documents them and the arguments).
+
+    ``completed`` (attempts learned so far) says whether the warm-up cascade still applies;
+    ``x`` is the attempt's feature vector and ``stats`` every configured arm's estimate and
+    confidence bound for it, by arm key.
+    """
+    arms = sorted(config.arms, key=_rank)
+    warm = completed < config.warmup
+    notes: dict[str, str] = {}
+
+    def done(arm: Arm, rule: str, reason: str, eligible: Sequence[Arm]) -> Choice:
+        if warm:
+            reason += f" (warm-up: {completed} of {config.warmup} attempts learned)"
+        rows = tuple(
+            ArmEstimate(a, *stats[a.key], sum(stats[a.key]), a in eligible, notes.get(a.key, ""))
+            for a in arms
+        )
+        return Choice(arm, rule, reason, x, rows, warm, ctx)
+
+    pool = arms
+    if pinned_agent is not None or pinned_model is not None:
+        pool = [a for a in arms if pinned_agent in (None, a.agent)]
+        pool = [a for a in pool if pinned_model in (None, a.model)]
+        pins = (("agent", pinned_agent), ("model", pinned_model))
+        what = " and ".join(f"{kind} {name}" for kind, name in pins if name is not None)
+        notes.update({a.key: f"pinned to {what}" for a in arms if a not in pool})
+        if not pool or (pinned_agent is not None and pinned_model is not None):
+            arm = pool[0] if pool else _unconfigured(config, pinned_agent, pinned_model)
+            extra = "" if pool else ", which is not a configured arm (nothing is learned)"
+            return done(arm, "pinned", f"pinned: the step names {what}{extra}", pool)
+    if not pool:
+        raise ValueError("no router arms are configured ([[router.arms]] is empty)")
+    usable = [a for a in pool if a.agent not in unavailable]
+    if usable and len(usable) < len(pool):
+        notes.update({a.key: f"{a.agent} is out of credit" for a in pool if a not in usable})
+        pool = usable
+    if failed is not None:
+        return done(*_retry(pool, failed, warm, stats, notes))
+    want = TIERS.index(config.start_tier(ctx.complexity))
+    tiers = sorted({_tier(a) for a in pool})
+    start = next((t for t in tiers if t >= want), tiers[-1])
+    floor = f"the minimum for complexity {ctx.complexity}"
+    allowed = f"{TIERS[start]}, " + (
+        f"the cheapest tier allowed for complexity {ctx.complexity}"
+        if start == want
+        else f"the cheapest tier with an arm at or above {TIERS[want]}, {floor}"
+        if start > want
+        else f"the strongest tier with an arm ({TIERS[want]} is {floor})"
+    )
+    if warm:
+        eligible = [a for a in pool if _tier(a) == start]
+        notes.update({a.key: f"the cascade starts at {TIERS[start]}" for a in pool})
+        notes.update({a.key: "" for a in eligible})
+        arm = _best(eligible, stats, ucb=True)
+        why = f"cascade: start at {allowed}"
+        if len(eligible) > 1:
+            why += f"; in that tier, {_versus(arm, eligible, stats, ucb=True)}"
+        return done(arm, "cascade-start", why, eligible)
+    eligible = [a for a in pool if _tier(a) >= start]
+    below = f"below {TIERS[start]}, {floor}" + ("" if start == want else " with an arm")
+    notes.update({a.key: below for a in pool if a not in eligible})
+    arm = _best(eligible, stats, ucb=True)
+    return done(arm, "bandit", f"bandit: {_versus(arm, eligible, stats, ucb=True)}", eligible)
+
+
+def _unconfigured(config: RouterConfig, agent: str | None, model: str | None) -> Arm:
+    same_model = [a for a in config.arms if model is not None and a.model == model]
+    if agent is None:
+        if not config.arms:
+            raise ValueError(f"model {model} is pinned but no router arm names an agent")
+        agent = config.arms[0].agent
+    return Arm(agent, model, same_model[0].tier if same_model else "balanced")
+
+
+def _best(cands: Sequence[Arm], stats: Stats, *, ucb: bool) -> Arm:
+    """The arm with the best estimate (or upper bound); ties by tier order, then key."""
+    return min(cands, key=lambda a: (-stats[a.key][0] - ucb * stats[a.key][1], *_rank(a)))
+
+
+def _versus(arm: Arm, cands: Sequence[Arm], stats: Stats, *, ucb: bool) -> str:
+    """``highest upper confidence bound 0.71 vs 0.64 for X`` (or ``best estimate …``)."""
+    value = stats[arm.key][0] + ucb * stats[arm.key][1]
+    text = f"{'highest upper confidence bound' if ucb else 'best estimate'} {value:.2f}"
+    others = [a for a in cands if a != arm]
+    if others:
+        second = _best(others, stats, ucb=ucb)
+        other = stats[second.key][0] + ucb * stats[second.key][1]
+        text += f" vs {other:.2f} for {second.key}"
+        text += " (a tie, broken by tier order, then key)" if other == value else ""
+    return text if others else text + " (the only eligible arm)"
+
+
+def _retry(
+    pool: Sequence[Arm], failed: Arm, warm: bool, stats: Stats, notes: dict[str, str]
+) -> tuple[Arm, str, str, Sequence[Arm]]:
+    """The arm for a retry after ``failed``: stronger, else a sibling, else the strongest."""
+    level = _tier(failed)
+    notes.update({a.key: f"not stronger than the failed arm {failed.key}" for a in pool})
+    notes[failed.key] = "the arm that failed"
+    stronger = [a for a in pool if _tier(a) > level]
+    if stronger:
+        nearest = min(_tier(a) for a in stronger)
+        tier_arms = [a for a in stronger if _tier(a) == nearest]
+        later = f"escalation goes to the cheapest stronger tier, {TIERS[nearest]}"
+        notes.update({a.key: later for a in stronger if a not in tier_arms})
+        for a in tier_arms:
+            notes.pop(a.key)
+        if warm:
+            arm = _best(tier_arms, stats, ucb=True)
+            why = f"cascade: escalate from {failed.tier} to {arm.tier} after a failure of "
+            return arm, "cascade-escalate", why + failed.key, tier_arms
+        arm = _best(tier_arms, stats, ucb=False)
+        why = f"retry: strictly stronger than {failed.key}; in the cheapest stronger tier, "
+        return arm, "retry-stronger", why + _versus(arm, tier_arms, stats, ucb=False), tier_arms
+    siblings = [a for a in pool if a.tier == failed.tier and a.key != failed.key]
+    if siblings:
+        other = [a for a in siblings if a.agent != failed.agent] or siblings
+        for a in siblings:
+            notes[a.key] = "another " + ("agent" if a in other else "model; agents come first")
+        arm = _best(other, stats, ucb=False)
+        kind = "agent" if arm.agent != failed.agent else "model"
+        why = f"retry: no arm is stronger than {failed.key}; {arm.key} is another {kind} at "
+        why += f"tier {failed.tier}, {_versus(arm, other, stats, ucb=False)}"
+        return arm, "retry-sibling", why, other
+    top = max(_tier(a) for a in pool)
+    strongest = [a for a in pool if _tier(a) == top]
+    arm = _best(strongest, stats, ucb=False)
+    why = f"retry: no arm is stronger than {failed.key} and no other arm shares its tier, "
+    notes[arm.key] = "the strongest arm" + (", which failed last" if arm == failed else "")
+    why += f"so the strongest arm, {arm.key}, " + ("tries again" if arm == failed else "takes it")
+    return arm, "retry-same", why, strongest
+
+
+def render_choice(data: Mapping[str, Any]) -> list[str]:
+    """Text lines for ``stretto explain``: the winner, the rule, the features and every arm."""
+    arm, ctx = data["arm"], data.get("context")
+    head = "" if data.get("attempt") is None else f"attempt {data['attempt']}: "
+    lines = [f"{head}{arm['key']} ({arm['tier']}), rule {data['rule']}", f"  why: {data['reason']}"]
+    if ctx:
+        files = ctx["files"]
+        scope = "undeclared" if files is None else f"{len(files)} owned pattern(s)"
+        lines.append(
+            f"  task: complexity {ctx['complexity']}, role {ctx['role']}, files {scope}, "
+            f"~{ctx['est_tokens']:,} tokens"
+        )
+    lines.append("  features: " + " ".join(f"{k}={v:.3g}" for k, v in data["features"].items()))
+    rows = data["estimates"]
+    width = max([3, *(len(r["key"]) for r in rows)])
+    lines.append(f"  {'arm':<{width}}  {'tier':<8}  {'mean':>6}  {'bound':>6}  {'ucb':>6}  note")
+    for r in rows:
+        mark = "*" if r["key"] == arm["key"] else " "
+        note = r["note"] if r["eligible"] else f"not eligible: {r['note']}"
+        figures = f"{r['mean']:>6.3f}  {r['bound']:>6.3f}  {r['ucb']:>6.3f}"
+        lines.append(f"{mark} {r['key']:<{width}}  {r['tier']:<8}  {figures}  {note}".rstrip())
+    if not any(r["key"] == arm["key"] for r in rows):
+        lines.append(f"* {arm['key']}: not a configured arm, so it has no estimate")
+    return lines

@@ -1,0 +1,443 @@
+"""Dispatch: which agent and model each attempt gets, whether the budget allows it, what it cost.
+
+The runner asks three things of a :class:`Dispatch` around every attempt, and it answers from the
+pure parts (:mod:`~stretto.routing.router`, :mod:`~stretto.routing.ledger`) plus two files that
+live across runs, ``.stretto/router/policy.json`` and ``.stretto/ledger.jsonl``:
+
+* :meth:`Dispatch.route` before a spawn: the arm (agent, model, tier) for this attempt. Pins in the
+  step win; without ``[[router.arms]]`` the step's agent (or the default agent) and model are used
+  as before. The choice, with its feature vector and every arm's estimate, is journaled so
+  ``stretto explain`` can show why.
+* :meth:`Dispatch.admit` before a spawn: the attempt's estimated cost, plus what running attempts
+  have reserved, against what is left of the run's budget and of the daily cap.
+* :meth:`Dispatch.book` after the agent exits: a ledger entry with tokens and dollars (reported,
+  priced from the price table, or flagged as unknown); :meth:`Dispatch.learn` once the gates and
+  the merge queue have judged the attempt: the bandit's update.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stretto.config import RouterSettings
+from stretto.options import RunOptions
+from stretto.plans.plan import Task
+from stretto.routing.arms import Arm, RouterConfig
+from stretto.routing.features import TaskContext, estimate_tokens
+from stretto.routing.ledger import (
+    BudgetCheck,
+    Entry,
+    Ledger,
+    ModelPrice,
+    check_budget,
+    estimate_attempt_cost,
+    make_entry,
+    model_prices,
+    past_median,
+)
+from stretto.routing.router import Policy, update_policy, update_policy_task
+
+POLICY_FILE = Path(".stretto") / "router" / "policy.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The arm one attempt runs on, and why."""
+
+    agent: str
+    model: str | None
+    tier: str | None
+    rule: str  # a router rule, or "default" when no arms are configured
+    reason: str
+    context: TaskContext
+    estimate: float | None  # USD this attempt is expected to cost (None: unknown price)
+    choice: Mapping[str, Any] | None = None  # the router's explanation (None without a router)
+
+    @property
+    def arm(self) -> Arm:
+        """The arm as the router knows it."""
+        return Arm(self.agent, self.model, self.tier or "balanced")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields of the journal's ``route`` record."""
+        return {
+            "agent": self.agent,
+            "model": self.model,
+            "tier": self.tier,
+            "rule": self.rule,
+            "reason": self.reason,
+            "estimate_usd": self.estimate,
+            "choice": dict(self.choice) if self.choice else None,
+        }
+
+
+def router_config(settings: RouterSettings) -> RouterConfig:
+    """The router's view of ``[router]``."""
+    return RouterConfig(
+        arms=tuple(Arm(a.agent, a.model, a.tier) for a in settings.arms),
+        warmup=settings.warmup,
+        alpha=settings.alpha,
+        cost_ceiling=settings.cost_ceiling,
+        min_tier=dict(settings.min_tier),
+        credit=settings.credit,
+    )
+
+
+def load_policy(repo: Path, options: RunOptions) -> Policy | None:
+    """The repository's routing policy (a fresh one if none yet); None without arms."""
+    config = router_config(options.router)
+    if not config.enabled:
+        return None
+    return Policy.load(repo / POLICY_FILE, config)
+
+
+def adapter_kind(agent: str, options: RunOptions) -> str:
+    """The adapter behind an agent name (a profile's ``adapter``, else the name itself)."""
+    return str(options.agent_settings.get(agent, {}).get("adapter") or agent)
+
+
+def planner_call_entry(
+    call: Any,
+    *,
+    run_id: str,
+    task: str,
+    number: int,
+    kind: str,
+    agent_kind: str,
+    prices: Mapping[str, ModelPrice],
+) -> Entry:
+    """The ledger entry of a planning call (a ``stretto.planning.planner.PlannerCall``): ``kind`` is
+    "plan" or "split"; ``number`` counts the run's calls (stored as attempt ``-number``)."""
+    return make_entry(
+        run_id=run_id,
+        task=task,
+        attempt=-number,
+        kind=kind,
+        agent=call.agent,
+        agent_kind=agent_kind,
+        model=call.model,
+        tier=None,
+        usage=call.usage,
+        reported_cost=call.cost_usd,
+        outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
+        prices=prices,
+    )
+
+
+def planner_call_record(call: Any, entry: Entry) -> dict[str, Any]:
+    """The fields of the journal's ``planner_call`` record."""
+    return {
+        "task": entry.task,
+        "call": call.kind,
+        "agent": call.agent,
+        "model": call.model,
+        "duration": round(call.duration, 3),
+        "exit_code": call.exit_code,
+        "cost_usd": entry.cost_usd,
+        "cost_source": entry.source,
+        "usage": dict(call.usage),
+    }
+
+
+def today() -> str:
+    """The current UTC day, as the ledger's budgets count it."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+class Dispatch:
+    """Routing, budget and cost bookkeeping for one run; see the module docstring."""
+
+    def __init__(self, repo: Path, run_id: str, options: RunOptions) -> None:
+        self.repo = repo
+        self.run_id = run_id
+        self.options = options
+        self.config = router_config(options.router)
+        self.policy = load_policy(repo, options)
+        self.prices = model_prices(options.prices)
+        self.ledger = Ledger.for_repo(repo)
+        self.history: list[Entry] = self.ledger.entries()
+        # (agent, model, complexity) -> costs of past attempts, for estimates
+        self.past: dict[tuple[str, str | None, str], list[float]] = {}
+        for entry in self.history:
+            self._remember(entry)
+        self.day = today()
+        self.run_spent = sum(e.cost_usd or 0.0 for e in self.history if e.run_id == run_id)
+        self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+        self.unpriced = sum(1 for e in self.history if e.run_id == run_id and e.source == "unknown")
+        self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
+        self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
+        self.routes: dict[str, Route] = {}  # task -> route of its current attempt
+        # task -> its judged attempts so far (route, cost), credited when the task ends
+        self.judged: dict[str, list[tuple[Route, float | None]]] = {}
+
+    # ------------------------------------------------------------------ before a spawn
+
+    def route(self, task: Task, attempt: int, unavailable: Collection[str] = ()) -> Route:
+        """The arm for ``attempt`` of ``task``, remembered as its current route (journal it
+        with :meth:`Route.to_dict`). ``unavailable``: agents out of credit, avoided if any
+        other arm may take the attempt."""
+        route = self.choose(task, attempt, self.failed_arm.get(task.id), unavailable)
+        self.routes[task.id] = route
+        return route
+
+    def choose(
+        self, task: Task, attempt: int, failed: Arm | None, unavailable: Collection[str] = ()
+    ) -> Route:
+        """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet).
+
+        Changes nothing: the dry run asks it for every attempt of a task's cost range.
+        """
+        context = TaskContext(
+            complexity=task.complexity,
+            role=task.role,
+            files=task.files,
+            attempt=attempt,
+            est_tokens=estimate_tokens(task.complexity, task.files),
+        )
+        if self.policy is None:
+            agent = task.agent or self.options.default_agent
+            return Route(
+                agent,
+                task.model,
+                None,
+                "default",
+                "no [[router.arms]] configured: the step's agent or the default agent",
+                context,
+                self._estimate(agent, task.model, context),
+            )
+        choice = self.policy.choose(
+            context,
+            pinned_agent=task.agent,
+            pinned_model=task.model,
+            failed=failed,
+            unavailable=unavailable,
+        )
+        arm = choice.arm
+        return Route(
+            arm.agent,
+            arm.model,
+            arm.tier,
+            choice.rule,
+            choice.reason,
+            context,
+            self._estimate(arm.agent, arm.model, context),
+            choice.to_dict(),
+        )
+
+    def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
+        """The median cost of past attempts like this one, else a priced token estimate."""
+        typical = past_median(self.past.get((agent, model, context.complexity), []))
+        if typical is not None:
+            return typical
+        return estimate_attempt_cost(
+            adapter_kind(agent, self.options),
+            model,
+            context.complexity,
+            context.est_tokens,
+            (),
+            prices=self.prices,
+        )
+
+    def _remember(self, entry: Entry) -> None:
+        if entry.kind == "attempt" and entry.cost_usd is not None:
+            key = (entry.agent, entry.model, entry.complexity or "")
+            self.past.setdefault(key, []).append(entry.cost_usd)
+
+    @property
+    def limited(self) -> bool:
+        """Whether any budget applies to this run."""
+        return self.options.budget is not None or self.options.daily_cap is not None
+
+    def admit(self, route: Route) -> BudgetCheck:
+        """May an attempt on ``route`` start within the run budget and the daily cap?"""
+        self._roll_day()
+        return check_budget(
+            estimate=route.estimate,
+            run_spent=self.run_spent,
+            run_budget=self.options.budget,
+            day_spent=self.day_spent,
+            daily_cap=self.options.daily_cap,
+            reserved=sum(self.reserved.values()),
+        )
+
+    def reserve(self, task: str, route: Route) -> None:
+        """Hold the attempt's estimate against the budget while it runs."""
+        self.reserved[task] = route.estimate or 0.0
+
+    def exceeded(self) -> bool:
+        """Whether what was spent has reached a budget (for ``on_exceed = "stop"``)."""
+        run = self.options.budget is not None and self.run_spent >= self.options.budget
+        day = self.options.daily_cap is not None and self.day_spent >= self.options.daily_cap
+        return run or day
+
+    def _roll_day(self) -> None:
+        if today() != self.day:
+            self.day = today()
+            self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+
+    # ------------------------------------------------------------------ after an attempt
+
+    def book(
+        self,
+        task: Task,
+        attempt: int,
+        route: Route,
+        usage: Mapping[str, int],
+        reported_cost: float | None,
+        outcome: str,
+        *,
+        kind: str = "attempt",
+    ) -> Entry:
+        """Write the attempt's ledger entry and count its cost against the budgets."""
+        self.reserved.pop(task.id, None)
+        entry = make_entry(
+            run_id=self.run_id,
+            task=task.id,
+            attempt=attempt,
+            kind=kind,
+            agent=route.agent,
+            agent_kind=adapter_kind(route.agent, self.options),
+            model=route.model,
+            tier=route.tier,
+            usage=usage,
+            reported_cost=reported_cost,
+            outcome=outcome,
+            prices=self.prices,
+            complexity=task.complexity,
+        )
+        self.add(entry)
+        return entry
+
+    def add(self, entry: Entry) -> None:
+        """Append an entry (an attempt's or a planning call's) and count it."""
+        self.ledger.append(entry)
+        self.history.append(entry)
+        self._remember(entry)
+        self.run_spent += entry.cost_usd or 0.0
+        self._roll_day()
+        if _day(entry.ts) == self.day:
+            self.day_spent += entry.cost_usd or 0.0
+        if entry.source == "unknown":
+            self.unpriced += 1
+
+    def learn(self, task: str, landed: bool, cost: float | None) -> list[dict[str, Any]]:
+        """The gates and merge queue judged the attempt on the task's current route.
+
+        With ``credit = "attempt"`` (the default) its arm learns now; with ``"task"`` the task's
+        attempts are credited together when it lands, or by :meth:`task_failed`. Returns what
+        was learned, for the journal.
+        """
+        route = self.routes.get(task)
+        if landed:
+            self.failed_arm.pop(task, None)
+        elif route is not None:
+            self.failed_arm[task] = route.arm
+        if self.policy is None or route is None:
+            return []
+        self.judged.setdefault(task, []).append((route, cost))
+        if self.config.credit == "task":
+            return self._credit(task, landed=True) if landed else []
+        if route.rule == "pinned":
+            return []
+        from stretto.routing.router import reward
+
+        value = reward(landed, cost, self.config.cost_ceiling)
+        self.policy = update_policy(
+            self.repo / POLICY_FILE,
+            self.config,
+            route.arm,
+            route.context,
+            value,
+            cost,
+            landed=landed,
+        )
+        return [{"arm": route.arm.key, "reward": round(value, 6), "landed": landed}]
+
+    def task_failed(self, task: str) -> list[dict[str, Any]]:
+        """The task ended without landing (given up, or split): credit its attempts with 0."""
+        if self.policy is None or self.config.credit != "task" or task not in self.judged:
+            return []
+        return self._credit(task, landed=False)
+
+    def _credit(self, task: str, *, landed: bool) -> list[dict[str, Any]]:
+        judged = self.judged.pop(task, [])
+        if not judged:
+            return []
+        attempts = [(route.arm, route.context, cost) for route, cost in judged]
+        skip = [n for n, (route, _) in enumerate(judged, 1) if route.rule == "pinned"]
+        self.policy = update_policy_task(
+            self.repo / POLICY_FILE, self.config, attempts, landed, skip=skip
+        )
+        return [  # numbered by the attempts' own numbers (rate-limited ones are not judged)
+            {**record, "attempt": route.context.attempt}
+            for record, (route, _) in zip(self.policy.credited, judged, strict=True)
+        ]
+
+    def restore(self, records: Iterable[Any]) -> list[Entry]:
+        """Resume: routes and failed arms from the journal; ledger entries a crash lost.
+
+        Returns the entries that were re-added to the ledger.
+        """
+        booked = {e.key for e in self.history}
+        routes: dict[tuple[str, int], Mapping[str, Any]] = {}
+        costs: dict[tuple[str, int], float | None] = {}
+        added: list[Entry] = []
+        for rec in records:
+            f = rec.fields
+            if rec.type == "route":
+                routes[(f["task"], int(f["attempt"]))] = f
+            elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
+                key = (f["task"], int(f.get("attempt", 0)))
+                seen = routes.get(key)
+                if seen and f.get("counted", True):
+                    self.failed_arm[f["task"]] = Arm(
+                        seen["agent"], seen.get("model"), seen.get("tier") or "balanced"
+                    )
+                    judged = _judged_route(seen, key[1])
+                    if judged is not None:
+                        self.judged.setdefault(key[0], []).append((judged, costs.get(key)))
+            elif rec.type == "task_finished":
+                self.judged.pop(f.get("task", ""), None)  # credited when it finished
+            elif rec.type == "attempt_finished":
+                costs[(f["task"], int(f["attempt"]))] = f.get("cost_usd")
+            elif rec.type == "attempt_finished" and isinstance(f.get("ledger"), dict):
+                entry = Entry.from_dict(f["ledger"])
+                if entry.key not in booked:
+                    self.add(entry)
+                    booked.add(entry.key)
+                    added.append(entry)
+        return added
+
+
+def _judged_route(fields: Mapping[str, Any], attempt: int) -> Route | None:
+    """A journaled route, as far as crediting its attempt needs it (None: it was not routed)."""
+    choice = fields.get("choice") or {}
+    context = choice.get("context")
+    if not context:
+        return None
+    files = context.get("files")
+    ctx = TaskContext(
+        complexity=context["complexity"],
+        role=context["role"],
+        files=tuple(files) if files is not None else None,
+        attempt=int(context.get("attempt", attempt)),
+        est_tokens=int(context["est_tokens"]),
+    )
+    return Route(
+        fields["agent"],
+        fields.get("model"),
+        fields.get("tier"),
+        str(fields.get("rule", "")),
+        "",
+        ctx,
+        fields.get("estimate_usd"),
+        choice,
+    )
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))

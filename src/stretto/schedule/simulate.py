@@ -1,0 +1,165 @@
+"""A discrete-event simulation of a run, driven by the real scheduler (pure).
+
+The dry run, the property tests and the scheduling benchmarks all use it: attempts take their
+estimated (or given) durations, succeed or fail as a given function says, and the same
+:class:`~stretto.schedule.scheduler.Schedule` that drives real runs decides what starts when.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from stretto.plans.graph import TaskGraph
+from stretto.schedule.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
+
+#: (task, attempt) -> whether that attempt lands.
+Outcome = Callable[[str, int], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """Something that happened at ``time`` (minutes from the start)."""
+
+    time: float
+    kind: str  # start | land | fail | give_up | skip | wait
+    task: str
+    attempt: int = 0
+    holders: tuple[str, ...] = ()
+    conflict: tuple[str, str] | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data (for ``--json``)."""
+        out: dict[str, object] = {"time": self.time, "kind": self.kind, "task": self.task}
+        if self.attempt:
+            out["attempt"] = self.attempt
+        if self.holders:
+            out["holders"] = list(self.holders)
+        if self.conflict:
+            out["conflict"] = list(self.conflict)
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class Simulation:
+    """The outcome of a simulated run."""
+
+    events: list[SimEvent] = field(default_factory=list)
+    makespan: float = 0.0
+    peak: int = 0
+    decisions: int = 0
+    landed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    busy: float = 0.0  # total agent-minutes spent, failed attempts included
+
+
+def simulate(
+    graph: TaskGraph,
+    leases: Mapping[str, tuple[str, ...]],
+    max_agents: int,
+    *,
+    duration: Mapping[str, float] | None = None,
+    outcome: Outcome | None = None,
+    max_attempts: Mapping[str, int] | None = None,
+    pools: Mapping[str, tuple[str, ...]] | None = None,
+    pool_limits: Mapping[str, int] | None = None,
+    record_waits: bool = True,
+) -> Simulation:
+    """Run the plan in simulated time with ``max_agents`` slots.
+
+    Args:
+        graph: the task graph.
+        leases: task -> owned patterns.
+        max_agents: agents running at once.
+        duration: minutes per attempt (default: the graph's estimates).
+        outcome: whether an attempt lands (default: every attempt lands).
+        max_attempts: per-task failure limit (default 3).
+        pools: task -> capacity pools; ``pool_limits``: pool -> slots.
+        record_waits: record a ``wait`` event each time a task's reason for waiting changes.
+    """
+    schedule = Schedule(graph, leases, pools=pools, max_attempts=max_attempts)
+    minutes = duration or graph.duration
+    lands = outcome or (lambda task, attempt: True)
+    limits = dict(pool_limits or {})
+    sim = Simulation()
+    now = 0.0
+    running: list[tuple[float, int, str, int]] = []  # (end, seq, task, attempt)
+    seq = 0
+    in_use: dict[str, int] = dict.fromkeys(limits, 0)
+    last_wait: dict[str, tuple[str, tuple[str, ...]]] = {}
+    while not schedule.done:
+        free = Capacity(
+            max_agents - len(running),
+            {pool: limit - in_use[pool] for pool, limit in limits.items()},
+        )
+        actions = schedule.decide(free)
+        sim.decisions += 1
+        for action in actions:
+            if isinstance(action, Spawn):
+                attempt = schedule.started(action.task)
+                end = now + minutes[action.task]
+                heapq.heappush(running, (end, seq, action.task, attempt))
+                seq += 1
+                for pool in schedule.pools.get(action.task, ()):
+                    if pool in in_use:
+                        in_use[pool] += 1
+                last_wait.pop(action.task, None)
+                sim.events.append(SimEvent(now, "start", action.task, attempt))
+            elif isinstance(action, Wait):
+                if record_waits:
+                    key = (action.reason, action.holders or ((action.pool,) if action.pool else ()))
+                    if last_wait.get(action.task) != key:
+                        last_wait[action.task] = key
+                        sim.events.append(
+                            SimEvent(
+                                now,
+                                "wait",
+                                action.task,
+                                holders=action.holders,
+                                conflict=action.conflict,
+                                reason=action.reason if not action.pool else f"pool {action.pool}",
+                            )
+                        )
+            elif isinstance(action, GiveUp):
+                schedule.gave_up(action.task)
+                sim.failed.append(action.task)
+                sim.events.append(
+                    SimEvent(
+                        now, "give_up", action.task, reason=f"{action.failures} failed attempts"
+                    )
+                )
+            elif isinstance(action, Skip):
+                schedule.skipped(action.task)
+                sim.skipped.append(action.task)
+                sim.events.append(
+                    SimEvent(now, "skip", action.task, reason=f"{action.because} failed")
+                )
+        sim.peak = max(sim.peak, len(running))
+        if schedule.done:
+            break
+        if not running:
+            if any(isinstance(a, (GiveUp, Skip)) for a in actions):
+                continue
+            raise RuntimeError("simulation stalled: nothing running and nothing can start")
+        # Finish every attempt that ends at the next instant, then decide again.
+        now = running[0][0]
+        while running and running[0][0] == now:
+            _, _, task, attempt = heapq.heappop(running)
+            sim.busy += minutes[task]
+            for pool in schedule.pools.get(task, ()):
+                if pool in in_use:
+                    in_use[pool] -= 1
+            if lands(task, attempt):
+                schedule.landed(task)
+                sim.landed.append(task)
+                sim.events.append(SimEvent(now, "land", task, attempt))
+            else:
+                schedule.attempt_failed(task)
+                sim.events.append(SimEvent(now, "fail", task, attempt))
+    sim.makespan = now
+    return sim
