@@ -216,3 +216,32 @@ def run_checks(cwd: Path | str) -> list[Any]:
     from stretto.project.doctor import run_checks as checks
 
     return checks(Path(cwd))
+
+
+def server_token(cwd: Path | str, name: str = "mcp") -> tuple[str, Path]:
+    """The bearer token of a local server (``mcp``, ``serve``) for this repository: made on
+    first use (32 random bytes, hex) in ``.stretto/<name>-token``, 0600. Returns (token, file)."""
+    import os
+    import secrets
+
+    from stretto.project.scaffold import ensure_excluded
+
+    repo = _top(cwd)
+    folder = repo / ".stretto"
+    path = folder / f"{name}-token"
+    if path.is_file():
+        return path.read_text().strip(), path
+    ensure_excluded(repo)
+    folder.mkdir(exist_ok=True)
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode())
+    finally:
+        os.close(fd)
+    return token, path
+
+
+def repo_root(cwd: Path | str) -> Path:
+    """The top level of the repository ``cwd`` is in (RepoError outside one)."""
+    return _top(cwd)

@@ -58,11 +58,15 @@ class RunOptions:
         max_agents: agents running at once.
         budget: spend limit for the run, in USD.
         planner: the agent that plans a :class:`Goal` (default: ``[planner] agent``).
+        target: the branch verified work lands on (default: the plan's, else stretto.toml's).
+        agent: the agent of steps that name none (default: ``default_agent``).
     """
 
     max_agents: int | None = None
     budget: float | None = None
     planner: str | None = None
+    target: str | None = None
+    agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -412,7 +416,12 @@ def start_run(
         plan, run_options = plan_or_goal, _options_for(top, plan_or_goal, options)
     else:
         _, plan, run_options = engine_runs.prepare_run(
-            top, Path(plan_or_goal), max_agents=options.max_agents, budget=options.budget
+            top,
+            Path(plan_or_goal),
+            max_agents=options.max_agents,
+            budget=options.budget,
+            target=options.target,
+            agent=options.agent,
         )
     run_id = run_id or engine_runs.new_run_id()
     if detach:
@@ -430,7 +439,12 @@ def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
     from stretto.engine.runs import check_agents, options_for
 
     run_options = options_for(
-        load_config(repo), plan, max_agents=options.max_agents, budget=options.budget
+        load_config(repo),
+        plan,
+        max_agents=options.max_agents,
+        budget=options.budget,
+        target=options.target,
+        agent=options.agent,
     )
     check_agents(plan, run_options)
     return run_options

@@ -43,15 +43,22 @@ def new_run_id() -> str:
 
 
 def options_for(
-    config: Config, plan: Plan, *, max_agents: int | None = None, budget: float | None = None
+    config: Config,
+    plan: Plan,
+    *,
+    max_agents: int | None = None,
+    budget: float | None = None,
+    target: str | None = None,
+    agent: str | None = None,
 ) -> RunOptions:
-    """Run options from config, overridden by the plan, overridden by the command line."""
+    """Run options from config, overridden by the plan, overridden by the caller (the command
+    line, an MCP or HTTP request): ``target`` branch, ``agent`` for steps that name none."""
     if budget is None:
         budget = plan.budget if plan.budget is not None else config.budget.run
     return RunOptions(
-        target=plan.target or config.target,
+        target=target or plan.target or config.target,
         max_agents=max_agents or plan.max_agents or config.max_agents,
-        default_agent=config.default_agent,
+        default_agent=agent or config.default_agent,
         gates=config.gates,
         scope=config.scope,
         link_dirs=config.link_dirs,
@@ -68,13 +75,21 @@ def options_for(
 
 
 def prepare_run(
-    cwd: Path, plan_file: Path, *, max_agents: int | None = None, budget: float | None = None
+    cwd: Path,
+    plan_file: Path,
+    *,
+    max_agents: int | None = None,
+    budget: float | None = None,
+    target: str | None = None,
+    agent: str | None = None,
 ) -> tuple[Path, Plan, RunOptions]:
     """Validate everything a run needs before any effect: repo, config, plan, target."""
     repo = toplevel(cwd)
     config = load_config(repo)
     plan = load_plan(plan_file)
-    options = options_for(config, plan, max_agents=max_agents, budget=budget)
+    options = options_for(
+        config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
+    )
     if rev_parse(repo, f"refs/heads/{options.target}") is None:
         raise RepoError(
             f"target branch '{options.target}' does not exist in {repo}; create it "

@@ -76,6 +76,7 @@ SECTIONS = (
                                "budget", "parallelism", "runs")),
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
+    ("Serve", ("mcp",)),
 )  # fmt: skip
 
 
@@ -530,7 +531,8 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
     _finish(summary, view, as_json)
 
 
-from stretto.frontends import control_commands, setup_commands  # noqa: E402
+from stretto.frontends import control_commands, mcp_commands, setup_commands  # noqa: E402
 
 control_commands.register(main, _reports_errors)
 setup_commands.register(main, _reports_errors)
+mcp_commands.register(main, _reports_errors)
