@@ -213,7 +213,7 @@ def test_invalid_plan_exit_2_and_nothing_written(repo: Path) -> None:
 def test_missing_target_branch_is_a_clear_error(repo: Path) -> None:
     plan = plan_file(repo, "target: release\n" + TWO_TASKS)
     result = invoke("run", str(plan), "--plain")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input, as the docs say (issue 19)
     assert "target branch 'release' does not exist" in result.stderr
     assert "git branch release" in result.stderr  # the fix
     assert result.stdout == ""

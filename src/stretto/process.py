@@ -25,7 +25,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,21 @@ DEFAULT_ALLOW = (
     "GIT_COMMITTER_NAME",
     "GIT_COMMITTER_EMAIL",
 )
+
+
+#: Words in a variable's name that make its value a secret (hidden from logs and results).
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """Values of the variables in ``env`` whose names say they are secrets (API keys, tokens,
+    passwords), longest first; values under 8 characters are not treated as secrets."""
+    found = {
+        value
+        for name, value in env.items()
+        if any(word in name.upper() for word in SECRET_WORDS) and len(value) >= 8
+    }
+    return sorted(found, key=len, reverse=True)
 
 
 def allowed_env(source: Mapping[str, str], allow: Iterable[str] = DEFAULT_ALLOW) -> dict[str, str]:
@@ -191,6 +206,7 @@ async def run_process(
     on_line: Callable[[str, str], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     grace: float = GRACE_SECONDS,
+    secrets: Sequence[str] = (),
 ) -> Finished:
     """Run ``argv`` in its own session, logging both streams to ``log_path`` line by line.
 
@@ -198,7 +214,10 @@ async def run_process(
         on_line: called with (line, "stdout" | "stderr") for every output line.
         on_start: called with the pid right after the process started.
         timeout: seconds before the whole process group is killed.
+        secrets: values replaced by ``***`` in the log and in what ``on_line`` sees (the keys
+            the process was given may be printed by it; they must not be kept).
     """
+    hidden = [s.encode() for s in secrets if s]
     started = time.monotonic()
     marker = os.urandom(12).hex()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +257,8 @@ async def run_process(
                     raw = await stream.read(1 << 16)
                 if not raw:
                     return
+                for secret in hidden:
+                    raw = raw.replace(secret, b"***")
                 log.write(raw)
                 if on_line:
                     on_line(raw.decode("utf-8", "replace").rstrip("\n"), name)

@@ -266,10 +266,11 @@ async def wait_for_news(
     on_tick: Callable[[float, RunStatus | None], Any] | None = None,
     poll: float = 0.05,
 ) -> WaitResult:
-    """Wait at most ``timeout`` seconds until the run ends or something needs the person;
-    return the status and the records after ``after_seq`` (at most ``max_events``, the newest
-    kept; ``next_seq`` is where to go on). ``on_tick(elapsed, None)`` is awaited about once a
-    second meanwhile (a frontend sends progress from it)."""
+    """Wait at most ``timeout`` seconds until the run ends (or stops unfinished, its engine
+    gone: ``stretto resume`` goes on) or something needs the person; return the status and the
+    records after ``after_seq`` (at most ``max_events``, the newest kept; ``next_seq`` is where
+    to go on). ``on_tick(elapsed, None)`` is awaited about once a second meanwhile (a frontend
+    sends progress from it)."""
     import asyncio
 
     reader = EventReader(handle.run_dir, after_seq)
@@ -283,6 +284,13 @@ async def wait_for_news(
         seen.extend(batch)
         attention.extend(a for r in batch if (a := needs_attention(r)))
         if reader.finished():
+            reason = "ended"
+            break
+        if reader.interrupted():  # its engine is gone: nothing more happens until a resume
+            attention.append(
+                f"the run stopped before it finished (its engine is gone): `stretto resume "
+                f"{handle.run_id}` goes on with it"
+            )
             reason = "ended"
             break
         if attention:
@@ -301,21 +309,14 @@ async def wait_for_news(
     return WaitResult(status, kept, reason, attention, reader.last_seq, truncated)
 
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
-
-
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     """Values of this process's environment variables whose names say they are secrets (API
     keys, tokens, passwords), longest first; short values (< 8 characters) are not secrets."""
     import os
 
-    env = os.environ if environ is None else environ
-    found = {
-        value
-        for name, value in env.items()
-        if any(word in name.upper() for word in _SECRET_WORDS) and len(value) >= 8
-    }
-    return sorted(found, key=len, reverse=True)
+    from stretto.process import secret_values as found
+
+    return found(os.environ if environ is None else environ)
 
 
 def redact_secrets(value: Any, secrets: Sequence[str] | None = None) -> Any:

@@ -39,8 +39,9 @@ from stretto.engine.workspace import (
     remove_workspace,
     worktrees_root,
 )
+from stretto.git import is_ancestor, rev_parse, update_ref_cas
 from stretto.plans.plan import Task
-from stretto.process import run_process, write_pid_file
+from stretto.process import run_process, secret_values, write_pid_file
 from stretto.routing.dispatch import Dispatch, Route
 
 MAX_UNCOUNTED = 10  # rate-limited attempts of one task before they start to count as failures
@@ -189,6 +190,7 @@ class Attempts:
                 stdin=launch.stdin,
                 on_line=on_line,
                 on_start=on_start,
+                secrets=secret_values(launch.env),
             )
         except asyncio.CancelledError:
             if task.id in self.stopping:  # stopped (budget, cancel): what it used is still spent
@@ -207,6 +209,9 @@ class Attempts:
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
         ctx.journal.done(spawn, exit_code=finished.exit_code)
         crashpoint("after-agent")
+        tampered = await self._guard_target(ws, task.id, attempt)
+        if tampered is not None:
+            return AttemptEnd(False, True, tampered, log_tail(folder / "agent.log"))
         head = await ctx.blocking(
             commit_all, ws, f"stretto: work of {agent_name} on {task.id} (attempt {attempt})"
         )
@@ -271,6 +276,39 @@ class Attempts:
                 )
             )
         return end
+
+    async def _guard_target(self, ws: Workspace, task: str, attempt: int) -> str | None:
+        """Undo an agent that moved the target branch itself (``git update-ref``, a push to
+        the main checkout): only the merge queue may move it, to a tree that passed the gates.
+        A target moved by someone else (a person's commit) is left for the queue to build on."""
+        ctx = self.ctx
+        ref = f"refs/heads/{ctx.options.target}"
+        # No lock: a landing of the queue is a merge commit, never an ancestor of this
+        # attempt's HEAD, so it cannot be mistaken for the agent's move.
+        expected = self.queue.expected_head or ws.base
+        head = await ctx.blocking(ctx.target_head)
+        if head == expected:
+            return None
+        mine = await ctx.blocking(rev_parse, ws.path, "HEAD")
+        if mine is None or not await ctx.blocking(is_ancestor, ctx.repo, head, mine):
+            return None
+        if await ctx.blocking(is_ancestor, ctx.repo, head, expected):
+            return None  # an older commit of the target: the agent's work starts there
+        back = await ctx.blocking(
+            update_ref_cas, ctx.repo, ref, expected, head, f"stretto: undo {task}'s move"
+        )
+        ctx.record(
+            "target_restored",
+            task=task,
+            attempt=attempt,
+            moved_to=head,
+            restored_to=expected if back else None,
+        )
+        what = "put it back" if back else f"could not put it back (it is at {head[:12]})"
+        return (
+            f"the agent moved the target branch '{ctx.options.target}' to its own commit "
+            f"{head[:12]}; only verified work may land there, so stretto {what}"
+        )
 
     async def _keep_partial(self, ws: Workspace, agent: str, task: str, attempt: int) -> None:
         """A stopped agent's unfinished work is committed on its branch, for the person to see

@@ -28,7 +28,7 @@ from stretto.git import run_git
 from stretto.plans import paths
 from stretto.plans.paths import EVERYTHING_PATTERN
 from stretto.plans.plan import Task
-from stretto.process import run_process
+from stretto.process import run_process, secret_values
 
 DEFAULT_GATE_TIMEOUT = 600.0
 _TEST_PATH = re.compile(
@@ -155,7 +155,12 @@ def command_gate(name: str, command: str, timeout: float = DEFAULT_GATE_TIMEOUT)
         started = time.monotonic()
         before = await asyncio.to_thread(_tracked_changes, inp.workspace)
         finished = await run_process(
-            ["bash", "-c", command], cwd=inp.workspace, env=inp.env, log_path=log, timeout=timeout
+            ["bash", "-c", command],
+            cwd=inp.workspace,
+            env=inp.env,
+            log_path=log,
+            timeout=timeout,
+            secrets=secret_values(inp.env),
         )
         elapsed = time.monotonic() - started
         altered = await asyncio.to_thread(_undo_changes, inp.workspace, before)

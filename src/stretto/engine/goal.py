@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.config import Config, load_config
-from stretto.errors import RepoError, StrettoError, UsageError
+from stretto.errors import StrettoError, UsageError
 from stretto.git import rev_parse, toplevel
 from stretto.options import RunOptions
 from stretto.plans.plan import Plan
@@ -102,7 +102,7 @@ def check_goal(cwd: Path, goal: str, planner: str | None) -> tuple[Path, Config,
 
         Policy.load(repo / POLICY_FILE, router_config(config.router))
     if rev_parse(repo, f"refs/heads/{config.target}") is None:
-        raise RepoError(
+        raise UsageError(
             f"target branch '{config.target}' does not exist in {repo}; create it "
             f"(`git branch {config.target}`), or set 'target' in stretto.toml"
         )

@@ -33,16 +33,29 @@ def _trim(text: str, limit: int) -> str:
     return f"[… {len(text) - limit} characters trimmed …]\n" + text[-limit:]
 
 
-def read_context(root: Path, patterns: Sequence[str]) -> list[tuple[str, str]]:
-    """(path, text) of the context files that exist, within :data:`CONTEXT_LIMIT` in total."""
+def read_context(
+    root: Path, patterns: Sequence[str], refused: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """(path, text) of the context files that exist, within :data:`CONTEXT_LIMIT` in total.
+
+    A file that is (or lies under) a symlink leading out of the repository is never read: a
+    committed link to ``/proc/self/environ`` or ``~/.ssh`` would paste stretto's secrets into
+    every prompt. Such paths are appended to ``refused``.
+    """
     out: list[tuple[str, str]] = []
     budget = CONTEXT_LIMIT
+    top = root.resolve()
     for pattern in patterns:
         candidates = (
             sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
         )
         for path in candidates:
             if budget <= 0 or not path.is_file():
+                continue
+            real = path.resolve()
+            if not real.is_relative_to(top) or real.is_relative_to(top / ".git"):
+                if refused is not None:
+                    refused.append(path.relative_to(root).as_posix())
                 continue
             try:
                 text = path.read_text(errors="replace")

@@ -69,11 +69,12 @@ class Runner(Steering):
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
         )
         self.queue = MergeQueue(self.ctx)
+        refused: list[str] = []
         self.attempts = Attempts(
             self.ctx,
             self.dispatch,
             self.queue,
-            prompting.read_context(repo, plan.context_files),
+            prompting.read_context(repo, plan.context_files, refused),
             stop_reason=self._attempt_stop,
             on_spent=self._check_budget,
         )
@@ -91,6 +92,12 @@ class Runner(Steering):
         self.waiting: dict[str, tuple[str, ...]] = {}
         self.notes: list[str] = []
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
+        for path in refused:
+            self.record(
+                "warning",
+                message=f"context file {path} leads out of the repository (a symlink); it is "
+                "not given to agents",
+            )
 
     # ------------------------------------------------------------------ shared with resume
 

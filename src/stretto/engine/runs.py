@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stretto.config import Config, load_config
-from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, read_journal
+from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, parse_record, read_journal
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
-from stretto.errors import RepoError, RunError, UnknownRunError, UsageError
+from stretto.errors import RunError, UnknownRunError, UsageError
 from stretto.files import write_atomic
 from stretto.git import rev_parse, toplevel
 from stretto.options import RunOptions
@@ -91,7 +91,7 @@ def prepare_run(
         config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
     )
     if rev_parse(repo, f"refs/heads/{options.target}") is None:
-        raise RepoError(
+        raise UsageError(
             f"target branch '{options.target}' does not exist in {repo}; create it "
             f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
         )
@@ -140,6 +140,13 @@ def create_run(
     from stretto.project.scaffold import ensure_excluded
 
     ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
+    same = running_same_plan(repo, plan, options.target)
+    if same is not None:
+        raise UsageError(
+            f"run {same} is already running this plan on '{options.target}'; a second run "
+            "would do every task again. Follow it (`stretto events "
+            f"{same} --follow`), or cancel it first (`stretto cancel {same}`)"
+        )
     run_dir = runs_root(repo) / run_id
     journal = journal or Journal.create(run_dir)
     try:
@@ -168,6 +175,28 @@ def create_run(
         journal.close()
         raise
     return journal
+
+
+def running_same_plan(repo: Path, plan: Plan, target: str) -> str | None:
+    """The id of a live run of the same plan (same digest) onto the same target, if any."""
+    for run_id in list_run_ids(repo):
+        run_dir = runs_root(repo) / run_id
+        if not is_live(run_dir):
+            continue
+        try:
+            with (run_dir / JOURNAL_NAME).open("rb") as handle:
+                first = handle.readline(1 << 20)
+            start = parse_record(first.rstrip(b"\n"))
+        except (OSError, ValueError):
+            continue
+        options = start.fields.get("options") or {}
+        if (
+            start.type == "run_started"
+            and start.fields.get("plan_digest") == plan.digest
+            and options.get("target") == target
+        ):
+            return run_id
+    return None
 
 
 def drive_run(

@@ -46,7 +46,7 @@ from stretto.planning.planner_format import (
 from stretto.planning.repo_summary import RepoFacts, collect, render, repo_summary
 from stretto.plans import paths
 from stretto.plans.plan import Plan, Task, load_plan, parse_plan
-from stretto.process import allowed_env, run_process
+from stretto.process import allowed_env, run_process, secret_values
 
 __all__ = [
     "PlanResult",
@@ -225,6 +225,7 @@ class _Session:
                     cwd=launch.cwd,
                     env=launch.env,
                     log_path=log_file,
+                    secrets=secret_values(launch.env),
                     timeout=self.timeout,
                     stdin=launch.stdin,
                     on_line=lambda line, stream: lines[stream].append(line),

@@ -196,6 +196,11 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
     return References(ids, stage_deps, explicit_of, sinks_of), problems
 
 
+#: The longest goal, description or title a step may have, in bytes (a value in an agent's
+#: environment or argument list may not exceed 128 KiB on Linux).
+MAX_TEXT = 65_536
+
+
 def step_problems(step: Any, base: Path_, located: Located) -> list[Diagnostic]:
     """Empty goals, roles, names and gate commands of the step at ``base``."""
     problems = []
@@ -203,6 +208,18 @@ def step_problems(step: Any, base: Path_, located: Located) -> list[Diagnostic]:
         problems.append(
             located.diagnostic((*base, "goal"), "empty goal; say what the agent must achieve")
         )
+    for name in ("goal", "description", "title"):
+        value = getattr(step, name, None)
+        size = len(value.encode()) if isinstance(value, str) else 0
+        if size > MAX_TEXT:
+            problems.append(
+                located.diagnostic(
+                    (*base, name),
+                    f"{name} is {size:,} bytes; at most {MAX_TEXT:,}: agents get it in their "
+                    "environment and command line, which the system limits to 128 KiB a value. "
+                    "Put the long text in a file and name it under 'context_files:'",
+                )
+            )
     if not step.role.strip():
         problems.append(
             located.diagnostic(

@@ -151,8 +151,50 @@ def _load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
     located = Located(None, file)
     if node is None:
         return located, problems
-    located.data = _build(node, (), located, loader, problems)
+    budget = _Budget(MAX_VALUES)
+    try:
+        located.data = _build(node, (), located, loader, problems, budget)
+    except _TooBig as error:
+        located.data = None
+        line, column = error.mark
+        problems.append(Diagnostic(file, line, column, "", error.message))
+    except RecursionError:
+        located.data = None
+        problems.append(
+            Diagnostic(file, 1, 1, "", "the YAML is nested too deeply to be a plan; flatten it")
+        )
     return located, problems
+
+
+#: The most values a document may expand to. Aliases (``*name``) repeat a node without copying
+#: it, so a few hundred bytes can stand for billions of values (a "billion laughs" bomb); a
+#: 2,000-step plan has about 16,000, a 10,000-step one about 80,000.
+MAX_VALUES = 250_000
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, mark: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
+class _Budget:
+    """How many more values :func:`_build` may make."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def spend(self, node: yaml.Node) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooBig(
+                f"the YAML expands to more than {MAX_VALUES:,} values, through aliases "
+                "('*name' repeating '&name'); a plan is never that large: write the values out "
+                "or remove the aliases that repeat big parts",
+                _mark(node),
+            )
 
 
 def _build(
@@ -161,7 +203,9 @@ def _build(
     located: Located,
     loader: yaml.SafeLoader,
     problems: list[Diagnostic],
+    budget: _Budget,
 ) -> Any:
+    budget.spend(node)
     located.values[path] = _mark(node)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
@@ -187,13 +231,13 @@ def _build(
                 )
                 continue
             located.keys[child] = _mark(key_node)
-            result[key] = _build(value_node, child, located, loader, problems)
+            result[key] = _build(value_node, child, located, loader, problems, budget)
         for source in merged:
-            _merge(source, result, path, located, loader, problems)
+            _merge(source, result, path, located, loader, problems, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, (*path, index), located, loader, problems)
+            _build(item, (*path, index), located, loader, problems, budget)
             for index, item in enumerate(node.value)
         ]
     return _scalar_or_problem(node, path, located, loader, problems)
@@ -206,6 +250,7 @@ def _merge(
     located: Located,
     loader: yaml.SafeLoader,
     problems: list[Diagnostic],
+    budget: _Budget,
 ) -> None:
     """Apply a YAML merge key (``<<: *defaults``, or a list of them) to ``result``: keys it
     already has win, and earlier mappings of a list win over later ones."""
@@ -223,7 +268,7 @@ def _merge(
             )
             continue
         scratch = Located(None, located.file)  # the positions of what is taken from it
-        extra = _build(mapping, path, scratch, loader, problems)
+        extra = _build(mapping, path, scratch, loader, problems, budget)
         taken = [key for key in extra if key not in result]
         for key in taken:
             result[key] = extra[key]
