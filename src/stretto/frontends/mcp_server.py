@@ -25,7 +25,7 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from pydantic import BaseModel, Field
 
 from stretto import __version__, api
-from stretto.errors import InputError, StrettoError
+from stretto.errors import StrettoError
 
 MAX_WAIT = 50.0  # seconds: most MCP clients give up on a call after about 60
 
@@ -89,9 +89,8 @@ class Listing(BaseModel):
 
 
 def _fail(error: StrettoError) -> ToolError:
-    if isinstance(error, InputError) and error.diagnostics:
-        lines = "\n".join(str(d) for d in error.diagnostics)
-        return ToolError(f"{error.message.splitlines()[0]}\n{lines}")
+    # An InputError's message is already its diagnostics (file:line:column: field: fix), one a
+    # line, then the summary.
     return ToolError(error.message)
 
 
@@ -199,7 +198,8 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         """Wait at most `timeout` seconds (default 30, at most 50) until the run ends or needs
         attention (a task failed, the budget or a provider's credit ran out); returns its status
         and the journal records after `after_seq`. Call again with after_seq=next_seq until
-        reason is 'ended'; nothing is missed between calls."""
+        reason is 'ended' (state 'interrupted': its engine stopped, `stretto resume` goes on);
+        nothing is missed between calls."""
         handle = await call(ctx.run, run_id, repo)
         limit = max(0.0, min(timeout, MAX_WAIT))
 
@@ -262,7 +262,7 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         """A task's agent log and gate logs (its last attempt, or `attempt`)."""
         where = ctx.repo_for(repo)
         _, text = await call(api.task_log, where, task, run_id=run_id, attempt=attempt)
-        return Text(text=ctx.clean(text[-200_000:]))
+        return Text(text=ctx.clean(text)[-200_000:])  # cut after: no half secret is left
 
     @server.tool()
     async def stretto_diff(run_id: str, task: str, repo: str | None = None) -> Text:
@@ -317,7 +317,7 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
             _, text = api.task_log(ctx.repo, task, run_id=run_id)
         except StrettoError as error:
             raise ResourceNotFoundError(error.message) from None
-        return str(ctx.clean(text[-200_000:]))
+        return str(ctx.clean(text))[-200_000:]
 
     return server
 
