@@ -61,7 +61,11 @@ def snippet(client: str, repo: Path, transport: str, port: int, token: str | Non
         raise UsageError(f"{client} starts its MCP servers itself: use --transport stdio")
     if client == "codex":
         quoted = ", ".join(json.dumps(a) for a in args)
-        return f"[mcp_servers.stretto]\ncommand = {json.dumps(command[0])}\nargs = [{quoted}]\n"
+        return (
+            f"[mcp_servers.stretto]\ncommand = {json.dumps(command[0])}\nargs = [{quoted}]\n"
+            "required = true  # wait for stretto before the first model request\n"
+            'default_tools_approval_mode = "approve"  # `codex exec` cannot ask\n'
+        )
     if transport == "http":
         entry: dict[str, Any] = {"url": url, "headers": headers}
         if client in ("claude-code", "vscode"):

@@ -100,7 +100,7 @@ class Stretto:
     def __init__(self, repo: Path, allowed: Sequence[Path] = ()) -> None:
         self.repo = repo.resolve()
         self.allowed = [self.repo, *(p.resolve() for p in allowed)]
-        self.secrets = api.secret_values()
+        self._secrets: list[str] | None = None  # on the first result, not before `initialize`
 
     def repo_for(self, repo: str | None) -> Path:
         """The repository a call names (default: the server's), if it is allowed."""
@@ -118,7 +118,9 @@ class Stretto:
 
     def clean(self, value: Any) -> Any:
         """``value`` without the environment's secrets."""
-        return api.redact_secrets(value, self.secrets)
+        if self._secrets is None:
+            self._secrets = api.secret_values()
+        return api.redact_secrets(value, self._secrets)
 
     def run(self, run_id: str, repo: str | None) -> Any:
         """The run ``run_id`` of an allowed repository."""
