@@ -353,3 +353,36 @@ def test_resume_after_a_crash_between_the_split_and_its_steps_makes_no_second_ca
     assert sum(1 for r in journal if r.type == "planner_call") == 1
     assert git(repo, "show", "main:a.txt") == "big.a\n"
     assert git(repo, "show", "main:c.txt") == "after\n"
+
+
+def test_the_mcp_stretto_plan_tool_plans_a_goal_with_one_call(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    with FakeModelServer([GOOD]) as server:
+        env = {
+            **{k: os.environ[k] for k in ("PATH", "HOME", "ANTHROPIC_API_KEY")},
+            "ANTHROPIC_BASE_URL": server.env()["ANTHROPIC_BASE_URL"],
+        }
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "stretto", "mcp", "--repo", str(repo)], env=env
+        )
+
+        async def plan() -> Any:
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+                await s.initialize()
+                return await s.call_tool("stretto_plan", {"goal": "Add rate limiting"})
+
+        result = anyio.run(plan)
+        generate = [r for r in server.requests if r.endpoint == "generate"]
+    assert not result.is_error, result.content
+    out = result.structured_content
+    out = out.get("result", out)
+    assert len(generate) == 1  # one planning call
+    assert out["ok"] and Path(out["plan_path"]).is_file()
+    summary = json.dumps(out["summary"])
+    assert "limiter" in summary and "docs" in summary and "schedule_text" in out
+    assert "sk-ant-fake" not in json.dumps(out)
+    assert git(repo, "rev-parse", "main") == git(repo, "rev-parse", "HEAD")  # nothing ran
