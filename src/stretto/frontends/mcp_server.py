@@ -142,7 +142,13 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         "stretto", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
 
-    @server.tool()
+    def tool(func: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``func`` as a tool; its docstring, on one line, is the description."""
+        description = " ".join((func.__doc__ or "").split())
+        server.tool(description=description)(func)
+        return func
+
+    @tool
     async def stretto_plan(
         goal: str | None = None,
         plan: str | None = None,
@@ -162,7 +168,7 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
             return dict(ctx.clean(out))
         return dict(ctx.clean((await call(api.check_plan, where, plan)).to_dict()))
 
-    @server.tool()
+    @tool
     async def stretto_run(
         plan: str | None = None,
         goal: str | None = None,
@@ -192,7 +198,7 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         follow = f"stretto_wait(run_id={handle.run_id!r}, after_seq=0)"
         return Started(run_id=handle.run_id, state=state, repo=str(where), follow=follow)
 
-    @server.tool()
+    @tool
     async def stretto_wait(
         run_id: str, context: Context, after_seq: int = 0, timeout: float = 30.0,
         repo: str | None = None,
@@ -224,14 +230,14 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
             status=ctx.clean(data["status"]),
         )
 
-    @server.tool()
+    @tool
     async def stretto_status(run_id: str | None = None, repo: str | None = None) -> dict[str, Any]:
         """The state of a run (default: the latest): each task's state, attempts, agent,
         reason; budget, spend, whether it is paused."""
         handle = await call(api.open_run, ctx.repo_for(repo), run_id)
         return dict(ctx.clean((await call(handle.status)).to_dict()))
 
-    @server.tool()
+    @tool
     async def stretto_events(
         run_id: str, after_seq: int = 0, limit: int = 200, repo: str | None = None
     ) -> Events:
@@ -250,14 +256,14 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         last = records[-1]["seq"] if records else after_seq
         return Events(events=ctx.clean(records), next_seq=last)
 
-    @server.tool()
+    @tool
     async def stretto_result(run_id: str, repo: str | None = None) -> dict[str, Any]:
         """What the run achieved: landed tasks with their commits, failed ones with reasons and
         log tails, cost, wall time, and the next step."""
         handle = await call(ctx.run, run_id, repo)
         return dict(ctx.clean((await call(api.run_result, handle)).to_dict()))
 
-    @server.tool()
+    @tool
     async def stretto_logs(
         run_id: str, task: str, attempt: int | None = None, repo: str | None = None
     ) -> Text:
@@ -266,13 +272,13 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         _, text = await call(api.task_log, where, task, run_id=run_id, attempt=attempt)
         return Text(text=ctx.clean(text)[-200_000:])  # cut after: no half secret is left
 
-    @server.tool()
+    @tool
     async def stretto_diff(run_id: str, task: str, repo: str | None = None) -> Text:
         """The change a task made: what landed, or its last attempt's work so far."""
         handle = await call(ctx.run, run_id, repo)
         return Text(text=ctx.clean(await call(api.task_diff, handle, task)))
 
-    @server.tool()
+    @tool
     async def stretto_cancel(
         run_id: str, task: str | None = None, repo: str | None = None
     ) -> Controlled:
@@ -282,13 +288,13 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         result = await call(handle.cancel, task, source="mcp")
         return _controlled(result)
 
-    @server.tool()
+    @tool
     async def stretto_retry(run_id: str, task: str, repo: str | None = None) -> Controlled:
         """Give a failed (given-up or cancelled) task of a running run another attempt now."""
         handle = await call(ctx.run, run_id, repo)
         return _controlled(await call(handle.retry, task, source="mcp"))
 
-    @server.tool()
+    @tool
     async def stretto_runs(repo: str | None = None) -> Listing:
         """Every run in the repository, oldest first, with its state and task counts."""
         states = await call(api.list_runs, ctx.repo_for(repo))
@@ -297,7 +303,7 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         ]  # fmt: skip
         return Listing(items=ctx.clean(items))
 
-    @server.tool()
+    @tool
     async def stretto_doctor(repo: str | None = None) -> Listing:
         """What stands in the way of running agents here (git, config, agent CLIs, gates), and
         how to fix each problem."""
