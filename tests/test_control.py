@@ -85,6 +85,8 @@ def detach(repo: Path, plan_path: Path, *args: str) -> str:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["type"] == "detached" and out["pid"] > 0
+    lock = run_dir_of(repo, out["run_id"]) / LOCK_NAME
+    assert lock.read_text().strip() == str(out["pid"])  # the lock names the engine at once
     return str(out["run_id"])
 
 
