@@ -44,8 +44,6 @@ if TYPE_CHECKING:
         render_plan,
         repo_root,
         run_checks,
-        run_planned,
-        run_planned_detached,
         serve_fake_model,
         server_token,
         task_log,
@@ -74,6 +72,8 @@ if TYPE_CHECKING:
         new_run_id,
         open_run,
         resume_run,
+        run_planned,
+        run_planned_detached,
         start_run,
     )
     from stretto.engine.journal import Record
@@ -91,6 +91,8 @@ _WHERE = {
         "new_run_id",
         "open_run",
         "resume_run",
+        "run_planned",
+        "run_planned_detached",
         "start_run",
     ),
     "stretto.api.project": (
@@ -111,8 +113,6 @@ _WHERE = {
         "render_plan",
         "repo_root",
         "run_checks",
-        "run_planned",
-        "run_planned_detached",
         "serve_fake_model",
         "server_token",
         "task_log",

@@ -125,39 +125,6 @@ def render_plan(planned: Any) -> list[str]:
     return render(planned)
 
 
-def run_planned(planned: Any, *, sink: Any = None) -> Any:
-    """Run a planned goal here, to its end, under the run id it was planned for."""
-    from stretto.api.runs import RunHandle
-    from stretto.engine.runs import runs_root, start_run
-
-    summary = start_run(
-        planned.repo,
-        planned.plan,
-        planned.options,
-        sink=sink,
-        run_id=planned.run_id,
-        preamble=planned.preamble(),
-    )
-    return RunHandle(planned.repo, runs_root(planned.repo) / planned.run_id, summary=summary)
-
-
-def run_planned_detached(planned: Any) -> Any:
-    """Hand a planned goal to a detached engine; returns its handle at once."""
-    from stretto.api.runs import RunHandle
-    from stretto.engine.detach import spawn_engine
-    from stretto.engine.runs import create_run
-
-    journal = create_run(
-        planned.repo,
-        planned.plan,
-        planned.options,
-        run_id=planned.run_id,
-        preamble=planned.preamble(),
-    )
-    pid = spawn_engine(planned.repo, journal)
-    return RunHandle(planned.repo, journal.run_dir, pid=pid)
-
-
 def cost_report(cwd: Path | str, *, run_id: str | None = None, by: str | None = None) -> Any:
     """What runs cost, from the ledger: one run (a prefix is enough), or all."""
     from stretto.routing.spending import cost_report as report

@@ -469,9 +469,14 @@ def _start_goal(
         repo, goal.text, planner=options.planner, max_agents=options.max_agents,
         budget=options.budget,
     )  # fmt: skip
-    from stretto.engine.runs import start_run as engine_start
+    return run_planned(planned, sink=sink)
 
-    summary = engine_start(
+
+def run_planned(planned: Any, *, sink: Sink | None = None) -> RunHandle:
+    """Run a planned goal here, to its end, under the run id it was planned for."""
+    from stretto.engine.runs import start_run
+
+    summary = start_run(
         planned.repo,
         planned.plan,
         planned.options,
@@ -479,7 +484,23 @@ def _start_goal(
         run_id=planned.run_id,
         preamble=planned.preamble(),
     )
-    return RunHandle(repo, runs_root(repo) / planned.run_id, summary=summary)
+    return RunHandle(planned.repo, runs_root(planned.repo) / planned.run_id, summary=summary)
+
+
+def run_planned_detached(planned: Any) -> RunHandle:
+    """Hand a planned goal to a detached engine; returns its handle at once."""
+    from stretto.engine.detach import spawn_engine
+    from stretto.engine.runs import create_run
+
+    journal = create_run(
+        planned.repo,
+        planned.plan,
+        planned.options,
+        run_id=planned.run_id,
+        preamble=planned.preamble(),
+    )
+    pid = spawn_engine(planned.repo, journal)
+    return RunHandle(planned.repo, journal.run_dir, pid=pid)
 
 
 def open_run(repo: Path | str, run_id: str | None = None) -> RunHandle:
