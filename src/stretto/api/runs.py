@@ -24,7 +24,7 @@ from stretto.engine.journal import JOURNAL_NAME, Record, is_live, read_journal
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.runs import list_run_ids, new_run_id, resolve_run, runs_root
 from stretto.engine.status import RunStatus, fold_status
-from stretto.errors import ControlError, RunError, UsageError
+from stretto.errors import ControlError, RunError
 from stretto.plans.plan import Plan
 
 Sink = Callable[[Record], None]
@@ -555,11 +555,3 @@ def resume_run(
     top = _toplevel(repo)
     summary = engine_resume(top, run_id, sink=sink, max_agents=max_agents, budget=budget)
     return RunHandle(top, runs_root(top) / summary.run_id, summary=summary)
-
-
-def require_task(status: RunStatus, task: str) -> None:
-    """UsageError naming the run's tasks, when ``task`` is not one of them."""
-    if task not in status.tasks:
-        close = difflib.get_close_matches(task, list(status.tasks), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UsageError(f"no task '{task}' in run {status.run_id}{hint}")

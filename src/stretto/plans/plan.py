@@ -33,8 +33,8 @@ from stretto.plans.resolve import (
     step_timeout,
     task_cycle,
 )
-from stretto.plans.schema import describe, plan_schema, plan_validator, validation_problems
-from stretto.plans.yamlsource import Located, Path_, load_located
+from stretto.plans.schema import plan_schema, plan_validator, validation_problems
+from stretto.plans.yamlsource import Located, Path_, describe, load_located
 
 DEFAULT_MAX_ATTEMPTS = 3
 #: A task with no ``files`` owns this when the plan says ``unowned: everything`` (the default).

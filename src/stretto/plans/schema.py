@@ -15,7 +15,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from stretto.errors import Diagnostic
-from stretto.plans.yamlsource import Located, Path_
+from stretto.plans.yamlsource import Located, Path_, describe
 
 if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
@@ -179,23 +179,6 @@ _FIELD_TYPES = {
     "timeout": "seconds (600) or a duration such as '90s', '15m', '1h'",
     "budget": "an amount in USD such as 5 or 12.5",
 }
-
-
-def describe(value: Any) -> str:
-    """What a YAML value is, in words: ``a string ('x')``, ``a number (3)``, ``a list``, …"""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
 
 
 def _shown(value: Any) -> str:

@@ -301,3 +301,20 @@ def _scalar_or_problem(
             )
         )
         return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def describe(value: Any) -> str:
+    """What a YAML value is, in words: ``a string ('x')``, ``a number (3)``, ``a list``, …"""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__

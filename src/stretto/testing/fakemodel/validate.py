@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.errors import Diagnostic
-from stretto.plans.yamlsource import Located, Path_, load_located
+from stretto.plans.yamlsource import Located, Path_, describe, load_located
 from stretto.testing.fakemodel.script import (
     PROTOCOLS,
     SESSION_NAME,
@@ -51,22 +51,6 @@ _MATCH_KEYS = ("no_tools", "json_mode", "body_contains", "protocol", "model")
 _PAST_END = ("done", "last_text")
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
 def _suggest(word: str, options: Sequence[str]) -> str:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
@@ -90,7 +74,7 @@ class _Checker:
             self.say(
                 (),
                 "a script must be a mapping with 'sessions:' (or 'steps:' for one session), "
-                f"got {_kind(data) if data != {} else 'an empty mapping'}",
+                f"got {describe(data) if data != {} else 'an empty mapping'}",
             )
             raise ScriptError(self.problems)
         self.keys(data, (), _SCRIPT_KEYS, "script")
@@ -102,7 +86,7 @@ class _Checker:
         if not isinstance(raw_sessions, dict):
             self.say(
                 ("sessions",),
-                f"expected a mapping of session name to steps, got {_kind(raw_sessions)}",
+                f"expected a mapping of session name to steps, got {describe(raw_sessions)}",
             )
             raw_sessions = {}
         for name, raw in raw_sessions.items():
@@ -154,7 +138,7 @@ class _Checker:
             return Session(self.steps(raw, path))
         if not isinstance(raw, dict):
             self.say(
-                path, f"expected a list of steps (or a mapping with 'steps:'), got {_kind(raw)}"
+                path, f"expected a list of steps (or a mapping with 'steps:'), got {describe(raw)}"
             )
             return None
         self.keys(raw, path, _SESSION_KEYS, "session")
@@ -168,7 +152,7 @@ class _Checker:
 
     def steps(self, raw: Any, path: Path_) -> tuple[Step, ...]:
         if not isinstance(raw, list):
-            self.say(path, f"expected a list of steps, got {_kind(raw)}")
+            self.say(path, f"expected a list of steps, got {describe(raw)}")
             return ()
         steps = [self.step(item, (*path, index)) for index, item in enumerate(raw)]
         return tuple(step for step in steps if step is not None)
@@ -178,14 +162,14 @@ class _Checker:
             return Step(text=raw)
         if not isinstance(raw, dict):
             self.say(
-                path, f"expected a step (a mapping with text, tool_calls, …), got {_kind(raw)}"
+                path, f"expected a step (a mapping with text, tool_calls, …), got {describe(raw)}"
             )
             return None
         before = len(self.problems)
         self.keys(raw, path, _STEP_KEYS, "step")
         text = raw.get("text")
         if text is not None and not isinstance(text, str):
-            self.say((*path, "text"), f"expected a string, got {_kind(text)}")
+            self.say((*path, "text"), f"expected a string, got {describe(text)}")
             text = None
         calls = self.tool_calls(raw.get("tool_calls", []), (*path, "tool_calls"))
         usage = self.usage(raw["usage"], (*path, "usage")) if "usage" in raw else None
@@ -227,13 +211,13 @@ class _Checker:
 
     def tool_calls(self, raw: Any, path: Path_) -> tuple[ToolCall, ...]:
         if not isinstance(raw, list):
-            self.say(path, f"expected a list of tool calls, got {_kind(raw)}")
+            self.say(path, f"expected a list of tool calls, got {describe(raw)}")
             return ()
         calls: list[ToolCall] = []
         for index, item in enumerate(raw):
             where = (*path, index)
             if not isinstance(item, dict):
-                self.say(where, f"expected a tool call {{name, arguments}}, got {_kind(item)}")
+                self.say(where, f"expected a tool call {{name, arguments}}, got {describe(item)}")
                 continue
             before = len(self.problems)
             self.keys(item, where, _CALL_KEYS, "tool call")
@@ -243,13 +227,13 @@ class _Checker:
                     where if name is None else (*where, "name"),
                     "missing tool name; add 'name:' (e.g. write_file)"
                     if name is None
-                    else f"expected a tool name, got {_kind(name)}",
+                    else f"expected a tool name, got {describe(name)}",
                 )
             arguments = item.get("arguments", {})
             if not isinstance(arguments, dict):
                 self.say(
                     (*where, "arguments"),
-                    f"expected a mapping of argument names to values, got {_kind(arguments)}",
+                    f"expected a mapping of argument names to values, got {describe(arguments)}",
                 )
             custom = self.boolean(item.get("custom", False), (*where, "custom"))
             text_input = item.get("input")
@@ -270,14 +254,14 @@ class _Checker:
                 )
             call_id = item.get("id")
             if call_id is not None and not isinstance(call_id, str):
-                self.say((*where, "id"), f"expected a string, got {_kind(call_id)}")
+                self.say((*where, "id"), f"expected a string, got {describe(call_id)}")
             if len(self.problems) == before and isinstance(name, str):
                 calls.append(ToolCall(name, arguments, custom=custom, input=text_input, id=call_id))
         return tuple(calls)
 
     def usage(self, raw: Any, path: Path_) -> Usage | None:
         if not isinstance(raw, dict) or not raw:
-            self.say(path, f"expected a mapping with {', '.join(_USAGE_KEYS)}, got {_kind(raw)}")
+            self.say(path, f"expected a mapping with {', '.join(_USAGE_KEYS)}, got {describe(raw)}")
             return None
         self.keys(raw, path, _USAGE_KEYS, "usage")
         counts = {key: self.count(raw.get(key), (*path, key)) for key in _USAGE_KEYS}
@@ -288,7 +272,8 @@ class _Checker:
             raw = {"status": raw}
         if not isinstance(raw, dict):
             self.say(
-                path, f"expected a mapping like {{status: 429, retry_after: 1}}, got {_kind(raw)}"
+                path,
+                f"expected a mapping like {{status: 429, retry_after: 1}}, got {describe(raw)}",
             )
             return None
         before = len(self.problems)
@@ -298,12 +283,13 @@ class _Checker:
             self.say(path, "missing 'status:' in this http_error (e.g. 400, 429 or 500)")
         elif isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
             self.say(
-                (*path, "status"), f"expected an HTTP error status 400-599, got {_kind(status)}"
+                (*path, "status"), f"expected an HTTP error status 400-599, got {describe(status)}"
             )
         body = raw.get("body")
         if body is not None and not isinstance(body, str | dict):
             self.say(
-                (*path, "body"), f"expected a string or a mapping (sent as JSON), got {_kind(body)}"
+                (*path, "body"),
+                f"expected a string or a mapping (sent as JSON), got {describe(body)}",
             )
         retry_after = self.number(raw.get("retry_after"), (*path, "retry_after"))
         times = self.count(raw.get("times"), (*path, "times"), minimum=1)
@@ -313,13 +299,13 @@ class _Checker:
 
     def rules(self, raw: Any, path: Path_) -> tuple[Rule, ...]:
         if not isinstance(raw, list):
-            self.say(path, f"expected a list of rules ({{when: …, reply: …}}), got {_kind(raw)}")
+            self.say(path, f"expected a list of rules ({{when: …, reply: …}}), got {describe(raw)}")
             return ()
         rules: list[Rule] = []
         for index, item in enumerate(raw):
             where = (*path, index)
             if not isinstance(item, dict):
-                self.say(where, f"expected a rule {{when: …, reply: …}}, got {_kind(item)}")
+                self.say(where, f"expected a rule {{when: …, reply: …}}, got {describe(item)}")
                 continue
             self.keys(item, where, _RULE_KEYS, "rule")
             for key in _RULE_KEYS:
@@ -335,7 +321,7 @@ class _Checker:
         if not isinstance(raw, dict) or not raw:
             self.say(
                 path,
-                f"expected a mapping of conditions ({', '.join(_MATCH_KEYS)}), got {_kind(raw)}",
+                f"expected a mapping of conditions ({', '.join(_MATCH_KEYS)}), got {describe(raw)}",
             )
             return None
         self.keys(raw, path, _MATCH_KEYS, "condition")
@@ -354,7 +340,7 @@ class _Checker:
                     else (*path, "protocol")
                 )
                 if name not in PROTOCOLS:
-                    shown = repr(name) if isinstance(name, str) else _kind(name)
+                    shown = repr(name) if isinstance(name, str) else describe(name)
                     hint = _suggest(name, PROTOCOLS) if isinstance(name, str) else ""
                     self.say(
                         where, f"unknown protocol {shown}{hint}; use one of: {', '.join(PROTOCOLS)}"
@@ -378,12 +364,12 @@ class _Checker:
         if isinstance(raw, dict):
             return self.step(raw, path)
         hint = _suggest(raw, _PAST_END) if isinstance(raw, str) else ""
-        self.say(path, f"expected 'done', 'last_text' or a step, got {_kind(raw)}{hint}")
+        self.say(path, f"expected 'done', 'last_text' or a step, got {describe(raw)}{hint}")
         return None
 
     def models(self, raw: Any, path: Path_) -> tuple[str, ...]:
         if not isinstance(raw, list) or not raw or not all(isinstance(m, str) and m for m in raw):
-            self.say(path, f"expected a non-empty list of model ids (strings), got {_kind(raw)}")
+            self.say(path, f"expected a non-empty list of model ids (strings), got {describe(raw)}")
             return ("fake-model",)
         return tuple(raw)
 
@@ -391,13 +377,13 @@ class _Checker:
         if raw is None:
             return False
         if not isinstance(raw, bool):
-            self.say(path, f"expected true or false, got {_kind(raw)}")
+            self.say(path, f"expected true or false, got {describe(raw)}")
             return False
         return raw
 
     def string(self, raw: Any, path: Path_) -> str | None:
         if raw is not None and (not isinstance(raw, str) or not raw):
-            self.say(path, f"expected a non-empty string, got {_kind(raw)}")
+            self.say(path, f"expected a non-empty string, got {describe(raw)}")
             return None
         return raw
 
@@ -410,7 +396,7 @@ class _Checker:
             or raw < 0
             or not math.isfinite(raw)
         ):
-            self.say(path, f"expected a number of seconds >= 0, got {_kind(raw)}")
+            self.say(path, f"expected a number of seconds >= 0, got {describe(raw)}")
             return None
         return float(raw)
 
@@ -418,7 +404,7 @@ class _Checker:
         if raw is None:
             return None
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-            self.say(path, f"expected a whole number >= {minimum}, got {_kind(raw)}")
+            self.say(path, f"expected a whole number >= {minimum}, got {describe(raw)}")
             return None
         return raw
 
