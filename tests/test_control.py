@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from _engines import stop_engines
 from stretto import api
 from stretto.engine.control import inbox_path, send
 from stretto.engine.journal import LOCK_NAME, Record, is_live, read_journal
 from stretto.errors import RunError
-from stretto.process import kill_token, processes_with_token
+from stretto.process import processes_with_token
 from stretto.testing.repo import git, make_repo
 
 STRETTO = [sys.executable, "-m", "stretto"]
@@ -41,13 +42,7 @@ def repo(tmp_path: Path) -> Iterator[Path]:
     """A repository with one commit on main; at the end, no engine or agent of it is left."""
     path = make_repo(tmp_path / "repo", {"README.md": "# test\n"})
     yield path
-    runs = path / ".stretto" / "runs"
-    for run_dir in runs.iterdir() if runs.is_dir() else []:
-        if is_live(run_dir):
-            pid = int((run_dir / LOCK_NAME).read_text().strip() or 0)
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-        kill_token(run_dir.name, grace=0.2)
+    stop_engines(path)
 
 
 def plan(repo: Path, text: str) -> Path:

@@ -5,8 +5,6 @@ the target branch itself, the same plan run twice at once.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from _engines import stop_engines
 from stretto import api
-from stretto.engine.journal import LOCK_NAME, is_live, read_journal
+from stretto.engine.journal import read_journal
 from stretto.frontends.cli import main
-from stretto.process import kill_token
 from stretto.testing.repo import git, make_repo
 
 
@@ -31,13 +29,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = make_repo(tmp_path / "repo", {"README.md": "# test\n"})
     monkeypatch.chdir(path)
     yield path
-    runs = path / ".stretto" / "runs"
-    for run_dir in runs.iterdir() if runs.is_dir() else []:
-        if is_live(run_dir):
-            pid = int((run_dir / LOCK_NAME).read_text().strip() or 0)
-            if pid and pid != os.getpid():
-                os.kill(pid, signal.SIGKILL)
-        kill_token(run_dir.name, grace=0.2)
+    stop_engines(path)
 
 
 def write(repo: Path, name: str, text: str) -> Path:
