@@ -42,3 +42,12 @@ def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def private_dir(path: Path) -> Path:
+    """Create the folder ``path`` (and missing parents) for its user alone (0700); an existing
+    folder is tightened to 0700. Returns ``path``."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path

@@ -137,9 +137,9 @@ def create_run(
     """
     run_id = run_id or new_run_id()
     from stretto.engine.control import make_inbox
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
-    ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
+    state_dir(repo)  # private, and never shown by `git status`
     same = running_same_plan(repo, plan, options.target)
     if same is not None:
         raise UsageError(
