@@ -30,6 +30,7 @@ from stretto.engine.gates import (
 from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.outcomes import AttemptEnd, log_tail
+from stretto.engine.sparse import sparse_for
 from stretto.engine.workspace import (
     Workspace,
     branch_name,
@@ -109,6 +110,7 @@ class Attempts:
                 link_dirs=ctx.options.link_dirs,
                 setup=ctx.options.setup,
                 setup_env=ctx.env(task, attempt),
+                sparse=sparse_for(task, ctx.options.sparse),
             )
         except Exception as error:
             ctx.journal.fail(branch_intent, str(error))

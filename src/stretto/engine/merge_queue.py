@@ -205,7 +205,8 @@ class MergeQueue:
         self, task: Task, merged_tree: str, verified_tree: str
     ) -> list[tuple[str, Gate]]:
         gates: list[tuple[str, Gate]] = []
-        differs = merged_tree != verified_tree
+        # A sparse attempt's gates saw only part of the tree: they run again on the whole.
+        differs = merged_tree != verified_tree or self.ctx.options.sparse is not None
         for gate in self.ctx.options.gates:
             if gate.when in ("merge", "both") or (
                 gate.when == "attempt" and differs and self.ctx.options.recheck_merged

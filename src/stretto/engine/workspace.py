@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Literal
 
+from stretto.engine.sparse import sparse_checkout
 from stretto.errors import RepoError, StrettoError
 from stretto.git import (
     WorktreeEntry,
@@ -177,6 +178,7 @@ def create_workspace(
     setup: Sequence[str] = (),
     setup_timeout: float = SETUP_TIMEOUT,
     setup_env: Mapping[str, str] | None = None,
+    sparse: Sequence[str] | None = None,
 ) -> Workspace:
     """Create, or finish creating, one attempt's worktree; safe to call again after a crash.
 
@@ -196,6 +198,10 @@ def create_workspace(
         setup: Shell commands run in order with ``bash -c`` in the worktree.
         setup_timeout: Seconds each setup command may take.
         setup_env: Extra environment variables for the setup commands.
+        sparse: ``None`` checks out every file; otherwise the worktree is a cone-mode sparse
+            checkout (``git sparse-checkout set --cone``) of these directories: it holds the
+            top-level files, the files directly inside each parent of a listed directory and
+            everything beneath a listed one.
 
     Returns:
         The workspace, ``base`` resolved to a full commit id.
@@ -224,8 +230,12 @@ def create_workspace(
         add = ["worktree", "add", "--no-checkout", "--no-track", "-b", branch, str(path), base_sha]
         if fresh and run_git(add, top, check=False).returncode == 0:
             populate = True
+            if sparse is not None:  # under the lock: git may write the shared config
+                sparse_checkout(path, sparse)
         else:
             _ensure_worktree(top, root, path, branch, base_sha)
+            if sparse is not None:
+                sparse_checkout(path, sparse)
     if populate:
         run_git(["reset", "--hard", "-q", base_sha], path)
     link_shared_dirs(top, path, [*AUTO_LINK_DIRS, *link_dirs])
@@ -406,9 +416,11 @@ def commit_all(ws: Workspace, message: str, *, author: str = "stretto <stretto@l
     """Stage everything in the workspace and commit it if anything changed.
 
     ``git add -A`` honours ``.gitignore`` and the excludes, so linked directories are never
-    staged. This commit is stretto's bookkeeping, so it passes ``--no-verify`` (the user's hooks
-    run as gates on the result instead), turns signing off and sets author and committer
-    explicitly, which also makes it work with no git identity configured.
+    staged; in a sparse worktree it also stages new files outside the cone (``--sparse``), so
+    the scope gate sees every change. This commit is stretto's bookkeeping: like every git
+    command of stretto's it runs no hook (:mod:`stretto.git`; checks belong in gates), it turns
+    signing off and sets author and committer explicitly, which also makes it work with no git
+    identity configured.
 
     Args:
         ws: The workspace.
@@ -433,7 +445,7 @@ def commit_all(ws: Workspace, message: str, *, author: str = "stretto <stretto@l
             f"workspace {ws.path} is on {on or 'a detached HEAD'}, not on its branch {ws.branch}, "
             f"so its work would be lost; inspect it, then `git switch {ws.branch}` there"
         )
-    run_git(["add", "-A"], ws.path)
+    run_git(["add", "-A", "--sparse"], ws.path)  # `--sparse`: also paths outside a sparse cone
     if run_git(["diff", "--cached", "--quiet"], ws.path, check=False).returncode != 0:
         identity = {
             f"GIT_{who}_{what}": value
