@@ -3,9 +3,10 @@
 Generates a repository of ``--files`` small files (default 20,000: 200 folders of 100), then
 times :func:`stretto.engine.workspace.create_workspace` for one attempt whose task owns one folder
 (``dir-007/**``) and ``tests`` is configured: a full checkout (``sparse`` off) against a
-cone-mode sparse one, interleaved round by round (the order alternates), each worktree removed,
-untimed, before the next. Prints the medians, their ratio, and the number of files each worktree
-holds.
+cone-mode sparse one, and, as the floor, a plain ``git worktree add --detach`` of the same commit
+(what git alone costs for a full checkout), interleaved round by round (the order rotates), each
+worktree removed, untimed, before the next. Prints the medians, the full/sparse ratio, and the
+number of files each worktree holds.
 
 Run: .venv/bin/python benchmarks/bench_sparse.py [--files 20000] [--repeat 9] [--json]
 """
@@ -24,6 +25,8 @@ from _common import machine, median, quartiles, table
 from stretto.engine.workspace import create_workspace, remove_workspace
 from stretto.plans.paths import sparse_dirs
 from stretto.testing.repo import git
+
+GIT_ONLY = "git worktree add"
 
 PER_FOLDER = 100
 
@@ -56,7 +59,7 @@ def main() -> int:
     os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
     cone = sparse_dirs(["dir-007/**", "tests"])
     assert cone == ("dir-007", "tests"), cone
-    modes: dict[str, tuple[str, ...] | None] = {"full": None, "sparse": cone}
+    modes: dict[str, tuple[str, ...] | None] = {"full": None, "sparse": cone, GIT_ONLY: None}
     with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
         repo = Path(tmp) / "repo"
         started = time.perf_counter()
@@ -66,14 +69,22 @@ def main() -> int:
         held: dict[str, int] = {}
         attempt = 0
         for round_ in range(args.repeat + 1):  # round 0 warms the caches, untimed
-            order = list(modes) if round_ % 2 == 0 else list(modes)[::-1]
-            for name in order:
+            shift = round_ % len(modes)
+            for name in [*modes][shift:] + [*modes][:shift]:
                 attempt += 1
-                start = time.perf_counter()
-                ws = create_workspace(repo, "bench", "t", attempt, "main", sparse=modes[name])
-                elapsed = time.perf_counter() - start
-                held[name] = count_files(ws.path)
-                remove_workspace(repo, ws, delete_branch=True, expected_sha=ws.base)
+                if name == GIT_ONLY:
+                    plain = Path(tmp) / f"plain-{attempt}"
+                    start = time.perf_counter()
+                    git(repo, "worktree", "add", "-q", "--detach", str(plain), "main")
+                    elapsed = time.perf_counter() - start
+                    held[name] = count_files(plain)
+                    git(repo, "worktree", "remove", "--force", str(plain))
+                else:
+                    start = time.perf_counter()
+                    ws = create_workspace(repo, "bench", "t", attempt, "main", sparse=modes[name])
+                    elapsed = time.perf_counter() - start
+                    held[name] = count_files(ws.path)
+                    remove_workspace(repo, ws, delete_branch=True, expected_sha=ws.base)
                 if round_:
                     times[name].append(elapsed)
     full, sparse = median(times["full"]), median(times["sparse"])
@@ -82,6 +93,7 @@ def main() -> int:
         "repeat": args.repeat,
         "full_ms": round(full * 1000, 1),
         "sparse_ms": round(sparse * 1000, 1),
+        "git_worktree_add_ms": round(median(times[GIT_ONLY]) * 1000, 1),
         "ratio": round(full / sparse, 2),
         "files_full": held["full"],
         "files_sparse": held["sparse"],

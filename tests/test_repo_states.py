@@ -341,6 +341,33 @@ def test_stale_branches_and_locked_or_prunable_worktrees(tmp_path: Path, env: An
     assert git(repo, "symbolic-ref", "--short", "HEAD").strip() == "dev"
 
 
+def test_a_branch_with_the_name_of_an_attempt_is_never_taken_over(tmp_path: Path, env: Any) -> None:
+    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    theirs = "stretto/nightly/a/1"  # what attempt 1 of task a in a run named "nightly" uses
+    git(repo, "switch", "-q", "-c", theirs)
+    tip = commit_file(repo, "a.txt", "their own work\n", "someone else's commit")
+    git(repo, "switch", "-q", "main")
+    plan = plan_file(tmp_path, step("a", "echo A > a.txt", files=["a.txt"]))
+    code = (
+        "import sys\nfrom stretto import api\n"
+        "print(api.start_run('.', sys.argv[1], run_id='nightly').summary.status)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(plan)], cwd=repo, env=env, capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["finished"]
+    assert rev(repo, theirs) == tip  # left exactly as it was
+    assert show(repo, "a.txt") == "A\n"
+    contains = subprocess.run(["git", "merge-base", "--is-ancestor", tip, "main"], cwd=repo)
+    assert contains.returncode == 1  # their commit did not land with stretto's work
+    journal = (repo / ".stretto" / "runs" / "nightly" / "journal.jsonl").read_text()
+    assert "already exists with commits stretto did not make for this attempt" in journal
+    assert "Stretto-Attempt: 2" in git(repo, "log", "-1", "main", "--format=%B")
+
+
 # --------------------------------------------------------------------------- submodules, LFS
 
 

@@ -18,7 +18,6 @@ from stretto.engine.workspace import (
     PORT_STRIDE,
     ChangedFile,
     Workspace,
-    WorkspaceSetupError,
     branch_name,
     changed_files,
     commit_all,
@@ -29,6 +28,7 @@ from stretto.engine.workspace import (
     worktrees_root,
 )
 from stretto.engine.workspace_gc import collect_garbage, list_workspaces
+from stretto.engine.workspace_setup import WorkspaceSetupError
 from stretto.errors import RepoError, StrettoError
 from stretto.git import (
     GitCommandError,

@@ -111,6 +111,7 @@ class Attempts:
                 setup=ctx.options.setup,
                 setup_env=ctx.env(task, attempt),
                 sparse=sparse_for(task, ctx.options.sparse),
+                adopt=False,  # a new attempt number: an existing branch is someone else's
             )
         except Exception as error:
             ctx.journal.fail(branch_intent, str(error))
