@@ -16,8 +16,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -25,6 +26,7 @@ import yaml
 from stretto.testing.repo import commit_file, git, make_repo
 
 pytestmark = pytest.mark.timeout(90, method="thread")
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -263,11 +265,13 @@ def test_dirty_checkout_is_never_touched_and_told_how_to_catch_up(tmp_path: Path
     assert recipe in result.stdout
 
 
-def test_target_moved_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -> None:
-    gate = f"(test -f user.txt && echo with-user || echo without-user) >> {q(out)}/gate.txt"
-    repo = repo_with(tmp_path, {"a.txt": "a\n"}, f"[gates]\nprobe = {gate!r}\n")
-    wait = f"touch {q(out)}/started; while [ ! -f {q(out)}/go ]; do sleep 0.05; done"
-    plan = plan_file(tmp_path, step("work", f"{wait}; echo w > work.txt", files=["work.txt"]))
+WAIT = "touch {out}/started; while [ ! -f {out}/go ]; do sleep 0.05; done"
+
+
+def run_meanwhile(
+    repo: Path, env: Any, out: Path, plan: Path, user: Callable[[], T]
+) -> tuple[str, T]:
+    """Run ``plan``; once its agent has started (and waits for ``out/go``), call ``user``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "stretto", "run", "--plain", str(plan)],
         cwd=repo,
@@ -281,17 +285,27 @@ def test_target_moved_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -
         while not (out / "started").exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
             time.sleep(0.05)
-        user = commit_file(repo, "user.txt", "mine\n", "the user's own commit")
+        done = user()
         (out / "go").touch()
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output
-    head = rev(repo)
-    assert (
-        subprocess.run(["git", "merge-base", "--is-ancestor", user, head], cwd=repo).returncode == 0
+    return output, done
+
+
+def test_target_moved_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -> None:
+    gate = f"(test -f user.txt && echo with-user || echo without-user) >> {q(out)}/gate.txt"
+    repo = repo_with(tmp_path, {"a.txt": "a\n"}, f"[gates]\nprobe = {gate!r}\n")
+    wait = WAIT.format(out=q(out))
+    plan = plan_file(tmp_path, step("work", f"{wait}; echo w > work.txt", files=["work.txt"]))
+
+    _, user = run_meanwhile(
+        repo, env, out, plan, lambda: commit_file(repo, "user.txt", "mine\n", "the user's")
     )
+
+    head = rev(repo)
     assert git(repo, "rev-parse", f"{head}^1").strip() == user  # landed on top of theirs
     assert show(repo, "user.txt") == "mine\n" and show(repo, "work.txt") == "w\n"
     # The gate passed in the attempt's worktree (forked before the user's commit), then ran
@@ -299,6 +313,31 @@ def test_target_moved_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -
     assert (out / "gate.txt").read_text().split() == ["without-user", "with-user"]
     assert (repo / "work.txt").read_text() == "w\n"  # the clean checkout came along
     assert leftovers(repo) == ([], [])
+
+
+def test_target_rewound_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -> None:
+    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    bad = commit_file(repo, "bad.txt", "a mistake\n", "a commit the user will drop")
+    wait = WAIT.format(out=q(out))
+    plan = plan_file(tmp_path, step("work", f"{wait}; echo w > work.txt", files=["work.txt"]))
+
+    def rewind() -> None:
+        git(repo, "reset", "-q", "--hard", "HEAD~1")  # main checked out: main is rewound
+
+    output, _ = run_meanwhile(repo, env, out, plan, rewind)
+
+    assert landed(repo) == ["work"] and show(repo, "work.txt") == "w\n"
+    # The first attempt forked from the dropped commit: merging it would have brought the
+    # commit back. It was refused (not counted) and redone from the new head.
+    assert "bad.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main").split()
+    contains = subprocess.run(["git", "merge-base", "--is-ancestor", bad, "main"], cwd=repo)
+    assert contains.returncode == 1
+    assert "was rewound since this attempt started" in output
+    assert "ok   work  attempts 2" in output
+    assert not (repo / "bad.txt").exists() and (repo / "work.txt").read_text() == "w\n"
+    [kept], _ = leftovers(repo)  # the refused attempt's worktree, kept for inspection
+    assert kept.endswith("-work-1")
+    assert stretto(repo, env, "clean").returncode == 0 and leftovers(repo) == ([], [])
 
 
 # --------------------------------------------------------------------------- branches, worktrees

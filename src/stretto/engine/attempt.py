@@ -270,7 +270,7 @@ class Attempts:
         tree = merging.tree_of(ctx.repo, head) or ""
         ctx.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
         crashpoint("after-verified")
-        end = await self.queue.land(task, attempt, head, tree, env)
+        end = await self.queue.land(task, attempt, head, tree, env, ws.base)
         if end.landed:
             # Off the critical path: dependents need not wait for the worktree to go.
             self.cleanups.append(
