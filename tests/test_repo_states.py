@@ -237,6 +237,22 @@ def test_missing_target_branch_is_exit_2_and_writes_nothing(tmp_path: Path, env:
     assert everything(repo) == before
 
 
+def test_a_stale_lock_on_the_target_is_exit_2_and_writes_nothing(tmp_path: Path, env: Any) -> None:
+    repo = repo_with(tmp_path)
+    lock = repo / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text("")  # what a git killed while moving main leaves behind
+    before = everything(repo)
+
+    result = run(repo, env, step("a", "echo a > a.txt", files=["a.txt"]))
+
+    assert result.returncode == 2
+    assert f"the target branch 'main' is locked: {lock} exists" in result.stderr
+    assert "remove it, then retry" in result.stderr
+    assert everything(repo) == before
+    lock.unlink()
+    assert run(repo, env, step("a", "echo a > a.txt", files=["a.txt"])).returncode == 0
+
+
 # --------------------------------------------------------------------------- the user's checkout
 
 

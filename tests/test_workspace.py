@@ -196,6 +196,28 @@ def test_update_ref_cas_moves_only_from_the_expected_value(repo: Path) -> None:
         update_ref_cas(repo, "target", second, first, "short name")
 
 
+def test_update_ref_cas_waits_out_a_short_lock_and_names_a_stale_one(repo: Path) -> None:
+    first = head(repo)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    second = head(repo)
+    ref = "refs/heads/target"
+    git(repo, "update-ref", ref, first)
+    lock = repo / ".git" / "refs" / "heads" / "target.lock"
+    lock.write_text("")  # another git process is moving the ref right now
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: (time.sleep(0.3), lock.unlink()))
+        assert update_ref_cas(repo, ref, second, first, "after the lock") is True
+    assert rev_parse(repo, ref) == second
+
+    lock.write_text("")  # a crashed git left it behind: give up, with git's own message
+    started = time.monotonic()
+    with pytest.raises(GitCommandError, match=r"target\.lock': File exists"):
+        update_ref_cas(repo, ref, first, second, "never")
+    assert 1.0 < time.monotonic() - started < 10
+    assert rev_parse(repo, ref) == second
+
+
 # --- names and ports ------------------------------------------------------------------------
 
 

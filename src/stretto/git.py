@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,7 +237,8 @@ def update_ref_cas(cwd: Path, ref: str, new: str, old: str | None, message: str)
     """Move ``ref`` to ``new`` only if it currently points at ``old`` (compare-and-swap).
 
     Runs ``git update-ref -m <message> <ref> <new> <old>``, which git applies atomically under
-    the ref's lock.
+    the ref's lock. While another git process holds that lock (``<ref>.lock`` exists), it tries
+    again for about a second and a half before giving up.
 
     Args:
         cwd: A directory inside the repository.
@@ -257,9 +259,13 @@ def update_ref_cas(cwd: Path, ref: str, new: str, old: str | None, message: str)
             f"update_ref_cas needs a full ref name such as refs/heads/main, not {ref!r}"
         )
     args = ["update-ref", "-m", message, ref, new, old if old is not None else ""]
-    result = run_git(args, cwd, check=False)
-    if result.returncode == 0:
-        return True
+    for pause in (0.05, 0.1, 0.2, 0.4, 0.8, 0.0):
+        result = run_git(args, cwd, check=False)
+        if result.returncode == 0:
+            return True
+        if "cannot lock ref" not in result.stderr or "is at" in result.stderr:
+            break
+        time.sleep(pause)  # another git process holds the ref's lock for a moment
     current = rev_parse(cwd, ref)
     if current != (rev_parse(cwd, old) if old is not None else None):
         return False

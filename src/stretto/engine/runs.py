@@ -21,7 +21,7 @@ from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
 from stretto.errors import RunError, UnknownRunError, UsageError
 from stretto.files import write_atomic
-from stretto.git import branch_tips, current_branch, rev_parse, toplevel
+from stretto.git import branch_tips, current_branch, git_common_dir, rev_parse, toplevel
 from stretto.options import RunOptions
 
 if TYPE_CHECKING:
@@ -108,11 +108,19 @@ def check_target(repo: Path, target: str) -> None:
     """The target branch must exist and have a commit: every worktree forks from its head.
 
     Raises:
-        UsageError: The repository has no commit yet, or the branch does not exist (the
+        UsageError: The branch's ref is locked (a ``.lock`` file a crashed git left behind),
+            the repository has no commit yet, or the branch does not exist (the
             message names the branches that do, and says when a detached HEAD made the target
             default to ``main``).
     """
     if rev_parse(repo, f"refs/heads/{target}") is not None:
+        lock = git_common_dir(repo) / "refs" / "heads" / f"{target}.lock"
+        if lock.exists():
+            raise UsageError(
+                f"the target branch '{target}' is locked: {lock} exists, so no landing could "
+                "move it. If a git command is running, wait for it and retry; if none is, a "
+                "crashed one left the file behind: remove it, then retry"
+            )
         return
     branches = sorted(branch_tips(repo))
     if not branches:
