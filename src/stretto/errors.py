@@ -10,6 +10,8 @@ says what is wrong and how to fix it::
     │   ├── ConfigError                  stretto.toml / [tool.stretto]
     │   └── ScriptError                  a scripted model server's script (stretto.testing)
     ├── RepoError                exit 1  the git repository is missing or not in a usable state
+    │   ├── NotARepositoryError  exit 2  the command was run outside a git work tree (or in a
+    │   │                                bare repository); nothing was done
     │   └── GitCommandError              a git command failed (command, cwd, stderr)
     ├── RunError                 exit 1  a run could not start or continue (locked, damaged, …)
     │   └── UnknownRunError      exit 2  no run has that id (or a prefix matches several)
@@ -96,6 +98,12 @@ class ConfigError(InputError):
 
 class RepoError(StrettoError):
     """The git repository is missing or not in a state stretto can work with."""
+
+
+class NotARepositoryError(RepoError):
+    """The directory is not inside a git work tree (or is a bare repository); nothing was done."""
+
+    exit_code = 2
 
 
 class RunError(StrettoError):

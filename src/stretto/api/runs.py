@@ -436,7 +436,7 @@ def start_run(
 
 def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
     from stretto.config import load_config
-    from stretto.engine.runs import check_agents, options_for
+    from stretto.engine.runs import check_agents, check_target, options_for
 
     run_options = options_for(
         load_config(repo),
@@ -446,6 +446,7 @@ def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
         target=options.target,
         agent=options.agent,
     )
+    check_target(repo, run_options.target)
     check_agents(plan, run_options)
     return run_options
 

@@ -30,6 +30,7 @@ from stretto.engine.gates import (
 from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.outcomes import AttemptEnd, log_tail
+from stretto.engine.sparse import sparse_for
 from stretto.engine.workspace import (
     Workspace,
     branch_name,
@@ -109,6 +110,8 @@ class Attempts:
                 link_dirs=ctx.options.link_dirs,
                 setup=ctx.options.setup,
                 setup_env=ctx.env(task, attempt),
+                sparse=sparse_for(task, ctx.options.sparse),
+                adopt=False,  # a new attempt number: an existing branch is someone else's
             )
         except Exception as error:
             ctx.journal.fail(branch_intent, str(error))
@@ -267,7 +270,7 @@ class Attempts:
         tree = merging.tree_of(ctx.repo, head) or ""
         ctx.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
         crashpoint("after-verified")
-        end = await self.queue.land(task, attempt, head, tree, env)
+        end = await self.queue.land(task, attempt, head, tree, env, ws.base)
         if end.landed:
             # Off the critical path: dependents need not wait for the worktree to go.
             self.cleanups.append(

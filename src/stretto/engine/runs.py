@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
 from stretto.errors import RunError, UnknownRunError, UsageError
 from stretto.files import write_atomic
-from stretto.git import rev_parse, toplevel
+from stretto.git import branch_tips, current_branch, git_common_dir, rev_parse, toplevel
 from stretto.options import RunOptions
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ STATE_DIR = ".stretto"
 def runs_root(repo: Path) -> Path:
     """``<repo>/.stretto/runs``."""
     return repo / STATE_DIR / "runs"
+
+
+GENERATED_RUN_ID = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
+"""The shape of the run ids :func:`new_run_id` makes."""
 
 
 def new_run_id() -> str:
@@ -63,6 +68,7 @@ def options_for(
         scope=config.scope,
         link_dirs=config.link_dirs,
         setup=config.setup,
+        sparse=config.sparse,
         env_allow=config.env_allow,
         agent_settings=config.agents,
         router=config.router,
@@ -90,16 +96,49 @@ def prepare_run(
     options = options_for(
         config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
     )
-    if rev_parse(repo, f"refs/heads/{options.target}") is None:
-        raise UsageError(
-            f"target branch '{options.target}' does not exist in {repo}; create it "
-            f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
-        )
+    check_target(repo, options.target)
     check_agents(plan, options)
     from stretto.routing.dispatch import load_policy
 
     load_policy(repo, options)  # a damaged policy file stops the run before it starts
     return repo, plan, options
+
+
+def check_target(repo: Path, target: str) -> None:
+    """The target branch must exist and have a commit: every worktree forks from its head.
+
+    Raises:
+        UsageError: The branch's ref is locked (a ``.lock`` file a crashed git left behind),
+            the repository has no commit yet, or the branch does not exist (the
+            message names the branches that do, and says when a detached HEAD made the target
+            default to ``main``).
+    """
+    if rev_parse(repo, f"refs/heads/{target}") is not None:
+        lock = git_common_dir(repo) / "refs" / "heads" / f"{target}.lock"
+        if lock.exists():
+            raise UsageError(
+                f"the target branch '{target}' is locked: {lock} exists, so no landing could "
+                "move it. If a git command is running, wait for it and retry; if none is, a "
+                "crashed one left the file behind: remove it, then retry"
+            )
+        return
+    branches = sorted(branch_tips(repo))
+    if not branches:
+        raise UsageError(
+            f"{repo} has no commit yet, and stretto lands work on top of the target branch's "
+            'head; make a first commit (`git commit --allow-empty -m "initial commit"`), '
+            "then retry"
+        )
+    detached = (
+        " (HEAD is detached, so the target defaulted to 'main')"
+        if current_branch(repo) is None
+        else ""
+    )
+    shown = ", ".join(branches[:8]) + (", ..." if len(branches) > 8 else "")
+    raise UsageError(
+        f"target branch '{target}' does not exist in {repo}{detached}; its branches: {shown}. "
+        f"Set 'target' in the plan or stretto.toml, or create the branch (`git branch {target}`)"
+    )
 
 
 def check_agents(plan: Plan, options: RunOptions) -> None:
