@@ -19,8 +19,8 @@ from stretto.config import Config, load_config
 from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, parse_record, read_journal
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
-from stretto.errors import RunError, UnknownRunError, UsageError
-from stretto.files import write_atomic
+from stretto.errors import RunError, StorageError, UnknownRunError, UsageError
+from stretto.files import storage_fault, write_atomic
 from stretto.git import branch_tips, current_branch, git_common_dir, rev_parse, toplevel
 from stretto.options import RunOptions
 
@@ -187,7 +187,12 @@ def create_run(
             f"{same} --follow`), or cancel it first (`stretto cancel {same}`)"
         )
     run_dir = runs_root(repo) / run_id
-    journal = journal or Journal.create(run_dir)
+    ours = journal is None  # not one a detached `-g` made (it holds the goal and its cost)
+    try:
+        journal = journal or Journal.create(run_dir)
+    except StorageError as error:
+        _remove_unstarted(run_dir)
+        raise _cannot_start(run_id, error) from None
     try:
         make_inbox(run_dir)
         write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())
@@ -210,10 +215,31 @@ def create_run(
             if sink:
                 sink(record)
         journal.sync()
-    except BaseException:
+    except BaseException as error:
         journal.close()
-        raise
+        if not isinstance(error, Exception) or storage_fault(error) is None:
+            raise
+        if ours:
+            _remove_unstarted(run_dir)
+        raise _cannot_start(run_id, error) from None
     return journal
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove the directory of a run that could not start: no agent ran, nothing to resume."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _cannot_start(run_id: str, error: Exception) -> StorageError:
+    what = storage_fault(error) or str(error)
+    return StorageError(
+        f"cannot start run {run_id}: stretto could not write its files ({what}). Nothing ran "
+        "and nothing was changed; free space on that disk (or make it writable) and start "
+        "the run again",
+        reason=what,
+    )
 
 
 def running_same_plan(repo: Path, plan: Plan, target: str) -> str | None:
