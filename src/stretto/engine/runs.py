@@ -90,12 +90,11 @@ def prepare_run(
     options = options_for(
         config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
     )
-    if rev_parse(repo, f"refs/heads/{options.target}") is None:
-        raise UsageError(
-            f"target branch '{options.target}' does not exist in {repo}; create it "
-            f"(`git branch {options.target}`), or set 'target' in the plan or stretto.toml"
-        )
-    check_agents(plan, options)
+    from stretto.engine.preflight import check_agents, check_paths, check_target
+
+    check_target(repo, plan, options, config)
+    check_agents(plan, options, config)
+    check_paths(repo, plan)
     from stretto.routing.dispatch import load_policy
 
     load_policy(repo, options)  # a damaged policy file stops the run before it starts
@@ -103,19 +102,11 @@ def prepare_run(
 
 
 def check_agents(plan: Plan, options: RunOptions) -> None:
-    """Every agent the plan names must exist and be configured well enough to start."""
-    from stretto.agents import get_adapter
+    """Every agent the plan names must exist and be configured well enough to start
+    (see :func:`stretto.engine.preflight.check_agents`)."""
+    from stretto.engine.preflight import check_agents as check
 
-    names = {task.agent or options.default_agent for task in plan.tasks}
-    names |= {arm.agent for arm in options.router.arms}
-    for name in sorted(names):
-        settings = options.agent_settings.get(name)
-        get_adapter(name, settings)  # unknown agent: UsageError listing the known ones
-        if (settings or {}).get("adapter") == "command" and not (settings or {}).get("command"):
-            raise UsageError(
-                f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
-                'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
-            )
+    check(plan, options)
 
 
 def create_run(
