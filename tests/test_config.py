@@ -722,7 +722,7 @@ def test_config_that_is_not_utf8(repo: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(repo)
 
-    assert "is not UTF-8 text" in caught.value.diagnostics[0].message
+    assert "not UTF-8 text" in caught.value.diagnostics[0].message
 
 
 def test_load_config_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

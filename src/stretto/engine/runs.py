@@ -21,7 +21,7 @@ from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
 from stretto.errors import RunError, StorageError, UnknownRunError, UsageError
 from stretto.files import storage_fault, write_atomic
-from stretto.git import branch_tips, current_branch, git_common_dir, rev_parse, toplevel
+from stretto.git import rev_parse, toplevel
 from stretto.options import RunOptions
 
 if TYPE_CHECKING:
@@ -96,65 +96,23 @@ def prepare_run(
     options = options_for(
         config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
     )
-    check_target(repo, options.target)
-    check_agents(plan, options)
+    from stretto.engine.preflight import check_agents, check_paths, check_target
+
+    check_target(repo, plan, options, config)
+    check_agents(plan, options, config)
+    check_paths(repo, plan)
     from stretto.routing.dispatch import load_policy
 
     load_policy(repo, options)  # a damaged policy file stops the run before it starts
     return repo, plan, options
 
 
-def check_target(repo: Path, target: str) -> None:
-    """The target branch must exist and have a commit: every worktree forks from its head.
-
-    Raises:
-        UsageError: The branch's ref is locked (a ``.lock`` file a crashed git left behind),
-            the repository has no commit yet, or the branch does not exist (the
-            message names the branches that do, and says when a detached HEAD made the target
-            default to ``main``).
-    """
-    if rev_parse(repo, f"refs/heads/{target}") is not None:
-        lock = git_common_dir(repo) / "refs" / "heads" / f"{target}.lock"
-        if lock.exists():
-            raise UsageError(
-                f"the target branch '{target}' is locked: {lock} exists, so no landing could "
-                "move it. If a git command is running, wait for it and retry; if none is, a "
-                "crashed one left the file behind: remove it, then retry"
-            )
-        return
-    branches = sorted(branch_tips(repo))
-    if not branches:
-        raise UsageError(
-            f"{repo} has no commit yet, and stretto lands work on top of the target branch's "
-            'head; make a first commit (`git commit --allow-empty -m "initial commit"`), '
-            "then retry"
-        )
-    detached = (
-        " (HEAD is detached, so the target defaulted to 'main')"
-        if current_branch(repo) is None
-        else ""
-    )
-    shown = ", ".join(branches[:8]) + (", ..." if len(branches) > 8 else "")
-    raise UsageError(
-        f"target branch '{target}' does not exist in {repo}{detached}; its branches: {shown}. "
-        f"Set 'target' in the plan or stretto.toml, or create the branch (`git branch {target}`)"
-    )
-
-
 def check_agents(plan: Plan, options: RunOptions) -> None:
-    """Every agent the plan names must exist and be configured well enough to start."""
-    from stretto.agents import get_adapter
+    """Every agent the plan names must exist and be configured well enough to start
+    (see :func:`stretto.engine.preflight.check_agents`)."""
+    from stretto.engine.preflight import check_agents as check
 
-    names = {task.agent or options.default_agent for task in plan.tasks}
-    names |= {arm.agent for arm in options.router.arms}
-    for name in sorted(names):
-        settings = options.agent_settings.get(name)
-        get_adapter(name, settings)  # unknown agent: UsageError listing the known ones
-        if (settings or {}).get("adapter") == "command" and not (settings or {}).get("command"):
-            raise UsageError(
-                f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
-                'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
-            )
+    check(plan, options)
 
 
 def create_run(

@@ -12,6 +12,7 @@ repository; timeouts, branch names and texts are usable. Each problem is a locat
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def parse_duration(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value > 0 else None
+        return float(value) if 0 < value < math.inf else None
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
@@ -85,7 +86,11 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
         elif stage.name in stage_names:
             first = located.where(("stages", stage_names[stage.name], "name"))[0]
             problems.append(
-                say(at, f"duplicate stage name '{stage.name}' (first used on line {first})")
+                say(
+                    at,
+                    f"duplicate stage name '{stage.name}' (first used on line {first}); "
+                    "give each stage a unique name",
+                )
             )
         else:
             stage_names[stage.name] = s_index
@@ -184,6 +189,9 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
                             f"; '{dep}' is a stage: put it in this stage's depends_on, "
                             "or name step ids"
                         )
+                    if not hint:
+                        shown = ", ".join(all_ids[:10]) + (", …" if len(all_ids) > 10 else "")
+                        hint = f"; name a step of this plan: {shown}"
                     problems.append(say(at, f"unknown step '{dep}'{hint}"))
                 elif dep not in explicit_deps:
                     explicit_deps.append(dep)
@@ -195,6 +203,9 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
 
     return References(ids, stage_deps, explicit_of, sinks_of), problems
 
+
+#: The longest time limit a step may have (a week); longer ones overflow the clocks they use.
+MAX_TIMEOUT = 7 * 24 * 3600
 
 #: The longest goal, description or title a step may have, in bytes (a value in an agent's
 #: environment or argument list may not exceed 128 KiB on Linux).
@@ -235,7 +246,11 @@ def step_problems(step: Any, base: Path_, located: Located) -> list[Diagnostic]:
             )
     for g_index, gate in enumerate(step.gates):
         if not gate.strip():
-            problems.append(located.diagnostic((*base, "gates", g_index), "empty gate command"))
+            problems.append(
+                located.diagnostic(
+                    (*base, "gates", g_index), "empty gate command; give one, or remove the entry"
+                )
+            )
     return problems
 
 
@@ -246,6 +261,15 @@ def step_timeout(
     timeout = None
     if step.timeout is not None:
         timeout = parse_duration(step.timeout)
+        if timeout is not None and timeout > MAX_TIMEOUT:
+            problems.append(
+                located.diagnostic(
+                    (*base, "timeout"),
+                    f"timeout {step.timeout!r} is longer than a week; give at most "
+                    f"{MAX_TIMEOUT} seconds ('168h'), or leave it out for no limit",
+                )
+            )
+            return None
         if timeout is None:
             problems.append(
                 located.diagnostic(
