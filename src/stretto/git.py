@@ -327,3 +327,38 @@ def ignored_paths(cwd: Path, paths: Sequence[str]) -> set[str]:
 def is_tracked(cwd: Path, path: str) -> bool:
     """Tell whether the index at ``cwd`` tracks ``path`` or anything under it (taken literally)."""
     return run_git(["ls-files", "-z", "--", f":(literal){path}"], cwd).stdout != ""
+
+
+#: The identity stretto commits with when the user has none configured (docs/agents.md).
+STRETTO_IDENTITY = ("stretto", "stretto@localhost")
+
+
+def user_identity(cwd: Path) -> tuple[str, str]:
+    """The git identity (name, email) the user commits with in ``cwd``, as git resolves it from
+    the user's own configuration (``~/.gitconfig``, the repository's, ``GIT_AUTHOR_*``); parts
+    git cannot resolve come from :data:`STRETTO_IDENTITY`."""
+    found: list[str] = []
+    for key, fallback in zip(("user.name", "user.email"), STRETTO_IDENTITY, strict=True):
+        value = run_git(["config", "--get", key], cwd, check=False).stdout.strip()
+        found.append(value or fallback)
+    return found[0], found[1]
+
+
+def identity_env(identity: tuple[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """Variables that give every git command a child runs ``user.name`` and ``user.email``
+    without writing any config file (``GIT_CONFIG_COUNT``, git 2.31+), added after any such
+    settings ``env`` already carries.
+
+    An agent with a ``HOME`` of its own (aider) cannot see ``~/.gitconfig``; aider then writes
+    a made-up identity into the repository's shared ``.git/config`` (and two at once race on
+    its lock). With these variables it sees one and writes nothing.
+    """
+    try:
+        start = int(env.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        start = 0
+    out = {"GIT_CONFIG_COUNT": str(start + 2)}
+    for offset, (key, value) in enumerate(zip(("user.name", "user.email"), identity, strict=True)):
+        out[f"GIT_CONFIG_KEY_{start + offset}"] = key
+        out[f"GIT_CONFIG_VALUE_{start + offset}"] = value
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 from stretto.engine.gates import Gate, GateInput, Verdict, run_gates
 from stretto.engine.journal import Journal, Record, crashpoint
 from stretto.engine.workspace import Workspace, port_base
-from stretto.git import rev_parse
+from stretto.git import identity_env, rev_parse, user_identity
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
 from stretto.process import DEFAULT_ALLOW, TOKEN_VAR, allowed_env
@@ -54,6 +54,7 @@ class RunContext:
         self.journal = journal
         self.sink = sink
         self.planner_calls = 0
+        self._identity: tuple[str, str] | None = None
         self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
         self.slots: dict[str, int] = {}  # task -> agent slot (port range) while it runs
 
@@ -114,6 +115,12 @@ class RunContext:
                 "STRETTO_TARGET": self.options.target,
             }
         )
+        # The user's git identity through the environment: no agent needs to write one into
+        # the repository's config (aider does when it sees none), and any commit it makes is
+        # the user's (or stretto's, when the user has none).
+        if self._identity is None:
+            self._identity = user_identity(self.repo)
+        env.update(identity_env(self._identity, env))
         if ws is not None:
             env["STRETTO_WORKSPACE"] = str(ws.path)
             env["STRETTO_PORT_BASE"] = str(port_base(self.slot(task.id)))
