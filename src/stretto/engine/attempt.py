@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter
+from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter, used_model
 from stretto.engine import merge as merging
 from stretto.engine import prompt as prompting
 from stretto.engine.context import RunContext
@@ -201,15 +201,19 @@ class Attempts:
         except asyncio.CancelledError:
             if task.id in self.stopping:  # stopped (budget, cancel): what it used is still spent
                 result = adapter.decide(None, False, events)
-                self.dispatch.book(task, attempt, route, result.usage, result.cost_usd, "stopped")
+                model = used_model(events, launch, route.model)
+                self.dispatch.book(
+                    task, attempt, route, result.usage, result.cost_usd, "stopped", model=model
+                )
                 await asyncio.shield(self._keep_partial(ws, agent_name, task.id, attempt))
             raise
         finally:
             self.in_agent.discard(task.id)
         self.agent_seconds += finished.duration
         result = adapter.decide(finished.exit_code, finished.timed_out, events)
+        model = used_model(events, launch, route.model)
         entry = self.dispatch.book(
-            task, attempt, route, result.usage, result.cost_usd, result.outcome.value
+            task, attempt, route, result.usage, result.cost_usd, result.outcome.value, model=model
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
@@ -226,6 +230,7 @@ class Attempts:
             task=task.id,
             attempt=attempt,
             outcome=result.outcome.value,
+            model=model,
             exit_code=finished.exit_code,
             reason=result.reason,
             duration=round(finished.duration, 3),

@@ -195,8 +195,8 @@ class Runner(Steering):
             )
         if self.dispatch.unpriced:
             self.notes.append(
-                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; "
-                "their cost is not counted (`stretto cost` lists them)"
+                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; budgets "
+                "counted them at their provider's top price (`stretto cost` lists them)"
             )
         if self.queue.stale_checkout:
             self.notes.append(
@@ -284,7 +284,8 @@ class Runner(Steering):
             elif isinstance(action, GiveUp):
                 self.credit_failed(action.task)
                 reason = self.attempts.failures.get(action.task)
-                why = f"gave up after {action.failures} failed attempts"
+                n = action.failures
+                why = f"gave up after {n} failed attempt{'' if n == 1 else 's'}"
                 if reason:
                     why += f"; last: {reason.reason}"
                 self.finish(action.task, "failed", why)
@@ -427,10 +428,19 @@ class Runner(Steering):
     def _stop_for_budget(self) -> None:
         """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
         spent, budget = self.dispatch.run_spent, self.options.budget
-        limit = f"${spent:.2f} of the ${budget:.2f} run budget" if budget is not None else ""
-        if not limit:
-            limit = f"${self.dispatch.day_spent:.2f} of the ${self.options.daily_cap:.2f} daily cap"
-        self.budget_stop = f"budget reached: {limit} spent"
+        over_run = budget is not None and spent >= budget
+        over_day = (
+            self.options.daily_cap is not None and self.dispatch.day_spent >= self.options.daily_cap
+        )
+        if self.dispatch.unbounded is not None and not (over_run or over_day):
+            self.budget_stop = f"budget cannot be kept: {self.dispatch.unbounded}"
+        elif over_run:
+            self.budget_stop = f"budget reached: ${spent:.2f} of the ${budget:.2f} run budget spent"
+        else:
+            self.budget_stop = (
+                f"budget reached: ${self.dispatch.day_spent:.2f} of the "
+                f"${self.options.daily_cap:.2f} daily cap spent"
+            )
         self.record("decision", action="stop_budget", reason=self.budget_stop)
         if self.options.on_exceed == "stop":
             for task in sorted(self.attempts.in_agent):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stretto.agents import provider_of
 from stretto.config import RouterSettings
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
@@ -165,9 +166,15 @@ class Dispatch:
         for entry in self.history:
             self._remember(entry)
         self.day = today()
-        self.run_spent = sum(e.cost_usd or 0.0 for e in self.history if e.run_id == run_id)
-        self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+        # Spend counted against the budgets: unknown prices at their bound (Entry.counted_usd).
+        self.run_spent = sum(e.counted_usd for e in self.history if e.run_id == run_id)
+        self.day_spent = sum(e.counted_usd for e in self.history if _day(e.ts) == self.day)
         self.unpriced = sum(1 for e in self.history if e.run_id == run_id and e.source == "unknown")
+        # why the budgets cannot be kept: spend of unknown price with no bound (run's own)
+        self.unbounded: str | None = None
+        for entry in self.history:
+            if entry.run_id == run_id:
+                self._check_bounded(entry)
         self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
         self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
         self.routes: dict[str, Route] = {}  # task -> route of its current attempt
@@ -272,12 +279,12 @@ class Dispatch:
         """Whether what was spent has reached a budget (for ``on_exceed = "stop"``)."""
         run = self.options.budget is not None and self.run_spent >= self.options.budget
         day = self.options.daily_cap is not None and self.day_spent >= self.options.daily_cap
-        return run or day
+        return run or day or (self.limited and self.unbounded is not None)
 
     def _roll_day(self) -> None:
         if today() != self.day:
             self.day = today()
-            self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+            self.day_spent = sum(e.counted_usd for e in self.history if _day(e.ts) == self.day)
 
     # ------------------------------------------------------------------ after an attempt
 
@@ -291,8 +298,13 @@ class Dispatch:
         outcome: str,
         *,
         kind: str = "attempt",
+        model: str | None = None,
     ) -> Entry:
-        """Write the attempt's ledger entry and count its cost against the budgets."""
+        """Write the attempt's ledger entry and count its cost against the budgets.
+
+        ``model`` is the model the agent actually ran on (what its CLI reported, or the default
+        its adapter picked), which prices the tokens; None falls back to the route's model.
+        """
         self.reserved.pop(task.id, None)
         entry = make_entry(
             run_id=self.run_id,
@@ -301,12 +313,13 @@ class Dispatch:
             kind=kind,
             agent=route.agent,
             agent_kind=adapter_kind(route.agent, self.options),
-            model=route.model,
+            model=model or route.model,
             tier=route.tier,
             usage=usage,
             reported_cost=reported_cost,
             outcome=outcome,
             prices=self.prices,
+            provider=provider_of(route.agent, self.options.agent_settings),
             complexity=task.complexity,
         )
         self.add(entry)
@@ -317,12 +330,25 @@ class Dispatch:
         self.ledger.append(entry)
         self.history.append(entry)
         self._remember(entry)
-        self.run_spent += entry.cost_usd or 0.0
+        self.run_spent += entry.counted_usd
         self._roll_day()
         if _day(entry.ts) == self.day:
-            self.day_spent += entry.cost_usd or 0.0
+            self.day_spent += entry.counted_usd
         if entry.source == "unknown":
             self.unpriced += 1
+        self._check_bounded(entry)
+
+    def _check_bounded(self, entry: Entry) -> None:
+        """Spend of unknown price with no bound cannot be kept within a budget: say why."""
+        if entry.source != "unknown" or entry.bound_usd is not None or self.unbounded:
+            return
+        model = f"model {entry.model}" if entry.model else "no model named"
+        self.unbounded = (
+            f"spend of unknown price: {entry.agent} ({model}) used tokens that neither "
+            "[prices] in stretto.toml nor the bundled price table can price, and its provider "
+            f'has no known top price to count them at; add [prices."{entry.model or "MODEL"}"] '
+            "to stretto.toml (or name a priced model), then `stretto resume`"
+        )
 
     def learn(self, task: str, landed: bool, cost: float | None) -> list[dict[str, Any]]:
         """The gates and merge queue judged the attempt on the task's current route.
