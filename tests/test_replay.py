@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -113,6 +117,9 @@ class Scripted:
         self.learned.append(seen)
         assert task.recorded(seen.arm).resolved == seen.landed  # what was chosen is open
 
+    def end(self, task: TaskView, landed: bool) -> None:
+        self.ended = landed
+
 
 def test_only_the_oracle_reads_an_outcome_before_choosing(tmp_path: Path) -> None:
     world = load_outcomes(small(tmp_path))
@@ -144,3 +151,72 @@ def test_replay_rules_recorded_results_and_a_rerun_repeats_and_costs_again(
     assert not again.landed and again.cost_usd == 9.0 and len(again.attempts) == 3
     assert play(second, Scripted([])).cost_usd == 0.0  # not attempted at all
     assert play(second, Scripted([dear, cheap, dear])).cost_usd == 7.5  # stops on landing
+
+
+REPLAY = Path(__file__).resolve().parents[1] / "benchmarks" / "routing" / "replay.py"
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPLAY), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def world_file(tmp_path: Path, tasks: int = 60) -> Path:
+    """A seeded synthetic world in the outcomes format: three repositories, two priced arms."""
+    rng = random.Random(7)
+    lines = []
+    for n in range(tasks):
+        repo = ("a/one", "b/two", "c/three")[n % 3]
+        task = f"instance_{repo.replace('/', '__')}-{n}"
+        hard = rng.random()
+        for model, cost, skill in ((CHEAP, 1.0, 0.5), (DEAR, 6.0, 0.65)):
+            landed = int(rng.random() < skill * (1.2 - hard))
+            turns = rng.randint(10, 250)
+            lines.append(
+                f"{task},{repo},{model},{landed},{turns},{cost * turns / 100:.3f},"
+                f"{turns * 1000},{turns * 10},{turns}"
+            )
+    path = tmp_path / "world.csv"
+    path.write_text(rows(*lines))
+    return path
+
+
+def test_replay_json_names_every_policy_and_no_policy_but_the_oracle_peeks(
+    tmp_path: Path,
+) -> None:
+    done = bench("--data", str(world_file(tmp_path)), "--orders", "3", "--json")
+    assert done.returncode == 0, done.stderr  # a policy that peeked would raise SealedOutcome
+    data = json.loads(done.stdout)
+    assert set(data) == {"tasks", "orders", "policies"}
+    assert (data["tasks"], data["orders"]) == (60, 3)
+    assert set(data["policies"]) == {
+        "always_strongest",
+        "always_cheapest",
+        "cascade_cheap_first",
+        "cascade_strong_first",
+        "best_fixed_per_repo",
+        "oracle",
+        "router",
+    }
+    for figures in data["policies"].values():
+        assert {"landed", "cost_usd", "cost_per_landed"} <= set(figures)
+        assert figures["landed_min"] <= figures["landed"] <= figures["landed_max"]
+    oracle, policies = data["policies"]["oracle"], data["policies"].values()
+    assert all(p["landed"] <= oracle["landed"] for p in policies)
+    cascade = data["policies"]["cascade_cheap_first"]
+    assert cascade["landed"] == data["policies"]["cascade_strong_first"]["landed"]
+    assert oracle["landed"] == cascade["landed"]  # anything either arm lands, nothing more
+
+
+def test_replay_text_table_svg_and_a_bad_file(tmp_path: Path) -> None:
+    picture = tmp_path / "p.svg"
+    done = bench("--data", str(world_file(tmp_path)), "--orders", "2", "--svg", str(picture))
+    assert done.returncode in (0, 1), done.stderr  # 1: a target missed on this tiny world
+    assert "router" in done.stdout and done.stdout.count("TARGET") == 4
+    assert picture.read_text().startswith("<svg") and "cascade_cheap_first" in picture.read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(rows(f"t,a/b,{CHEAP},maybe,3,0.2,,,"))
+    done = bench("--data", str(bad))
+    assert done.returncode == 2
+    assert f"{bad}:2: resolved must be 0 or 1" in done.stderr

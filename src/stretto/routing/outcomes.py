@@ -173,6 +173,9 @@ class ReplayPolicy(Protocol):
     def learn(self, task: TaskView, seen: Seen) -> None:
         """One attempt ended: what it did is now known to the policy."""
 
+    def end(self, task: TaskView, landed: bool) -> None:
+        """The task ended: it landed, ran out of attempts, or was given up."""
+
 
 @dataclass(frozen=True, slots=True)
 class Played:
@@ -204,8 +207,9 @@ def play(
         if attempt.landed or len(seen) >= max_attempts:
             break
         arm = policy.next(view, tuple(seen))
-    cost = math.fsum(s.cost_usd for s in seen)
-    return Played(task.id, task.repo, bool(seen) and seen[-1].landed, cost, tuple(seen))
+    landed = bool(seen) and seen[-1].landed
+    policy.end(view, landed)
+    return Played(task.id, task.repo, landed, math.fsum(s.cost_usd for s in seen), tuple(seen))
 
 
 def load_outcomes(path: Path) -> World:
