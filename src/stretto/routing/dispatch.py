@@ -18,7 +18,7 @@ live across runs, ``.stretto/router/policy.json`` and ``.stretto/ledger.jsonl``:
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from stretto.routing.ledger import (
     model_prices,
     past_median,
 )
-from stretto.routing.router import Policy, update_policy, update_policy_task
+from stretto.routing.router import Policy, reward, update_policy, update_policy_task
 
 POLICY_FILE = Path(".stretto") / "router" / "policy.json"
 
@@ -149,6 +149,57 @@ def today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
+def attempt_context(task: Task, attempt: int) -> TaskContext:
+    """What the router knows about ``attempt`` of ``task`` before it starts."""
+    return TaskContext(
+        complexity=task.complexity,
+        role=task.role,
+        files=task.files,
+        attempt=attempt,
+        est_tokens=estimate_tokens(task.complexity, task.files),
+    )
+
+
+def route_by_policy(
+    policy: Policy,
+    task: Task,
+    context: TaskContext,
+    failed: Arm | None,
+    unavailable: Collection[str],
+    estimate: Callable[[Arm], float | None],
+) -> Route:
+    """The policy's route for an attempt in ``context`` (the step's pins obeyed);
+    ``estimate`` prices the chosen arm. Shared by :class:`Dispatch` and the offline router."""
+    choice = policy.choose(
+        context,
+        pinned_agent=task.agent,
+        pinned_model=task.model,
+        failed=failed,
+        unavailable=unavailable,
+    )
+    arm = choice.arm
+    return Route(
+        arm.agent,
+        arm.model,
+        arm.tier,
+        choice.rule,
+        choice.reason,
+        context,
+        estimate(arm),
+        choice.to_dict(),
+    )
+
+
+def attempt_reward(
+    config: RouterConfig, route: Route, landed: bool, cost: float | None
+) -> float | None:
+    """What the route's arm learns from a judged attempt with attempt credit (None: nothing,
+    the arm was pinned)."""
+    if route.rule == "pinned":
+        return None
+    return reward(landed, cost, config.cost_ceiling)
+
+
 class Dispatch:
     """Routing, budget and cost bookkeeping for one run; see the module docstring."""
 
@@ -198,13 +249,7 @@ class Dispatch:
 
         Changes nothing: the dry run asks it for every attempt of a task's cost range.
         """
-        context = TaskContext(
-            complexity=task.complexity,
-            role=task.role,
-            files=task.files,
-            attempt=attempt,
-            est_tokens=estimate_tokens(task.complexity, task.files),
-        )
+        context = attempt_context(task, attempt)
         if self.policy is None:
             agent = task.agent or self.options.default_agent
             return Route(
@@ -216,23 +261,13 @@ class Dispatch:
                 context,
                 self._estimate(agent, task.model, context),
             )
-        choice = self.policy.choose(
+        return route_by_policy(
+            self.policy,
+            task,
             context,
-            pinned_agent=task.agent,
-            pinned_model=task.model,
-            failed=failed,
-            unavailable=unavailable,
-        )
-        arm = choice.arm
-        return Route(
-            arm.agent,
-            arm.model,
-            arm.tier,
-            choice.rule,
-            choice.reason,
-            context,
-            self._estimate(arm.agent, arm.model, context),
-            choice.to_dict(),
+            failed,
+            unavailable,
+            lambda arm: self._estimate(arm.agent, arm.model, context),
         )
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
@@ -367,11 +402,9 @@ class Dispatch:
         self.judged.setdefault(task, []).append((route, cost))
         if self.config.credit == "task":
             return self._credit(task, landed=True) if landed else []
-        if route.rule == "pinned":
+        value = attempt_reward(self.config, route, landed, cost)
+        if value is None:
             return []
-        from stretto.routing.router import reward
-
-        value = reward(landed, cost, self.config.cost_ceiling)
         self.policy = update_policy(
             self.repo / POLICY_FILE,
             self.config,
