@@ -195,7 +195,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = RunOptions.from_dict(start.fields["options"])
     summary = drive_run(args.repo, plan, options, journal)
     print(json.dumps({"type": "summary", **summary.to_dict()}), flush=True)
+    write_report(args.repo, args.run_dir)
     return 0 if summary.status == "finished" else 1
+
+
+def write_report(repo: Path, run_dir: Path, timeout: float = 300.0) -> None:
+    """Write the run's ``report.html`` with ``stretto report``, in a child process: the report
+    is a frontend, which the engine does not import. Its output goes to engine.log; a failure
+    there leaves the run's outcome as it is."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "stretto", "report", run_dir.name]
+    argv += ["-o", str(run_dir / "report.html")]
+    try:
+        subprocess.run(argv, cwd=repo, stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        print(f"could not write the run's report: {error}", flush=True)
 
 
 if __name__ == "__main__":
