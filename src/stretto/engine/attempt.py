@@ -124,6 +124,8 @@ class Attempts:
             return await self._in_workspace(task, attempt, ws, folder, route)
         finally:
             ctx.slots.pop(task.id, None)
+            self.queue.at_work.pop(task.id, None)
+            self.queue.moved_by.pop(task.id, None)
 
     async def _in_workspace(
         self, task: Task, attempt: int, ws: Workspace, folder: Path, route: Route
@@ -186,6 +188,7 @@ class Attempts:
         spawn = ctx.intent("spawn", task=task.id, attempt=attempt, agent=agent_name)
         crashpoint("after-intent:spawn")
         self.in_agent.add(task.id)
+        self.queue.at_work[task.id] = (attempt, ws.path, ws.base)  # see _guard_target
         try:
             finished = await run_process(
                 list(launch.argv),
@@ -303,6 +306,13 @@ class Attempts:
         A target moved by someone else (a person's commit) is left for the queue to build on."""
         ctx = self.ctx
         ref = f"refs/heads/{ctx.options.target}"
+        self.queue.at_work.pop(task, None)
+        moved = self.queue.moved_by.pop(task, None)
+        if moved is not None:  # the merge queue caught the move first and undid it
+            return (
+                f"the agent moved the target branch '{ctx.options.target}' to its own commit "
+                f"{moved[:12]}; only verified work may land there, so stretto put it back"
+            )
         # No lock: a landing of the queue is a merge commit, never an ancestor of this
         # attempt's HEAD, so it cannot be mistaken for the agent's move.
         expected = self.queue.expected_head or ws.base

@@ -29,7 +29,7 @@ from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
 from stretto.engine.splits import Splits
 from stretto.engine.steering import Steering
-from stretto.errors import RunError
+from stretto.errors import StorageError
 from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
 from stretto.options import RunOptions
@@ -86,7 +86,7 @@ class Runner(Steering):
         self.paused = False  # a person paused the run: no new attempts start
         self.stop: tuple[str, str] | None = None  # (status, why) once the run is being stopped
         self.stop_signal: int | None = None
-        self.halted: RunError | None = None  # why the run had to stop (see halt)
+        self.halted: StorageError | None = None  # why the run had to stop (see halt)
         self.held: set[str] = set()  # tasks that could start now, but only on such a provider
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd] | None] = asyncio.Queue()
@@ -533,17 +533,18 @@ class Runner(Steering):
     def halt(self, error: BaseException) -> None:
         """Stop the run because stretto cannot write what it must (disk full, read-only, the
         journal failed): agents end, nothing counts as a task's failure, and the run ends with
-        a :class:`RunError` that names what filled up and says to resume."""
+        a :class:`StorageError` that names what filled up and says to resume."""
         if self.halted is not None:
             return
         what = storage_fault(error) or f"{type(error).__name__}: {error}"
         if ": /" not in what:  # name the disk that filled up if the error did not
             full = full_disk(self.ctx.run_dir, self.repo)
             what = storage_fault(full) or what if full else what
-        self.halted = RunError(
+        self.halted = StorageError(
             f"run {self.run_id} stopped: stretto could not write its files ({what}). Free "
             f"space on that disk (or make it writable), then `stretto resume {self.run_id}` "
-            "goes on; work that passed its gates is kept"
+            "goes on; work that passed its gates is kept",
+            reason=what,
         )
         self.stop = ("interrupted", f"stopped: {what}")
         self.ended.put_nowait(None)
