@@ -113,7 +113,7 @@ def test_run_outside_a_git_repo_is_a_clear_error(tmp_path: Path, monkeypatch: ob
         result = CliRunner().invoke(main, ["run", str(EXAMPLE)])
     finally:
         os.chdir(ROOT)
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # called in the wrong place: nothing was done
     assert "not a git repository" in result.stderr
     assert not (tmp_path / ".stretto").exists()
 

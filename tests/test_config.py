@@ -239,7 +239,7 @@ def test_init_outside_git_fails_and_writes_nothing(
 
     result = invoke("init", "--path", str(plain))
 
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "is not a git repository; run `git init` there first" in result.stderr
     assert list(plain.iterdir()) == []
 
@@ -451,6 +451,7 @@ def test_defaults_without_any_config(repo: Path) -> None:
         "scope": "refuse",
         "link_dirs": (),
         "setup": (),
+        "sparse": None,
         "env_allow": (),
         "agents": {},
         **DEFAULT_SECTIONS,
@@ -524,6 +525,7 @@ def test_gate_forms_and_to_dict(repo: Path) -> None:
         "scope": "refuse",
         "link_dirs": (),
         "setup": (),
+        "sparse": None,
         "env_allow": (),
         "agents": {},
         **DEFAULT_SECTIONS,
@@ -760,3 +762,29 @@ def test_validating_needs_pydantic_core_only(repo: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
 
     assert done.stdout.split() == ["10", "1", "False", "True"]
+
+
+def test_workspace_sparse_is_off_true_or_a_list_of_paths(repo: Path) -> None:
+    write(repo, {"stretto.toml": "[workspace]\nsparse = true\n"})
+    assert load_config(repo).sparse == ()
+    write(repo, {"stretto.toml": '[workspace]\nsparse = ["tests", "libs/shared"]\n'})
+    assert load_config(repo).sparse == ("tests", "libs/shared")
+    write(repo, {"stretto.toml": "[workspace]\nsparse = false\n"})
+    assert load_config(repo).sparse is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"yes"', "must be true, false or an array of paths"),
+        ('["../outside"]', "'../outside' is not a path inside the repository"),
+        ('["/abs"]', "'/abs' is not a path inside the repository"),
+        ("[1]", "must be true, false or an array of paths"),
+    ],
+)
+def test_workspace_sparse_errors_are_located(repo: Path, value: str, message: str) -> None:
+    [diag] = diagnostics(repo, f"[workspace]\nlink = []\nsparse = {value}\n")
+
+    assert (diag.line, diag.column, diag.field) == (3, 1, "workspace.sparse")
+    assert message in diag.message
+    assert 'sparse = ["tests", "docs"]' in diag.message  # the fix

@@ -123,3 +123,44 @@ def test_any_overlap_names_the_pair() -> None:
         "src/api/v1.py",
     )
     assert paths.any_overlap(("x.py",), ("y.py",)) is None
+
+
+@pytest.mark.parametrize(
+    ("patterns", "dirs"),
+    [
+        (["src/api/app.py", "src/api/**", "tests"], ("src/api", "tests")),
+        (["src/api/app.py"], ("src/api",)),  # a file: its folder
+        (["README.md", "*.toml"], ()),  # top-level files: cone mode always has them
+        (["docs/", "src/*/x.py"], ("docs", "src")),  # up to the first glob
+        (["lib/a", "lib", "lib/b/c.py"], ("lib",)),  # nested folders collapse
+        (["**/*.py"], None),  # could be anywhere: a full checkout
+        (["src/a.py", "*/x"], None),
+        ([], ()),
+    ],
+)
+def test_sparse_dirs_cover_every_owned_path(
+    patterns: list[str], dirs: tuple[str, ...] | None
+) -> None:
+    assert paths.sparse_dirs(patterns) == dirs
+
+
+def _in_cone(path: str, dirs: tuple[str, ...] | None) -> bool:
+    """Whether a cone-mode sparse checkout of ``dirs`` holds ``path`` (git's rules)."""
+    if dirs is None:
+        return True
+    parent = path.rpartition("/")[0]
+    if not parent:
+        return True  # top-level files
+    if any(path.startswith(f"{d}/") for d in dirs):
+        return True  # beneath a listed folder
+    return any(d.startswith(f"{parent}/") for d in dirs)  # directly inside a parent of one
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=3), max_size=3))
+def test_sparse_dirs_never_leave_an_owned_path_out(patterns: list[list[str]]) -> None:
+    owned = [paths.normalize("/".join(parts)) for parts in patterns]
+    dirs = paths.sparse_dirs(owned)
+    for path in _PATHS:
+        if any(paths.owns(pattern, path) for pattern in owned):
+            assert _in_cone(path, dirs), (owned, dirs, path)

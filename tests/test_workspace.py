@@ -18,7 +18,6 @@ from stretto.engine.workspace import (
     PORT_STRIDE,
     ChangedFile,
     Workspace,
-    WorkspaceSetupError,
     branch_name,
     changed_files,
     commit_all,
@@ -29,6 +28,7 @@ from stretto.engine.workspace import (
     worktrees_root,
 )
 from stretto.engine.workspace_gc import collect_garbage, list_workspaces
+from stretto.engine.workspace_setup import WorkspaceSetupError
 from stretto.errors import RepoError, StrettoError
 from stretto.git import (
     GitCommandError,
@@ -194,6 +194,28 @@ def test_update_ref_cas_moves_only_from_the_expected_value(repo: Path) -> None:
         update_ref_cas(repo, ref, "1" * 40, second, "object does not exist")
     with pytest.raises(ValueError, match="full ref name"):
         update_ref_cas(repo, "target", second, first, "short name")
+
+
+def test_update_ref_cas_waits_out_a_short_lock_and_names_a_stale_one(repo: Path) -> None:
+    first = head(repo)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    second = head(repo)
+    ref = "refs/heads/target"
+    git(repo, "update-ref", ref, first)
+    lock = repo / ".git" / "refs" / "heads" / "target.lock"
+    lock.write_text("")  # another git process is moving the ref right now
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: (time.sleep(0.3), lock.unlink()))
+        assert update_ref_cas(repo, ref, second, first, "after the lock") is True
+    assert rev_parse(repo, ref) == second
+
+    lock.write_text("")  # a crashed git left it behind: give up, with git's own message
+    started = time.monotonic()
+    with pytest.raises(GitCommandError, match=r"target\.lock': File exists"):
+        update_ref_cas(repo, ref, first, second, "never")
+    assert 1.0 < time.monotonic() - started < 10
+    assert rev_parse(repo, ref) == second
 
 
 # --- names and ports ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     slow = { command = "pytest -m slow", timeout = 1800, when = "merge" }  # attempt|merge|both
     scope = "refuse"       # or "warn": changes outside a step's owned files
     env = ["MY_TOKEN"]     # extra variables agents and gates may see
-    [workspace]            # link = ["frontend/node_modules"], setup = ["npm ci"]
+    [workspace]            # link = ["frontend/node_modules"], setup = ["npm ci"], sparse = true
     [agents.shell]         # per-agent settings, e.g. command = "./agent.sh"
     [router]               # warmup, alpha, cost_ceiling, min_tier; [[router.arms]] agent/model/tier
     [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
@@ -33,7 +33,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from stretto.errors import ConfigError, Diagnostic
@@ -169,6 +169,9 @@ class Config:
         link_dirs: ``[workspace] link``: extra directories linked into each worktree
             (``node_modules``, ``.venv`` and ``venv`` are linked automatically).
         setup: ``[workspace] setup``: commands run in each new worktree before its agent.
+        sparse: ``[workspace] sparse``: ``None`` (``false``, the default) checks out every file
+            in an attempt's worktree; otherwise only the top-level files, the directories of
+            the task's owned files and these extra paths (``true`` gives none).
         env_allow: ``env``: extra environment variables passed to agents and gates
             (a trailing ``*`` matches a prefix).
         agents: ``[agents.NAME]`` tables: settings for each agent adapter.
@@ -187,6 +190,7 @@ class Config:
     scope: Literal["refuse", "warn"] = "refuse"
     link_dirs: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
+    sparse: tuple[str, ...] | None = None
     env_allow: tuple[str, ...] = ()
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     router: RouterSettings = RouterSettings()
@@ -245,6 +249,18 @@ def _config_validator() -> SchemaValidator:
             fix = 'name a branch, e.g. target = "main" (see `git check-ref-format --help`)'
             raise ValueError(f"{value!r} is not a valid git branch name; {fix}")
         return value
+
+    def sparse_paths(value: Any) -> tuple[str, ...] | None:
+        fix = 'write sparse = true, or sparse = ["tests", "docs"] (paths relative to the top)'
+        if isinstance(value, bool):
+            return () if value else None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"must be true, false or an array of paths; {fix}")
+        for path in value:
+            parts = PurePosixPath(path).parts
+            if not path.strip() or path.startswith(("/", "~")) or ".." in parts:
+                raise ValueError(f"{path!r} is not a path inside the repository; {fix}")
+        return tuple(value)
 
     def command_only(data: Any) -> Any:
         return {"command": data} if isinstance(data, str) else data
@@ -315,7 +331,11 @@ def _config_validator() -> SchemaValidator:
         }
     )
     workspace = table(
-        {"link": field(validator(inside, texts), factory=list), "setup": field(texts, factory=list)}
+        {
+            "link": field(validator(inside, texts), factory=list),
+            "setup": field(texts, factory=list),
+            "sparse": field(validator(sparse_paths, core.any_schema()), False),
+        }
     )
     config = table(
         {
@@ -395,7 +415,7 @@ _TOP_KEYS = (
     "workspace",
 )
 _GATE_KEYS = ("command", "timeout", "when")
-_WORKSPACE_KEYS = ("link", "setup")
+_WORKSPACE_KEYS = ("link", "setup", "sparse")
 _SECTION_KEYS = {
     "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
     "budget": ("daily", "on_exceed", "run"),
@@ -579,6 +599,7 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         scope=values["scope"],
         link_dirs=tuple(values["workspace"]["link"]),
         setup=tuple(values["workspace"]["setup"]),
+        sparse=values["workspace"]["sparse"],
         env_allow=tuple(values["env"]),
         agents=values["agents"],
         router=RouterSettings.from_dict(values["router"]),

@@ -3,6 +3,11 @@
 Every git call stretto makes goes through :func:`run_git`, which
 
 * passes ``-c core.quotepath=off`` so non-ASCII paths come back verbatim;
+* passes ``-c core.hooksPath=/dev/null``, so stretto's own git commands (worktrees, its
+  bookkeeping commits, checkouts, merges, ref updates) never run the repository's hooks: a
+  failing ``pre-commit``, ``prepare-commit-msg`` or ``post-checkout`` hook cannot block them, and
+  nothing a hook does happens behind the user's back. Agents run git themselves, so their own
+  commits do run the hooks;
 * sets ``GIT_TERMINAL_PROMPT=0`` (never hang on a credential prompt) and ``LC_ALL=C`` (stable,
   parseable messages);
 * drops the variables that redirect git to another repository (``GIT_DIR``, ``GIT_WORK_TREE``,
@@ -18,11 +23,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stretto.errors import RepoError
+from stretto.errors import NotARepositoryError, RepoError
 
 #: Variables that would make git operate on some repository other than ``cwd``.
 _REDIRECTING_ENV = (
@@ -35,6 +41,10 @@ _REDIRECTING_ENV = (
     "GIT_NAMESPACE",
     "GIT_PREFIX",
 )
+
+
+#: ``-c`` settings in front of every git command stretto runs (see the module docstring).
+_FIXED_CONFIG = ("-c", "core.quotepath=off", "-c", f"core.hooksPath={os.devnull}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,8 @@ def run_git(
     """Run ``git <args>`` in ``cwd`` and return its exit status and output.
 
     Args:
-        args: Arguments after ``git`` (``-c core.quotepath=off`` is always added in front).
+        args: Arguments after ``git`` (``-c core.quotepath=off -c core.hooksPath=/dev/null`` is
+            always added in front).
         cwd: Directory to run in.
         check: Raise :class:`GitCommandError` when git exits non-zero.
         input: Text fed to git's standard input (standard input is empty otherwise).
@@ -110,7 +121,7 @@ def run_git(
         GitCommandError: ``check`` is true and git failed.
         RepoError: git is not installed, ``cwd`` does not exist, or the timeout passed.
     """
-    argv = ["git", "-c", "core.quotepath=off", *args]
+    argv = ["git", *_FIXED_CONFIG, *args]
     try:
         proc = subprocess.run(
             argv,
@@ -158,8 +169,8 @@ def toplevel(cwd: Path) -> Path:
     """Return the top directory of the working tree that contains ``cwd``.
 
     Raises:
-        RepoError: ``cwd`` is not inside a git working tree (with the fix: ``git init``), or is
-            inside a bare repository.
+        NotARepositoryError: ``cwd`` is not inside a git working tree (with the fix: ``git
+            init``), or is inside a bare repository.
     """
     key = os.path.abspath(cwd)
     if key in _TOPLEVELS:  # a work tree's top does not move while stretto runs
@@ -167,9 +178,14 @@ def toplevel(cwd: Path) -> Path:
     result = run_git(["rev-parse", "--show-toplevel"], cwd, check=False)
     if result.returncode != 0:
         if "not a git repository" in result.stderr:
-            raise RepoError(f"{cwd} is not a git repository; run `git init` there first")
+            raise NotARepositoryError(
+                f"{cwd} is not a git repository; run `git init` there first (and make a first "
+                "commit), or run stretto inside a repository"
+            )
         if "must be run in a work tree" in result.stderr:
-            raise RepoError(f"{cwd} is a bare repository; stretto needs a working tree (clone it)")
+            raise NotARepositoryError(
+                f"{cwd} is a bare repository; stretto needs a working tree (clone it)"
+            )
         raise GitCommandError(
             ["rev-parse", "--show-toplevel"], cwd, result.returncode, result.stderr
         )
@@ -221,7 +237,8 @@ def update_ref_cas(cwd: Path, ref: str, new: str, old: str | None, message: str)
     """Move ``ref`` to ``new`` only if it currently points at ``old`` (compare-and-swap).
 
     Runs ``git update-ref -m <message> <ref> <new> <old>``, which git applies atomically under
-    the ref's lock.
+    the ref's lock. While another git process holds that lock (``<ref>.lock`` exists), it tries
+    again for about a second and a half before giving up.
 
     Args:
         cwd: A directory inside the repository.
@@ -242,9 +259,13 @@ def update_ref_cas(cwd: Path, ref: str, new: str, old: str | None, message: str)
             f"update_ref_cas needs a full ref name such as refs/heads/main, not {ref!r}"
         )
     args = ["update-ref", "-m", message, ref, new, old if old is not None else ""]
-    result = run_git(args, cwd, check=False)
-    if result.returncode == 0:
-        return True
+    for pause in (0.05, 0.1, 0.2, 0.4, 0.8, 0.0):
+        result = run_git(args, cwd, check=False)
+        if result.returncode == 0:
+            return True
+        if "cannot lock ref" not in result.stderr or "is at" in result.stderr:
+            break
+        time.sleep(pause)  # another git process holds the ref's lock for a moment
     current = rev_parse(cwd, ref)
     if current != (rev_parse(cwd, old) if old is not None else None):
         return False
@@ -327,3 +348,29 @@ def ignored_paths(cwd: Path, paths: Sequence[str]) -> set[str]:
 def is_tracked(cwd: Path, path: str) -> bool:
     """Tell whether the index at ``cwd`` tracks ``path`` or anything under it (taken literally)."""
     return run_git(["ls-files", "-z", "--", f":(literal){path}"], cwd).stdout != ""
+
+
+def missing_identity(cwd: Path, env: Mapping[str, str]) -> bool:
+    """Tell whether ``git commit`` run at ``cwd`` with exactly ``env`` could not name its author.
+
+    Asks ``git var`` for the author and committer identity as a commit would (strictly: a
+    ``user.useConfigOnly`` without ``user.email``, or an e-mail address git cannot make up, is
+    missing), in the environment ``env`` alone, so the answer is the one an agent given ``env``
+    would get.
+    """
+    full = {**without_git_redirects(env), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+        try:
+            proc = subprocess.run(
+                ["git", *_FIXED_CONFIG, "var", var],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env=full,
+                check=False,
+            )
+        except OSError:
+            return False  # no git: nothing an identity could fix
+        if proc.returncode != 0:
+            return True
+    return False

@@ -28,6 +28,7 @@ class RunOptions:
     recheck_merged: bool = True  # re-run command gates on a merged tree that differs
     link_dirs: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
+    sparse: tuple[str, ...] | None = None  # None: full worktrees; else extra paths of sparse ones
     env_allow: tuple[str, ...] = ()
     agent_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     agent_timeout: float = 1800.0
@@ -49,6 +50,7 @@ class RunOptions:
             "recheck_merged": self.recheck_merged,
             "link_dirs": list(self.link_dirs),
             "setup": list(self.setup),
+            "sparse": list(self.sparse) if self.sparse is not None else None,
             "env_allow": list(self.env_allow),
             "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
             "agent_timeout": self.agent_timeout,
@@ -77,6 +79,7 @@ class RunOptions:
             recheck_merged=data["recheck_merged"],
             link_dirs=tuple(data["link_dirs"]),
             setup=tuple(data["setup"]),
+            sparse=tuple(data["sparse"]) if data.get("sparse") is not None else None,
             env_allow=tuple(data["env_allow"]),
             agent_settings=data["agent_settings"],
             agent_timeout=data["agent_timeout"],

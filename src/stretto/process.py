@@ -247,6 +247,8 @@ async def run_process(
         if on_start:
             on_start(proc.pid)
 
+        unwritten: list[OSError] = []  # the log could not be written (a full disk)
+
         async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
             if stream is None:
                 return
@@ -259,7 +261,11 @@ async def run_process(
                     return
                 for secret in hidden:
                     raw = raw.replace(secret, b"***")
-                log.write(raw)
+                if not unwritten:
+                    try:
+                        log.write(raw)
+                    except OSError as error:  # keep reading, or the process blocks on its pipe
+                        unwritten.append(OSError(error.errno, error.strerror, str(log_path)))
                 if on_line:
                     on_line(raw.decode("utf-8", "replace").rstrip("\n"), name)
 
@@ -274,9 +280,10 @@ async def run_process(
             await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
         except TimeoutError:
             timed_out = True
-            log.write(
-                f"\nstretto: timed out after {timeout:g}s; killing the process group\n".encode()
-            )
+            with contextlib.suppress(OSError):
+                log.write(
+                    f"\nstretto: timed out after {timeout:g}s; killing the process group\n".encode()
+                )
             await _kill_group(proc, grace)
         except asyncio.CancelledError:
             await _kill_group(proc, grace)
@@ -293,6 +300,8 @@ async def run_process(
             await asyncio.wait_for(pumps, 5.0)
         except TimeoutError:
             pumps.cancel()
+        if unwritten:
+            raise unwritten[0]  # the caller decides (a full disk stops the run)
         code = proc.returncode
         return Finished(
             None if timed_out else code,

@@ -191,15 +191,13 @@ def server_token(cwd: Path | str, name: str = "mcp") -> tuple[str, Path]:
     import os
     import secrets
 
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
     repo = _top(cwd)
-    folder = repo / ".stretto"
-    path = folder / f"{name}-token"
+    path = repo / ".stretto" / f"{name}-token"
     if path.is_file():
         return path.read_text().strip(), path
-    ensure_excluded(repo)
-    folder.mkdir(exist_ok=True)
+    state_dir(repo)
     token = secrets.token_hex(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -1,7 +1,8 @@
 """The engine: carries a run out, and is the only place with effects on the repository.
 
 Owns the runner loop (:mod:`~stretto.engine.runner`, the only concurrency), the attempt
-lifecycle (:mod:`~stretto.engine.attempt`: worktree, prompt, agent, commit, gates), workspaces,
+lifecycle (:mod:`~stretto.engine.attempt`: worktree, prompt, agent, commit, gates), workspaces
+(:mod:`~stretto.engine.workspace`, their setup commands and sparse checkouts),
 gates, the merge queue, the journal, resume and clean, control commands
 (:mod:`~stretto.engine.control`), detached engines (:mod:`~stretto.engine.detach`), reading
 runs and their events (:mod:`~stretto.engine.runs`, :mod:`~stretto.engine.events`), and

@@ -30,6 +30,7 @@ from stretto.engine.gates import (
 from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.outcomes import AttemptEnd, log_tail
+from stretto.engine.sparse import sparse_for
 from stretto.engine.workspace import (
     Workspace,
     branch_name,
@@ -39,6 +40,7 @@ from stretto.engine.workspace import (
     remove_workspace,
     worktrees_root,
 )
+from stretto.files import full_disk, storage_fault
 from stretto.git import is_ancestor, rev_parse, update_ref_cas
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values, write_pid_file
@@ -109,8 +111,12 @@ class Attempts:
                 link_dirs=ctx.options.link_dirs,
                 setup=ctx.options.setup,
                 setup_env=ctx.env(task, attempt),
+                sparse=sparse_for(task, ctx.options.sparse),
+                adopt=False,  # a new attempt number: an existing branch is someone else's
             )
         except Exception as error:
+            if storage_fault(error) is not None:
+                raise  # not the task's fault: the run stops and resume makes it again
             ctx.journal.fail(branch_intent, str(error))
             return AttemptEnd(False, True, f"workspace setup failed: {error}")
         ctx.journal.done(branch_intent, path=str(ws.path), branch=ws.branch)
@@ -232,6 +238,7 @@ class Attempts:
         )
         agent_tail = log_tail(folder / "agent.log")
         if result.outcome is not Outcome.SUCCESS:
+            self._check_disk(ws)
             counts = result.outcome.counts_as_failure
             if not counts:
                 # Not the task's fault, but a task that is refused forever must end sometime.
@@ -258,6 +265,7 @@ class Attempts:
         verdicts = await ctx.gated(task.id, attempt, "attempt", head, gates, inp)
         failed = [v for v in verdicts if not v.passed]
         if failed:
+            self._check_disk(ws)
             return AttemptEnd(
                 False,
                 True,
@@ -267,7 +275,7 @@ class Attempts:
         tree = merging.tree_of(ctx.repo, head) or ""
         ctx.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
         crashpoint("after-verified")
-        end = await self.queue.land(task, attempt, head, tree, env)
+        end = await self.queue.land(task, attempt, head, tree, env, ws.base)
         if end.landed:
             # Off the critical path: dependents need not wait for the worktree to go.
             self.cleanups.append(
@@ -276,6 +284,13 @@ class Attempts:
                 )
             )
         return end
+
+    def _check_disk(self, ws: Workspace) -> None:
+        """An agent or gate that failed on a full (or read-only) disk says nothing about the
+        work: raise the StorageError that stops the run (resume retries it, uncounted)."""
+        full = full_disk(ws.path, self.ctx.run_dir)
+        if full is not None:
+            raise full
 
     async def _guard_target(self, ws: Workspace, task: str, attempt: int) -> str | None:
         """Undo an agent that moved the target branch itself (``git update-ref``, a push to

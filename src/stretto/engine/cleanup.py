@@ -4,7 +4,8 @@ For every run that no live stretto process drives: end processes still carrying 
 (agents or gates orphaned by a killed stretto), remove its integration worktree, and remove its
 attempt worktrees and branches. Verified but unlanded work of an interrupted run is kept (so
 ``stretto resume`` can still land it) unless ``everything`` is asked for. Runs that are live
-are never touched.
+are never touched, and neither is a ``stretto/<a>/<b>/<n>`` branch whose ``<a>`` is neither a run
+of this repository nor shaped like a run id stretto makes: it is someone else's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from stretto.engine.journal import JOURNAL_NAME, is_live, read_journal
 from stretto.engine.merge import integration_path
 from stretto.engine.resume import recover
-from stretto.engine.runs import list_run_ids, runs_root
+from stretto.engine.runs import GENERATED_RUN_ID, list_run_ids, runs_root
 from stretto.engine.workspace import parse_branch, worktree_lock
 from stretto.engine.workspace_gc import collect_garbage
 from stretto.git import run_git
@@ -86,11 +87,15 @@ def clean_repo(repo: Path, *, everything: bool = False) -> CleanReport:
                 shutil.rmtree(integration)
             report.removed_worktrees.append(str(integration))
 
+    known = set(list_run_ids(repo))
+
     def keep(branch: str) -> bool:
         parsed = parse_branch(branch)
         if parsed is None:
             return True
         run_id, task, attempt = parsed
+        if run_id not in known and not GENERATED_RUN_ID.fullmatch(run_id):
+            return True  # not a run of this repository: someone else's branch
         return run_id in live or (run_id, task, attempt) in pending
 
     gc = collect_garbage(repo, keep=keep)

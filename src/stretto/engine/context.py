@@ -18,12 +18,20 @@ from typing import Any
 from stretto.engine.gates import Gate, GateInput, Verdict, run_gates
 from stretto.engine.journal import Journal, Record, crashpoint
 from stretto.engine.workspace import Workspace, port_base
-from stretto.git import rev_parse
+from stretto.git import missing_identity, rev_parse
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
 from stretto.process import DEFAULT_ALLOW, TOKEN_VAR, allowed_env
 
 Sink = Callable[[Record], None]
+
+#: The identity agents commit with when git cannot name one (no ``user.name``/``user.email``).
+FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "stretto",
+    "GIT_AUTHOR_EMAIL": "stretto@localhost",
+    "GIT_COMMITTER_NAME": "stretto",
+    "GIT_COMMITTER_EMAIL": "stretto@localhost",
+}
 
 
 class RunContext:
@@ -56,6 +64,7 @@ class RunContext:
         self.planner_calls = 0
         self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
         self.slots: dict[str, int] = {}  # task -> agent slot (port range) while it runs
+        self._no_identity: bool | None = None  # git cannot name an author in agents' env
 
     def record(self, type_: str, **fields: Any) -> Record:
         """Append an event to the journal and hand it to the sink."""
@@ -99,8 +108,17 @@ class RunContext:
     def env(
         self, task: Task, attempt: int, ws: Workspace | None = None, prompt: Path | None = None
     ) -> dict[str, str]:
-        """The allow-listed environment of an agent or gate working on ``task``."""
+        """The allow-listed environment of an agent or gate working on ``task``.
+
+        When git could not name an author in that environment (no identity configured), the
+        missing ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` variables name ``stretto
+        <stretto@localhost>``, as stretto's own commits do, so an agent's ``git commit`` works.
+        """
         env = allowed_env(os.environ, (*DEFAULT_ALLOW, *self.options.env_allow))
+        if self._no_identity is None:
+            self._no_identity = missing_identity(self.repo, env)
+        if self._no_identity:
+            env = {**FALLBACK_IDENTITY, **env}
         env.update(
             {
                 TOKEN_VAR: self.run_id,

@@ -97,11 +97,11 @@ def start_detached_goal(
     from stretto.engine.control import make_inbox
     from stretto.engine.goal import check_goal
     from stretto.engine.runs import new_run_id, runs_root
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
     repo, config, _ = check_goal(cwd, goal, planner)
     run_id = new_run_id()
-    ensure_excluded(repo)
+    state_dir(repo)
     journal = Journal.create(runs_root(repo) / run_id)
     try:
         make_inbox(journal.run_dir)

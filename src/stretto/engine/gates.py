@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stretto.engine.workspace import ChangedFile
+from stretto.files import storage_fault
 from stretto.git import run_git
 from stretto.plans import paths
 from stretto.plans.paths import EVERYTHING_PATTERN
@@ -242,6 +243,8 @@ async def run_gates(gates: Sequence[tuple[str, Gate]], inp: GateInput) -> list[V
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a broken gate is a failed gate, with the reason
+            if storage_fault(error) is not None:
+                raise  # a full disk is no verdict on the work: the run stops (Runner.halt)
             verdict = Verdict(name, False, f"gate crashed: {type(error).__name__}: {error}")
         if not verdict.duration:
             verdict = Verdict(

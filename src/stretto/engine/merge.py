@@ -161,11 +161,17 @@ def reconcile_advance(repo: Path, target: str, new: str, old: str) -> str:
 
 
 def find_checkout(repo: Path, target: str, own_root: Path) -> Path | None:
-    """The user's worktree that has ``target`` checked out (not one of stretto's own)."""
+    """The user's worktree that has ``target`` checked out (not one of stretto's own).
+
+    A worktree whose directory is gone (``prunable``: deleted without ``git worktree remove``)
+    has no files to bring along, so it does not count.
+    """
     with worktree_lock(repo):
         entries = list_worktrees(repo)
     for entry in entries:
-        if entry.branch == target and not _inside(entry.path, own_root):
+        if entry.branch != target or entry.prunable or not entry.path.is_dir():
+            continue
+        if not _inside(entry.path, own_root):
             return entry.path
     return None
 

@@ -1,7 +1,9 @@
 """The merge queue: lands verified attempts on the target one at a time.
 
 For each verified attempt (:mod:`stretto.engine.merge` for the git side): skip it if its trailers
-are already on the target; merge it into the current head as a new merge commit; run the gates
+are already on the target; refuse it (not counted as a failure: the retry starts from the new
+head) if the target was rewound past the commit the attempt started from, since merging it would
+bring back what was removed; merge it into the current head as a new merge commit; run the gates
 that must judge the merged tree; move the target with compare-and-swap (rebuilding on the new
 head if someone else moved it); then, in the background, bring the user's checkout along.
 Every step is journaled through the run's :class:`~stretto.engine.context.RunContext`, intent
@@ -19,6 +21,7 @@ from stretto.engine.context import RunContext
 from stretto.engine.gates import Gate, GateInput, command_gate
 from stretto.engine.journal import crashpoint
 from stretto.engine.outcomes import AttemptEnd, log_tail
+from stretto.git import is_ancestor
 from stretto.plans.plan import Task
 
 
@@ -89,17 +92,30 @@ class MergeQueue:
         self.stale_checkout = (base, new)
 
     async def land(
-        self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
+        self,
+        task: Task,
+        attempt: int,
+        commit: str,
+        tree: str,
+        env: dict[str, str],
+        base: str | None = None,
     ) -> AttemptEnd:
+        """Land a verified commit; ``base``, the commit its attempt forked from, when known."""
         async with self.lock:
             for _ in range(20):
-                end = await self._land_once(task, attempt, commit, tree, env)
+                end = await self._land_once(task, attempt, commit, tree, env, base)
                 if end is not None:
                     return end
             return AttemptEnd(False, False, "the target kept moving during the merge; retrying")
 
     async def _land_once(
-        self, task: Task, attempt: int, commit: str, tree: str, env: dict[str, str]
+        self,
+        task: Task,
+        attempt: int,
+        commit: str,
+        tree: str,
+        env: dict[str, str],
+        base: str | None,
     ) -> AttemptEnd | None:
         target = self.ctx.options.target
         # Our own last landing is the head we expect; if anyone else moved the target, the
@@ -113,6 +129,16 @@ class MergeQueue:
             self.landed_at = old
         if task.id in self.landed:
             return AttemptEnd(True, commit=self.landed[task.id][0])
+        if base is not None and not await self.ctx.blocking(is_ancestor, self.ctx.repo, base, old):
+            # Someone rewound the target (reset, force-push) past where this attempt started:
+            # merging its branch would bring back the commits they removed.
+            reason = (
+                f"the target '{target}' was rewound since this attempt started at "
+                f"{base[:12]} (it is at {old[:12]}, which does not contain it); its work is "
+                "redone from the new head so that commits removed from the target do not come back"
+            )
+            self.ctx.record("merge_refused", task=task.id, attempt=attempt, reason=reason)
+            return AttemptEnd(False, False, reason)
         date = f"@{int(time.time())} +0000"
         message = f"stretto: {task.title} ({task.id})\n\n{task.goal}\n\n" + merging.trailers(
             self.ctx.run_id, task.id, attempt
@@ -205,7 +231,8 @@ class MergeQueue:
         self, task: Task, merged_tree: str, verified_tree: str
     ) -> list[tuple[str, Gate]]:
         gates: list[tuple[str, Gate]] = []
-        differs = merged_tree != verified_tree
+        # A sparse attempt's gates saw only part of the tree: they run again on the whole.
+        differs = merged_tree != verified_tree or self.ctx.options.sparse is not None
         for gate in self.ctx.options.gates:
             if gate.when in ("merge", "both") or (
                 gate.when == "attempt" and differs and self.ctx.options.recheck_merged

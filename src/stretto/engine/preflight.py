@@ -15,7 +15,7 @@ from typing import Any
 
 from stretto.config import Config, config_diagnostic
 from stretto.errors import ConfigError, Diagnostic, PlanError, UsageError
-from stretto.git import rev_parse
+from stretto.git import branch_tips, current_branch, git_common_dir, rev_parse
 from stretto.options import RunOptions
 from stretto.plans.plan import Plan
 
@@ -134,17 +134,42 @@ def _escaping_link(top: Path, pattern: str) -> tuple[str, str] | None:
 
 
 def check_target(repo: Path, plan: Plan, options: RunOptions, config: Config) -> None:
-    """The target branch must exist; a missing one is located where it was named.
+    """The target branch must exist, have a commit and not be locked: every worktree forks from
+    its head and every landing moves it. A missing one is located where it was named.
 
     Raises:
         PlanError, ConfigError: the plan's or stretto.toml's ``target`` names no branch.
-        UsageError: the branch came from elsewhere (the command line, the current branch).
+        UsageError: the branch came from elsewhere (the command line, the current branch), the
+            repository has no commit yet, or the branch's ref is locked (a ``.lock`` file a
+            crashed git left behind).
     """
     target = options.target
     if rev_parse(repo, f"refs/heads/{target}") is not None:
+        lock = git_common_dir(repo) / "refs" / "heads" / f"{target}.lock"
+        if lock.exists():
+            raise UsageError(
+                f"the target branch '{target}' is locked: {lock} exists, so no landing could "
+                "move it. If a git command is running, wait for it and retry; if none is, a "
+                "crashed one left the file behind: remove it, then retry"
+            )
         return
+    branches = sorted(branch_tips(repo))
+    if not branches:
+        raise UsageError(
+            f"{repo} has no commit yet, and stretto lands work on top of the target branch's "
+            'head; make a first commit (`git commit --allow-empty -m "initial commit"`), '
+            "then retry"
+        )
+    detached = (
+        " (HEAD is detached, so the target defaulted to 'main')"
+        if current_branch(repo) is None
+        else ""
+    )
+    shown = ", ".join(branches[:8]) + (", ..." if len(branches) > 8 else "")
     fix = f"create it (`git branch {target}`), or name an existing branch"
-    message = f"target branch '{target}' does not exist in {repo}; {fix}"
+    message = (
+        f"target branch '{target}' does not exist in {repo}{detached}; its branches: {shown}; {fix}"
+    )
     if plan.target == target:
         raise PlanError([plan.diagnostic(None, ("target",), message)])
     located = config_diagnostic(config, ("target",), message)

@@ -29,6 +29,8 @@ from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
 from stretto.engine.splits import Splits
 from stretto.engine.steering import Steering
+from stretto.errors import RunError
+from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
 from stretto.options import RunOptions
 from stretto.plans.graph import TaskGraph
@@ -84,6 +86,7 @@ class Runner(Steering):
         self.paused = False  # a person paused the run: no new attempts start
         self.stop: tuple[str, str] | None = None  # (status, why) once the run is being stopped
         self.stop_signal: int | None = None
+        self.halted: RunError | None = None  # why the run had to stop (see halt)
         self.held: set[str] = set()  # tasks that could start now, but only on such a provider
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd] | None] = asyncio.Queue()
@@ -142,6 +145,10 @@ class Runner(Steering):
                 await self.queue.finish()
             else:
                 await self._stop_all()
+        except Exception as error:
+            if storage_fault(error) is None:
+                raise
+            self.halt(error)  # the agents are ended just below
         finally:
             watcher.cancel()
             for sig in handled:
@@ -151,7 +158,15 @@ class Runner(Steering):
             if self.active:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
             self.ctx.pool.shutdown(wait=False)
-        return self._finish_run(time.monotonic() - started)
+        try:
+            summary = self._finish_run(time.monotonic() - started)
+        except Exception as error:
+            if self.halted is None and storage_fault(error) is None:
+                raise
+            self.halt(error)
+        if self.halted is not None:
+            raise self.halted
+        return summary
 
     def _finish_run(self, wall: float) -> RunSummary:
         tasks = [
@@ -482,17 +497,46 @@ class Runner(Steering):
             if task not in self.attempts.stopping:
                 raise
             end = AttemptEnd(False, False, f"stopped: {self.attempts.stopping[task]}")
-        except Exception as error:  # a bug or an environment problem: fail the attempt, loudly
+        except Exception as error:
+            end = self._crashed(task, error)
+        await self.ended.put((task, end))
+
+    def _crashed(self, task: str, error: Exception) -> AttemptEnd:
+        """How an attempt that raised ended: a full or read-only disk (or a journal that can no
+        longer be written) stops the whole run, resumably; anything else fails the attempt."""
+        if storage_fault(error) is None:  # a bug or an environment problem: fail it, loudly
             import traceback
 
-            self.record(
-                "internal_error",
-                task=task,
-                error=f"{type(error).__name__}: {error}",
-                traceback=traceback.format_exc(limit=8),
-            )
-            end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
-        await self.ended.put((task, end))
+            try:
+                self.record(
+                    "internal_error",
+                    task=task,
+                    error=f"{type(error).__name__}: {error}",
+                    traceback=traceback.format_exc(limit=8),
+                )
+                return AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
+            except Exception as again:  # the journal itself failed
+                error = again
+        self.halt(error)
+        return AttemptEnd(False, False, f"stopped: {self.halted}")
+
+    def halt(self, error: BaseException) -> None:
+        """Stop the run because stretto cannot write what it must (disk full, read-only, the
+        journal failed): agents end, nothing counts as a task's failure, and the run ends with
+        a :class:`RunError` that names what filled up and says to resume."""
+        if self.halted is not None:
+            return
+        what = storage_fault(error) or f"{type(error).__name__}: {error}"
+        if ": /" not in what:  # name the disk that filled up if the error did not
+            full = full_disk(self.ctx.run_dir, self.repo)
+            what = storage_fault(full) or what if full else what
+        self.halted = RunError(
+            f"run {self.run_id} stopped: stretto could not write its files ({what}). Free "
+            f"space on that disk (or make it writable), then `stretto resume {self.run_id}` "
+            "goes on; work that passed its gates is kept"
+        )
+        self.stop = ("interrupted", f"stopped: {what}")
+        self.ended.put_nowait(None)
 
     def credit_failed(self, task: str) -> None:
         """A task ends without landing: its attempts teach the router that."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,8 @@ from stretto.config import Config, load_config
 from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, parse_record, read_journal
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
-from stretto.errors import RunError, UnknownRunError, UsageError
-from stretto.files import write_atomic
+from stretto.errors import RunError, StorageError, UnknownRunError, UsageError
+from stretto.files import storage_fault, write_atomic
 from stretto.git import rev_parse, toplevel
 from stretto.options import RunOptions
 
@@ -33,6 +34,10 @@ STATE_DIR = ".stretto"
 def runs_root(repo: Path) -> Path:
     """``<repo>/.stretto/runs``."""
     return repo / STATE_DIR / "runs"
+
+
+GENERATED_RUN_ID = re.compile(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{4}")
+"""The shape of the run ids :func:`new_run_id` makes."""
 
 
 def new_run_id() -> str:
@@ -63,6 +68,7 @@ def options_for(
         scope=config.scope,
         link_dirs=config.link_dirs,
         setup=config.setup,
+        sparse=config.sparse,
         env_allow=config.env_allow,
         agent_settings=config.agents,
         router=config.router,
@@ -128,9 +134,9 @@ def create_run(
     """
     run_id = run_id or new_run_id()
     from stretto.engine.control import make_inbox
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
-    ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
+    state_dir(repo)  # private, and never shown by `git status`
     same = running_same_plan(repo, plan, options.target)
     if same is not None:
         raise UsageError(
@@ -139,7 +145,12 @@ def create_run(
             f"{same} --follow`), or cancel it first (`stretto cancel {same}`)"
         )
     run_dir = runs_root(repo) / run_id
-    journal = journal or Journal.create(run_dir)
+    ours = journal is None  # not one a detached `-g` made (it holds the goal and its cost)
+    try:
+        journal = journal or Journal.create(run_dir)
+    except StorageError as error:
+        _remove_unstarted(run_dir)
+        raise _cannot_start(run_id, error) from None
     try:
         make_inbox(run_dir)
         write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())
@@ -162,10 +173,31 @@ def create_run(
             if sink:
                 sink(record)
         journal.sync()
-    except BaseException:
+    except BaseException as error:
         journal.close()
-        raise
+        if not isinstance(error, Exception) or storage_fault(error) is None:
+            raise
+        if ours:
+            _remove_unstarted(run_dir)
+        raise _cannot_start(run_id, error) from None
     return journal
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove the directory of a run that could not start: no agent ran, nothing to resume."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _cannot_start(run_id: str, error: Exception) -> StorageError:
+    what = storage_fault(error) or str(error)
+    return StorageError(
+        f"cannot start run {run_id}: stretto could not write its files ({what}). Nothing ran "
+        "and nothing was changed; free space on that disk (or make it writable) and start "
+        "the run again",
+        reason=what,
+    )
 
 
 def running_same_plan(repo: Path, plan: Plan, target: str) -> str | None:

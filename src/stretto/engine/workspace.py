@@ -30,17 +30,16 @@ import functools
 import os
 import re
 import shutil
-import signal
 import stat
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-from stretto.errors import RepoError, StrettoError
+from stretto.engine.sparse import sparse_checkout
+from stretto.engine.workspace_setup import SETUP_TIMEOUT, run_setup
+from stretto.errors import RepoError
 from stretto.git import (
     WorktreeEntry,
     current_branch,
@@ -52,7 +51,6 @@ from stretto.git import (
     rev_parse,
     run_git,
     toplevel,
-    without_git_redirects,
 )
 
 WORKTREES_DIR = PurePosixPath(".stretto/worktrees")
@@ -65,34 +63,11 @@ PORT_BASE = 20000
 """First port of slot 0; see :func:`port_base`."""
 PORT_STRIDE = 100
 """Ports reserved per slot."""
-SETUP_TIMEOUT = 600.0
-"""Default seconds one setup command may take."""
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _EXCLUDE_HEADER = "# stretto: its state directory and the directories it links into worktrees"
-_TAIL_LINES = 40
 _COMMIT = ("-c", "commit.gpgsign=false", "commit", "--no-verify", "-q", "--cleanup=whitespace")
 _DIFF = ("diff", "--name-status", "-z", "-M", "--no-ext-diff", "--no-textconv")
-
-
-class WorkspaceSetupError(StrettoError):
-    """A setup command failed or timed out in a new workspace (exit code 1).
-
-    A :class:`~stretto.errors.StrettoError`, not a ``RepoError``: the repository is fine, the
-    user's command is not. Carries ``command``, ``cwd``, ``returncode`` (``None`` when it could not
-    start or timed out) and ``output_tail`` (the last lines of its stdout and stderr).
-    """
-
-    def __init__(
-        self, command: str, cwd: Path, returncode: int | None, output_tail: str, reason: str
-    ) -> None:
-        self.command, self.cwd, self.returncode = command, cwd, returncode
-        self.output_tail = output_tail
-        tail = f"\n--- last output ---\n{output_tail}" if output_tail.strip() else ""
-        super().__init__(
-            f"setup command `{command}` {reason} in {cwd}{tail}\n"
-            "Fix the setup command in the configuration, or run it by hand in that directory."
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +152,8 @@ def create_workspace(
     setup: Sequence[str] = (),
     setup_timeout: float = SETUP_TIMEOUT,
     setup_env: Mapping[str, str] | None = None,
+    sparse: Sequence[str] | None = None,
+    adopt: bool = True,
 ) -> Workspace:
     """Create, or finish creating, one attempt's worktree; safe to call again after a crash.
 
@@ -196,6 +173,13 @@ def create_workspace(
         setup: Shell commands run in order with ``bash -c`` in the worktree.
         setup_timeout: Seconds each setup command may take.
         setup_env: Extra environment variables for the setup commands.
+        sparse: ``None`` checks out every file; otherwise the worktree is a cone-mode sparse
+            checkout (``git sparse-checkout set --cone``) of these directories: it holds the
+            top-level files, the files directly inside each parent of a listed directory and
+            everything beneath a listed one.
+        adopt: Take over an existing branch of the attempt's name (after a crash it holds this
+            attempt's own work). ``False`` for an attempt that has never started: a branch of
+            that name with commits beyond ``base`` is someone else's and is refused.
 
     Returns:
         The workspace, ``base`` resolved to a full commit id.
@@ -224,13 +208,19 @@ def create_workspace(
         add = ["worktree", "add", "--no-checkout", "--no-track", "-b", branch, str(path), base_sha]
         if fresh and run_git(add, top, check=False).returncode == 0:
             populate = True
+            if sparse is not None:  # under the lock: git may write the shared config
+                sparse_checkout(path, sparse)
         else:
+            if not adopt:
+                _refuse_foreign(top, branch, base_sha)
             _ensure_worktree(top, root, path, branch, base_sha)
+            if sparse is not None:
+                sparse_checkout(path, sparse)
     if populate:
         run_git(["reset", "--hard", "-q", base_sha], path)
     link_shared_dirs(top, path, [*AUTO_LINK_DIRS, *link_dirs])
     ws = Workspace(path, branch, base_sha, run_id, task_id, attempt)
-    run_setup(ws, setup, timeout=setup_timeout, env=setup_env)
+    run_setup(path, setup, timeout=setup_timeout, env=setup_env)
     return ws
 
 
@@ -262,6 +252,16 @@ def _ensure_worktree(top: Path, root: Path, path: Path, branch: str, base_sha: s
                 )
             _discard(top, root, other.path, registered=True)
     run_git(["worktree", "add", str(path), branch], top)
+
+
+def _refuse_foreign(top: Path, branch: str, base_sha: str) -> None:
+    tip = rev_parse(top, f"refs/heads/{branch}")
+    if tip is not None and tip != base_sha:
+        raise RepoError(
+            f"branch {branch} already exists with commits stretto did not make for this attempt "
+            f"(at {tip[:12]}); it is left alone. Rename it (`git branch -m {branch} NEW`) or "
+            "start the run under another id"
+        )
 
 
 def _check_contains(top: Path, base_sha: str, branch: str) -> None:
@@ -345,70 +345,15 @@ def _append_excludes(exclude: Path, patterns: Sequence[str]) -> None:
             os.fsync(file.fileno())
 
 
-def run_setup(
-    ws: Workspace,
-    commands: Sequence[str],
-    *,
-    timeout: float = SETUP_TIMEOUT,
-    env: Mapping[str, str] | None = None,
-) -> None:
-    """Run each command with ``bash -c`` in the workspace; stop at the first failure.
-
-    Each command gets its own process group (all of it is killed on timeout), an empty stdin and
-    ``STRETTO_WORKSPACE`` set to the worktree path. The environment is ``env`` when given (plus
-    ``PATH`` if it lacks one), else stretto's own.
-
-    Raises:
-        WorkspaceSetupError: A command could not start, exited non-zero or timed out.
-    """
-    # Given an environment, commands get exactly that (the runner passes the agents'
-    # allow-listed one, so setup sees no secret the agents may not see); else stretto's own.
-    base = dict(env) if env is not None else without_git_redirects(os.environ)
-    full_env = {"PATH": os.environ.get("PATH", os.defpath), **base}
-    full_env["STRETTO_WORKSPACE"] = str(ws.path)
-    for command in commands:
-        with tempfile.TemporaryFile() as log:
-            try:
-                proc = subprocess.Popen(
-                    ["bash", "-c", command],
-                    cwd=ws.path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=full_env,
-                    start_new_session=True,
-                )
-            except OSError as error:
-                reason = f"could not start ({error})"
-                raise WorkspaceSetupError(command, ws.path, None, "", reason) from error
-            try:
-                returncode = proc.wait(timeout=timeout)
-            except BaseException as error:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                if not isinstance(error, subprocess.TimeoutExpired):
-                    raise
-                reason = f"did not finish within {timeout:g} s"
-                raise WorkspaceSetupError(command, ws.path, None, _tail(log), reason) from None
-            if returncode != 0:
-                reason = f"failed with exit status {returncode}"
-                raise WorkspaceSetupError(command, ws.path, returncode, _tail(log), reason)
-
-
-def _tail(log: IO[bytes]) -> str:
-    log.seek(max(0, log.seek(0, os.SEEK_END) - 16384))
-    text = log.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-_TAIL_LINES:])
-
-
 def commit_all(ws: Workspace, message: str, *, author: str = "stretto <stretto@localhost>") -> str:
     """Stage everything in the workspace and commit it if anything changed.
 
     ``git add -A`` honours ``.gitignore`` and the excludes, so linked directories are never
-    staged. This commit is stretto's bookkeeping, so it passes ``--no-verify`` (the user's hooks
-    run as gates on the result instead), turns signing off and sets author and committer
-    explicitly, which also makes it work with no git identity configured.
+    staged; in a sparse worktree it also stages new files outside the cone (``--sparse``), so
+    the scope gate sees every change. This commit is stretto's bookkeeping: like every git
+    command of stretto's it runs no hook (:mod:`stretto.git`; checks belong in gates), it turns
+    signing off and sets author and committer explicitly, which also makes it work with no git
+    identity configured.
 
     Args:
         ws: The workspace.
@@ -433,7 +378,7 @@ def commit_all(ws: Workspace, message: str, *, author: str = "stretto <stretto@l
             f"workspace {ws.path} is on {on or 'a detached HEAD'}, not on its branch {ws.branch}, "
             f"so its work would be lost; inspect it, then `git switch {ws.branch}` there"
         )
-    run_git(["add", "-A"], ws.path)
+    run_git(["add", "-A", "--sparse"], ws.path)  # `--sparse`: also paths outside a sparse cone
     if run_git(["diff", "--cached", "--quiet"], ws.path, check=False).returncode != 0:
         identity = {
             f"GIT_{who}_{what}": value

@@ -389,3 +389,34 @@ def _regex(pattern: str) -> re.Pattern[str]:
 def owns(pattern: str, path: str) -> bool:
     """Whether the normalized ``pattern`` owns the repository-relative file ``path``."""
     return _regex(pattern).fullmatch(normalize(path) + "/") is not None
+
+
+def sparse_dirs(patterns: Sequence[str]) -> tuple[str, ...] | None:
+    """The directories a cone-mode sparse checkout needs so every path ``patterns`` own is there.
+
+    Cone mode (``git sparse-checkout set --cone DIR...``) always checks out the top-level files
+    and the files directly inside each parent of a listed directory, plus everything beneath a
+    listed directory. So a pattern needs the run of literal segments it starts with, minus its
+    last segment when that names a file (``src/api/app.py`` needs ``src/api``); a pattern that
+    only names top-level files (``README.md``, ``*.toml``) needs nothing. ``None`` when some
+    pattern could own a path anywhere (``**/*.py``, ``*/x``): only a full checkout holds all.
+
+    Returns:
+        The sorted directories, without any that lies inside another listed one.
+    """
+    dirs: set[str] = set()
+    for raw in patterns:
+        pattern = normalize(raw)
+        segments = pattern.split("/") if pattern else []
+        literal = list(_anchor_prefixes(pattern)[-1].split("/")) if pattern else []
+        literal = [s for s in literal if s]
+        if len(literal) == len(segments) and segments and _names_files(segments[-1]):
+            literal = literal[:-1]  # a file: its folder
+        elif len(segments) == 1 and _names_files(segments[0]):
+            literal = []  # top-level files only (`*.md`): cone mode always has them
+        elif not literal:
+            return None  # a glob in the first folder: anything may be owned
+        if literal:
+            dirs.add("/".join(literal))
+    ordered = sorted(dirs)
+    return tuple(d for d in ordered if not any(d.startswith(f"{o}/") for o in ordered))
