@@ -282,6 +282,8 @@ def usable_plan(plan: Plan) -> None:
             assert not path.startswith(("/", "~")) and ".." not in path.split("/"), path
         assert task.timeout is None or 0 < task.timeout <= 7 * 24 * 3600
         assert 1 <= task.max_attempts <= 20
+        for text in (task.title, task.role, task.stage):  # shown on terminals as they are
+            assert not re.search(r"[\x00-\x1f\x7f-\x9f]", text), text
     assert plan.budget is None or 0 <= plan.budget < math.inf
     assert plan.max_agents is None or 1 <= plan.max_agents <= 1000
     json.dumps(plan.summary(), allow_nan=False)
