@@ -280,3 +280,28 @@ def test_shell_metacharacters_in_a_plan_that_runs_never_execute(
         assert result.returncode == 0, result.stdout + result.stderr
     assert git(repo, "show", "main:goal.txt") == f"{bait} > CANARY"
     assert not list(tmp_path.rglob("CANARY"))
+
+
+def test_inputs_at_the_edge_of_the_new_checks_are_still_accepted(
+    template: Path, tmp_path: Path
+) -> None:
+    """The checks added for the corpus refuse only what they must: a symlink that stays inside
+    the repository, a shell step whose command comes from [agents.shell], a UTF-8 BOM in
+    stretto.toml, the longest timeout and a zero budget all pass."""
+    from stretto.engine.runs import prepare_run
+
+    repo = tmp_path / "repo"
+    shutil.copytree(template, repo, symlinks=True)
+    (repo / "lib").symlink_to("src", target_is_directory=True)
+    (repo / "stretto.toml").write_text(
+        '\ufeff[agents.shell]\ncommand = "true"\n'
+        '[gates]\nslow = { command = "true", timeout = 604800 }\n'
+    )
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "budget: 0\nstages:\n  - name: s\n    steps:\n"
+        "      - {id: a, goal: g, files: [lib/app.py, escape2/x.py], timeout: 168h}\n"
+    )
+    _, loaded, options = prepare_run(repo, plan)
+    assert loaded.tasks[0].timeout == 604800 and loaded.budget == 0
+    assert options.gates[0].timeout == 604800

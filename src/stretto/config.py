@@ -29,6 +29,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -275,6 +276,21 @@ def _config_validator() -> SchemaValidator:
                 )
         return value
 
+    def finite(table: dict[str, Any]) -> dict[str, Any]:  # the journal stores it as JSON
+        def walk(value: Any, where: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where} is {value}; give a finite number")
+            for key, item in (
+                value.items()
+                if isinstance(value, dict)
+                else enumerate(value if isinstance(value, list) else ())
+            ):
+                walk(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+
+        for key, value in table.items():
+            walk(value, key)
+        return table
+
     def number(*, ge: float | None = None, gt: float | None = None) -> Any:
         return core.float_schema(allow_inf_nan=False, ge=ge, gt=gt)  # no inf or nan amounts
 
@@ -347,7 +363,9 @@ def _config_validator() -> SchemaValidator:
             "scope": field(literal(("refuse", "warn")), "refuse"),
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
-            "agents": field(core.dict_schema(text, core.dict_schema(text)), factory=dict),
+            "agents": field(
+                core.dict_schema(text, validator(finite, core.dict_schema(text))), factory=dict
+            ),
             "max_agents": field(core.int_schema(ge=1, le=MAX_AGENTS), DEFAULT_MAX_AGENTS),
             "default_agent": field(filled, DEFAULT_AGENT),
             "gates": field(

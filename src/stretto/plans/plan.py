@@ -257,7 +257,7 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
                 Task(
                     id=task_id,
                     goal=step.goal.strip(),
-                    title=label.splitlines()[0][:80] if label else task_id,
+                    title=label.splitlines()[0][:80].replace("\t", " ") if label else task_id,
                     description=(step.description or "").strip(),
                     role=step.role.strip(),
                     complexity=step.complexity,

@@ -26,6 +26,8 @@ from stretto.plans.yamlsource import Located, Path_, format_path
 if TYPE_CHECKING:
     from stretto.plans.plan import Task
 
+#: C0 and C1 control characters (tab, newline and carriage return are allowed in goals only).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
@@ -83,6 +85,8 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
         at: Path_ = ("stages", s_index, "name")
         if not stage.name.strip():
             problems.append(say(at, "empty stage name; give each stage a unique name"))
+        elif _CONTROL.search(stage.name):
+            problems.append(say(at, "the stage name contains a control character; remove it"))
         elif stage.name in stage_names:
             first = located.where(("stages", stage_names[stage.name], "name"))[0]
             problems.append(
@@ -219,6 +223,17 @@ def step_problems(step: Any, base: Path_, located: Located) -> list[Diagnostic]:
         problems.append(
             located.diagnostic((*base, "goal"), "empty goal; say what the agent must achieve")
         )
+    for name in ("goal", "description", "title", "role"):
+        value = getattr(step, name, None)
+        bad = _CONTROL.search(value) if isinstance(value, str) else None
+        if bad and (name in ("title", "role") or bad.group() not in "\t\n\r"):
+            problems.append(
+                located.diagnostic(
+                    (*base, name),
+                    f"{name} contains the control character U+{ord(bad.group()):04X} (terminals "
+                    "act on it: an escape sequence can rewrite what views show); remove it",
+                )
+            )
     for name in ("goal", "description", "title"):
         value = getattr(step, name, None)
         size = len(value.encode()) if isinstance(value, str) else 0
@@ -341,6 +356,8 @@ def plan_problems(model: Any, located: Located) -> list[Diagnostic]:
         )
     if model.name is not None and not model.name.strip():
         problems.append(say(("name",), "empty name; remove the key or fill it"))
+    elif model.name is not None and _CONTROL.search(model.name):
+        problems.append(say(("name",), "the name contains a control character; remove it"))
     return problems
 
 
