@@ -142,7 +142,7 @@ def is_live(run_dir: Path) -> bool:
     lock = run_dir / LOCK_NAME
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no lock; or a stray file, not a run
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

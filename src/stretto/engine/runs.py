@@ -71,6 +71,7 @@ def options_for(
         on_exceed=config.budget.on_exceed,
         prices=config.prices,
         planner=config.planner,
+        sandbox=config.sandbox,
     )
 
 
@@ -116,6 +117,12 @@ def check_agents(plan: Plan, options: RunOptions) -> None:
                 f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
                 'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
             )
+    if options.sandbox.enabled:
+        from stretto.sandbox import unavailable
+
+        problem = unavailable()
+        if problem is not None:
+            raise UsageError(f"[sandbox] enabled = true, but {problem}")
 
 
 def create_run(
