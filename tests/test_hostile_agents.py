@@ -268,7 +268,8 @@ def test_an_agent_that_rewrites_its_own_history_is_refused(repo: Path, how: str)
 
 # --- tests and gates -----------------------------------------------------------------------------
 
-GATE = '[gates]\ntests = "python3 -m pytest -q -p no:cacheprovider tests"\n'
+# The tests, run without pytest's start-up cost: the gate an agent may try to weaken.
+GATE = "[gates]\ntests = \"python3 -B -c 'import tests.test_app as t; t.test_add()'\"\n"
 
 
 @pytest.mark.parametrize(
@@ -284,8 +285,8 @@ GATE = '[gates]\ntests = "python3 -m pytest -q -p no:cacheprovider tests"\n'
             "scope",
         ),
         ("echo 'def add(a, b): return 0' > src/app.py", "[src/app.py]", "tests"),
-        ("sed -i 's/pytest.*/true\"/' stretto.toml", "['src/**']", "scope"),
-        ("sed -i 's/pytest.*/true\"/' stretto.toml; echo x > out.txt", "['**']", "config"),
+        ("sed -i 's/python3.*/true\"/' stretto.toml", "['src/**']", "scope"),
+        ("sed -i 's/python3.*/true\"/' stretto.toml; echo x > out.txt", "['**']", "config"),
     ],
     ids=[
         "delete",
@@ -519,16 +520,22 @@ def test_in_the_sandbox_a_hung_agent_is_killed_with_everything_it_started(repo: 
     assert_clean_end(repo, ran)
 
 
-def test_in_the_sandbox_gates_run_confined_too(repo: Path) -> None:
-    """A command gate runs code the agent wrote (its tests): in the sandbox as well."""
-    evil_test = (
-        "printf 'import pathlib\\ndef test_x():\\n"
-        '    pathlib.Path("../../../notes.txt").unlink()\\n\' > tests/test_evil.py'
-    )
-    ran = run(repo, plan(step("evil", evil_test, files="[tests/test_evil.py]")), SANDBOX + GATE)
-    assert damage(repo) == []
+EVIL_CODE = (
+    'printf \'import pathlib\\npathlib.Path("../../../notes.txt").unlink()\\n'
+    "def add(a, b):\\n    return a + b\\n' > src/app.py"
+)
+
+
+@pytest.mark.parametrize("sandbox", [False, True], ids=["plain", "sandbox"])
+def test_in_the_sandbox_gates_run_confined_too(repo: Path, sandbox: bool) -> None:
+    """A command gate runs code the agent wrote (the tests import it): in the sandbox too."""
+    ran = run(repo, plan(step("evil", EVIL_CODE, files="[src/app.py]")), SANDBOX * sandbox + GATE)
     state, reason = ran.task("evil")
-    assert state == "failed" and "tests" in reason, reason
+    if not sandbox:  # the limit the sandbox lifts: the gate ran the agent's code as the user
+        assert damage(repo) == ["notes.txt"]
+        return
+    assert damage(repo) == []
+    assert state == "failed" and "tests" in reason and "Read-only file system" in reason, reason
     assert_clean_end(repo, ran)
 
 
