@@ -616,3 +616,39 @@ def test_a_bad_sandbox_table_is_a_located_error(repo: Path) -> None:
     )
     assert "stretto.toml:3:1: sandbox.writable: must be an array" in done.stdout + done.stderr
     assert "unknown key 'net' (did you mean 'network'?)" in done.stdout + done.stderr
+
+
+# --- the log pump itself --------------------------------------------------------------------------
+
+
+def test_long_lines_lose_no_output_and_secrets_split_by_reads_are_hidden(tmp_path: Path) -> None:
+    """Lines over the 64 KiB read size used to lose data (asyncio's readline dropped the
+    buffer); a secret must be hidden wherever a read boundary falls."""
+    import asyncio
+
+    from stretto.process import run_process
+
+    secret = "sk-live-0123456789abcdef"
+    script = (
+        "import sys\n"
+        f"for pad in (65536 - 10, 65536 - 5, 100):\n"
+        f"    sys.stdout.write('y' * pad + '{secret}' + 'z' * 70000 + '\\n')\n"
+    )
+    lines: list[str] = []
+    log = tmp_path / "agent.log"
+    finished = asyncio.run(
+        run_process(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log_path=log,
+            secrets=[secret],
+            on_line=lambda line, _: lines.append(line),
+        )
+    )
+    assert finished.exit_code == 0
+    data = log.read_bytes()
+    assert secret.encode() not in data and data.count(b"***") == 3
+    expected = sum(pad + 3 + 70000 + 1 for pad in (65536 - 10, 65536 - 5, 100))
+    assert len(data) == expected  # nothing lost
+    assert all(secret not in line for line in lines)
