@@ -428,8 +428,13 @@ def test_without_the_sandbox_writes_outside_the_worktree_are_not_prevented(repo:
 def test_in_the_sandbox_writes_outside_the_worktree_fail_and_the_users_files_survive(
     repo: Path,
 ) -> None:
-    ran = run(repo, plan(step("escape", ALL_OUTSIDE)), SANDBOX)
+    merge_gate = (
+        '[gates]\nmerged = { command = "echo pwned > $(git rev-parse --git-common-dir)/../notes.txt'
+        '; true", when = "merge" }\n'
+    )
+    ran = run(repo, plan(step("escape", ALL_OUTSIDE)), SANDBOX + merge_gate)
     assert damage(repo) == []
+    assert ran.gates("escape")["merged"].fields["passed"]  # ran on the merged tree, confined
     assert ran.task("escape")[0] == "landed", ran.output  # its own work still lands
     log = (ran.run_dir / "tasks" / "escape" / "1" / "agent.log").read_text()
     refused = [line for line in log.splitlines() if "Read-only file system" in line]
@@ -537,6 +542,51 @@ def test_in_the_sandbox_gates_run_confined_too(repo: Path, sandbox: bool) -> Non
     assert damage(repo) == []
     assert state == "failed" and "tests" in reason and "Read-only file system" in reason, reason
     assert_clean_end(repo, ran)
+
+
+def test_in_the_sandbox_an_engine_killed_mid_agent_leaves_nothing_and_resumes(repo: Path) -> None:
+    """The sandboxed agent dies with the engine (bwrap --die-with-parent, so nothing is left
+    to adopt); resume starts the task again."""
+    (repo / "stretto.toml").write_text(SANDBOX)
+    git(repo, "add", "stretto.toml")
+    git(repo, "commit", "-qm", "config")
+    agent = f"if [ -e {TOP}/go ]; then echo x > out.txt; else sleep 60; fi"
+    (repo.parent / "plan.yaml").write_text(plan(step("slow", agent)))
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    cmd = [sys.executable, "-m", "stretto"]
+    engine = subprocess.Popen(
+        [*cmd, "run", "../plan.yaml", "--plain"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = api.list_runs(repo)
+        if (
+            runs
+            and "sleep 60"
+            in subprocess.run(["pgrep", "-af", "sleep 60"], capture_output=True, text=True).stdout
+        ):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    engine.kill()  # SIGKILL: no cleanup code of stretto runs
+    engine.wait()
+    [status] = api.list_runs(repo)
+    deadline = time.monotonic() + 5
+    while processes_with_token(status.run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with_token(status.run_id) == []
+    (repo / "go").write_text("")
+    resumed = subprocess.run(
+        [*cmd, "resume", "--plain"], cwd=repo, env=env, capture_output=True, text=True, timeout=90
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    [status] = api.list_runs(repo)
+    assert status.tasks["slow"].state == "landed"
+    assert processes_with_token(status.run_id) == []
 
 
 # --- configuration and doctor --------------------------------------------------------------------
