@@ -22,6 +22,7 @@ from stretto.git import identity_env, rev_parse, user_identity
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
 from stretto.process import DEFAULT_ALLOW, TOKEN_VAR, allowed_env
+from stretto.sandbox import Sandbox
 
 Sink = Callable[[Record], None]
 
@@ -57,6 +58,13 @@ class RunContext:
         self._identity: tuple[str, str] | None = None
         self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
         self.slots: dict[str, int] = {}  # task -> agent slot (port range) while it runs
+
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """The sandbox agents and command gates run in (``[sandbox]``), or None."""
+        if not self.options.sandbox.enabled:
+            return None
+        return Sandbox(self.options.sandbox, self.repo)
 
     def record(self, type_: str, **fields: Any) -> Record:
         """Append an event to the journal and hand it to the sink."""

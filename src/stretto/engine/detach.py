@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stretto.engine.journal import Journal
+from stretto.engine.journal import Journal, name_holder
 
 ENGINE_LOG = "engine.log"
 
@@ -74,8 +74,7 @@ def spawn_engine(repo: Path, journal: Journal, *, planning: dict[str, Any] | Non
         for fd in (jfd, lfd):
             os.set_inheritable(fd, False)
         os.close(log)
-    os.ftruncate(lfd, 0)  # the lock names its holder: the engine from now on
-    os.pwrite(lfd, f"{pid}\n".encode(), 0)
+    name_holder(lfd, pid)  # the lock names its holder: the engine from now on
     journal.close()  # our descriptors only: the engine's copies keep the lock
     # Reap it when it ends, in a long-lived caller (an MCP or HTTP server); a CLI that exits
     # first leaves that to init.

@@ -180,9 +180,8 @@ class MergeQueue:
             await self.ctx.blocking(
                 merging.checkout_integration, self.ctx.repo, integration, result.commit
             )
-            inp = GateInput(
-                integration, task, (), self.ctx.attempt_dir(task.id, attempt) / "merge-gates", env
-            )
+            folder = self.ctx.attempt_dir(task.id, attempt) / "merge-gates"
+            inp = GateInput(integration, task, (), folder, env, self.ctx.sandbox)
             verdicts = await self.ctx.gated(task.id, attempt, "merge", result.commit, gates, inp)
             failed = [v for v in verdicts if not v.passed]
             if failed:

@@ -84,6 +84,7 @@ def options_for(
         on_exceed=config.budget.on_exceed,
         prices=config.prices,
         planner=config.planner,
+        sandbox=config.sandbox,
     )
 
 
