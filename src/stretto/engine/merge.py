@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stretto.engine.sparse import ensure_full
 from stretto.engine.workspace import AUTO_LINK_DIRS, link_shared_dirs, worktree_lock
 from stretto.git import is_ancestor, list_worktrees, rev_parse, run_git, update_ref_cas
 
@@ -135,6 +136,7 @@ def checkout_integration(
             if path.exists():
                 shutil.rmtree(path)
             run_git(["worktree", "add", "--detach", "--force", str(path), commit], repo)
+            ensure_full(path)  # gates judge the whole merged tree, even if your checkout is sparse
     else:
         run_git(["checkout", "--detach", "--force", commit], path)
         run_git(["clean", "-fdq"], path)  # keeps the links: they are ignored
