@@ -506,6 +506,23 @@ def test_lfs_pointer_files_pass_through_unchanged(tmp_path: Path, env: Any, out:
     assert git(repo, "status", "--porcelain", "--", ".", ":!.stretto") == ""
 
 
+def test_a_required_filter_that_is_not_installed_fails_every_attempt_before_its_agent(
+    tmp_path: Path, env: Any, out: Path
+) -> None:
+    attributes = "*.bin filter=lfs diff=lfs merge=lfs -text\n"
+    repo = repo_with(tmp_path, {".gitattributes": attributes, "model.bin": LFS_POINTER})
+    git(repo, "config", "filter.lfs.process", "no-such-git-lfs filter-process")
+    git(repo, "config", "filter.lfs.required", "true")  # as `git lfs install` sets it
+    before = rev(repo)
+
+    result = run(repo, env, step("a", f"touch {q(out)}/ran; echo a > a.txt", files=["a.txt"]))
+
+    assert result.returncode == 1
+    assert "workspace setup failed" in result.stdout and "no-such-git-lfs" in result.stdout
+    assert not (out / "ran").exists()  # no agent started on a half-checked-out worktree
+    assert rev(repo) == before
+
+
 # --------------------------------------------------------------------------- sparse worktrees
 
 
