@@ -282,6 +282,26 @@ def test_dirty_checkout_is_never_touched_and_told_how_to_catch_up(tmp_path: Path
     assert recipe in result.stdout
 
 
+def test_a_locked_index_in_the_checkout_is_named_in_the_hint(tmp_path: Path, env: Any) -> None:
+    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")  # an editor's git command, or a crashed one
+    before, base = user_files(repo), rev(repo)
+
+    result = run(repo, env, step("edit", "echo A > a.txt", files=["a.txt"]))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert show(repo, "a.txt") == "A\n" and user_files(repo) == before
+    assert f"its index is locked ({lock} exists" in result.stdout
+    assert "uncommitted changes" not in result.stdout
+    lock.unlink()
+    recipe = f"git reset --soft {base[:12]} && git merge --ff-only {rev(repo)[:12]}"
+    assert recipe in result.stdout
+    subprocess.run(recipe, shell=True, cwd=repo, env=env, check=True, capture_output=True)
+    assert (repo / "a.txt").read_text() == "A\n"
+    assert git(repo, "status", "--porcelain", "--", ".", ":!.stretto") == ""
+
+
 WAIT = "touch {out}/started; while [ ! -f {out}/go ]; do sleep 0.05; done"
 
 
