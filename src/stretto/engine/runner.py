@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from stretto.engine import merge as merging
@@ -200,7 +201,11 @@ class Runner(Steering):
             )
         if self.queue.stale_checkout:
             self.notes.append(
-                merging.catch_up_hint(self.options.target, *self.queue.stale_checkout)
+                merging.catch_up_hint(
+                    self.options.target,
+                    *self.queue.stale_checkout,
+                    self.queue.checkout if isinstance(self.queue.checkout, Path) else None,
+                )
             )
         head = rev_parse(self.repo, f"refs/heads/{self.options.target}")
         self.record(

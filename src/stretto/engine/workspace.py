@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from stretto.engine.sparse import sparse_checkout
+from stretto.engine.sparse import ensure_full, sparse_checkout
 from stretto.engine.workspace_setup import SETUP_TIMEOUT, run_setup
 from stretto.errors import RepoError
 from stretto.git import (
@@ -211,12 +211,16 @@ def create_workspace(
             populate = True
             if sparse is not None:  # under the lock: git may write the shared config
                 sparse_checkout(path, sparse)
+            else:
+                ensure_full(path)
         else:
             if not adopt:
                 _refuse_foreign(top, branch, base_sha)
             _ensure_worktree(top, root, path, branch, base_sha)
             if sparse is not None:
                 sparse_checkout(path, sparse)
+            else:
+                ensure_full(path)
     if populate:
         run_git(["reset", "--hard", "-q", base_sha], path)
     link_shared_dirs(top, path, [*AUTO_LINK_DIRS, *link_dirs])
