@@ -20,6 +20,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
+    [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -138,6 +139,30 @@ class BudgetSettings:
     on_exceed: Literal["finish", "stop"] = "finish"
 
 
+DEFAULT_ATTEMPT_TIMEOUT = 1800
+DEFAULT_MAX_RATE_LIMITED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSettings:
+    """``[attempt]``: limits of every attempt, enforced while its agent runs (docs/agents.md).
+
+    Attributes:
+        timeout: Seconds before an agent is stopped (``timed_out``); a step's ``timeout`` wins.
+        max_cost: USD one attempt may spend (reported dollars, else its tokens priced).
+        max_tokens: Tokens (input, cached and output) one attempt may use.
+        max_turns: Model calls one attempt may make.
+        max_rate_limited: Rate-limited attempts of a task that do not count as its failures;
+            the next ones do, so a provider that refuses forever cannot keep a task alive.
+    """
+
+    timeout: int = DEFAULT_ATTEMPT_TIMEOUT
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    max_turns: int | None = None
+    max_rate_limited: int = DEFAULT_MAX_RATE_LIMITED
+
+
 @dataclass(frozen=True, slots=True)
 class PlannerSettings:
     """``[planner]``: which agent turns a goal into a plan, and how deep failing tasks split."""
@@ -171,6 +196,7 @@ class Config:
         prices: ``[prices."MODEL"]``: USD per million tokens (input, output, cached) for models
             the bundled price table does not know, or to override it.
         planner: ``[planner]``: the planning agent for ``stretto -g``.
+        attempt: ``[attempt]``: the timeout and limits of every attempt.
     """
 
     target: str
@@ -187,6 +213,7 @@ class Config:
     budget: BudgetSettings = BudgetSettings()
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: PlannerSettings = PlannerSettings()
+    attempt: AttemptSettings = AttemptSettings()
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -294,6 +321,15 @@ def _config_validator() -> SchemaValidator:
             "split_depth": field(core.int_schema(ge=0, le=5), 1),
         }
     )
+    attempt = table(
+        {
+            "timeout": field(core.int_schema(ge=1), DEFAULT_ATTEMPT_TIMEOUT),
+            "max_cost": maybe(core.float_schema(gt=0)),
+            "max_tokens": maybe(core.int_schema(ge=1)),
+            "max_turns": maybe(core.int_schema(ge=1)),
+            "max_rate_limited": field(core.int_schema(ge=0), DEFAULT_MAX_RATE_LIMITED),
+        }
+    )
     workspace = table({"link": field(texts, factory=list), "setup": field(texts, factory=list)})
     config = table(
         {
@@ -302,6 +338,7 @@ def _config_validator() -> SchemaValidator:
             "budget": field(budget, factory=dict),
             "prices": field(core.dict_schema(text, price), factory=dict),
             "planner": field(planner, factory=dict),
+            "attempt": field(attempt, factory=dict),
             "scope": field(literal(("refuse", "warn")), "refuse"),
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
@@ -360,6 +397,7 @@ def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
 
 _TOP_KEYS = (
     "agents",
+    "attempt",
     "budget",
     "default_agent",
     "env",
@@ -378,6 +416,7 @@ _SECTION_KEYS = {
     "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
+    "attempt": ("max_cost", "max_rate_limited", "max_tokens", "max_turns", "timeout"),
 }
 _ARM_KEYS = ("agent", "model", "tier")
 _PRICE_KEYS = ("cached", "input", "output")
@@ -536,4 +575,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         budget=BudgetSettings(**values["budget"]),
         prices={k: v for k, v in values["prices"].items()},
         planner=PlannerSettings(**values["planner"]),
+        attempt=AttemptSettings(**values["attempt"]),
     )

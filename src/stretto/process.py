@@ -93,6 +93,7 @@ class Finished:
     timed_out: bool
     duration: float
     pid: int
+    stopped: str | None = None  # why ``stop`` ended it (the caller's reason), if it did
 
 
 def _start_time(pid: int) -> int | None:
@@ -207,6 +208,7 @@ async def run_process(
     on_start: Callable[[int], None] | None = None,
     grace: float = GRACE_SECONDS,
     secrets: Sequence[str] = (),
+    stop: Callable[[], str | None] | None = None,
 ) -> Finished:
     """Run ``argv`` in its own session, logging both streams to ``log_path`` line by line.
 
@@ -216,6 +218,9 @@ async def run_process(
         timeout: seconds before the whole process group is killed.
         secrets: values replaced by ``***`` in the log and in what ``on_line`` sees (the keys
             the process was given may be printed by it; they must not be kept).
+        stop: asked after every output line; a reason (not None) kills the process group
+            then and there (a limit the output showed was passed) and is returned as
+            :attr:`Finished.stopped`.
     """
     hidden = [s.encode() for s in secrets if s]
     started = time.monotonic()
@@ -246,6 +251,16 @@ async def run_process(
             raise
         if on_start:
             on_start(proc.pid)
+        stopped: str | None = None
+        stopping = asyncio.Event()
+
+        def feed(line: str, name: str) -> None:
+            nonlocal stopped
+            if on_line:
+                on_line(line, name)
+            if stop is not None and stopped is None and (why := stop()) is not None:
+                stopped = why
+                stopping.set()
 
         async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
             if stream is None:
@@ -260,18 +275,31 @@ async def run_process(
                 for secret in hidden:
                     raw = raw.replace(secret, b"***")
                 log.write(raw)
-                if on_line:
-                    on_line(raw.decode("utf-8", "replace").rstrip("\n"), name)
+                feed(raw.decode("utf-8", "replace").rstrip("\n"), name)
 
         pumps = asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
         timed_out = False
+        ended_by: str | None = None  # the stop reason, when that (not the process) ended it
         try:
             if stdin is not None and proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     proc.stdin.write(stdin.encode())
                     await proc.stdin.drain()
                 proc.stdin.close()
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+            waiting = asyncio.ensure_future(proc.wait())
+            halted = asyncio.ensure_future(stopping.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {waiting, halted}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                halted.cancel()
+            if not done:
+                raise TimeoutError
+            if waiting not in done:
+                ended_by = stopped
+                log.write(f"\nstretto: stopped: {stopped}; killing the process group\n".encode())
+                await _kill_group(proc, grace)
         except TimeoutError:
             timed_out = True
             log.write(
@@ -295,8 +323,9 @@ async def run_process(
             pumps.cancel()
         code = proc.returncode
         return Finished(
-            None if timed_out else code,
+            None if timed_out or ended_by else code,
             timed_out,
             time.monotonic() - started,
             proc.pid,
+            ended_by,
         )

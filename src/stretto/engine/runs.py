@@ -65,6 +65,8 @@ def options_for(
         setup=config.setup,
         env_allow=config.env_allow,
         agent_settings=config.agents,
+        agent_timeout=float(config.attempt.timeout),
+        limits=config.attempt,
         router=config.router,
         budget=budget,
         daily_cap=config.budget.daily,
