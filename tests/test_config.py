@@ -434,6 +434,13 @@ DEFAULT_SECTIONS = {
     "prices": {},
     "planner": {"agent": None, "model": None, "timeout": 600, "split_depth": 1},
     "sandbox": {"enabled": False, "writable": (), "network": True},
+    "attempt": {
+        "timeout": 1800,
+        "max_cost": None,
+        "max_tokens": None,
+        "max_turns": None,
+        "max_rate_limited": 10,
+    },
 }
 
 
@@ -563,8 +570,8 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
     [diag] = diagnostics(repo, "colour = 'blue'\n")
 
     assert (
-        diag.message == "unknown key 'colour'; known keys: agents, budget, default_agent, env, "
-        "gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
+        diag.message == "unknown key 'colour'; known keys: agents, attempt, budget, default_agent, "
+        "env, gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
     )
 
 

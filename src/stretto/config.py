@@ -21,6 +21,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
     [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
+    [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -147,6 +148,30 @@ class BudgetSettings:
     on_exceed: Literal["finish", "stop"] = "finish"
 
 
+DEFAULT_ATTEMPT_TIMEOUT = 1800
+DEFAULT_MAX_RATE_LIMITED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSettings:
+    """``[attempt]``: limits of every attempt, enforced while its agent runs (docs/agents.md).
+
+    Attributes:
+        timeout: Seconds before an agent is stopped (``timed_out``); a step's ``timeout`` wins.
+        max_cost: USD one attempt may spend (reported dollars, else its tokens priced).
+        max_tokens: Tokens (input, cached and output) one attempt may use.
+        max_turns: Model calls one attempt may make.
+        max_rate_limited: Rate-limited attempts of a task that do not count as its failures;
+            the next ones do, so a provider that refuses forever cannot keep a task alive.
+    """
+
+    timeout: int = DEFAULT_ATTEMPT_TIMEOUT
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    max_turns: int | None = None
+    max_rate_limited: int = DEFAULT_MAX_RATE_LIMITED
+
+
 @dataclass(frozen=True, slots=True)
 class PlannerSettings:
     """``[planner]``: which agent turns a goal into a plan, and how deep failing tasks split."""
@@ -184,6 +209,7 @@ class Config:
             the bundled price table does not know, or to override it.
         planner: ``[planner]``: the planning agent for ``stretto -g``.
         sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
+        attempt: ``[attempt]``: the timeout and limits of every attempt.
     """
 
     target: str
@@ -202,6 +228,7 @@ class Config:
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: PlannerSettings = PlannerSettings()
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    attempt: AttemptSettings = AttemptSettings()
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -365,6 +392,15 @@ def _config_validator() -> SchemaValidator:
             "network": field(flag, True),
         }
     )
+    attempt = table(
+        {
+            "timeout": field(seconds, DEFAULT_ATTEMPT_TIMEOUT),
+            "max_cost": maybe(number(gt=0)),
+            "max_tokens": maybe(core.int_schema(ge=1)),
+            "max_turns": maybe(core.int_schema(ge=1)),
+            "max_rate_limited": field(core.int_schema(ge=0), DEFAULT_MAX_RATE_LIMITED),
+        }
+    )
     config = table(
         {
             "target": field(validator(branch, core.nullable_schema(text)), None),
@@ -372,6 +408,7 @@ def _config_validator() -> SchemaValidator:
             "budget": field(budget, factory=dict),
             "prices": field(core.dict_schema(text, price), factory=dict),
             "planner": field(planner, factory=dict),
+            "attempt": field(attempt, factory=dict),
             "scope": field(literal(("refuse", "warn")), "refuse"),
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
@@ -433,6 +470,7 @@ def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
 
 _TOP_KEYS = (
     "agents",
+    "attempt",
     "budget",
     "default_agent",
     "env",
@@ -452,6 +490,7 @@ _SECTION_KEYS = {
     "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
+    "attempt": ("max_cost", "max_rate_limited", "max_tokens", "max_turns", "timeout"),
     "sandbox": ("enabled", "network", "writable"),
 }
 _ARM_KEYS = ("agent", "model", "tier")
@@ -646,4 +685,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             tuple(values["sandbox"]["writable"]),
             values["sandbox"]["network"],
         ),
+        attempt=AttemptSettings(**values["attempt"]),
     )

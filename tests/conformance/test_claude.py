@@ -100,7 +100,8 @@ def test_build_uses_stdin_own_config_and_quiet_env(tmp_path: Path) -> None:
     with FakeModelServer([Step(text="x")]) as server:
         ctx = context(tmp_path / "wt", server, settings={"models": {"fast": "claude-haiku-x"}})
     launch = ClaudeAdapter().build(ctx)
-    assert launch.argv[:2] == ["claude", "-p"]
+    # found on the agents' PATH, made absolute (agents run in their worktree)
+    assert launch.argv[:2] == [str(CLAUDE), "-p"]
     assert ctx.prompt not in launch.argv and launch.stdin == ctx.prompt
     assert "--model" in launch.argv and "fake-model" in launch.argv
     assert launch.env["CLAUDE_CONFIG_DIR"].startswith(str(ctx.log_dir))

@@ -45,7 +45,9 @@ def check_agents(plan: Plan, options: RunOptions, config: Config | None = None) 
                 f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
                 'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
             )
-    _check_shell_commands(plan, options.default_agent, options.agent_settings)
+    _check_shell_commands(
+        plan, options.default_agent, options.agent_settings, routed=bool(options.router.arms)
+    )
     if options.sandbox.enabled:
         from stretto.sandbox import unavailable
 
@@ -74,11 +76,14 @@ def _raise_located(
 
 
 def _check_shell_commands(
-    plan: Plan, default_agent: str, settings: Mapping[str, Mapping[str, Any]]
+    plan: Plan, default_agent: str, settings: Mapping[str, Mapping[str, Any]], *, routed: bool
 ) -> None:
-    """A step run by the shell agent needs a command: its own, or ``[agents.shell] command``."""
+    """A step run by the shell agent needs a command: its own, or ``[agents.shell] command``.
+    With ``[[router.arms]]`` (``routed``), a step that names no agent goes to an arm instead."""
     problems = []
     for task in plan.tasks:
+        if routed and task.agent is None:
+            continue
         name = task.agent or default_agent
         table = settings.get(name) or {}
         if (table.get("adapter") or name) != "shell" or task.command or table.get("command"):

@@ -37,11 +37,12 @@ from stretto.options import RunOptions
 from stretto.plans.graph import TaskGraph
 from stretto.plans.plan import Plan, Task
 from stretto.routing.dispatch import Dispatch, Route
+from stretto.schedule.backoff import MAX_STATED, rate_limit_wait
 from stretto.schedule.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 
 __all__ = ["MAX_BACKOFF", "Runner", "Sink"]
 
-MAX_BACKOFF = 600.0  # never wait longer than this for a provider's retry-after
+MAX_BACKOFF = MAX_STATED  # never wait longer than this for a provider's retry-after
 
 
 class Runner(Steering):
@@ -95,6 +96,7 @@ class Runner(Steering):
         self.reports: dict[str, TaskReport] = {}
         self.waiting: dict[str, tuple[str, ...]] = {}
         self.notes: list[str] = []
+        self.limited_streak: dict[str, int] = {}  # task -> its rate-limited attempts in a row
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
         for path in refused:
             self.record(
@@ -338,9 +340,14 @@ class Runner(Steering):
             self.splits.failure_log.setdefault(task, []).append(
                 f"attempt {attempt}: {end.reason}\n{end.log}"
             )
-        if end.retry_after:
-            wait = min(end.retry_after, MAX_BACKOFF)
+        wait: float | None = None
+        if end.rate_limited or end.retry_after:
+            streak = self.limited_streak.get(task, 0) + 1 if end.rate_limited else 0
+            self.limited_streak[task] = streak
+            wait = rate_limit_wait(end.retry_after, streak, f"{self.run_id}/{task}/{attempt}")
             self.attempts.not_before[task] = time.monotonic() + wait
+        else:
+            self.limited_streak.pop(task, None)
         sched.attempt_failed(task, counts=end.counts)
         exhausted = sched.failures[task] >= sched.limit(task)
         self.record(
@@ -351,6 +358,7 @@ class Runner(Steering):
             failures=sched.failures[task],
             limit=sched.limit(task),
             counted=end.counts,
+            **({} if wait is None or exhausted else {"wait": wait, "stated": end.retry_after}),
         )
         strongest = end.counts and self.splits.at_strongest(task)
         if not exhausted and strongest and self.splits.allowed(task):

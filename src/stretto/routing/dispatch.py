@@ -221,11 +221,9 @@ class Dispatch:
         self.run_spent = sum(e.counted_usd for e in self.history if e.run_id == run_id)
         self.day_spent = sum(e.counted_usd for e in self.history if _day(e.ts) == self.day)
         self.unpriced = sum(1 for e in self.history if e.run_id == run_id and e.source == "unknown")
-        # why the budgets cannot be kept: spend of unknown price with no bound (run's own)
+        # why the budgets cannot be kept: spend of unknown price with no bound, booked by this
+        # process (a resume goes on: what the stopped run spent was already told)
         self.unbounded: str | None = None
-        for entry in self.history:
-            if entry.run_id == run_id:
-                self._check_bounded(entry)
         self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
         self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
         self.routes: dict[str, Route] = {}  # task -> route of its current attempt
@@ -382,7 +380,7 @@ class Dispatch:
             f"spend of unknown price: {entry.agent} ({model}) used tokens that neither "
             "[prices] in stretto.toml nor the bundled price table can price, and its provider "
             f'has no known top price to count them at; add [prices."{entry.model or "MODEL"}"] '
-            "to stretto.toml (or name a priced model), then `stretto resume`"
+            "to stretto.toml (new runs read it) or name a priced model, or run without a budget"
         )
 
     def learn(self, task: str, landed: bool, cost: float | None) -> list[dict[str, Any]]:
