@@ -77,7 +77,7 @@ class Server:
         while True:
             status, state = self.json("GET", f"/runs/{run_id}")
             assert status == 200, state
-            if state["state"] in ("finished", "failed") and not state["live"]:
+            if state["state"] in ("finished", "failed", "cancelled") and not state["live"]:
                 return dict(state)
             assert time.monotonic() < deadline, state
             time.sleep(0.1)
@@ -287,3 +287,60 @@ def test_control_over_http_is_journaled_with_its_source(server: Server) -> None:
     while server.json("GET", f"/runs/{run_id}")[1]["state"] != "cancelled":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_dashboard_follows_a_run_and_its_retry_button_reaches_the_journal(
+    server: Server,
+) -> None:
+    if not CHROMIUM.exists():  # scripts/test installs it: its absence is a broken set-up
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-chromium (Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    live = """\
+name: dashboard
+stages:
+  - name: work
+    steps:
+      - {id: flop, goal: fails at once, files: [f.txt], command: "exit 1", max_attempts: 1}
+      - {id: slow, goal: keeps the run going, files: [s.txt], command: "sleep 30; echo s > s.txt"}
+"""
+    status, started = server.json("POST", "/runs", {"plan": live})
+    assert status == 201, started
+    run_id = started["run_id"]
+    journal = server.repo / ".stretto" / "runs" / run_id / "journal.jsonl"
+    base = f"http://127.0.0.1:{server.port}"
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(base + "/")
+            page.fill("#token", server.token)
+            page.click("#login button")
+            page.wait_for_selector(f'#runs option[value="{run_id}"]', state="attached")
+            # The task table follows the run: flop shows up failed, with a retry button.
+            page.wait_for_selector('tr[data-task="flop"] button[data-retry="flop"]', timeout=30000)
+            frame = page.frame_locator("#report")  # the report's timeline, refreshed live
+            frame.locator('svg.timeline g.attempt[data-task="flop"]').wait_for(timeout=30000)
+            page.click('button[data-retry="flop"]')
+            deadline = time.monotonic() + 30
+            while not any(
+                r.type == "control" and r.fields.get("action") == "retry"
+                for r in read_journal(journal)
+            ):
+                assert time.monotonic() < deadline, "the retry never reached the journal"
+                time.sleep(0.1)
+        finally:
+            browser.close()
+    [retry] = [
+        r for r in read_journal(journal) if r.type == "control" and r.fields["action"] == "retry"
+    ]
+    assert retry.fields["task"] == "flop" and retry.fields["source"]["frontend"] == "http"
+    assert all(url.startswith(base + "/") for url in requests), requests
+    status, result = server.json("POST", f"/runs/{run_id}/control", {"action": "cancel"})
+    assert status == 200, result
+    server.wait_over(run_id, timeout=60)

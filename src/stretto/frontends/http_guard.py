@@ -15,17 +15,25 @@ ASGI = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
 class BearerAndHost:
-    """ASGI guard in front of the streamable HTTP app: 421 for a foreign Host, 403 for a
-    foreign Origin, 401 without the bearer token (compared in constant time)."""
+    """ASGI guard in front of an app: 421 for a foreign Host, 403 for a foreign Origin, 401
+    without the bearer token (compared in constant time), except for a GET of a ``public``
+    path (a page that holds no data and asks for the token itself)."""
 
     def __init__(
-        self, app: ASGI, token: str, hosts: Sequence[str] | None, *, hint: bytes = b""
+        self,
+        app: ASGI,
+        token: str,
+        hosts: Sequence[str] | None,
+        *,
+        hint: bytes = b"",
+        public: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.token = token.encode()
         self.hosts = None if hosts is None else {h.encode() for h in hosts}  # None: any
         self.origins = {b"http://" + h for h in self.hosts or ()}
         self.hint = hint or b"`stretto mcp config`"
+        self.public = set(public)  # GET paths without the token: pages that hold no data
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":  # lifespan: starts the SDK's session manager
@@ -38,6 +46,9 @@ class BearerAndHost:
         origin = headers.get(b"origin")
         if origin is not None and self.hosts is not None and origin not in self.origins:
             await _refuse(send, 403, b"cross-origin requests are refused (bad Origin)")
+            return
+        if scope["method"] == "GET" and scope["path"] in self.public:
+            await self.app(scope, receive, send)
             return
         auth = headers.get(b"authorization", b"")
         if not (auth.startswith(b"Bearer ") and hmac.compare_digest(auth[7:], self.token)):

@@ -16,6 +16,7 @@ it. Resources, in the OpenAPI document at ``/openapi.json``:
     GET  /runs/{run}/tasks/{task}/diff   the change it made (text)
     GET  /runs/{run}/report              the HTML report; /trace: Chrome trace events
     GET  /metrics                        Prometheus metrics
+    GET  /                               the live dashboard (the page asks for the token)
 
 Errors are JSON ``{"error": class, "message": ..., "diagnostics": [...]}``: 404 unknown run or
 task, 422 invalid plan (file, line, field, fix), 409 a command the run cannot take now, 400
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,11 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
     async def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
+    async def dashboard(request: Request) -> Response:
+        page = resources.files("stretto.frontends").joinpath("dashboard.html").read_text()
+        return Response(page, media_type="text/html; charset=utf-8",
+                        headers={"cache-control": "no-store"})  # fmt: skip
+
     routes = [
         Route("/runs", endpoint(runs), methods=["GET"]),
         Route("/runs", endpoint(start), methods=["POST"]),
@@ -199,9 +206,11 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         Route("/runs/{run_id}/trace", endpoint(trace), methods=["GET"]),
         Route("/metrics", endpoint(metrics), methods=["GET"]),
         Route("/openapi.json", endpoint(openapi), methods=["GET"]),
+        Route("/", endpoint(dashboard), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
-    return BearerAndHost(app, token, hosts, hint=b"`stretto serve` prints where the token is")
+    hint = b"`stretto serve` prints where the token is"
+    return BearerAndHost(app, token, hosts, hint=hint, public=["/"])
 
 
 async def _sse(found: api.RunHandle, after: int) -> AsyncIterator[bytes]:
