@@ -211,7 +211,8 @@ def test_a_run_started_followed_and_inspected_over_http(server: Server) -> None:
     assert status == 200 and run_id in [r["run_id"] for r in listed]
     status, task = server.json("GET", f"/runs/{run_id}/tasks/good")
     assert status == 200 and task["state"] == "landed" and task["commit"]
-    assert server.json("GET", f"/runs/{run_id}/tasks/nope")[0] == 404
+    for tail in ("", "/log", "/diff"):
+        assert server.json("GET", f"/runs/{run_id}/tasks/nope{tail}")[0] == 404
     assert server.json("GET", "/runs/no-such-run")[0] == 404
     status, _, log = server.request("GET", f"/runs/{run_id}/tasks/bad/log")
     assert status == 200 and b"failing now" in log

@@ -121,15 +121,22 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         state = await run_in_threadpool(lambda: handle(run_id).status())
         return JSONResponse(state.to_dict())
 
-    async def task(request: Request, run_id: str, task: str) -> Response:
-        state = await run_in_threadpool(lambda: handle(run_id).status())
+    def known(run_id: str, task: str) -> tuple[api.RunHandle, Any]:
+        found = handle(run_id)
+        state = found.status()
         if task not in state.tasks:
             raise NoSuchTask(f"no task '{task}' in run {state.run_id}")
-        return JSONResponse(dict(state.tasks[task].__dict__))
+        return found, state.tasks[task]
+
+    async def task(request: Request, run_id: str, task: str) -> Response:
+        _, info = await run_in_threadpool(known, run_id, task)
+        return JSONResponse(dict(info.__dict__))
 
     async def log(request: Request, run_id: str, task: str) -> Response:
         attempt = request.query_params.get("attempt")
-        found = handle(run_id)
+        if attempt is not None and not attempt.isdigit():
+            raise UsageError(f"attempt must be a whole number, not {attempt!r}")
+        found, _ = await run_in_threadpool(known, run_id, task)
         _, text = await run_in_threadpool(
             lambda: api.task_log(
                 repo, task, run_id=found.run_id, attempt=int(attempt) if attempt else None
@@ -138,7 +145,8 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         return PlainTextResponse(api.redact_secrets(text))
 
     async def diff(request: Request, run_id: str, task: str) -> Response:
-        text = await run_in_threadpool(lambda: api.task_diff(handle(run_id), task))
+        found, _ = await run_in_threadpool(known, run_id, task)
+        text = await run_in_threadpool(api.task_diff, found, task)
         return PlainTextResponse(api.redact_secrets(text))
 
     async def control(request: Request, run_id: str) -> Response:
