@@ -199,7 +199,8 @@ class Runner(Steering):
         if self.dispatch.unpriced:
             self.notes.append(
                 f"{self.dispatch.unpriced} attempt(s) used a model with no known price; budgets "
-                "counted them at their provider's top price (`stretto cost` lists them)"
+                "counted them at their provider's top known price, if it has one (`stretto cost` "
+                "lists them)"
             )
         if self.queue.stale_checkout:
             self.notes.append(
