@@ -327,8 +327,9 @@ HOOK = f"{COMMON}/hooks/post-checkout"
         f"printf '#!/bin/sh\\necho pwned > /tmp/pwned\\n' > {HOOK}; chmod +x {HOOK}",
         "git config --file $(git rev-parse --git-common-dir)/config core.fsmonitor 'echo pwned'",
         "git config core.hooksPath /tmp",
+        f"rm -rf {COMMON}/hooks && ln -s /tmp {COMMON}/hooks",
     ],
-    ids=["hook", "fsmonitor", "hooks-path"],
+    ids=["hook", "fsmonitor", "hooks-path", "hooks-dir-replaced"],
 )
 def test_an_agent_that_edits_git_hooks_or_config_is_undone_and_refused(
     repo: Path, how: str
@@ -702,3 +703,31 @@ def test_long_lines_lose_no_output_and_secrets_split_by_reads_are_hidden(tmp_pat
     expected = sum(pad + 3 + 70000 + 1 for pad in (65536 - 10, 65536 - 5, 100))
     assert len(data) == expected  # nothing lost
     assert all(secret not in line for line in lines)
+
+
+def test_a_hooks_directory_replaced_by_a_link_is_rebuilt_never_emptied_through_it(
+    tmp_path: Path,
+) -> None:
+    """Restoring must never follow a link the agent planted: `.git/hooks -> /somewhere` once
+    walked (and would have deleted) everything under /somewhere."""
+    from stretto.engine import git_guard
+
+    common = tmp_path / ".git"
+    (common / "hooks").mkdir(parents=True)
+    (common / "config").write_text("[core]\n")
+    (common / "hooks" / "pre-commit").write_text("#!/bin/sh\n")
+    before = git_guard.snapshot(common)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "deep" / "precious.txt").write_text("keep me\n")
+    shutil.rmtree(common / "hooks")
+    (common / "hooks").symlink_to(elsewhere)
+    (common / "config").write_text("[core]\nfsmonitor = evil\n")
+    changed, _ = git_guard.restore(common, before, tmp_path / "kept")
+    assert "hooks" in changed and "config" in changed
+    assert (elsewhere / "deep" / "precious.txt").read_text() == "keep me\n"
+    assert not (common / "hooks").is_symlink()
+    assert (common / "hooks" / "pre-commit").read_text() == "#!/bin/sh\n"
+    assert (common / "config").read_text() == "[core]\n"
+    assert (tmp_path / "kept" / "config").read_text().endswith("fsmonitor = evil\n")
+    assert git_guard.snapshot(common) == before
