@@ -731,3 +731,22 @@ def test_a_hooks_directory_replaced_by_a_link_is_rebuilt_never_emptied_through_i
     assert (common / "config").read_text() == "[core]\n"
     assert (tmp_path / "kept" / "config").read_text().endswith("fsmonitor = evil\n")
     assert git_guard.snapshot(common) == before
+
+
+def test_the_sandbox_trusts_a_worktrees_git_file_only_where_it_agrees_with_the_repository(
+    repo: Path,
+) -> None:
+    """An agent may rewrite its worktree's `.git` file; the next process's sandbox (its gates)
+    must not then make the repository's whole git directory writable."""
+    from stretto.sandbox import SandboxSettings, writable_paths
+
+    worktree = repo / ".stretto" / "worktrees" / "w"
+    git(repo, "worktree", "add", "-q", "-b", "stretto/r/t/1", str(worktree))
+    common = (repo / ".git").resolve()
+    honest = writable_paths(worktree, repo.parent / "tmp", SandboxSettings(True), repo)
+    assert common / "worktrees" / "w" in honest and common / "objects" in honest
+    assert common / "refs" / "heads" / "stretto" / "r" / "t" in honest
+    (worktree / ".git").write_text(f"gitdir: {common}\n")  # the main checkout's own
+    forged = writable_paths(worktree, repo.parent / "tmp", SandboxSettings(True), repo)
+    assert common not in forged and common / "refs" / "heads" not in forged
+    assert not any(p == common or (p.is_relative_to(common) and "hooks" in p.parts) for p in forged)

@@ -31,12 +31,16 @@ its processes with :func:`wrap`.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from stretto.errors import RepoError
+from stretto.git import git_common_dir
 
 #: Where agent CLIs keep logins, sessions and caches under $HOME: writable when they exist.
 AGENT_STATE = (
@@ -167,6 +171,15 @@ def homes_in(env: Mapping[str, str], own_dir: Path) -> list[Path]:
     return found
 
 
+@functools.lru_cache(maxsize=16)
+def _common_of(top: Path) -> Path | None:
+    """The repository's own common git directory, asked of git in the main checkout."""
+    try:
+        return git_common_dir(top).resolve()
+    except RepoError:
+        return None
+
+
 def _git_dirs(worktree: Path) -> tuple[Path | None, Path | None, str | None]:
     """The worktree's own git directory, the common one, and the branch HEAD names."""
     dot_git = worktree / ".git"
@@ -196,11 +209,14 @@ def writable_paths(
     """Every path the process may write to (each exists), in mount order."""
     paths = [worktree.resolve(), private_tmp, *extra]
     own, common, branch = _git_dirs(worktree)
-    if own is not None:
-        paths.append(own)
-    if common is not None:
+    # The worktree's `.git` file is the agent's to rewrite: trust it only where it agrees with
+    # the repository's own git directory, and only for one of stretto's branches.
+    trusted = _common_of(top)
+    if common is not None and common == trusted:
+        if own is not None and own.is_relative_to(trusted / "worktrees") and own != trusted:
+            paths.append(own)
         paths.append(common / "objects")
-        if branch is not None:
+        if branch is not None and branch.startswith("refs/heads/stretto/") and ".." not in branch:
             parent = str(Path(branch).parent)  # refs/heads/stretto/<run>/<task>
             for base in (common, common / "logs"):
                 folder = base / parent
