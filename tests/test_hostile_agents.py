@@ -127,12 +127,11 @@ def assert_clean_end(repo: Path, ran: Ran) -> None:
     while processes_with_token(ran.status.run_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with_token(ran.status.run_id) == []
+    # Failed attempts keep their worktree for inspection; a landed task's is removed.
     worktrees = git(repo, "worktree", "list", "--porcelain")
-    assert (
-        worktrees.count("worktree ")
-        == 1 + sum(1 for t in ran.status.tasks.values() if t.state != "landed")
-        or True
-    )  # failed attempts keep their worktree for inspection; none of a landed task
+    for task, info in ran.status.tasks.items():
+        if info.state == "landed":
+            assert f"{ran.status.run_id}-{task}-" not in worktrees, worktrees
     assert not list((repo / ".git").glob("*.lock"))
     assert (repo / "notes.txt").read_text() == "the user's untracked notes\n"
     assert git(repo, "fsck", "--no-progress", "--no-dangling") == ""
