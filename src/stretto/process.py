@@ -284,7 +284,7 @@ async def run_process(
         scratch = Path(tempfile.mkdtemp(prefix="stretto-sandbox-"))
         try:
             return await run_process(
-                sandbox.wrap(argv, cwd, scratch),
+                sandbox.wrap(argv, cwd, scratch, env=env, own_dir=log_path.parent),
                 cwd=cwd,
                 env=env,
                 log_path=log_path,
