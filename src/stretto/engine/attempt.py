@@ -202,8 +202,9 @@ class Attempts:
             self.in_agent.discard(task.id)
         self.agent_seconds += finished.duration
         result = adapter.decide(finished.exit_code, finished.timed_out, events)
+        turns = sum(1 for event in events if event.kind == "tool") or None
         entry = self.dispatch.book(
-            task, attempt, route, result.usage, result.cost_usd, result.outcome.value
+            task, attempt, route, result.usage, result.cost_usd, result.outcome.value, turns=turns
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
@@ -224,6 +225,7 @@ class Attempts:
             reason=result.reason,
             duration=round(finished.duration, 3),
             usage=dict(result.usage),
+            turns=turns,
             cost_usd=entry.cost_usd,
             cost_source=entry.source,
             reported_cost_usd=result.cost_usd,
