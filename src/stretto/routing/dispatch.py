@@ -257,9 +257,15 @@ class Dispatch:
         return route
 
     def choose(
-        self, task: Task, attempt: int, failed: Arm | None, unavailable: Collection[str] = ()
+        self,
+        task: Task,
+        attempt: int,
+        failed: Arm | None,
+        unavailable: Collection[str] = (),
+        tried: Collection[str] | None = None,
     ) -> Route:
-        """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet).
+        """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet);
+        ``tried``: keys of the arms that failed the task (None: as this run has seen them).
 
         Changes nothing: the dry run asks it for every attempt of a task's cost range.
         """
@@ -285,7 +291,7 @@ class Dispatch:
             failed,
             unavailable,
             lambda arm: self._estimate(arm.agent, arm.model, context),
-            self.tried.get(task.id, ()) if failed is not None else (),
+            (self.tried.get(task.id, ()) if tried is None else tried) if failed else (),
         )
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
