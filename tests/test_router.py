@@ -257,7 +257,9 @@ def test_retry_at_the_top_goes_to_another_agent_at_the_same_tier() -> None:
 
 
 def test_retry_after_the_strongest_goes_to_an_untried_arm_within_min_tier() -> None:
-    policy = Policy.fresh(RouterConfig(arms=ARMS, warmup=0))
+    plain = Policy.fresh(RouterConfig(arms=ARMS, warmup=0)).choose(ctx("high"), failed=OPUS)
+    assert plain.arm == OPUS and plain.rule == "retry-same"  # without a landed value: as before
+    policy = Policy.fresh(RouterConfig(arms=ARMS, warmup=0, landed_value_usd=100.0))
     choice = policy.choose(ctx("high"), failed=OPUS)
     assert choice.rule == "retry-other" and choice.arm.tier == "balanced"  # high: not fast
     assert "has not failed this task" in choice.reason

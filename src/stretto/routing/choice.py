@@ -6,10 +6,10 @@ human sentence and every arm's figures (:class:`ArmEstimate`) with why it was no
 Pins are always obeyed. Until ``warmup`` attempts are learned, a first attempt starts at the
 cheapest tier allowed for its complexity and each failure escalates one tier; then the bandit
 takes the highest upper confidence bound. Retries go strictly stronger, else to another agent
-at the same tier, else to a weaker arm that has not failed the task, else to the strongest arm
-again (arms that failed the task already are left out while any other remains). With
-``landed_value_usd`` set, a task every arm has failed is given up rather than paid for again,
-and after warm-up a retry whose estimated chance to land times that value is below its
+at the same tier (arms that failed the task already are left out), else to the strongest arm
+again. With ``landed_value_usd`` set, a weaker arm that has not failed the task (at or above
+``min_tier``) comes before that, a task every arm has failed is given up rather than paid for
+again, and after warm-up a retry whose estimated chance to land times that value is below its
 expected cost is not made (rule ``give-up``). Nothing is random; ties break on tier order, then
 arm key. :func:`render_choice` turns a journaled choice into the lines of
 ``stretto explain``.
@@ -153,8 +153,10 @@ def choose_arm(
         want = TIERS.index(config.start_tier(ctx.complexity))
         lowest = min(want, max(_tier(a) for a in pool))
         tried = {*tried, failed.key}
-        arm, rule, why, eligible = _retry(pool, failed, warm, stats, notes, tried, lowest)
         value = config.landed_value_usd
+        if value is None:  # without a landed value the strongest arm may run again (as before)
+            lowest = len(TIERS)
+        arm, rule, why, eligible = _retry(pool, failed, warm, stats, notes, tried, lowest)
         if value is not None and rule == "retry-same":  # paying twice for one answer
             notes[arm.key] = "every arm has failed this task"
             why = f"give up: every arm has failed this task (last {failed.key}); a re-run is "
