@@ -349,9 +349,6 @@ def test_task_credit_teaches_the_first_arm_the_whole_task_cost(repo: Path) -> No
     toml.write_text(toml.read_text().replace("[router]\n", '[router]\ncredit = "task"\n'))
     git(repo, "commit", "-qam", "task credit")
     steps = ["{id: hard, goal: hard work, complexity: high, files: [hard.txt]}"]
-    dry = json.loads(invoke("run", "--dry-run", "--json", str(plan(repo, steps))).output)
-    [estimate] = dry["cost"]["tasks"]  # the third attempt would be given up: not priced
-    assert estimate["route"] == ["cheap/cheap-1", "pro/pro-1"]
     result = invoke("run", str(plan(repo, steps)), "--plain")
     assert result.exit_code == 0, result.output
     learned = [r for r in journal(repo) if r["type"] == "learned"]
