@@ -16,7 +16,8 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     env = ["MY_TOKEN"]     # extra variables agents and gates may see
     [workspace]            # link = ["frontend/node_modules"], setup = ["npm ci"], sparse = true
     [agents.shell]         # per-agent settings, e.g. command = "./agent.sh"
-    [router]               # warmup, alpha, cost_ceiling, min_tier; [[router.arms]] agent/model/tier
+    [router]               # warmup, alpha, cost_ceiling, min_tier, credit, landed_value_usd;
+                           # [[router.arms]] agent/model/tier
     [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
@@ -111,11 +112,13 @@ class RouterSettings:
         ("high", "balanced"),
     )
     credit: Literal["task", "attempt"] = "attempt"
+    landed_value_usd: float | None = None  # unset: the router never gives a task up
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the journal's copy of a run's options)."""
         return {
             "arms": [{"agent": a.agent, "model": a.model, "tier": a.tier} for a in self.arms],
+            "landed_value_usd": self.landed_value_usd,
             "warmup": self.warmup,
             "alpha": self.alpha,
             "cost_ceiling": self.cost_ceiling,
@@ -136,6 +139,7 @@ class RouterSettings:
             cost_ceiling=data.get("cost_ceiling", default.cost_ceiling),
             min_tier=tuple({**dict(default.min_tier), **data.get("min_tier", {})}.items()),
             credit=data.get("credit", default.credit),
+            landed_value_usd=data.get("landed_value_usd", default.landed_value_usd),
         )
 
 
@@ -353,6 +357,7 @@ def _config_validator() -> SchemaValidator:
             ),
             "arms": field(core.list_schema(arm), factory=list),
             "credit": field(literal(("task", "attempt")), "attempt"),
+            "landed_value_usd": maybe(core.float_schema(gt=0)),
         }
     )
     budget = table(
@@ -487,7 +492,15 @@ _TOP_KEYS = (
 _GATE_KEYS = ("command", "timeout", "when")
 _WORKSPACE_KEYS = ("link", "setup", "sparse")
 _SECTION_KEYS = {
-    "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
+    "router": (
+        "alpha",
+        "arms",
+        "cost_ceiling",
+        "credit",
+        "landed_value_usd",
+        "min_tier",
+        "warmup",
+    ),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
     "attempt": ("max_cost", "max_rate_limited", "max_tokens", "max_turns", "timeout"),

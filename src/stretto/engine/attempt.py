@@ -250,8 +250,16 @@ class Attempts:
                 result, outcome=Outcome.OVER_LIMIT, reason=f"stopped: {finished.stopped}"
             )
         model = used_model(events, launch, route.model)
+        turns = sum(1 for event in events if event.kind == "tool") or None
         entry = self.dispatch.book(
-            task, attempt, route, result.usage, result.cost_usd, result.outcome.value, model=model
+            task,
+            attempt,
+            route,
+            result.usage,
+            result.cost_usd,
+            result.outcome.value,
+            model=model,
+            turns=turns,
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
@@ -291,6 +299,7 @@ class Attempts:
             reason=result.reason,
             duration=round(finished.duration, 3),
             usage=dict(result.usage),
+            turns=turns,
             cost_usd=entry.cost_usd,
             cost_source=entry.source,
             reported_cost_usd=result.cost_usd,

@@ -370,6 +370,9 @@ class Runner(Steering):
         task = self.plan.task(action.task)
         attempt = self.schedule.attempts[action.task] + 1
         route = self.dispatch.route(task, attempt, self.providers.unavailable())
+        if route.rule == "give-up":  # no retry is worth its cost: the task ends here
+            self._router_gave_up(task.id, attempt, route)
+            return
         broke = self.providers.broke(route.agent)
         if broke is not None:
             self.held.add(task.id)
@@ -397,6 +400,19 @@ class Runner(Steering):
                 self.record("warning", task=task.id, message=check.reason)
         self.dispatch.reserve(task.id, route)
         self._spawn(action, task, route)
+
+    def _router_gave_up(self, task: str, attempt: int, route: Route) -> None:
+        """The router judged that no retry of ``task`` pays: journal its choice (for
+        ``stretto explain``), credit the task's attempts and end it as failed."""
+        self.record("route", task=task, attempt=attempt, **route.to_dict())
+        self.record("decision", action="give_up", task=task, attempt=attempt, by="router")
+        self.credit_failed(task)
+        last = self.attempts.failures.get(task)
+        why = f"the router gave up after {attempt - 1} failed attempt(s): {route.reason}"
+        if last:
+            why += f"; last: {last.reason}"
+        self.finish(task, "failed", why)
+        self.schedule.gave_up(task)
 
     def _spawn(self, action: Spawn, task: Task, route: Route) -> None:
         attempt = self.schedule.started(action.task)
