@@ -78,7 +78,9 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
     def handle(run_id: str) -> api.RunHandle:
         found = handles.get(run_id)
         if found is None:  # opening a run runs git; a server answers the same ids often
-            found = handles[run_id] = api.open_run(repo, run_id)
+            found = api.open_run(repo, run_id)
+            if found.run_id == run_id:  # a prefix may name another run once more runs exist
+                handles[run_id] = found
         return found
 
     def hub(found: api.RunHandle) -> Hub:
@@ -256,6 +258,8 @@ class Hub:
                 self.frames.append(frame)
                 for queue in self.queues:
                     queue.put_nowait((record.seq, frame))
+        except StrettoError:  # a damaged journal: followers get the end; status says why
+            pass
         finally:
             self.done = True
             for queue in self.queues:
