@@ -72,8 +72,22 @@ class NoSuchTask(UsageError):
 def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
     """The app for ``repo``: ``hosts`` are the Host values it answers (None: any)."""
 
+    handles: dict[str, api.RunHandle] = {}  # an id (or prefix) as asked -> its run
+    hubs: dict[str, Hub] = {}  # run id -> the one reader of its journal for SSE followers
+
     def handle(run_id: str) -> api.RunHandle:
-        return api.open_run(repo, run_id)
+        found = handles.get(run_id)
+        if found is None:  # opening a run runs git; a server answers the same ids often
+            found = api.open_run(repo, run_id)
+            if found.run_id == run_id:  # a prefix may name another run once more runs exist
+                handles[run_id] = found
+        return found
+
+    def hub(found: api.RunHandle) -> Hub:
+        live = hubs.get(found.run_id)
+        if live is None or live.done:
+            live = hubs[found.run_id] = Hub(found)
+        return live
 
     def endpoint(func: Callable[..., Awaitable[Response]]) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -172,7 +186,7 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
             body = {"events": [r.to_dict() for r in records], "next_seq": next_seq}
             return JSONResponse(api.redact_secrets(body))
         return StreamingResponse(
-            _sse(found, after),
+            hub(found).follow(after),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
@@ -221,13 +235,54 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
     return BearerAndHost(app, token, hosts, hint=hint, public=["/"])
 
 
-async def _sse(found: api.RunHandle, after: int) -> AsyncIterator[bytes]:
-    """Every record after ``after`` as an SSE event (``id`` its seq), until the run ends."""
-    secrets = api.secret_values()
-    async for record in api.AsyncRunHandle(found).events(after, follow=True):
-        data = json.dumps(api.redact_secrets(record.to_dict(), secrets))
-        yield f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n".encode()
-    yield b"event: end\ndata: {}\n\n"
+class Hub:
+    """The one reader of a run's journal for all its SSE followers: each record is read, redacted
+    and encoded once, kept (so a follower can start after any seq) and handed to every
+    follower's queue. It ends when the run ends."""
+
+    def __init__(self, found: api.RunHandle) -> None:
+        import asyncio
+
+        self.found = found
+        self.frames: list[bytes] = []  # frames[i] is the record with seq i + 1
+        self.queues: set[asyncio.Queue[tuple[int, bytes] | None]] = set()
+        self.done = False
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        secrets = await run_in_threadpool(api.secret_values)
+        try:
+            async for record in api.AsyncRunHandle(self.found).events(0, follow=True):
+                data = json.dumps(api.redact_secrets(record.to_dict(), secrets))
+                frame = f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n".encode()
+                self.frames.append(frame)
+                for queue in self.queues:
+                    queue.put_nowait((record.seq, frame))
+        except StrettoError:  # a damaged journal: followers get the end; status says why
+            pass
+        finally:
+            self.done = True
+            for queue in self.queues:
+                queue.put_nowait(None)
+
+    async def follow(self, after: int) -> AsyncIterator[bytes]:
+        """Every record after seq ``after`` as an SSE frame, then an ``end`` event."""
+        import asyncio
+
+        queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        backlog = self.frames[after:]  # taken and subscribed with no await between: no gap
+        self.queues.add(queue)
+        try:
+            if self.done:
+                queue.put_nowait(None)
+            for frame in backlog:
+                yield frame
+            while (item := await queue.get()) is not None:
+                if item[0] > after:  # the hub may not have read up to ``after`` yet
+                    yield item[1]
+            yield b"event: end\ndata: {}\n\n"
+        finally:
+            self.queues.discard(queue)
 
 
 def _after(request: Request) -> int:
