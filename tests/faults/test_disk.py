@@ -50,22 +50,14 @@ class Disk:
         self.why_not = done.stderr.strip()
 
     def fill(self) -> None:
-        """Write until the disk is full."""
-        with self.filler.open("ab") as out:
-            block = b"\0" * (1 << 20)
-            try:
-                while True:
-                    out.write(block)
-                    out.flush()
-            except OSError as error:
-                assert error.errno == errno.ENOSPC, error
-        # The last partial block may have left a few pages: take them too.
+        """Write until the disk is full (1 MiB blocks, then 4 KiB ones for what is left)."""
         with self.filler.open("ab", buffering=0) as out:
-            try:
-                while True:
-                    out.write(b"\0" * 4096)
-            except OSError:
-                pass
+            for size in (1 << 20, 4096):
+                try:
+                    while True:
+                        out.write(b"\0" * size)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC, error
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
