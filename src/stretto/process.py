@@ -216,6 +216,10 @@ async def run_process(
         timeout: seconds before the whole process group is killed.
         secrets: values replaced by ``***`` in the log and in what ``on_line`` sees (the keys
             the process was given may be printed by it; they must not be kept).
+
+    Raises:
+        OSError: the log could not be written (a full disk); raised once the process ended,
+            its output having been read to the end all the same.
     """
     hidden = [s.encode() for s in secrets if s]
     started = time.monotonic()
