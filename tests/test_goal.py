@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from _invariants import check_invariants
 from stretto.engine.journal import read_journal
 from stretto.frontends.cli import main
 from stretto.routing.ledger import Ledger
@@ -319,14 +320,17 @@ def test_split_depth_zero_means_no_split(repo: Path) -> None:
     assert {t["id"]: t["state"] for t in status["tasks"]} == {"big": "failed", "after": "skipped"}
 
 
+@pytest.mark.parametrize("point", ["after-split", "after-intent:split"])
 def test_resume_after_a_crash_between_the_split_and_its_steps_makes_no_second_call(
-    repo: Path,
+    repo: Path, point: str
 ) -> None:
+    """Killed after the split's answer was journaled (resume replays it), or after its intent
+    and before the call (resume makes the one call): either way one planning call in all."""
     with FakeModelServer([SPLIT]) as server:
         env = {
             **os.environ,
             "ANTHROPIC_BASE_URL": server.env()["ANTHROPIC_BASE_URL"],
-            "STRETTO_CRASHPOINT": "after-split",
+            "STRETTO_CRASHPOINT": point,
         }
         crashed = subprocess.run(
             [sys.executable, "-m", "stretto", "run", str(split_plan(repo)), "--plain"],
@@ -348,11 +352,12 @@ def test_resume_after_a_crash_between_the_split_and_its_steps_makes_no_second_ca
         )
         generate = [r for r in server.requests if r.endpoint == "generate"]
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert len(generate) == 1  # the split was replayed from the journal
+    assert len(generate) == 1  # the split was replayed from the journal, or made once
     journal = records(repo, only_run(repo))
     assert sum(1 for r in journal if r.type == "planner_call") == 1
     assert git(repo, "show", "main:a.txt") == "big.a\n"
     assert git(repo, "show", "main:c.txt") == "after\n"
+    check_invariants(repo, only_run(repo), tasks={"big.a", "big.b", "after"})
 
 
 def test_the_mcp_stretto_plan_tool_plans_a_goal_with_one_call(

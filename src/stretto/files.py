@@ -1,5 +1,7 @@
 """Durable file writes shared by the config, the run directory, the journal, the ledger and the
-router policy: replace a file in one step, and make a rename or a new file survive a crash.
+router policy: replace a file in one step, and make a rename or a new file survive a crash. Also
+what a write that failed means: a full, over-quota or read-only disk (:func:`storage_fault`,
+:func:`full_disk`) stops a run instead of failing its tasks.
 """
 
 from __future__ import annotations

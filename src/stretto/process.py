@@ -279,6 +279,10 @@ async def run_process(
         stop: asked after every output line; a reason (not None) kills the process group
             then and there (a limit the output showed was passed) and is returned as
             :attr:`Finished.stopped`.
+
+    Raises:
+        OSError: the log could not be written (a full disk); raised once the process ended,
+            its output having been read to the end all the same.
     """
     if sandbox is not None:
         scratch = Path(tempfile.mkdtemp(prefix="stretto-sandbox-"))

@@ -33,9 +33,9 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "stretto"
 PLACEHOLDERS = {"stage": ("attempt", "merge")}
 #: Crash points this suite cannot reach without a planning model, and where they are tested.
 NEEDS_A_PLANNER = {
-    "after-intent:split": "a split needs a planning agent (tests/test_goal.py splits with one)",
-    "after-split": "tests/test_goal.py::test_resume_after_a_crash_between_the_split_and_its_steps"
-    "_makes_no_second_call",
+    point: "a split needs a planning model: tests/test_goal.py::test_resume_after_a_crash_"
+    "between_the_split_and_its_steps_makes_no_second_call kills a run there"
+    for point in ("after-intent:split", "after-split")
 }
 #: Crash points that fire only when a control command arrives: the driver sends one.
 NEEDS_A_COMMAND = {"after-control"}
@@ -128,7 +128,8 @@ def _started(run_dir: Path) -> bool:
 
 
 def _send_command_when_ready(repo: Path, proc: subprocess.Popen[str]) -> None:
-    """Send a harmless control command (pause then unpause) once the run's inbox exists."""
+    """Send a harmless control command (parallelism 3, as configured) once the run's inbox
+    exists, so that the ``after-control`` crash point is reached."""
     from stretto.engine.control import inbox_path, send
 
     deadline = time.monotonic() + 30
@@ -164,9 +165,7 @@ class Campaign:
         args = ["resume", "--plain"] if started else ["run", str(self.plan), "--plain"]
         point = fault.point if fault else None
         self.tally.engines += 1
-        with (
-            self.log.open("a") as out,
-        ):
+        with self.log.open("a") as out:
             out.write(f"\n=== stretto {' '.join(args)}  [{fault or 'no fault'}]\n")
             out.flush()
             proc = subprocess.Popen(

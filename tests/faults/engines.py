@@ -28,7 +28,7 @@ def stretto(repo: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     )
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 90) -> tuple[int, str]:
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -52,10 +52,10 @@ def merged(repo: Path) -> int:
 
 
 def wait_for_landings(repo: Path, proc: subprocess.Popen[str], count: int) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while merged(repo) < count:
         assert proc.poll() is None, finish(proc)
-        assert time.monotonic() < deadline, "no landing in 60 s"
+        assert time.monotonic() < deadline, "no landing in 120 s"
         time.sleep(0.05)
 
 
@@ -63,9 +63,9 @@ def wait_for(
     repo: Path, proc: subprocess.Popen[str], ready: Callable[[list[Record]], bool], what: str
 ) -> list[Record]:
     """Wait until ``ready(records)`` while ``proc`` lives; return the records."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not ready(found := records(repo)):
         assert proc.poll() is None, (what, finish(proc))
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what} (120 s)"
         time.sleep(0.02)
     return found

@@ -30,7 +30,7 @@ from stretto.testing.repo import make_repo
 
 SOAK = int(os.environ.get("STRETTO_FAULT_SOAK", "0") or 0)
 CAMPAIGNS = 6
-TIMER_KILLS = 17  # per campaign, besides its named crash points
+TIMER_KILLS = 16  # per campaign, besides its named crash points
 SOAK_TIMER_KILLS = 30
 
 

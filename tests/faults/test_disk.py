@@ -50,22 +50,14 @@ class Disk:
         self.why_not = done.stderr.strip()
 
     def fill(self) -> None:
-        """Write until the disk is full."""
-        with self.filler.open("ab") as out:
-            block = b"\0" * (1 << 20)
-            try:
-                while True:
-                    out.write(block)
-                    out.flush()
-            except OSError as error:
-                assert error.errno == errno.ENOSPC, error
-        # The last partial block may have left a few pages: take them too.
+        """Write until the disk is full (1 MiB blocks, then 4 KiB ones for what is left)."""
         with self.filler.open("ab", buffering=0) as out:
-            try:
-                while True:
-                    out.write(b"\0" * 4096)
-            except OSError:
-                pass
+            for size in (1 << 20, 4096):
+                try:
+                    while True:
+                        out.write(b"\0" * size)
+                except OSError as error:
+                    assert error.errno == errno.ENOSPC, error
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
@@ -193,4 +185,20 @@ def test_a_read_only_run_directory_is_a_clear_error_and_loses_nothing(
     assert git(repo, "rev-parse", "main") == head
     assert processes_with_token(run) == []
     disk.read_only(False)
+    resume_finishes(repo, expected)
+
+
+def test_a_journal_write_that_fails_as_on_a_full_disk_stops_the_run_the_same_way(
+    tmp_path: Path,
+) -> None:
+    """The fallback where no filesystem can be mounted, run everywhere so it stays true: the
+    60th journal write fails with ENOSPC (``journal-write-enospc@60``)."""
+    text, expected = make_plan(8, tmp_path, tasks=TASKS)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text)
+    repo = make_repo(tmp_path / "repo", {"README.md": "disk\n", "stretto.toml": CONFIG})
+    proc = stretto(repo, "run", str(plan), "--plain", env=stretto_env(f"{FULL_DISK}@60"))
+    code, output = finish(proc)
+    assert_stopped_cleanly(repo, code, output, "No space left on device")
+    assert "journal.jsonl" in output, output
     resume_finishes(repo, expected)

@@ -9,6 +9,7 @@ pool, builds the environment agents and gates get, and runs a list of gates with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -175,6 +176,9 @@ class RunContext:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self.record(
-                "warning", task=task, message=f"{what} failed: {type(error).__name__}: {error}"
-            )
+            # The journal itself may be what failed (a full disk): the run's loop finds that
+            # out on its next record and stops; a background job must not die loudly here.
+            with contextlib.suppress(Exception):
+                self.record(
+                    "warning", task=task, message=f"{what} failed: {type(error).__name__}: {error}"
+                )

@@ -21,6 +21,7 @@ from stretto.engine.context import RunContext
 from stretto.engine.control import Command, Inbox
 from stretto.engine.journal import Record, crashpoint
 from stretto.engine.outcomes import AttemptEnd, TaskReport
+from stretto.files import storage_fault
 from stretto.options import RunOptions
 from stretto.plans.plan import Plan
 from stretto.routing.dispatch import Dispatch
@@ -102,8 +103,10 @@ class Steering:
             await asyncio.sleep(CONTROL_POLL)
             try:
                 self._read_inbox()
-            except Exception as error:  # the journal cannot be written: the run must stop
-                self.halt(error)
+            except Exception as error:
+                if storage_fault(error) is None:
+                    raise
+                self.halt(error)  # the journal cannot be written: the run must stop
                 return
 
     def _read_inbox(self) -> None:
