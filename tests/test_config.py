@@ -433,6 +433,7 @@ DEFAULT_SECTIONS = {
     "budget": {"run": None, "daily": None, "on_exceed": "finish"},
     "prices": {},
     "planner": {"agent": None, "model": None, "timeout": 600, "split_depth": 1},
+    "sandbox": {"enabled": False, "writable": (), "network": True},
 }
 
 
@@ -563,7 +564,7 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
 
     assert (
         diag.message == "unknown key 'colour'; known keys: agents, budget, default_agent, env, "
-        "gates, max_agents, planner, prices, router, scope, target, workspace"
+        "gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
     )
 
 

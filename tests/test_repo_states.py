@@ -2,11 +2,12 @@
 
 Each test builds a real git repository in a temporary directory, runs ``python -m stretto`` as a
 subprocess with ``bash`` commands as agents, and checks git and the files on disk against what
-docs/running.md ("Repository states") promises: not a repository, no commit yet, a detached
-HEAD, a missing target, a dirty checkout, a target the user moves mid-run, stale ``stretto/*``
-branches and locked or prunable worktrees, submodules, Git LFS pointer files, sparse worktrees,
-hooks (``.git/hooks`` and ``core.hooksPath``) and no git identity. Agents leave evidence in
-``OUT``, a directory outside the repository.
+docs/running.md ("Repository states") promises: not a repository (or a bare one), no commit
+yet, a detached HEAD, a missing or locked target, a dirty checkout, a target the user moves or
+rewinds mid-run, stale ``stretto/*`` branches, a branch named like an attempt, locked or
+prunable worktrees, submodules, Git LFS pointer files, sparse worktrees and a user's sparse
+checkout, hooks (``.git/hooks`` and ``core.hooksPath``) and no git identity. Agents leave
+evidence in ``OUT``, a directory outside the repository.
 """
 
 from __future__ import annotations
@@ -281,6 +282,26 @@ def test_dirty_checkout_is_never_touched_and_told_how_to_catch_up(tmp_path: Path
     assert recipe in result.stdout
 
 
+def test_a_locked_index_in_the_checkout_is_named_in_the_hint(tmp_path: Path, env: Any) -> None:
+    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")  # an editor's git command, or a crashed one
+    before, base = user_files(repo), rev(repo)
+
+    result = run(repo, env, step("edit", "echo A > a.txt", files=["a.txt"]))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert show(repo, "a.txt") == "A\n" and user_files(repo) == before
+    assert f"its index is locked ({lock} exists" in result.stdout
+    assert "uncommitted changes" not in result.stdout
+    lock.unlink()
+    recipe = f"git reset --soft {base[:12]} && git merge --ff-only {rev(repo)[:12]}"
+    assert recipe in result.stdout
+    subprocess.run(recipe, shell=True, cwd=repo, env=env, check=True, capture_output=True)
+    assert (repo / "a.txt").read_text() == "A\n"
+    assert git(repo, "status", "--porcelain", "--", ".", ":!.stretto") == ""
+
+
 WAIT = "touch {out}/started; while [ ! -f {out}/go ]; do sleep 0.05; done"
 
 
@@ -505,6 +526,23 @@ def test_lfs_pointer_files_pass_through_unchanged(tmp_path: Path, env: Any, out:
     assert git(repo, "status", "--porcelain", "--", ".", ":!.stretto") == ""
 
 
+def test_a_required_filter_that_is_not_installed_fails_every_attempt_before_its_agent(
+    tmp_path: Path, env: Any, out: Path
+) -> None:
+    attributes = "*.bin filter=lfs diff=lfs merge=lfs -text\n"
+    repo = repo_with(tmp_path, {".gitattributes": attributes, "model.bin": LFS_POINTER})
+    git(repo, "config", "filter.lfs.process", "no-such-git-lfs filter-process")
+    git(repo, "config", "filter.lfs.required", "true")  # as `git lfs install` sets it
+    before = rev(repo)
+
+    result = run(repo, env, step("a", f"touch {q(out)}/ran; echo a > a.txt", files=["a.txt"]))
+
+    assert result.returncode == 1
+    assert "workspace setup failed" in result.stdout and "no-such-git-lfs" in result.stdout
+    assert not (out / "ran").exists()  # no agent started on a half-checked-out worktree
+    assert rev(repo) == before
+
+
 # --------------------------------------------------------------------------- sparse worktrees
 
 
@@ -566,6 +604,38 @@ def test_sparse_worktrees_hold_owned_and_configured_paths(
         ["git", "config", "--get", "core.sparseCheckout"], cwd=repo, capture_output=True
     ).stdout.strip() in (b"", b"false")
     assert show(repo, "api/f1.txt") == "api 1\nmore\n"
+
+
+@pytest.mark.parametrize("style", ["git sparse-checkout", "core.sparseCheckout"])
+def test_a_sparse_checkout_of_the_user_does_not_leak_into_worktrees(
+    tmp_path: Path, env: Any, out: Path, style: str
+) -> None:
+    listing = f"find . -name 'f*.txt' | sort > {q(out)}/$STRETTO_TASK_ID.txt"
+    merged = f"find . -name 'f*.txt' | sort > {q(out)}/merged.txt"
+    config = f'[gates]\nall = {{ command = "{merged}", when = "merge" }}\n'
+    repo = _monorepo(tmp_path, config)
+    if style == "git sparse-checkout":  # per-worktree config, as git sets it up today
+        git(repo, "sparse-checkout", "set", "api")
+    else:  # the older way: a shared setting and the main checkout's pattern file
+        git(repo, "config", "core.sparseCheckout", "true")
+        (repo / ".git" / "info" / "sparse-checkout").write_text("/*\n!/web/\n")
+        git(repo, "read-tree", "-mu", "HEAD")
+    assert not (repo / "web").exists()
+    config_before, files_before = (repo / ".git" / "config").read_text(), user_files(repo)
+
+    result = run(repo, env, step("web", f"{listing}; echo more >> web/f1.txt", files=["web/**"]))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    everything_ = {f"./{d}/f{i}.txt" for d in ("api", "web", "docs", "tests") for i in (1, 2)}
+    # The agent had the whole tree (web/f1.txt included, which it appended to), and so did the
+    # gate on the merged tree.
+    assert set((out / "web.txt").read_text().split()) == everything_
+    assert set((out / "merged.txt").read_text().split()) == everything_
+    assert show(repo, "web/f1.txt") == "web 1\nmore\n"
+    # The user's checkout is as sparse as it was; its config untouched.
+    assert (repo / ".git" / "config").read_text() == config_before
+    assert not (repo / "web").exists() and user_files(repo) == files_before
+    assert leftovers(repo) == ([], [])
 
 
 # --------------------------------------------------------------------------- hooks, identity

@@ -20,6 +20,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
+    [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
 from stretto.inputfiles import decode_utf8, read_input
+from stretto.sandbox import SandboxSettings
 
 if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
@@ -181,6 +183,7 @@ class Config:
         prices: ``[prices."MODEL"]``: USD per million tokens (input, output, cached) for models
             the bundled price table does not know, or to override it.
         planner: ``[planner]``: the planning agent for ``stretto -g``.
+        sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
     """
 
     target: str
@@ -198,6 +201,7 @@ class Config:
     budget: BudgetSettings = BudgetSettings()
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: PlannerSettings = PlannerSettings()
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -353,6 +357,14 @@ def _config_validator() -> SchemaValidator:
             "sparse": field(validator(sparse_paths, core.any_schema()), False),
         }
     )
+    flag = core.bool_schema(strict=True)
+    sandbox = table(
+        {
+            "enabled": field(flag, False),
+            "writable": field(texts, factory=list),
+            "network": field(flag, True),
+        }
+    )
     config = table(
         {
             "target": field(validator(branch, core.nullable_schema(text)), None),
@@ -363,6 +375,7 @@ def _config_validator() -> SchemaValidator:
             "scope": field(literal(("refuse", "warn")), "refuse"),
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
+            "sandbox": field(sandbox, factory=dict),
             "agents": field(
                 core.dict_schema(text, validator(finite, core.dict_schema(text))), factory=dict
             ),
@@ -428,6 +441,7 @@ _TOP_KEYS = (
     "planner",
     "prices",
     "router",
+    "sandbox",
     "scope",
     "target",
     "workspace",
@@ -438,6 +452,7 @@ _SECTION_KEYS = {
     "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
+    "sandbox": ("enabled", "network", "writable"),
 }
 _ARM_KEYS = ("agent", "model", "tier")
 _PRICE_KEYS = ("cached", "input", "output")
@@ -482,6 +497,8 @@ def _message(error: Any, loc: tuple[str, ...]) -> str:
         return f"must be more than {ctx['gt']}, not {_describe(value)}"
     if kind == "less_than_equal":
         return f"must be at most {ctx['le']}, not {_describe(value)}"
+    if kind == "bool_type":
+        return f"must be true or false, not {_describe(value)}"
     if kind == "float_type":
         return f"must be a number, not {_describe(value)}"
     if kind == "finite_number":
@@ -624,4 +641,9 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         budget=BudgetSettings(**values["budget"]),
         prices={k: v for k, v in values["prices"].items()},
         planner=PlannerSettings(**values["planner"]),
+        sandbox=SandboxSettings(
+            values["sandbox"]["enabled"],
+            tuple(values["sandbox"]["writable"]),
+            values["sandbox"]["network"],
+        ),
     )

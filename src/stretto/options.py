@@ -14,6 +14,7 @@ from stretto.config import (
     PlannerSettings,
     RouterSettings,
 )
+from stretto.sandbox import SandboxSettings
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RunOptions:
     on_exceed: str = "finish"  # finish | stop: what happens to running attempts at the budget
     prices: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -65,6 +67,7 @@ class RunOptions:
                 "timeout": self.planner.timeout,
                 "split_depth": self.planner.split_depth,
             },
+            "sandbox": self.sandbox.to_dict(),
         }
 
     @classmethod
@@ -91,4 +94,5 @@ class RunOptions:
             planner=PlannerSettings(**data["planner"])
             if data.get("planner")
             else PlannerSettings(),
+            sandbox=SandboxSettings.from_dict(data.get("sandbox")),
         )

@@ -39,6 +39,8 @@ NEEDS_A_PLANNER = {
 }
 #: Crash points that fire only when a control command arrives: the driver sends one.
 NEEDS_A_COMMAND = {"after-control"}
+#: Crash points only ``stretto run`` reaches (before there is a run to resume): faults first.
+ONLY_AT_START = {"after-journal-created"}
 
 
 def crash_points() -> list[str]:
@@ -203,6 +205,7 @@ class Campaign:
                 tally.tried += 1
                 tally.fired[fault.point.split("@")[0] if fault and fault.point else "timer"] += 1
                 self._note(self._midway(), f"after {fault} of `{what}`")
+                self._unstarted()
                 if not queue:
                     queue.append(None)  # a kill nobody asked for: resume once more
                 continue
@@ -241,9 +244,28 @@ class Campaign:
         problems = [Problem("orphaned", f"`stretto clean` failed: {done.stderr}")] * bool(
             done.returncode
         )
-        left = leftovers(self.repo, run_id)
+        left = [
+            *leftovers(self.repo, run_id),
+            *(d for d in _run_dirs(self.repo) if not _started(d)),
+        ]
         problems += [Problem("orphaned", f"left after `stretto clean`: {name}") for name in left]
         self._note(problems, "after clean")
+
+    def _unstarted(self) -> None:
+        """Killed before its first record: resume says nothing ran and to start again."""
+        if not _run_dirs(self.repo) or any(_started(d) for d in _run_dirs(self.repo)):
+            return
+        done = subprocess.run(
+            [sys.executable, "-m", "stretto", "resume", "--plain"],
+            cwd=self.repo,
+            env=stretto_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 1 or "Start it again with `stretto run PLAN`" not in done.stderr:
+            what = f"resume of a run that never started: exit {done.returncode}: {done.stderr}"
+            self._note([Problem("journal", what)], "after a kill before the first record")
 
     def _midway(self) -> list[Problem]:
         runs = [d for d in _run_dirs(self.repo) if _started(d)]

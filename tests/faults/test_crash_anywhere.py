@@ -17,13 +17,20 @@ from pathlib import Path
 import pytest
 
 from faults.conftest import TALLY
-from faults.driver import NEEDS_A_PLANNER, Campaign, Fault, crash_points, seeded_faults
+from faults.driver import (
+    NEEDS_A_PLANNER,
+    ONLY_AT_START,
+    Campaign,
+    Fault,
+    crash_points,
+    seeded_faults,
+)
 from faults.plangen import CONFIG, make_plan
 from stretto.testing.repo import make_repo
 
 SOAK = int(os.environ.get("STRETTO_FAULT_SOAK", "0") or 0)
 CAMPAIGNS = 6
-TIMER_KILLS = 20  # per campaign, besides its named crash points
+TIMER_KILLS = 17  # per campaign, besides its named crash points
 SOAK_TIMER_KILLS = 30
 
 
@@ -35,8 +42,8 @@ def occurrence(point: str, rng: random.Random) -> str:
     """``point@N``: which time the point is reached in that engine (seeded)."""
     if point == "journal-write-torn":
         return f"{point}@{rng.randint(2, 80)}"
-    if point == "after-control":
-        return point  # the driver sends one command
+    if point == "after-control" or point in ONLY_AT_START:
+        return point  # the driver sends one command; a run creates one journal
     return f"{point}@{rng.randint(1, 3)}"
 
 
@@ -47,7 +54,8 @@ def faults_for(campaign: int, total: int, timers: int) -> list[Fault]:
     mine = [p for i, p in enumerate(named_points()) if i % total == campaign % total]
     kills = seeded_faults(rng, timers, 0.2, 1.5)
     for point in mine:
-        kills.insert(rng.randint(0, timers // 2), Fault(point=occurrence(point, rng)))
+        at = 0 if point in ONLY_AT_START else rng.randint(1, timers // 2)
+        kills.insert(at, Fault(point=occurrence(point, rng)))
     return kills
 
 

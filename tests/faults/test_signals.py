@@ -17,7 +17,7 @@ import pytest
 
 from _invariants import check_invariants, midway_problems, only_run
 from faults.driver import stretto_env
-from faults.engines import finish, records, stretto, wait_for, wait_for_landings
+from faults.engines import finish, records, runs, stretto, wait_for, wait_for_landings
 from faults.plangen import CONFIG, Expected, make_plan
 from stretto.engine.journal import JOURNAL_NAME, TORN_WRITE, Record, read_journal
 from stretto.process import processes_with_token
@@ -121,3 +121,27 @@ def test_a_crash_inside_resume_and_a_torn_journal_line_are_repaired_by_the_next_
     check_invariants(repo, only_run(repo), tasks=expected.tasks)
     assert expected.check_tree(repo) == []
     assert len([r for r in read_journal(journal) if r.type == "journal_reopened"]) == 3
+
+
+def test_a_run_killed_before_its_first_record_says_to_start_again_and_clean_removes_it(
+    setup: tuple[Path, Path, Expected],
+) -> None:
+    repo, plan, expected = setup
+    at_start = stretto_env("after-journal-created")
+    code, output = finish(stretto(repo, "run", str(plan), "--plain", env=at_start))
+    assert code == -9, output
+    [empty] = runs(repo)
+    assert (empty / JOURNAL_NAME).read_bytes() == b""
+    code, output = finish(stretto(repo, "resume", "--plain"))
+    assert code == 1 and "Traceback" not in output, output
+    assert "was stopped before it started" in output, output
+    assert "Start it again with `stretto run PLAN`" in output, output
+    assert (empty / JOURNAL_NAME).read_bytes() == b""  # resume changed nothing
+    code, output = finish(stretto(repo, "runs"))
+    assert code == 0 and "damaged" in output, output
+    code, output = finish(stretto(repo, "clean"))
+    assert code == 0 and f"removed run {empty.name}" in output, output
+    assert runs(repo) == []
+    code, output = finish(stretto(repo, "run", str(plan), "--plain"))
+    assert code == 0, output
+    check_invariants(repo, only_run(repo), tasks=expected.tasks)

@@ -166,7 +166,7 @@ class AiderAdapter:
             prompt_file = home / "prompt.md"
             prompt_file.write_text(ctx.prompt)
             argv += ["--message-file", str(prompt_file)]
-        return Launch(argv=argv, env=env, cwd=ctx.workspace)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:

@@ -94,14 +94,29 @@ class Launch:
     env: Mapping[str, str]
     cwd: Path
     stdin: str | None = None
+    model: str | None = None  # the model the adapter told the CLI to use (None: the CLI's own)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentEvent:
     """Something the agent reported while it ran."""
 
-    kind: str  # text | tool | file | usage | cost | rate_limit | error
+    kind: str  # text | tool | file | usage | cost | model | rate_limit | error
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def reported_model(events: Sequence[AgentEvent]) -> str | None:
+    """The model the CLI said it used (the last ``model`` event's ``name``), if it said."""
+    for event in reversed(events):
+        if event.kind == "model" and event.data.get("name"):
+            return str(event.data["name"])
+    return None
+
+
+def used_model(events: Sequence[AgentEvent], launch: Launch, fallback: str | None) -> str | None:
+    """The model an attempt ran on, for the ledger and the journal: what the CLI reported, else
+    what the adapter told it (its default included), else ``fallback`` (the route's model)."""
+    return reported_model(events) or launch.model or fallback
 
 
 @dataclass(frozen=True, slots=True)

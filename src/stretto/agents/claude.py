@@ -75,12 +75,17 @@ DEFAULT_MAX_RETRIES = 2
 FILE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
 
 
-def resolve_model(ctx: AttemptContext) -> str | None:
-    """The model for this attempt: the step's (a tier or a name), else ``model`` in settings."""
+COMPLEXITY_TIER = {"low": "fast", "medium": "balanced", "high": "strong"}
+
+
+def resolve_model(ctx: AttemptContext) -> str:
+    """The model for this attempt: the step's (a tier or a name), else ``model`` in settings,
+    else the tier the step's complexity picks (low: fast, medium: balanced, high: strong), as
+    gemini's adapter does; never Claude Code's own default, which is its strongest model."""
     tiers = {**DEFAULT_MODELS, **dict(ctx.settings.get("models") or {})}
     wanted = ctx.model or ctx.settings.get("model")
     if not wanted:
-        return None  # Claude Code picks its default model
+        wanted = COMPLEXITY_TIER.get(getattr(ctx.task, "complexity", ""), "balanced")
     return str(tiers.get(str(wanted), wanted))
 
 
@@ -102,8 +107,7 @@ class ClaudeAdapter:
             str(settings.get("permission_mode", "acceptEdits")),
         ]
         model = resolve_model(ctx)
-        if model:
-            argv += ["--model", model]
+        argv += ["--model", model]
         allowed = settings.get("allowed_tools")
         if allowed:
             argv += ["--allowedTools", ",".join(str(tool) for tool in allowed)]
@@ -124,7 +128,7 @@ class ClaudeAdapter:
                     f"export it before running stretto"
                 )
             env["ANTHROPIC_API_KEY"] = key
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt, model=model)
 
     # ------------------------------------------------------------------ planning
 
@@ -228,6 +232,8 @@ class ClaudeAdapter:
             return events
         if kind == "system" and message.get("subtype") == "api_retry":
             return _retry_events(message)
+        if kind == "system" and message.get("subtype") == "init" and message.get("model"):
+            return (AgentEvent("model", {"name": str(message["model"])}),)
         if kind == "result":
             return _result_events(message)
         return ()

@@ -153,10 +153,10 @@ class GeminiAdapter:
             "stream-json",
             "--yolo",
             "-m",
-            self.model_for(ctx),
+            model := self.model_for(ctx),
             *(str(arg) for arg in settings.get("args") or ()),
         ]
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:

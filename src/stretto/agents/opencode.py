@@ -125,9 +125,9 @@ class OpencodeAdapter:
             f"{PROVIDER}/{model}",
         ]
         if len(ctx.prompt.encode()) < MAX_PROMPT_ARG:
-            return Launch(argv=[*argv, "--", ctx.prompt], env=env, cwd=ctx.workspace)
+            return Launch([*argv, "--", ctx.prompt], env, ctx.workspace, model=model)
         # Too long for one argument (Linux caps each at 128 KiB): opencode appends piped stdin.
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv, env, ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:

@@ -106,7 +106,7 @@ class QwenAdapter:
             "-m",
             model,
         ]
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:

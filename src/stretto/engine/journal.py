@@ -145,7 +145,7 @@ def is_live(run_dir: Path) -> bool:
     lock = run_dir / LOCK_NAME
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no lock; or a stray file, not a run
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -238,6 +238,16 @@ def fold(records: Iterable[Record], reducer: Callable[[S, Record], S], initial: 
     return functools.reduce(reducer, records, initial)
 
 
+def name_holder(lock_fd: int, pid: int) -> None:
+    """Write ``pid`` into the run's lock file (whose writer lock ``lock_fd`` holds), unless it
+    is there already: readers never see it empty (a detached engine adopting its lock names the
+    pid its starter wrote a moment before)."""
+    text = f"{pid}\n".encode()
+    if os.pread(lock_fd, 64, 0) != text:
+        os.pwrite(lock_fd, text, 0)
+        os.ftruncate(lock_fd, len(text))
+
+
 def _lock(run_dir: Path) -> int:
     """Take the run's writer lock and record our pid in it; RunError if someone holds it."""
     try:
@@ -257,8 +267,7 @@ def _lock(run_dir: Path) -> int:
         os.close(fd)
         raise RunError(f"cannot lock run {run_dir.name} ({run_dir}): {exc.strerror}") from None
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        name_holder(fd, os.getpid())
     except OSError as exc:
         os.close(fd)
         raise _cannot_write(exc, run_dir / LOCK_NAME) from None
@@ -395,8 +404,7 @@ class Journal:
         except OSError as exc:
             raise RunError(f"run {run_dir.name}: the handed-over lock is not held: {exc}") from None
         history, _ = _load(run_dir / JOURNAL_NAME)
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+        name_holder(lock_fd, os.getpid())
         gen = history[-1].gen if history else 0
         return cls(run_dir, (fd, lock_fd), history, gen, redact)
 

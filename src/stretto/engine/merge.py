@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stretto.engine.sparse import ensure_full
 from stretto.engine.workspace import AUTO_LINK_DIRS, link_shared_dirs, worktree_lock
-from stretto.git import is_ancestor, list_worktrees, rev_parse, run_git, update_ref_cas
+from stretto.git import git_dir, is_ancestor, list_worktrees, rev_parse, run_git, update_ref_cas
 
 AUTHOR = ("stretto", "stretto@localhost")
 
@@ -135,6 +136,7 @@ def checkout_integration(
             if path.exists():
                 shutil.rmtree(path)
             run_git(["worktree", "add", "--detach", "--force", str(path), commit], repo)
+            ensure_full(path)  # gates judge the whole merged tree, even if your checkout is sparse
     else:
         run_git(["checkout", "--detach", "--force", commit], path)
         run_git(["clean", "-fdq"], path)  # keeps the links: they are ignored
@@ -215,10 +217,23 @@ def sync_checkout(checkout: Path, old: str, new: str) -> bool:
     return result.returncode == 0
 
 
-def catch_up_hint(target: str, old: str, new: str) -> str:
-    """How a user whose dirty checkout was left at ``old`` catches up with ``new``."""
+def catch_up_hint(target: str, old: str, new: str, checkout: Path | None = None) -> str:
+    """How a user whose checkout was left at ``old`` catches up with ``new``.
+
+    Usually the checkout had uncommitted changes; when its index is locked (``index.lock``: a
+    git command running there, or one that crashed), the hint says so instead.
+    """
+    recipe = f"git reset --soft {old[:12]} && git merge --ff-only {new[:12]}"
+    lock = git_dir(checkout) / "index.lock" if checkout is not None else None
+    if lock is not None and lock.exists():
+        return (
+            f"your checkout of '{target}' could not be brought along: its index is locked "
+            f"({lock} exists: a git command is running there, or a crashed one left the file), "
+            f"so its files were left as they were (at {old[:12]}) while '{target}' moved to "
+            f"{new[:12]}. Once the lock is gone: {recipe}"
+        )
     return (
         f"your checkout of '{target}' had uncommitted changes, so its files were left as they "
         f"were (at {old[:12]}) while '{target}' moved to {new[:12]}. To catch up and keep your "
-        f"changes: git reset --soft {old[:12]} && git merge --ff-only {new[:12]}"
+        f"changes: {recipe}"
     )

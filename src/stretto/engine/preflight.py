@@ -26,7 +26,8 @@ def check_agents(plan: Plan, options: RunOptions, config: Config | None = None) 
     Raises:
         PlanError: a step names an unknown agent, or runs the shell agent without a command.
         ConfigError: ``default_agent`` or a ``[[router.arms]]`` agent is unknown (with ``config``).
-        UsageError: as above, where the name came from no file (``--agent``).
+        UsageError: as above, where the name came from no file (``--agent``); or
+            ``[sandbox] enabled`` where the sandbox cannot run.
     """
     from stretto.agents import get_adapter
 
@@ -45,6 +46,12 @@ def check_agents(plan: Plan, options: RunOptions, config: Config | None = None) 
                 'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
             )
     _check_shell_commands(plan, options.default_agent, options.agent_settings)
+    if options.sandbox.enabled:
+        from stretto.sandbox import unavailable
+
+        problem = unavailable()
+        if problem is not None:
+            raise UsageError(f"[sandbox] enabled = true, but {problem}")
 
 
 def _raise_located(

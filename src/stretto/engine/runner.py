@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from stretto.engine import merge as merging
@@ -29,7 +30,7 @@ from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
 from stretto.engine.splits import Splits
 from stretto.engine.steering import Steering
-from stretto.errors import RunError
+from stretto.errors import StorageError
 from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
 from stretto.options import RunOptions
@@ -86,7 +87,7 @@ class Runner(Steering):
         self.paused = False  # a person paused the run: no new attempts start
         self.stop: tuple[str, str] | None = None  # (status, why) once the run is being stopped
         self.stop_signal: int | None = None
-        self.halted: RunError | None = None  # why the run had to stop (see halt)
+        self.halted: StorageError | None = None  # why the run had to stop (see halt)
         self.held: set[str] = set()  # tasks that could start now, but only on such a provider
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd] | None] = asyncio.Queue()
@@ -195,12 +196,16 @@ class Runner(Steering):
             )
         if self.dispatch.unpriced:
             self.notes.append(
-                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; "
-                "their cost is not counted (`stretto cost` lists them)"
+                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; budgets "
+                "counted them at their provider's top price (`stretto cost` lists them)"
             )
         if self.queue.stale_checkout:
             self.notes.append(
-                merging.catch_up_hint(self.options.target, *self.queue.stale_checkout)
+                merging.catch_up_hint(
+                    self.options.target,
+                    *self.queue.stale_checkout,
+                    self.queue.checkout if isinstance(self.queue.checkout, Path) else None,
+                )
             )
         head = rev_parse(self.repo, f"refs/heads/{self.options.target}")
         self.record(
@@ -284,7 +289,8 @@ class Runner(Steering):
             elif isinstance(action, GiveUp):
                 self.credit_failed(action.task)
                 reason = self.attempts.failures.get(action.task)
-                why = f"gave up after {action.failures} failed attempts"
+                n = action.failures
+                why = f"gave up after {n} failed attempt{'' if n == 1 else 's'}"
                 if reason:
                     why += f"; last: {reason.reason}"
                 self.finish(action.task, "failed", why)
@@ -427,10 +433,19 @@ class Runner(Steering):
     def _stop_for_budget(self) -> None:
         """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
         spent, budget = self.dispatch.run_spent, self.options.budget
-        limit = f"${spent:.2f} of the ${budget:.2f} run budget" if budget is not None else ""
-        if not limit:
-            limit = f"${self.dispatch.day_spent:.2f} of the ${self.options.daily_cap:.2f} daily cap"
-        self.budget_stop = f"budget reached: {limit} spent"
+        over_run = budget is not None and spent >= budget
+        over_day = (
+            self.options.daily_cap is not None and self.dispatch.day_spent >= self.options.daily_cap
+        )
+        if self.dispatch.unbounded is not None and not (over_run or over_day):
+            self.budget_stop = f"budget cannot be kept: {self.dispatch.unbounded}"
+        elif over_run:
+            self.budget_stop = f"budget reached: ${spent:.2f} of the ${budget:.2f} run budget spent"
+        else:
+            self.budget_stop = (
+                f"budget reached: ${self.dispatch.day_spent:.2f} of the "
+                f"${self.options.daily_cap:.2f} daily cap spent"
+            )
         self.record("decision", action="stop_budget", reason=self.budget_stop)
         if self.options.on_exceed == "stop":
             for task in sorted(self.attempts.in_agent):
@@ -523,17 +538,18 @@ class Runner(Steering):
     def halt(self, error: BaseException) -> None:
         """Stop the run because stretto cannot write what it must (disk full, read-only, the
         journal failed): agents end, nothing counts as a task's failure, and the run ends with
-        a :class:`RunError` that names what filled up and says to resume."""
+        a :class:`StorageError` that names what filled up and says to resume."""
         if self.halted is not None:
             return
         what = storage_fault(error) or f"{type(error).__name__}: {error}"
         if ": /" not in what:  # name the disk that filled up if the error did not
             full = full_disk(self.ctx.run_dir, self.repo)
             what = storage_fault(full) or what if full else what
-        self.halted = RunError(
+        self.halted = StorageError(
             f"run {self.run_id} stopped: stretto could not write its files ({what}). Free "
             f"space on that disk (or make it writable), then `stretto resume {self.run_id}` "
-            "goes on; work that passed its gates is kept"
+            "goes on; work that passed its gates is kept",
+            reason=what,
         )
         self.stop = ("interrupted", f"stopped: {what}")
         self.ended.put_nowait(None)

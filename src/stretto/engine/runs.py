@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stretto.config import Config, load_config
-from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, parse_record, read_journal
+from stretto.engine.journal import (
+    JOURNAL_NAME,
+    Journal,
+    crashpoint,
+    is_live,
+    parse_record,
+    read_journal,
+)
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
 from stretto.errors import RunError, StorageError, UnknownRunError, UsageError
@@ -77,6 +84,7 @@ def options_for(
         on_exceed=config.budget.on_exceed,
         prices=config.prices,
         planner=config.planner,
+        sandbox=config.sandbox,
     )
 
 
@@ -151,6 +159,8 @@ def create_run(
     except StorageError as error:
         _remove_unstarted(run_dir)
         raise _cannot_start(run_id, error) from None
+    if ours:
+        crashpoint("after-journal-created")  # an empty journal: resume says to start again
     try:
         make_inbox(run_dir)
         write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())

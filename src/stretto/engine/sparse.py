@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from stretto.git import run_git
+from stretto.git import git_dir, run_git
 from stretto.plans.paths import sparse_dirs
 from stretto.plans.plan import Task
 
@@ -49,3 +49,31 @@ def sparse_checkout(path: Path, dirs: Sequence[str]) -> None:
     """
     stdin = "".join(f"{d}\n" for d in dirs)
     run_git(["sparse-checkout", "set", "--cone", "--stdin"], path, input=stdin)
+
+
+def ensure_full(path: Path) -> None:
+    """Make the worktree at ``path`` a full checkout if it inherited the user's sparseness.
+
+    ``git worktree add`` copies the sparse-checkout settings of the checkout it runs from, so
+    when the user's own checkout is sparse, a new worktree would be sparse too: an agent would
+    miss files its task owns, and gates on a merged tree would not see all of it. With
+    per-worktree config (``extensions.worktreeConfig``, which ``git sparse-checkout`` turns on)
+    ``git sparse-checkout disable`` changes this worktree alone; with the older shared
+    ``core.sparseCheckout = true``, this worktree's own pattern file gets ``/*`` (everything)
+    and its files are brought back. The user's checkout is never changed.
+    """
+    if not _flag(path, "core.sparseCheckout"):
+        return
+    if _flag(path, "extensions.worktreeConfig"):
+        run_git(["sparse-checkout", "disable"], path)
+        return
+    patterns = git_dir(path) / "info" / "sparse-checkout"
+    patterns.parent.mkdir(parents=True, exist_ok=True)
+    patterns.write_text("/*\n")
+    if run_git(["rev-parse", "--verify", "--quiet", "HEAD"], path, check=False).returncode == 0:
+        run_git(["-c", "core.sparseCheckoutCone=false", "read-tree", "-mu", "HEAD"], path)
+
+
+def _flag(path: Path, key: str) -> bool:
+    result = run_git(["config", "--bool", "--get", key], path, check=False)
+    return result.stdout.strip() == "true"
