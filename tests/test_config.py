@@ -429,11 +429,19 @@ DEFAULT_SECTIONS = {
         "cost_ceiling": 1.0,
         "min_tier": (("low", "fast"), ("medium", "fast"), ("high", "balanced")),
         "credit": "attempt",
+        "landed_value_usd": None,
     },
     "budget": {"run": None, "daily": None, "on_exceed": "finish"},
     "prices": {},
     "planner": {"agent": None, "model": None, "timeout": 600, "split_depth": 1},
     "sandbox": {"enabled": False, "writable": (), "network": True},
+    "attempt": {
+        "timeout": 1800,
+        "max_cost": None,
+        "max_tokens": None,
+        "max_turns": None,
+        "max_rate_limited": 10,
+    },
 }
 
 
@@ -563,8 +571,8 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
     [diag] = diagnostics(repo, "colour = 'blue'\n")
 
     assert (
-        diag.message == "unknown key 'colour'; known keys: agents, budget, default_agent, env, "
-        "gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
+        diag.message == "unknown key 'colour'; known keys: agents, attempt, budget, default_agent, "
+        "env, gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
     )
 
 
@@ -611,6 +619,16 @@ def test_router_budget_prices_and_planner_sections(repo: Path) -> None:
     assert (config.budget.run, config.budget.daily, config.budget.on_exceed) == (5, 20.5, "stop")
     assert config.prices == {"my-model": {"input": 1, "output": 2.5, "cached": None}}
     assert (config.planner.agent, config.planner.split_depth) == ("claude", 2)
+
+
+def test_router_landed_value_is_read_and_checked(repo: Path) -> None:
+    write(
+        repo, {"stretto.toml": ROUTED.replace("warmup = 10", "warmup = 10\nlanded_value_usd = 80")}
+    )
+    assert load_config(repo).router.landed_value_usd == 80
+    [diag] = diagnostics(repo, ROUTED.replace("warmup = 10", "landed_value_usd = 0"))
+    assert (diag.line, diag.field) == (2, "router.landed_value_usd")
+    assert diag.message == "must be more than 0.0, not an integer 0"
 
 
 def test_errors_in_new_sections_are_located(repo: Path) -> None:

@@ -127,12 +127,11 @@ def assert_clean_end(repo: Path, ran: Ran) -> None:
     while processes_with_token(ran.status.run_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with_token(ran.status.run_id) == []
+    # Failed attempts keep their worktree for inspection; a landed task's is removed.
     worktrees = git(repo, "worktree", "list", "--porcelain")
-    assert (
-        worktrees.count("worktree ")
-        == 1 + sum(1 for t in ran.status.tasks.values() if t.state != "landed")
-        or True
-    )  # failed attempts keep their worktree for inspection; none of a landed task
+    for task, info in ran.status.tasks.items():
+        if info.state == "landed":
+            assert f"{ran.status.run_id}-{task}-" not in worktrees, worktrees
     assert not list((repo / ".git").glob("*.lock"))
     assert (repo / "notes.txt").read_text() == "the user's untracked notes\n"
     assert git(repo, "fsck", "--no-progress", "--no-dangling") == ""
@@ -327,8 +326,9 @@ HOOK = f"{COMMON}/hooks/post-checkout"
         f"printf '#!/bin/sh\\necho pwned > /tmp/pwned\\n' > {HOOK}; chmod +x {HOOK}",
         "git config --file $(git rev-parse --git-common-dir)/config core.fsmonitor 'echo pwned'",
         "git config core.hooksPath /tmp",
+        f"rm -rf {COMMON}/hooks && ln -s /tmp {COMMON}/hooks",
     ],
-    ids=["hook", "fsmonitor", "hooks-path"],
+    ids=["hook", "fsmonitor", "hooks-path", "hooks-dir-replaced"],
 )
 def test_an_agent_that_edits_git_hooks_or_config_is_undone_and_refused(
     repo: Path, how: str
@@ -544,6 +544,13 @@ def test_in_the_sandbox_gates_run_confined_too(repo: Path, sandbox: bool) -> Non
     assert_clean_end(repo, ran)
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
+
+
 def test_in_the_sandbox_an_engine_killed_mid_agent_leaves_nothing_and_resumes(repo: Path) -> None:
     """The sandboxed agent dies with the engine (bwrap --die-with-parent, so nothing is left
     to adopt); resume starts the task again."""
@@ -561,21 +568,20 @@ def test_in_the_sandbox_an_engine_killed_mid_agent_leaves_nothing_and_resumes(re
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # this run's own agent is asleep (other tests sleep too)
         runs = api.list_runs(repo)
-        if (
-            runs
-            and "sleep 60"
-            in subprocess.run(["pgrep", "-af", "sleep 60"], capture_output=True, text=True).stdout
+        if runs and any(
+            b"sleep\x0060" in cmdline(pid) for pid in processes_with_token(runs[0].run_id)
         ):
             break
         time.sleep(0.1)
-    time.sleep(0.5)
+    else:
+        raise AssertionError("the sandboxed agent never started")
     engine.kill()  # SIGKILL: no cleanup code of stretto runs
     engine.wait()
     [status] = api.list_runs(repo)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while processes_with_token(status.run_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with_token(status.run_id) == []
@@ -702,3 +708,50 @@ def test_long_lines_lose_no_output_and_secrets_split_by_reads_are_hidden(tmp_pat
     expected = sum(pad + 3 + 70000 + 1 for pad in (65536 - 10, 65536 - 5, 100))
     assert len(data) == expected  # nothing lost
     assert all(secret not in line for line in lines)
+
+
+def test_a_hooks_directory_replaced_by_a_link_is_rebuilt_never_emptied_through_it(
+    tmp_path: Path,
+) -> None:
+    """Restoring must never follow a link the agent planted: `.git/hooks -> /somewhere` once
+    walked (and would have deleted) everything under /somewhere."""
+    from stretto.engine import git_guard
+
+    common = tmp_path / ".git"
+    (common / "hooks").mkdir(parents=True)
+    (common / "config").write_text("[core]\n")
+    (common / "hooks" / "pre-commit").write_text("#!/bin/sh\n")
+    before = git_guard.snapshot(common)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "deep").mkdir(parents=True)
+    (elsewhere / "deep" / "precious.txt").write_text("keep me\n")
+    shutil.rmtree(common / "hooks")
+    (common / "hooks").symlink_to(elsewhere)
+    (common / "config").write_text("[core]\nfsmonitor = evil\n")
+    changed, _ = git_guard.restore(common, before, tmp_path / "kept")
+    assert "hooks" in changed and "config" in changed
+    assert (elsewhere / "deep" / "precious.txt").read_text() == "keep me\n"
+    assert not (common / "hooks").is_symlink()
+    assert (common / "hooks" / "pre-commit").read_text() == "#!/bin/sh\n"
+    assert (common / "config").read_text() == "[core]\n"
+    assert (tmp_path / "kept" / "config").read_text().endswith("fsmonitor = evil\n")
+    assert git_guard.snapshot(common) == before
+
+
+def test_the_sandbox_trusts_a_worktrees_git_file_only_where_it_agrees_with_the_repository(
+    repo: Path,
+) -> None:
+    """An agent may rewrite its worktree's `.git` file; the next process's sandbox (its gates)
+    must not then make the repository's whole git directory writable."""
+    from stretto.sandbox import SandboxSettings, writable_paths
+
+    worktree = repo / ".stretto" / "worktrees" / "w"
+    git(repo, "worktree", "add", "-q", "-b", "stretto/r/t/1", str(worktree))
+    common = (repo / ".git").resolve()
+    honest = writable_paths(worktree, repo.parent / "tmp", SandboxSettings(True), repo)
+    assert common / "worktrees" / "w" in honest and common / "objects" in honest
+    assert common / "refs" / "heads" / "stretto" / "r" / "t" in honest
+    (worktree / ".git").write_text(f"gitdir: {common}\n")  # the main checkout's own
+    forged = writable_paths(worktree, repo.parent / "tmp", SandboxSettings(True), repo)
+    assert common not in forged and common / "refs" / "heads" not in forged
+    assert not any(p == common or (p.is_relative_to(common) and "hooks" in p.parts) for p in forged)

@@ -14,6 +14,7 @@ import pytest
 from stretto.routing.arms import Arm
 from stretto.routing.outcomes import (
     OutcomesError,
+    Played,
     SealedOutcome,
     Seen,
     TaskView,
@@ -220,3 +221,34 @@ def test_replay_text_table_svg_and_a_bad_file(tmp_path: Path) -> None:
     done = bench("--data", str(bad))
     assert done.returncode == 2
     assert f"{bad}:2: resolved must be 0 or 1" in done.stderr
+
+
+@pytest.mark.parametrize("credit", ["attempt", "task"])
+def test_the_offline_router_learns_online_and_decides_the_same_every_time(
+    tmp_path: Path, credit: str
+) -> None:
+    from stretto.config import ArmConfig, RouterSettings
+    from stretto.routing.offline import OfflineRouter
+
+    world = load_outcomes(world_file(tmp_path))
+    arms = tuple(ArmConfig(a.agent, a.model, a.tier) for a in world.arms)  # type: ignore[arg-type]
+    settings = RouterSettings(
+        arms=arms,
+        warmup=10,
+        cost_ceiling=20.0,
+        credit=credit,  # type: ignore[arg-type]
+        landed_value_usd=1000.0,
+    )
+
+    def run() -> tuple[list[Played], OfflineRouter]:
+        router = OfflineRouter(settings)
+        return [play(t, router) for t in world.tasks], router
+
+    first, router = run()
+    again, _ = run()
+    assert [(p.task, p.landed, [s.arm for s in p.attempts]) for p in first] == [
+        (p.task, p.landed, [s.arm for s in p.attempts]) for p in again
+    ]
+    assert router.policy.completed >= len(world.tasks)  # one per task at least, either credit
+    assert all(len({s.arm for s in p.attempts}) == len(p.attempts) for p in first)  # no re-run
+    assert not router.routes and not router.costs  # every task's bookkeeping ended

@@ -40,6 +40,14 @@ name: report-demo
 stages:
   - name: build
     steps:
+      - id: lease-1
+        goal: holds shared.txt
+        files: [shared.txt]
+        command: "sleep 1.5; echo 1 >> shared.txt"
+      - id: lease-2
+        goal: waits for shared.txt
+        files: [shared.txt]
+        command: "echo 2 >> shared.txt"
       - id: one
         title: '{title}'
         goal: write one
@@ -71,14 +79,6 @@ stages:
         files: [c.txt]
         depends_on: [chain-b]
         command: "sleep 0.2; echo c > c.txt"
-      - id: lease-1
-        goal: holds shared.txt
-        files: [shared.txt]
-        command: "sleep 0.3; echo 1 >> shared.txt"
-      - id: lease-2
-        goal: waits for shared.txt
-        files: [shared.txt]
-        command: "echo 2 >> shared.txt"
   - name: after
     depends_on: [build]
     steps:
@@ -196,8 +196,9 @@ def test_report_marks_retries_lease_waits_and_the_critical_path(ran: Ran) -> Non
     outcomes = {(a["task"], a["attempt"]): a["outcome"] for a in data["attempts"]}
     assert outcomes[("flaky", 1)] == "retried" and outcomes[("flaky", 2)] == "landed"
     assert outcomes[("bad", 1)] == "retried" and outcomes[("bad", 2)] == "failed"
-    waits = {w["task"] for w in data["waits"]}
-    assert waits & {"lease-1", "lease-2", "chain-b", "chain-c"}
+    # chain-a starts first (longest path), then lease-1; lease-2 waits for its lease.
+    waits = {(w["task"], w["reason"], tuple(w["holders"])) for w in data["waits"]}
+    assert ("lease-2", "lease", ("lease-1",)) in waits
     assert 'class="waitbar"' in ran.html
     # The critical path: from the last landed task back through the dependency that ended last.
     path = data["critical_path"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,14 @@ from stretto.routing.arms import TIERS, Arm, RouterConfig
 from stretto.routing.choice import Choice, render_choice
 from stretto.routing.features import (
     FEATURE_NAMES,
+    LANGUAGES,
+    REPO_BUCKETS,
+    FailedAttempt,
     TaskContext,
     estimate_tokens,
     features,
+    language_of,
+    repo_bucket,
     role_bucket,
 )
 from stretto.routing.router import (
@@ -50,6 +56,8 @@ RULES = {
     "retry-stronger",
     "retry-sibling",
     "retry-same",
+    "retry-other",
+    "give-up",
 }
 
 
@@ -248,11 +256,26 @@ def test_retry_at_the_top_goes_to_another_agent_at_the_same_tier() -> None:
     assert choice.rule == "retry-sibling" and choice.arm == opus_other
 
 
-def test_retry_with_nothing_stronger_or_beside_runs_the_strongest_again() -> None:
-    choice = Policy.fresh(RouterConfig(arms=ARMS, warmup=0)).choose(ctx("high"), failed=OPUS)
+def test_retry_after_the_strongest_goes_to_an_untried_arm_within_min_tier() -> None:
+    plain = Policy.fresh(RouterConfig(arms=ARMS, warmup=0)).choose(ctx("high"), failed=OPUS)
+    assert plain.arm == OPUS and plain.rule == "retry-same"  # without a landed value: as before
+    policy = Policy.fresh(RouterConfig(arms=ARMS, warmup=0, landed_value_usd=100.0))
+    choice = policy.choose(ctx("high"), failed=OPUS)
+    assert choice.rule == "retry-other" and choice.arm.tier == "balanced"  # high: not fast
+    assert "has not failed this task" in choice.reason
+    low = policy.choose(ctx("low"), failed=OPUS, tried={OPUS.key, SONNET.key, GPT5.key})
+    assert low.rule == "retry-other" and low.arm.tier == "fast"
+
+
+def test_retry_when_every_allowed_arm_failed_runs_the_strongest_again() -> None:
+    policy = Policy.fresh(RouterConfig(arms=ARMS, warmup=0))
+    choice = policy.choose(ctx("high"), failed=OPUS, tried={SONNET.key, GPT5.key})
     assert choice.arm == OPUS and choice.rule == "retry-same"
-    assert "no arm is stronger" in choice.reason and "strongest arm" in choice.reason
+    assert "every arm has failed this task" in choice.reason
     assert "tries again" in choice.reason
+    valued = Policy.fresh(RouterConfig(arms=ARMS, warmup=0, landed_value_usd=50.0))
+    gave_up = valued.choose(ctx("high"), failed=OPUS, tried={SONNET.key, GPT5.key})
+    assert gave_up.rule == "give-up" and "a re-run is not paid for" in gave_up.reason
 
 
 # --- pins ------------------------------------------------------------------------------------
@@ -276,7 +299,8 @@ def test_agent_pin_chooses_and_escalates_among_that_agents_arms() -> None:
     assert first.arm == MINI and first.rule == "cascade-start"
     second = policy.choose(ctx(attempt=2), pinned_agent="codex", failed=MINI)
     assert second.arm == GPT5 and second.rule == "cascade-escalate"
-    third = policy.choose(ctx(attempt=3), pinned_agent="codex", failed=GPT5)
+    tried = {MINI.key, GPT5.key}
+    third = policy.choose(ctx(attempt=3), pinned_agent="codex", failed=GPT5, tried=tried)
     assert third.arm == GPT5 and third.rule == "retry-same"  # codex has nothing stronger
     assert {e.arm.key: e.note for e in third.estimates}[OPUS.key] == "pinned to agent codex"
 
@@ -313,8 +337,8 @@ def test_bandit_learns_cheap_for_low_and_strong_for_high() -> None:
     config = RouterConfig(arms=(HAIKU, OPUS), warmup=20, min_tier=low_is_fast, cost_ceiling=2.0)
     policy = Policy.fresh(config)
     price = {HAIKU: 0.05, OPUS: 1.0}
-    for i in range(300):
-        task = ctx("low" if i % 2 else "high", ("backend", "docs", "qa")[i % 3])
+    for i in range(300):  # every role seen: an unseen one is explored cheap first (capped)
+        task = ctx("low" if i % 2 else "high", ("backend", "docs", "qa", "frontend")[i // 2 % 4])
         failed = None
         for attempt in (1, 2, 3):
             arm = policy.choose(replace(task, attempt=attempt), failed=failed).arm
@@ -364,11 +388,11 @@ def test_task_credit_after_an_escalation_charges_the_first_arm_the_whole_task() 
     assert arms[MINI.key]["total_reward"] == pytest.approx(0.88)
     assert (arms[MINI.key]["pulls"], arms[MINI.key]["successes"]) == (1, 0)  # its attempt failed
     assert arms[MINI.key]["mean_cost_usd"] == 0.04  # the arm's own attempt, not the task's
-    assert arms[GPT5.key]["pulls"] == 0
+    assert arms[GPT5.key]["pulls"] == 0 and arms[GPT5.key]["retries"] == 1  # give-up model
     # the first arm learned in the first attempt's context: same as one update with that reward
     alone = Policy.fresh(config)
     alone.update(MINI, ctx("medium"), 1 - 0.24 / 2, 0.04, landed=False)
-    assert policy.to_dict()["arms"] == alone.to_dict()["arms"]
+    assert arms[MINI.key] == alone.to_dict()["arms"][MINI.key]
 
 
 def test_task_credit_with_retries_gives_each_retry_its_reward_to_go() -> None:
@@ -436,7 +460,7 @@ def test_task_credit_learns_where_a_cheap_first_attempt_pays_for_the_task() -> N
     policy = Policy.fresh(config)
     price = {HAIKU: 0.2, SONNET: 0.3}
     for i in range(200):
-        task = ctx("low" if i % 2 else "medium", ("backend", "docs", "qa")[i % 3])
+        task = ctx("low" if i % 2 else "medium", ("backend", "docs", "qa", "frontend")[i // 2 % 4])
         attempts: list[tuple[Arm, TaskContext, float | None]] = []
         failed = None
         for attempt in (1, 2, 3):
@@ -844,3 +868,56 @@ def test_unavailable_agents_are_left_out_while_another_arm_remains() -> None:
     assert pinned.arm == fresh.choose(ctx("low"), pinned_agent="claude").arm
     everyone = fresh.choose(ctx("high"), unavailable={"claude", "codex"})
     assert everyone.arm == fresh.choose(ctx("high")).arm
+
+
+def test_repository_language_and_failed_attempt_features() -> None:
+    failed = FailedAttempt("codex/gpt-5", turns=255, tokens=10_000_000, cost_usd=100.0)
+    x = features(replace(ctx(attempt=2), repo="acme/app", language="go", failed=failed))
+    assert x["lang_go"] == 1.0 and sum(x[f"lang_{n}"] for n in LANGUAGES) == 1.0
+    bucket = repo_bucket("acme/app")
+    assert bucket is not None and x[f"repo_{bucket}"] == 1.0
+    assert sum(x[f"repo_{n}"] for n in range(REPO_BUCKETS)) == 1.0
+    assert (x["failed_turns"], x["failed_tokens"], x["failed_cost"]) == (1.0, 1.0, 1.0)
+    plain = features(ctx())
+    assert all(plain[n] == 0.0 for n in FEATURE_NAMES if n.startswith(("lang_", "repo_", "fail")))
+    assert repo_bucket("acme/app") == zlib.crc32(b"acme/app") % REPO_BUCKETS  # any process
+    assert language_of(("src/a.py", "web/b.ts", "web/c.tsx")) == "typescript"
+    assert language_of(("README.md",)) == "" and language_of(("a.go", "b.py")) == "python"
+
+
+def retry_world(value: float | None, lands: bool, *, warmup: int = 0) -> Policy:
+    """A policy whose strong arm has learned 40 retries after the fast arm's failures."""
+    policy = Policy.fresh(RouterConfig(arms=(HAIKU, OPUS), warmup=warmup, landed_value_usd=value))
+    failed = FailedAttempt(HAIKU.key, turns=200, tokens=3_000_000, cost_usd=0.5)
+    for _ in range(40):
+        retry = replace(ctx(attempt=2), failed=failed)
+        policy.update(OPUS, retry, reward(lands, 4.0, 10.0), 4.0, landed=lands)
+    return policy
+
+
+def test_give_up_weighs_a_retrys_chance_times_the_landed_value_against_its_cost() -> None:
+    failed = FailedAttempt(HAIKU.key, turns=200, tokens=3_000_000, cost_usd=0.5)
+    retry = replace(ctx(attempt=2), failed=failed)
+    hopeless = retry_world(100.0, lands=False).choose(retry, failed=HAIKU)
+    assert hopeless.rule == "give-up" and hopeless.arm == OPUS
+    assert "would not pay" in hopeless.reason and "expected cost $4.00" in hopeless.reason
+    assert "given up: not worth its cost" in {e.note for e in hopeless.estimates}
+    promising = retry_world(100.0, lands=True).choose(retry, failed=HAIKU)
+    assert promising.rule == "retry-stronger" and "worth it" in promising.reason
+    assert retry_world(None, lands=False).choose(retry, failed=HAIKU).rule == "retry-stronger"
+    warm = retry_world(100.0, lands=False, warmup=1000).choose(retry, failed=HAIKU)
+    assert warm.rule == "cascade-escalate"  # the warm-up cascade is not second-guessed
+    young = Policy.fresh(RouterConfig(arms=(HAIKU, OPUS), warmup=0, landed_value_usd=100.0))
+    young.update(OPUS, retry, 0.0, 4.0, landed=False)
+    assert "too few retries learned" in young.choose(retry, failed=HAIKU).reason
+    lines = render_choice(hopeless.to_dict())
+    assert lines[0].startswith("attempt 2: given up instead of a retry on claude/claude-opus")
+    assert "  failed attempt: claude/claude-haiku-4-5, 200 turns, 3,000,000 tokens" in lines[3]
+
+
+def test_retry_model_survives_a_save_and_load(tmp_path: Path) -> None:
+    policy = retry_world(100.0, lands=False)
+    policy.save(tmp_path / "policy.json")
+    again = Policy.load(tmp_path / "policy.json", policy.config)
+    assert again.to_dict() == policy.to_dict()
+    assert again.to_dict()["arms"][OPUS.key]["retries"] == 40

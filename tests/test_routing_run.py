@@ -409,3 +409,63 @@ def test_a_damaged_policy_stops_the_run_before_it_starts(repo: Path) -> None:
     assert str(policy) in result.output
     assert "Delete it to start learning afresh" in result.output
     assert not (repo / ".stretto" / "runs").exists()
+
+
+HOPELESS = """\
+#!/bin/bash
+echo 'STRETTO_EVENT {"kind": "usage", "input_tokens": 100000, "output_tokens": 10000}'
+for step in 1 2 3; do echo 'STRETTO_EVENT {"kind": "tool", "name": "edit"}'; done
+echo "no model can do $STRETTO_TASK_ID"
+exit 1
+"""
+
+
+def test_a_task_every_arm_failed_is_given_up_with_a_landed_value(
+    repo: Path, tmp_path: Path
+) -> None:
+    """With landed_value_usd set, no arm is paid for twice: after the cheap and the strong arm
+    failed, the router gives the task up instead of a third attempt, and explain says why; the
+    strong arm's choice saw what the failed attempt used."""
+    agent = tmp_path / "hopeless.sh"
+    agent.write_text(HOPELESS)
+    config = CONFIG.format(agent=agent, warmup=50).replace(
+        "cost_ceiling = 2.0", "cost_ceiling = 2.0\nlanded_value_usd = 40.0"
+    )
+    (repo / "stretto.toml").write_text(config)
+    (repo / "main.py").write_text("print('hi')\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "python code, landed value")
+    steps = ["{id: hard, goal: hard work, complexity: high, files: [hard.txt]}"]
+    dry = json.loads(invoke("run", "--dry-run", "--json", str(plan(repo, steps))).output)
+    [estimate] = dry["cost"]["tasks"]  # the third attempt would be given up: not priced
+    assert estimate["route"] == ["cheap/cheap-1", "pro/pro-1"]
+    result = invoke("run", str(plan(repo, steps)), "--plain")
+    assert result.exit_code != 0  # the task failed
+    first, second, third = routes(repo, "hard")
+    assert [r["rule"] for r in (first, second, third)] == [
+        "cascade-start",
+        "cascade-escalate",
+        "give-up",
+    ]
+    context = second["choice"]["context"]  # type: ignore[index]
+    assert context["repo"] == "repo" and context["language"] == "python"
+    assert context["failed"] == {
+        "arm": "cheap/cheap-1",
+        "turns": 3,
+        "tokens": 110000,
+        "cost_usd": 0.12,
+    }
+    records = journal(repo)
+    finished = [r for r in records if r["type"] == "task_finished" and r["task"] == "hard"]
+    assert finished[-1]["status"] == "failed"
+    assert "the router gave up after 2 failed attempt(s)" in str(finished[-1]["reason"])
+    assert "every arm has failed this task" in str(finished[-1]["reason"])
+    assert [r["turns"] for r in records if r["type"] == "attempt_finished"] == [3, 3]
+    assert len(Ledger.for_repo(repo).entries()) == 2  # the third attempt never ran
+    explained = invoke("explain", "hard")
+    assert explained.exit_code == 0, explained.output
+    assert "attempt 3: not started: the router gave the task up" in explained.output
+    assert "failed attempt: cheap/cheap-1, 3 turns, 110,000 tokens, cost $0.1200" in (
+        explained.output
+    )
+    assert "repo repo, language python" in explained.output

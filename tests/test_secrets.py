@@ -88,6 +88,9 @@ def test_agents_see_only_allowed_secrets_and_no_output_or_file_keeps_one(repo: P
         ("events", run_id),
         ("explain", run_id, "fails"),
         ("cost",),
+        ("report", run_id, "-o", "-"),
+        ("report", run_id, "--json"),
+        ("trace", run_id, "-o", "-"),
         ("resume", run_id),  # refuses (finished): its message must not leak either
     ):
         result = stretto(repo, *args)
@@ -105,6 +108,7 @@ def test_agents_see_only_allowed_secrets_and_no_output_or_file_keeps_one(repo: P
         if path.is_file() and "worktrees" not in path.relative_to(repo / ".stretto").parts
     ]
     assert any(path.name == "agent.log" for path in kept)
+    assert any(path.name == "report.html" for path in kept)
     for path in kept:
         data = path.read_bytes()
         assert ALLOWED.encode() not in data, path

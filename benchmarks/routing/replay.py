@@ -169,7 +169,7 @@ def replay(world: World, orders: int, seed: int, value: float | None) -> dict[st
         "cascade_strong_first": lambda: Fixed(by_price[::-1]),
         "best_fixed_per_repo": lambda: best_fixed_per_repo(world, value or DEFAULT_VALUE),
         "oracle": lambda: Oracle(world),
-        "router": lambda: OfflineRouter(router_settings(world, None)),
+        "router": lambda: OfflineRouter(router_settings(world, value)),
     }
     totals = {name: Totals([], []) for name in POLICIES}
     for order in range(orders):
@@ -194,7 +194,7 @@ def part(world: World, spec: str | None, by_repo: bool) -> World:
 
 def svg(summary: dict[str, dict[str, Any]], title: str) -> str:
     """Cost (x) against landed (y), one point per policy (median; bars from min to max)."""
-    w, h, left, bottom, top, right = 640, 420, 70, 50, 40, 170
+    w, h, left, bottom, top, right = 800, 420, 70, 50, 40, 290
     xs = [s[k] for s in summary.values() for k in ("cost_usd_min", "cost_usd_max")]
     ys = [s[k] for s in summary.values() for k in ("landed_min", "landed_max")]
     x0, x1 = 0.0, max(xs) * 1.05
@@ -282,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=20, help="seeded random task orders")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--value", type=float, default=DEFAULT_VALUE, help="landed_value_usd")
+    parser.add_argument(
+        "--value", type=float, default=DEFAULT_VALUE, help="landed_value_usd (0: unset)"
+    )
     parser.add_argument("--part", help="K/N: only the tasks whose id hashes to K mod N")
     parser.add_argument("--repos-part", help="K/N: only the repositories that hash to K mod N")
     parser.add_argument("--svg", type=Path, help="write the cost-landed picture there")
@@ -298,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     world = part(part(world, args.part, False), args.repos_part, True)
     started = time.perf_counter()
-    totals = replay(world, args.orders, args.seed, args.value)
+    totals = replay(world, args.orders, args.seed, args.value or None)
     summary = {name: totals[name].summary() for name in POLICIES}
     if args.svg:
         title = f"{len(world.tasks)} recorded tasks, {args.orders} orders: cost against landed"

@@ -16,11 +16,13 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     env = ["MY_TOKEN"]     # extra variables agents and gates may see
     [workspace]            # link = ["frontend/node_modules"], setup = ["npm ci"], sparse = true
     [agents.shell]         # per-agent settings, e.g. command = "./agent.sh"
-    [router]               # warmup, alpha, cost_ceiling, min_tier; [[router.arms]] agent/model/tier
+    [router]               # warmup, alpha, cost_ceiling, min_tier, credit, landed_value_usd;
+                           # [[router.arms]] agent/model/tier
     [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
     [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
+    [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -110,11 +112,13 @@ class RouterSettings:
         ("high", "balanced"),
     )
     credit: Literal["task", "attempt"] = "attempt"
+    landed_value_usd: float | None = None  # unset: the router never gives a task up
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the journal's copy of a run's options)."""
         return {
             "arms": [{"agent": a.agent, "model": a.model, "tier": a.tier} for a in self.arms],
+            "landed_value_usd": self.landed_value_usd,
             "warmup": self.warmup,
             "alpha": self.alpha,
             "cost_ceiling": self.cost_ceiling,
@@ -135,6 +139,7 @@ class RouterSettings:
             cost_ceiling=data.get("cost_ceiling", default.cost_ceiling),
             min_tier=tuple({**dict(default.min_tier), **data.get("min_tier", {})}.items()),
             credit=data.get("credit", default.credit),
+            landed_value_usd=data.get("landed_value_usd", default.landed_value_usd),
         )
 
 
@@ -145,6 +150,30 @@ class BudgetSettings:
     run: float | None = None
     daily: float | None = None
     on_exceed: Literal["finish", "stop"] = "finish"
+
+
+DEFAULT_ATTEMPT_TIMEOUT = 1800
+DEFAULT_MAX_RATE_LIMITED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSettings:
+    """``[attempt]``: limits of every attempt, enforced while its agent runs (docs/agents.md).
+
+    Attributes:
+        timeout: Seconds before an agent is stopped (``timed_out``); a step's ``timeout`` wins.
+        max_cost: USD one attempt may spend (reported dollars, else its tokens priced).
+        max_tokens: Tokens (input, cached and output) one attempt may use.
+        max_turns: Model calls one attempt may make.
+        max_rate_limited: Rate-limited attempts of a task that do not count as its failures;
+            the next ones do, so a provider that refuses forever cannot keep a task alive.
+    """
+
+    timeout: int = DEFAULT_ATTEMPT_TIMEOUT
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    max_turns: int | None = None
+    max_rate_limited: int = DEFAULT_MAX_RATE_LIMITED
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +213,7 @@ class Config:
             the bundled price table does not know, or to override it.
         planner: ``[planner]``: the planning agent for ``stretto -g``.
         sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
+        attempt: ``[attempt]``: the timeout and limits of every attempt.
     """
 
     target: str
@@ -202,6 +232,7 @@ class Config:
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: PlannerSettings = PlannerSettings()
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    attempt: AttemptSettings = AttemptSettings()
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -326,6 +357,7 @@ def _config_validator() -> SchemaValidator:
             ),
             "arms": field(core.list_schema(arm), factory=list),
             "credit": field(literal(("task", "attempt")), "attempt"),
+            "landed_value_usd": maybe(core.float_schema(gt=0)),
         }
     )
     budget = table(
@@ -365,6 +397,15 @@ def _config_validator() -> SchemaValidator:
             "network": field(flag, True),
         }
     )
+    attempt = table(
+        {
+            "timeout": field(seconds, DEFAULT_ATTEMPT_TIMEOUT),
+            "max_cost": maybe(number(gt=0)),
+            "max_tokens": maybe(core.int_schema(ge=1)),
+            "max_turns": maybe(core.int_schema(ge=1)),
+            "max_rate_limited": field(core.int_schema(ge=0), DEFAULT_MAX_RATE_LIMITED),
+        }
+    )
     config = table(
         {
             "target": field(validator(branch, core.nullable_schema(text)), None),
@@ -372,6 +413,7 @@ def _config_validator() -> SchemaValidator:
             "budget": field(budget, factory=dict),
             "prices": field(core.dict_schema(text, price), factory=dict),
             "planner": field(planner, factory=dict),
+            "attempt": field(attempt, factory=dict),
             "scope": field(literal(("refuse", "warn")), "refuse"),
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
@@ -433,6 +475,7 @@ def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
 
 _TOP_KEYS = (
     "agents",
+    "attempt",
     "budget",
     "default_agent",
     "env",
@@ -449,9 +492,18 @@ _TOP_KEYS = (
 _GATE_KEYS = ("command", "timeout", "when")
 _WORKSPACE_KEYS = ("link", "setup", "sparse")
 _SECTION_KEYS = {
-    "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
+    "router": (
+        "alpha",
+        "arms",
+        "cost_ceiling",
+        "credit",
+        "landed_value_usd",
+        "min_tier",
+        "warmup",
+    ),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
+    "attempt": ("max_cost", "max_rate_limited", "max_tokens", "max_turns", "timeout"),
     "sandbox": ("enabled", "network", "writable"),
 }
 _ARM_KEYS = ("agent", "model", "tier")
@@ -646,4 +698,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             tuple(values["sandbox"]["writable"]),
             values["sandbox"]["network"],
         ),
+        attempt=AttemptSettings(**values["attempt"]),
     )

@@ -104,6 +104,7 @@ class Finished:
     timed_out: bool
     duration: float
     pid: int
+    stopped: str | None = None  # why ``stop`` ended it (the caller's reason), if it did
 
 
 def _start_time(pid: int) -> int | None:
@@ -263,6 +264,7 @@ async def run_process(
     grace: float = GRACE_SECONDS,
     secrets: Sequence[str] = (),
     sandbox: Sandbox | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> Finished:
     """Run ``argv`` in its own session, logging both streams to ``log_path`` line by line.
 
@@ -274,12 +276,15 @@ async def run_process(
             the process was given may be printed by it; they must not be kept).
         sandbox: run it under bubblewrap, confined to ``cwd`` (see :mod:`stretto.sandbox`),
             with a private ``/tmp`` that is deleted when it ends.
+        stop: asked after every output line; a reason (not None) kills the process group
+            then and there (a limit the output showed was passed) and is returned as
+            :attr:`Finished.stopped`.
     """
     if sandbox is not None:
         scratch = Path(tempfile.mkdtemp(prefix="stretto-sandbox-"))
         try:
             return await run_process(
-                sandbox.wrap(argv, cwd, scratch),
+                sandbox.wrap(argv, cwd, scratch, env=env, own_dir=log_path.parent),
                 cwd=cwd,
                 env=env,
                 log_path=log_path,
@@ -289,6 +294,7 @@ async def run_process(
                 on_start=on_start,
                 grace=grace,
                 secrets=secrets,
+                stop=stop,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -321,6 +327,16 @@ async def run_process(
             raise
         if on_start:
             on_start(proc.pid)
+        stopped: str | None = None
+        stopping = asyncio.Event()
+
+        def feed(line: str, name: str) -> None:
+            nonlocal stopped
+            if on_line:
+                on_line(line, name)
+            if stop is not None and stopped is None and (why := stop()) is not None:
+                stopped = why
+                stopping.set()
 
         unwritten: list[OSError] = []  # the log could not be written (a full disk)
 
@@ -346,21 +362,34 @@ async def run_process(
                             log.write(raw)
                         except OSError as error:  # keep reading, or the process blocks on its pipe
                             unwritten.append(OSError(error.errno, error.strerror, str(log_path)))
-                    if on_line:
-                        for line in raw.splitlines():
-                            on_line(line.decode("utf-8", "replace"), name)
+                    for line in raw.splitlines():
+                        feed(line.decode("utf-8", "replace"), name)
                 if not chunk:
                     return
 
         pumps = asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
         timed_out = False
+        ended_by: str | None = None  # the stop reason, when that (not the process) ended it
         try:
             if stdin is not None and proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     proc.stdin.write(stdin.encode())
                     await proc.stdin.drain()
                 proc.stdin.close()
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+            waiting = asyncio.ensure_future(proc.wait())
+            halted = asyncio.ensure_future(stopping.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {waiting, halted}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                halted.cancel()
+            if not done:
+                raise TimeoutError
+            if waiting not in done:
+                ended_by = stopped
+                log.write(f"\nstretto: stopped: {stopped}; killing the process group\n".encode())
+                await _kill_group(proc, grace)
         except TimeoutError:
             timed_out = True
             with contextlib.suppress(OSError):
@@ -387,8 +416,9 @@ async def run_process(
             raise unwritten[0]  # the caller decides (a full disk stops the run)
         code = proc.returncode
         return Finished(
-            None if timed_out else code,
+            None if timed_out or ended_by else code,
             timed_out,
             time.monotonic() - started,
             proc.pid,
+            ended_by,
         )

@@ -11,6 +11,10 @@ again only where the attempt needs to write:
   ``refs/heads/`` and ``logs/refs/heads/``. Every other ref, the target branch among them,
   ``packed-refs``, ``config``, ``hooks/`` and ``info/`` stay read-only;
 * a private, empty ``/tmp`` per process (``TMPDIR=/tmp``);
+* the attempt's own homes: the directories of its folder (``.stretto/runs/<run>/tasks/<task>/
+  <n>/``) that its environment points into, where adapters keep each CLI's per-attempt
+  configuration (``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, …); the folder itself (prompt, log,
+  pid file) stays read-only;
 * the agents' own state directories that exist in ``$HOME`` (:data:`AGENT_STATE`: logins,
   sessions, caches), and any path listed in ``writable``.
 
@@ -27,12 +31,16 @@ its processes with :func:`wrap`.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from stretto.errors import RepoError
+from stretto.git import git_common_dir
 
 #: Where agent CLIs keep logins, sessions and caches under $HOME: writable when they exist.
 AGENT_STATE = (
@@ -92,10 +100,23 @@ class Sandbox:
     settings: SandboxSettings
     top: Path
 
-    def wrap(self, argv: Sequence[str], worktree: Path, private_tmp: Path) -> list[str]:
+    def wrap(
+        self,
+        argv: Sequence[str],
+        worktree: Path,
+        private_tmp: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        own_dir: Path | None = None,
+    ) -> list[str]:
         """``argv`` under bubblewrap, working in ``worktree``; see :func:`wrap`."""
         return wrap(
-            argv, worktree=worktree, private_tmp=private_tmp, settings=self.settings, top=self.top
+            argv,
+            worktree=worktree,
+            private_tmp=private_tmp,
+            settings=self.settings,
+            top=self.top,
+            extra=homes_in(env or {}, own_dir) if own_dir is not None else (),
         )
 
 
@@ -126,6 +147,39 @@ def unavailable() -> str | None:
     return None
 
 
+def homes_in(env: Mapping[str, str], own_dir: Path) -> list[Path]:
+    """The directories under ``own_dir`` (the attempt's folder) that ``env`` points into: the
+    per-attempt homes adapters give their CLIs (``CLAUDE_CONFIG_DIR``, ``CODEX_HOME``, a
+    ``HOME`` of its own, …). Each is the folder's direct subdirectory the path lies in; one that
+    does not exist yet is created. A file directly in the folder (the prompt) is not one."""
+    root = own_dir.resolve()
+    found: list[Path] = []
+    for value in env.values():
+        if not value.startswith("/"):
+            continue
+        path = Path(os.path.normpath(value))
+        if not path.is_relative_to(root) or path == root:
+            continue
+        first = root / path.relative_to(root).parts[0]
+        if first == path and os.path.lexists(path) and not path.is_dir():
+            continue
+        if os.path.islink(first):
+            continue
+        first.mkdir(parents=True, exist_ok=True)
+        if first not in found:
+            found.append(first)
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _common_of(top: Path) -> Path | None:
+    """The repository's own common git directory, asked of git in the main checkout."""
+    try:
+        return git_common_dir(top).resolve()
+    except RepoError:
+        return None
+
+
 def _git_dirs(worktree: Path) -> tuple[Path | None, Path | None, str | None]:
     """The worktree's own git directory, the common one, and the branch HEAD names."""
     dot_git = worktree / ".git"
@@ -146,16 +200,23 @@ def _git_dirs(worktree: Path) -> tuple[Path | None, Path | None, str | None]:
 
 
 def writable_paths(
-    worktree: Path, private_tmp: Path, settings: SandboxSettings, top: Path
+    worktree: Path,
+    private_tmp: Path,
+    settings: SandboxSettings,
+    top: Path,
+    extra: Sequence[Path] = (),
 ) -> list[Path]:
     """Every path the process may write to (each exists), in mount order."""
-    paths = [worktree.resolve(), private_tmp]
+    paths = [worktree.resolve(), private_tmp, *extra]
     own, common, branch = _git_dirs(worktree)
-    if own is not None:
-        paths.append(own)
-    if common is not None:
+    # The worktree's `.git` file is the agent's to rewrite: trust it only where it agrees with
+    # the repository's own git directory, and only for one of stretto's branches.
+    trusted = _common_of(top)
+    if common is not None and common == trusted:
+        if own is not None and own.is_relative_to(trusted / "worktrees") and own != trusted:
+            paths.append(own)
         paths.append(common / "objects")
-        if branch is not None:
+        if branch is not None and branch.startswith("refs/heads/stretto/") and ".." not in branch:
             parent = str(Path(branch).parent)  # refs/heads/stretto/<run>/<task>
             for base in (common, common / "logs"):
                 folder = base / parent
@@ -181,6 +242,7 @@ def wrap(
     private_tmp: Path,
     settings: SandboxSettings,
     top: Path,
+    extra: Sequence[Path] = (),
 ) -> list[str]:
     """``argv`` run under bubblewrap as the module docstring describes.
 
@@ -190,15 +252,16 @@ def wrap(
         private_tmp: An empty directory of its own, mounted at ``/tmp``.
         settings: The ``[sandbox]`` settings.
         top: The repository's top (relative ``writable`` paths start there).
+        extra: More writable directories (the attempt's own homes, :func:`homes_in`).
     """
     program = bwrap() or "bwrap"
     private_tmp.mkdir(parents=True, exist_ok=True)
     args = [program, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     args += ["--bind", str(private_tmp), "/tmp"]
-    real_top = top.resolve()
-    if real_top.is_relative_to("/tmp"):  # the private /tmp hid it: show it again, read-only
-        args += ["--ro-bind", str(real_top), str(real_top)]
-    for path in writable_paths(worktree, private_tmp, settings, top):
+    for shown in (top.resolve(), Path(os.path.expanduser("~")).resolve()):
+        if shown.is_relative_to("/tmp") and shown.is_dir():  # hidden by the private /tmp
+            args += ["--ro-bind", str(shown), str(shown)]  # so shown again, read-only
+    for path in writable_paths(worktree, private_tmp, settings, top, extra):
         if path != private_tmp:
             args += ["--bind", str(path), str(path)]
     args += ["--setenv", "TMPDIR", "/tmp", "--chdir", str(worktree.resolve())]

@@ -100,7 +100,8 @@ def test_build_uses_stdin_own_config_and_quiet_env(tmp_path: Path) -> None:
     with FakeModelServer([Step(text="x")]) as server:
         ctx = context(tmp_path / "wt", server, settings={"models": {"fast": "claude-haiku-x"}})
     launch = ClaudeAdapter().build(ctx)
-    assert launch.argv[:2] == ["claude", "-p"]
+    # found on the agents' PATH, made absolute (agents run in their worktree)
+    assert launch.argv[:2] == [str(CLAUDE), "-p"]
     assert ctx.prompt not in launch.argv and launch.stdin == ctx.prompt
     assert "--model" in launch.argv and "fake-model" in launch.argv
     assert launch.env["CLAUDE_CONFIG_DIR"].startswith(str(ctx.log_dir))
@@ -321,18 +322,22 @@ max_retries = 0
 """
 
 
+@pytest.mark.parametrize("sandbox", ["", "[sandbox]\nenabled = true\n"], ids=["plain", "sandbox"])
 def test_stretto_run_two_claude_tasks_land(
-    claude_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    claude_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
 ) -> None:
     """``stretto run`` with two claude steps in parallel, both landing on main; the user's git
-    identity is in ``~/.gitconfig`` only, and the repository's config is left byte-identical."""
+    identity is in ``~/.gitconfig`` only, and the repository's config is left byte-identical.
+    Also under the sandbox, where Claude keeps its per-attempt CLAUDE_CONFIG_DIR
+    (docs/sandbox.md)."""
     from click.testing import CliRunner
 
     from stretto import agents
     from stretto.frontends.cli import main
 
     monkeypatch.setitem(agents.BUILTIN, "claude", "stretto.agents.claude:ClaudeAdapter")
-    repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n", "stretto.toml": E2E_CONFIG})
+    config = E2E_CONFIG + sandbox
+    repo = make_repo(tmp_path / "repo", {"README.md": "# demo\n", "stretto.toml": config})
     plan = tmp_path / "plan.yaml"
     plan.write_text(E2E_PLAN)
     home = tmp_path / "home"  # Claude's Bash sources the user's shell rc files; keep them out

@@ -33,7 +33,7 @@ from _support import (
     two_task_plan,
 )
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome, reported_model
 from stretto.agents.gemini import GeminiAdapter
 from stretto.plans.plan import Task
 from stretto.process import TOKEN_VAR, processes_with_token
@@ -204,6 +204,9 @@ def test_creates_a_new_file(gemini_bin: Path, worktree: Path) -> None:
     assert {"path": str(target), "tool": "write_file"} in kinds(ran.events, "file")
     assert text(ran.events) == "Created hello.py."
     assert "hello.py" in git(worktree, "status", "--porcelain")
+    # the model the CLI says it runs on (its init event) is the one the server was asked for
+    model = reported_model(ran.events)
+    assert model and f"/models/{model}:" in requests[0].path
 
 
 def test_edits_an_existing_file(gemini_bin: Path, worktree: Path) -> None:

@@ -38,6 +38,7 @@ from _support import (
 from click.testing import CliRunner
 
 from stretto.agents import AgentResult, Outcome
+from stretto.agents.base import reported_model
 from stretto.agents.qwen import QwenAdapter
 from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
@@ -84,7 +85,9 @@ def test_creates_a_new_file(repo: Path) -> None:
     script = [write_step(repo / "hello.py", "print('hi')\n"), Step(text="Created hello.py.")]
     with FakeModelServer(script) as server:
         run = run_qwen(repo, server, prompt="Create hello.py")
+        asked = {r.body.get("model") for r in generate_requests(server)}
     assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert asked == {reported_model(run.events)}  # the model its init event names
     assert (repo / "hello.py").read_text() == "print('hi')\n"
     assert {"path": str(repo / "hello.py"), "tool": "write_file"} in kinds(run.events, "file")
     assert {"text": "Created hello.py."} in kinds(run.events, "text")

@@ -18,6 +18,7 @@ from stretto.agents.base import (
     AttemptContext,
     Launch,
     Outcome,
+    delay_in_text,
     used_model,
 )
 from stretto.errors import UsageError
@@ -31,6 +32,7 @@ __all__ = [
     "Launch",
     "Outcome",
     "available",
+    "delay_in_text",
     "get_adapter",
     "provider_of",
     "used_model",

@@ -205,8 +205,8 @@ class AiderAdapter:
         if not text:
             return ()
         match = _TOKENS.match(text)
-        if match:
-            return _usage_events(match.group("body"), match.group("cost"))
+        if match:  # written after each model reply
+            return (AgentEvent("call"), *_usage_events(match.group("body"), match.group("cost")))
         match = _APPLIED.match(text)
         if match:
             return (AgentEvent("file", {"path": match.group("path"), "change": "edit"}),)

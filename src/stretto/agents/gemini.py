@@ -290,6 +290,8 @@ class GeminiAdapter:
         if not isinstance(event, dict):
             return ()
         kind = event.get("type")
+        if kind == "init" and event.get("model"):  # the model the CLI runs on
+            return (AgentEvent("model", {"name": str(event["model"])}),)
         if kind == "message" and event.get("role") == "assistant":
             text = event.get("content")
             if isinstance(text, str) and text:

@@ -163,8 +163,8 @@ class OpencodeAdapter:
             return (AgentEvent("text", {"text": str(part.get("text", ""))}),)
         if kind == "tool_use":
             return _tool_events(part)
-        if kind == "step_finish":
-            return _finish_events(part)
+        if kind == "step_finish":  # one model call finished
+            return (AgentEvent("call"), *_finish_events(part))
         if kind == "error":
             return (_error_event(event.get("error")),)
         return ()

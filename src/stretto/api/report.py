@@ -413,15 +413,24 @@ def stages_of(planned: dict[str, Any], task: str | None) -> str | None:
 
 
 def _waves(nodes: list[TaskNode]) -> None:
+    """Each task's wave: one more than its deepest dependency (0 without any)."""
     by_id = {n.id: n for n in nodes}
-    for _ in range(len(nodes)):  # relax: a task's wave is one more than its deepest dependency
-        changed = False
-        for node in nodes:
-            wave = 1 + max((by_id[d].wave for d in node.depends_on if d in by_id), default=-1)
-            if wave != node.wave:
-                node.wave, changed = wave, True
-        if not changed:
-            return
+    done: set[str] = set()
+    seen: set[str] = set()  # expanded once: a cycle (never in a valid plan) cannot loop
+    for root in nodes:
+        stack = [(root, False)]
+        while stack:  # depth first, without recursion: chains may be long
+            node, expanded = stack.pop()
+            if node.id in done or (not expanded and node.id in seen):
+                continue
+            seen.add(node.id)
+            deps = [by_id[d] for d in node.depends_on if d in by_id and d != node.id]
+            if expanded:
+                node.wave = 1 + max((d.wave for d in deps), default=-1)
+                done.add(node.id)
+                continue
+            stack.append((node, True))
+            stack.extend((d, False) for d in deps if d.id not in done)
 
 
 def _critical_path(nodes: list[TaskNode]) -> list[str]:

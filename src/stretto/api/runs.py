@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from stretto.engine.events import follow as follow_journal
 from stretto.engine.journal import JOURNAL_NAME, Record, is_live, read_journal
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.runs import list_run_ids, new_run_id, resolve_run, runs_root
-from stretto.engine.status import RunStatus, fold_status
+from stretto.engine.status import RunStatus, StatusFold, fold_status
 from stretto.errors import ControlError, RunError
 from stretto.plans.plan import Plan
 
@@ -129,6 +130,8 @@ class RunHandle:
         self.run_id = run_dir.name
         self.summary = summary
         self.pid = pid
+        self._fold: tuple[EventReader, StatusFold] | None = None  # status(), read as it grows
+        self._folding = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -140,9 +143,17 @@ class RunHandle:
         return read_journal(self.run_dir / JOURNAL_NAME)
 
     def status(self) -> RunStatus:
-        """The run's state: the fold of its journal, and whether an engine drives it now."""
-        live = is_live(self.run_dir)
-        return fold_status(self.records(), live=live)
+        """The run's state: the fold of its journal, and whether an engine drives it now.
+
+        A handle folds each record once: a later call reads only what was written since (a
+        server answering many status requests of a long run does not read it all again)."""
+        live = is_live(self.run_dir)  # before reading: a run seen over is read to its end
+        with self._folding:
+            if self._fold is None:
+                self._fold = (EventReader(self.run_dir), StatusFold())
+            reader, fold = self._fold
+            fold.feed(reader.read_new())
+            return fold.result(live=live)
 
     def live(self) -> bool:
         """Whether an engine process drives the run right now."""

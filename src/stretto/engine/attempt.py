@@ -11,11 +11,20 @@ owns *what happens* in between.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter, used_model
+from stretto.agents import (
+    AgentEvent,
+    AttemptContext,
+    Outcome,
+    delay_in_text,
+    get_adapter,
+    provider_of,
+    used_model,
+)
 from stretto.engine import git_guard
 from stretto.engine import merge as merging
 from stretto.engine import prompt as prompting
@@ -31,6 +40,7 @@ from stretto.engine.gates import (
 )
 from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
+from stretto.engine.meter import AttemptMeter
 from stretto.engine.outcomes import AttemptEnd, log_tail
 from stretto.engine.sparse import sparse_for
 from stretto.engine.workspace import (
@@ -48,9 +58,8 @@ from stretto.files import full_disk, storage_fault
 from stretto.git import is_ancestor, rev_parse, update_ref_cas
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values, write_pid_file
-from stretto.routing.dispatch import Dispatch, Route
-
-MAX_UNCOUNTED = 10  # rate-limited attempts of one task before they start to count as failures
+from stretto.routing.dispatch import Dispatch, Route, adapter_kind
+from stretto.routing.ledger import Tokens, ceiling_price, price_tokens
 
 
 class Attempts:
@@ -169,9 +178,19 @@ class Attempts:
         )
         launch = adapter.build(actx)
         events: list[AgentEvent] = []
+        provider = provider_of(agent_name, ctx.options.agent_settings)
+
+        def price(tokens: Tokens) -> float | None:
+            model = used_model(events, launch, route.model)
+            known = price_tokens(model, tokens, prices=self.dispatch.prices)
+            return known if known is not None else ceiling_price(tokens, provider)
+
+        meter = AttemptMeter(ctx.options.limits, adapter_kind(agent_name, ctx.options), price)
 
         def on_line(line: str, stream: str) -> None:
-            events.extend(adapter.parse_line(line, stream))
+            parsed = adapter.parse_line(line, stream)
+            events.extend(parsed)
+            meter.add(parsed)
 
         def on_start(pid: int) -> None:
             write_pid_file(folder / "pid.json", pid, ctx.run_id)
@@ -210,6 +229,7 @@ class Attempts:
                 on_start=on_start,
                 secrets=secret_values(launch.env),
                 sandbox=ctx.sandbox,
+                stop=meter.over if meter.active else None,
             )
         except asyncio.CancelledError:
             if task.id in self.stopping:  # stopped (budget, cancel): what it used is still spent
@@ -225,9 +245,21 @@ class Attempts:
             self.running_since.pop(task.id, None)
         self.agent_seconds += finished.duration
         result = adapter.decide(finished.exit_code, finished.timed_out, events)
+        if finished.stopped is not None:  # stretto stopped it at a limit: that is the outcome
+            result = dataclasses.replace(
+                result, outcome=Outcome.OVER_LIMIT, reason=f"stopped: {finished.stopped}"
+            )
         model = used_model(events, launch, route.model)
+        turns = sum(1 for event in events if event.kind == "tool") or None
         entry = self.dispatch.book(
-            task, attempt, route, result.usage, result.cost_usd, result.outcome.value, model=model
+            task,
+            attempt,
+            route,
+            result.usage,
+            result.cost_usd,
+            result.outcome.value,
+            model=model,
+            turns=turns,
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
@@ -267,6 +299,7 @@ class Attempts:
             reason=result.reason,
             duration=round(finished.duration, 3),
             usage=dict(result.usage),
+            turns=turns,
             cost_usd=entry.cost_usd,
             cost_source=entry.source,
             reported_cost_usd=result.cost_usd,
@@ -280,14 +313,17 @@ class Attempts:
             if not counts:
                 # Not the task's fault, but a task that is refused forever must end sometime.
                 self.uncounted[task.id] = self.uncounted.get(task.id, 0) + 1
-                counts = self.uncounted[task.id] > MAX_UNCOUNTED
+                counts = self.uncounted[task.id] > ctx.options.limits.max_rate_limited
+            retry_after = result.retry_after
+            if retry_after is None and result.outcome is Outcome.RATE_LIMITED:
+                retry_after = delay_in_text(result.reason)  # "Please try again in 3s"
             return AttemptEnd(
                 False,
                 counts,
                 f"agent {agent_name}: {result.outcome.value}"
                 + (f" ({result.reason})" if result.reason else ""),
                 agent_tail,
-                retry_after=result.retry_after,
+                retry_after=retry_after,
                 rate_limited=result.outcome is Outcome.RATE_LIMITED,
                 out_of_credit=(
                     result.reason or "out of credit"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,9 +26,11 @@ from stretto.git import git_common_dir
 GUARDED_FILE = "config"
 GUARDED_DIR = "hooks"
 MAX_FILE = 1 << 20  # bigger files are compared by size and time only
+MAX_ENTRIES = 2000  # a hooks directory bigger than this is compared by its first entries
 
 Snapshot = Mapping[str, tuple[bytes, int]]
-"""Path relative to the common git directory -> (content, mode)."""
+"""Path relative to the common git directory -> (content, mode). A symlink's content is
+``symlink:<target>``, a directory's ``dir:``; links are never followed."""
 
 
 def common_dir(repo: Path) -> Path:
@@ -35,30 +38,90 @@ def common_dir(repo: Path) -> Path:
     return git_common_dir(repo)
 
 
+def _entry(path: Path) -> tuple[bytes, int] | None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    mode = info.st_mode & 0o7777
+    if stat.S_ISLNK(info.st_mode):
+        return b"symlink:" + os.readlink(path).encode(), mode
+    if stat.S_ISDIR(info.st_mode):
+        return b"dir:", mode
+    if info.st_size > MAX_FILE or not stat.S_ISREG(info.st_mode):
+        return f"large:{info.st_size}:{info.st_mtime_ns}".encode(), mode
+    try:
+        return path.read_bytes(), mode
+    except OSError:
+        return None
+
+
 def snapshot(common: Path) -> dict[str, tuple[bytes, int]]:
-    """The guarded files as they are now."""
+    """The guarded files as they are now (a symlinked ``hooks`` is one entry, not walked)."""
     found: dict[str, tuple[bytes, int]] = {}
-    paths = [common / GUARDED_FILE]
-    hooks = common / GUARDED_DIR
-    if hooks.is_dir():
-        paths += sorted(p for p in hooks.rglob("*") if not p.is_dir() or p.is_symlink())
-    for path in paths:
-        with contextlib.suppress(OSError):
-            info = path.lstat()
-            if path.is_symlink():
-                data = b"symlink:" + os.readlink(path).encode()
-            elif info.st_size > MAX_FILE:
-                data = f"large:{info.st_size}:{info.st_mtime_ns}".encode()
-            else:
-                data = path.read_bytes()
-            found[path.relative_to(common).as_posix()] = (data, info.st_mode & 0o7777)
+    for name in (GUARDED_FILE, GUARDED_DIR):
+        entry = _entry(common / name)
+        if entry is not None:
+            found[name] = entry
+    if found.get(GUARDED_DIR, (b"",))[0] != b"dir:":
+        return found
+    count = 0
+    for folder, dirs, files in os.walk(common / GUARDED_DIR):  # never follows links
+        dirs.sort()
+        for name in sorted(dirs) + sorted(files):
+            path = Path(folder) / name
+            entry = _entry(path)
+            if entry is not None:
+                found[path.relative_to(common).as_posix()] = entry
+            count += 1
+            if count >= MAX_ENTRIES:
+                return found
     return found
+
+
+def _inside(common: Path, path: Path) -> bool:
+    """Whether every directory between ``common`` and ``path`` is a real one (no symlink):
+    then changing ``path`` cannot reach outside the git directory."""
+    parent = path.parent
+    while parent != common:
+        if parent.is_symlink() or not parent.is_relative_to(common):
+            return False
+        parent = parent.parent
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def _put(path: Path, entry: tuple[bytes, int]) -> None:
+    data, mode = entry
+    if data.startswith(b"large:"):
+        return  # not copied (over MAX_FILE): reported, left as it is
+    if os.path.lexists(path):
+        _remove(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if data == b"dir:":
+        path.mkdir(mode=mode or 0o755)
+    elif data.startswith(b"symlink:"):
+        os.symlink(data[len(b"symlink:") :].decode(), path)
+    else:
+        tmp = path.with_name(f".{path.name}.stretto-restore")
+        tmp.write_bytes(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
 
 
 def restore(common: Path, before: Snapshot, keep: Path) -> tuple[list[str], int]:
     """Put the guarded files back as ``before`` had them.
 
-    Every changed or added file is first copied to ``keep`` (same relative path).
+    Every changed or added file is first copied to ``keep`` (same relative path; a symlink as
+    a symlink). Nothing is ever followed through a symlink: a ``hooks`` directory replaced by
+    a link is unlinked and rebuilt, never emptied through it.
 
     Returns:
         What had changed (sorted), and when the latest change was made (ns since the epoch,
@@ -68,33 +131,31 @@ def restore(common: Path, before: Snapshot, keep: Path) -> tuple[list[str], int]
     changed = sorted(name for name in set(now) | set(before) if now.get(name) != before.get(name))
     when = 0
     for name in changed:
-        with contextlib.suppress(OSError):
-            path = common / name
-            when = max(when, (path if os.path.lexists(path) else path.parent).lstat().st_mtime_ns)
-    for name in changed:
         path = common / name
-        if name in now and os.path.lexists(path):
+        with contextlib.suppress(OSError):
+            when = max(when, (path if os.path.lexists(path) else path.parent).lstat().st_mtime_ns)
+        if name in now and now[name][0] != b"dir:" and _inside(common, path):
             copy = keep / name
             copy.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(OSError):
                 shutil.copy2(path, copy, follow_symlinks=False)
-        if name not in before:
-            with contextlib.suppress(OSError):
-                path.unlink()
+    for name in (GUARDED_FILE, GUARDED_DIR):  # the top entries first: a link is undone
+        if now.get(name) != before.get(name):
+            path = common / name
+            if name in before:
+                if not (before[name][0] == b"dir:" and now.get(name, (b"",))[0] == b"dir:"):
+                    _put(path, before[name])
+            elif os.path.lexists(path):
+                _remove(path)
+    now = snapshot(common)
+    for name in sorted(set(now) | set(before), key=lambda n: (n.count("/"), n)):
+        if now.get(name) == before.get(name) or name in (GUARDED_FILE, GUARDED_DIR):
             continue
-        data, mode = before[name]
-        if data.startswith(b"large:"):
-            continue  # not copied (over MAX_FILE): reported, left as it is
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if data.startswith(b"symlink:"):
-            os.symlink(data[len(b"symlink:") :].decode(), path)
+        path = common / name
+        if not _inside(common, path):
             continue
-        tmp = path.with_name(f".{path.name}.stretto-restore")
-        tmp.write_bytes(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if name in before:
+            _put(path, before[name])
+        elif os.path.lexists(path):
+            _remove(path)
     return changed, when

@@ -45,7 +45,9 @@ def check_agents(plan: Plan, options: RunOptions, config: Config | None = None) 
                 f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
                 'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
             )
-    _check_shell_commands(plan, options)
+    _check_shell_commands(
+        plan, options.default_agent, options.agent_settings, routed=bool(options.router.arms)
+    )
     if options.sandbox.enabled:
         from stretto.sandbox import unavailable
 
@@ -73,15 +75,16 @@ def _raise_located(
         raise ConfigError([where])
 
 
-def _check_shell_commands(plan: Plan, options: RunOptions) -> None:
+def _check_shell_commands(
+    plan: Plan, default_agent: str, settings: Mapping[str, Mapping[str, Any]], *, routed: bool
+) -> None:
     """A step run by the shell agent needs a command: its own, or ``[agents.shell] command``.
-    A step that pins no agent in a routed run gets whichever agent the router picks."""
-    settings: Mapping[str, Mapping[str, Any]] = options.agent_settings
+    With ``[[router.arms]]`` (``routed``), a step that names no agent goes to an arm instead."""
     problems = []
     for task in plan.tasks:
-        if task.agent is None and options.router.arms:
+        if routed and task.agent is None:
             continue
-        name = task.agent or options.default_agent
+        name = task.agent or default_agent
         table = settings.get(name) or {}
         if (table.get("adapter") or name) != "shell" or task.command or table.get("command"):
             continue

@@ -37,11 +37,12 @@ from stretto.options import RunOptions
 from stretto.plans.graph import TaskGraph
 from stretto.plans.plan import Plan, Task
 from stretto.routing.dispatch import Dispatch, Route
+from stretto.schedule.backoff import MAX_STATED, rate_limit_wait
 from stretto.schedule.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 
 __all__ = ["MAX_BACKOFF", "Runner", "Sink"]
 
-MAX_BACKOFF = 600.0  # never wait longer than this for a provider's retry-after
+MAX_BACKOFF = MAX_STATED  # never wait longer than this for a provider's retry-after
 
 
 class Runner(Steering):
@@ -95,6 +96,7 @@ class Runner(Steering):
         self.reports: dict[str, TaskReport] = {}
         self.waiting: dict[str, tuple[str, ...]] = {}
         self.notes: list[str] = []
+        self.limited_streak: dict[str, int] = {}  # task -> its rate-limited attempts in a row
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
         for path in refused:
             self.record(
@@ -197,7 +199,8 @@ class Runner(Steering):
         if self.dispatch.unpriced:
             self.notes.append(
                 f"{self.dispatch.unpriced} attempt(s) used a model with no known price; budgets "
-                "counted them at their provider's top price (`stretto cost` lists them)"
+                "counted them at their provider's top known price, if it has one (`stretto cost` "
+                "lists them)"
             )
         if self.queue.stale_checkout:
             self.notes.append(
@@ -338,9 +341,14 @@ class Runner(Steering):
             self.splits.failure_log.setdefault(task, []).append(
                 f"attempt {attempt}: {end.reason}\n{end.log}"
             )
-        if end.retry_after:
-            wait = min(end.retry_after, MAX_BACKOFF)
+        wait: float | None = None
+        if end.rate_limited or end.retry_after:
+            streak = self.limited_streak.get(task, 0) + 1 if end.rate_limited else 0
+            self.limited_streak[task] = streak
+            wait = rate_limit_wait(end.retry_after, streak, f"{self.run_id}/{task}/{attempt}")
             self.attempts.not_before[task] = time.monotonic() + wait
+        else:
+            self.limited_streak.pop(task, None)
         sched.attempt_failed(task, counts=end.counts)
         exhausted = sched.failures[task] >= sched.limit(task)
         self.record(
@@ -351,6 +359,7 @@ class Runner(Steering):
             failures=sched.failures[task],
             limit=sched.limit(task),
             counted=end.counts,
+            **({} if wait is None or exhausted else {"wait": wait, "stated": end.retry_after}),
         )
         strongest = end.counts and self.splits.at_strongest(task)
         if not exhausted and strongest and self.splits.allowed(task):
@@ -361,6 +370,9 @@ class Runner(Steering):
         task = self.plan.task(action.task)
         attempt = self.schedule.attempts[action.task] + 1
         route = self.dispatch.route(task, attempt, self.providers.unavailable())
+        if route.rule == "give-up":  # no retry is worth its cost: the task ends here
+            self._router_gave_up(task.id, attempt, route)
+            return
         broke = self.providers.broke(route.agent)
         if broke is not None:
             self.held.add(task.id)
@@ -388,6 +400,19 @@ class Runner(Steering):
                 self.record("warning", task=task.id, message=check.reason)
         self.dispatch.reserve(task.id, route)
         self._spawn(action, task, route)
+
+    def _router_gave_up(self, task: str, attempt: int, route: Route) -> None:
+        """The router judged that no retry of ``task`` pays: journal its choice (for
+        ``stretto explain``), credit the task's attempts and end it as failed."""
+        self.record("route", task=task, attempt=attempt, **route.to_dict())
+        self.record("decision", action="give_up", task=task, attempt=attempt, by="router")
+        self.credit_failed(task)
+        last = self.attempts.failures.get(task)
+        why = f"the router gave up after {attempt - 1} failed attempt(s): {route.reason}"
+        if last:
+            why += f"; last: {last.reason}"
+        self.finish(task, "failed", why)
+        self.schedule.gave_up(task)
 
     def _spawn(self, action: Spawn, task: Task, route: Route) -> None:
         attempt = self.schedule.started(action.task)

@@ -78,6 +78,8 @@ def options_for(
         sparse=config.sparse,
         env_allow=config.env_allow,
         agent_settings=config.agents,
+        agent_timeout=float(config.attempt.timeout),
+        limits=config.attempt,
         router=config.router,
         budget=budget,
         daily_cap=config.budget.daily,

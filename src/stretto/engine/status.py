@@ -10,7 +10,7 @@ and not over was interrupted (``stretto resume`` goes on).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stretto.engine.journal import Record
@@ -150,22 +150,39 @@ def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
     Raises:
         RunError: the journal has no ``run_started`` (nor a ``goal`` of a run being planned).
     """
-    status: RunStatus | None = None
-    last_seq = 0
-    for rec in records:
-        last_seq = rec.seq
+    fold = StatusFold()
+    fold.feed(records)
+    return fold.result(live=live)
+
+
+class StatusFold:
+    """:func:`fold_status`, one record at a time: feed it records as they are written and ask
+    for the result whenever needed (a long-lived reader folds each record once)."""
+
+    def __init__(self) -> None:
+        self.status: RunStatus | None = None
+        self.last_seq = 0
+
+    def feed(self, records: Iterable[Record]) -> None:
+        """Fold ``records`` (the journal's next ones, in order) in."""
+        for rec in records:
+            self.last_seq = rec.seq
+            self._one(rec)
+
+    def _one(self, rec: Record) -> None:
+        status = self.status
         f = rec.fields
         if rec.type == "run_started":
-            status = _started(rec, status)
-            continue
+            self.status = _started(rec, status)
+            return
         if rec.type == "goal" and status is None:  # a detached `-g`: planning comes first
-            status = RunStatus(
+            self.status = RunStatus(
                 str(f.get("run_id", "")), "planning", "(planning)", str(f.get("target", "")),
                 rec.ts, None, {}, 1, goal=str(f.get("goal")), pid=f.get("pid"),
             )  # fmt: skip
-            continue
+            return
         if status is None:
-            continue
+            return
         if rec.type == "goal":
             status.goal = str(f.get("goal"))
         elif rec.type == "journal_reopened":
@@ -192,7 +209,7 @@ def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
             status.cost_usd += float(f["cost_usd"])
         task = status.tasks.get(f.get("task", "")) if "task" in f else None
         if task is None:
-            continue
+            return
         if rec.type == "attempt_started":
             task.state, task.attempts, task.agent = "running", f["attempt"], f["agent"]
             task.started, task.gates, task.model = rec.ts, [], f.get("model")
@@ -216,18 +233,30 @@ def fold_status(records: Iterable[Record], *, live: bool) -> RunStatus:
             task.state, task.reason, task.commit = f["status"], f["reason"], f.get("commit")
             task.attempts = max(task.attempts, f.get("attempts", 0))
             task.waiting_for = ""
-    if status is None:
-        raise RunError("the journal has no run_started record; it is not a stretto run")
-    status.last_seq = last_seq
-    status.live = live
-    if status.finished is None and status.paused and status.state == "running":
-        status.state = "paused"
-    if status.stopping and status.finished is None:
-        status.state = "stopping"
-    if (status.finished is None and not live) or status.state in ("interrupted", "cancelled"):
-        if status.finished is None:
-            status.state = "interrupted"
-        for task in status.tasks.values():
-            if task.state in _UNDER_WAY:
-                task.state = "interrupted"  # no process drives it any more; resume retries it
-    return status
+
+    def result(self, *, live: bool) -> RunStatus:
+        """The state so far, a copy of its own (``live``: an engine holds the run's lock).
+
+        Raises:
+            RunError: no ``run_started`` (nor ``goal``) was fed.
+        """
+        if self.status is None:
+            raise RunError("the journal has no run_started record; it is not a stretto run")
+        status = replace(
+            self.status,
+            tasks={k: replace(t, gates=list(t.gates)) for k, t in self.status.tasks.items()},
+            notes=list(self.status.notes),
+        )
+        status.last_seq = self.last_seq
+        status.live = live
+        if status.finished is None and status.paused and status.state == "running":
+            status.state = "paused"
+        if status.stopping and status.finished is None:
+            status.state = "stopping"
+        if (status.finished is None and not live) or status.state in ("interrupted", "cancelled"):
+            if status.finished is None:
+                status.state = "interrupted"
+            for task in status.tasks.values():
+                if task.state in _UNDER_WAY:
+                    task.state = "interrupted"  # no process drives it any more; resume retries it
+        return status

@@ -77,7 +77,7 @@ SECTIONS = (
     ("See a run", ("report", "trace")),
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
-    ("Serve", ("mcp",)),
+    ("Serve", ("mcp", "serve")),
 )  # fmt: skip
 
 
@@ -546,6 +546,7 @@ from stretto.frontends import (  # noqa: E402
     control_commands,
     mcp_commands,
     report_commands,
+    serve_commands,
     setup_commands,
 )
 
@@ -553,3 +554,4 @@ control_commands.register(main, _reports_errors)
 setup_commands.register(main, _reports_errors)
 mcp_commands.register(main, _reports_errors)
 report_commands.register(main, _reports_errors)
+serve_commands.register(main, _reports_errors)

@@ -257,6 +257,16 @@ default_agent = {_toml_str(DEFAULT_AGENT)}
 # link = ["frontend/node_modules"]
 # setup = ["npm ci --prefer-offline"]
 
+# Limits of every attempt, checked while its agent runs (docs/agents.md): the timeout in seconds
+# (a step's `timeout` wins), model calls, tokens and USD per attempt, and how many rate-limited
+# attempts of a task do not count as its failures.
+# [attempt]
+# timeout = 1800
+# max_turns = 200
+# max_tokens = 2000000
+# max_cost = 2.0
+# max_rate_limited = 10
+
 # Settings per agent. For the shell agent: the command of steps that do not give one.
 # [agents.shell]
 # command = "./scripts/agent.sh"

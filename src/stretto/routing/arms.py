@@ -45,7 +45,10 @@ class RouterConfig:
     through :meth:`Policy.update`; ``"task"`` when a task ends, through
     :meth:`Policy.credit_task`. The router itself decides the same way in both.
     ``cost_ceiling`` is the USD that counts as cost 1.0 in a reward: of the credited attempts
-    together with task credit, of one attempt with attempt credit.
+    together with task credit, of one attempt with attempt credit. ``landed_value_usd`` is
+    what one landed task is worth to the user: after warm-up, a retry whose estimated chance
+    to land times this value is below its arm's mean cost is not made (the task is given up);
+    None never gives up.
     """
 
     arms: tuple[Arm, ...] = ()
@@ -54,6 +57,7 @@ class RouterConfig:
     cost_ceiling: float = 1.0  # USD that counts as cost 1.0 in the reward
     min_tier: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MIN_TIER, hash=False)
     credit: Literal["task", "attempt"] = "attempt"  # task credit lands fewer: docs/routing.md
+    landed_value_usd: float | None = None
 
     def __post_init__(self) -> None:
         keys = [arm.key for arm in self.arms]
@@ -64,6 +68,8 @@ class RouterConfig:
             raise ValueError(f"router tiers must be among {TIERS}, got {tiers}")
         if self.warmup < 0 or self.alpha < 0 or not self.cost_ceiling > 0:
             raise ValueError("router warmup and alpha must be >= 0 and cost_ceiling > 0")
+        if self.landed_value_usd is not None and not self.landed_value_usd > 0:
+            raise ValueError("router landed_value_usd must be > 0 (or unset)")
         if self.credit not in CREDITS:
             raise ValueError(f"router credit must be one of {CREDITS}, got {self.credit!r}")
 

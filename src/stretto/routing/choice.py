@@ -6,8 +6,12 @@ human sentence and every arm's figures (:class:`ArmEstimate`) with why it was no
 Pins are always obeyed. Until ``warmup`` attempts are learned, a first attempt starts at the
 cheapest tier allowed for its complexity and each failure escalates one tier; then the bandit
 takes the highest upper confidence bound. Retries go strictly stronger, else to another agent
-at the same tier, else to the strongest arm again. Nothing is random; ties break on tier
-order, then arm key. :func:`render_choice` turns a journaled choice into the lines of
+at the same tier (arms that failed the task already are left out), else to the strongest arm
+again. With ``landed_value_usd`` set, a weaker arm that has not failed the task (at or above
+``min_tier``) comes before that, a task every arm has failed is given up rather than paid for
+again, and after warm-up a retry whose estimated chance to land times that value is below its
+expected cost is not made (rule ``give-up``). Nothing is random; ties break on tier order, then
+arm key. :func:`render_choice` turns a journaled choice into the lines of
 ``stretto explain``.
 """
 
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
 
 #: Each arm's estimate and confidence bound, by arm key.
 Stats = Mapping[str, tuple[float, float]]
+#: A retry's estimated chance to land and cost on each arm (None: cost unknown; the pair is
+#: None while the arm's retry model has too little data), by arm key.
+Landing = Mapping[str, tuple[float, float | None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +62,8 @@ class ArmEstimate:
 class Choice:
     """The arm for one attempt, the rule that chose it and everything it was chosen from."""
 
-    arm: Arm
-    rule: str  # pinned, cascade-start, cascade-escalate, bandit, retry-{stronger,sibling,same}
+    arm: Arm  # with rule give-up: the arm the retry would have taken
+    rule: str  # pinned, cascade-{start,escalate}, bandit, retry-{stronger,sibling,same}, give-up
     reason: str  # one human sentence
     features: Mapping[str, float]
     estimates: tuple[ArmEstimate, ...]  # every configured arm, by tier then key
@@ -101,13 +108,16 @@ def choose_arm(
     pinned_model: str | None = None,
     failed: Arm | None = None,
     unavailable: Collection[str] = (),
+    landing: Landing | None = None,
+    tried: Collection[str] = (),
 ) -> Choice:
-    """The arm for an attempt by the pin, cascade, bandit and retry rules (see
+    """The arm for an attempt by the pin, cascade, bandit, retry and give-up rules (see
     :meth:`~stretto.routing.router.Policy.choose`, which documents them and the arguments).
 
     ``completed`` (attempts learned so far) says whether the warm-up cascade still applies;
     ``x`` is the attempt's feature vector and ``stats`` every configured arm's estimate and
-    confidence bound for it, by arm key.
+    confidence bound for it, by arm key; ``landing`` every arm's estimated chance to land in
+    this context and its mean cost (for the give-up rule; None: no give-up).
     """
     arms = sorted(config.arms, key=_rank)
     warm = completed < config.warmup
@@ -140,7 +150,39 @@ def choose_arm(
         notes.update({a.key: f"{a.agent} is out of credit" for a in pool if a not in usable})
         pool = usable
     if failed is not None:
-        return done(*_retry(pool, failed, warm, stats, notes))
+        want = TIERS.index(config.start_tier(ctx.complexity))
+        lowest = min(want, max(_tier(a) for a in pool))
+        tried = {*tried, failed.key}
+        value = config.landed_value_usd
+        if value is None:  # without a landed value the strongest arm may run again (as before)
+            lowest = len(TIERS)
+        arm, rule, why, eligible = _retry(pool, failed, warm, stats, notes, tried, lowest)
+        if value is not None and rule == "retry-same":  # paying twice for one answer
+            notes[arm.key] = "every arm has failed this task"
+            why = f"give up: every arm has failed this task (last {failed.key}); a re-run is "
+            why += "not paid for when landed_value_usd is set"
+            return done(arm, "give-up", why, eligible)
+        if warm or value is None or landing is None or arm.key not in landing:
+            return done(arm, rule, why, eligible)
+        figures = landing[arm.key]
+        if figures is None:
+            why += "; too few retries learned on it to judge whether a retry pays"
+            return done(arm, rule, why, eligible)
+        chance, cost = figures
+        if cost is None:
+            return done(arm, rule, f"{why}; its cost is not known yet, so no give-up", eligible)
+        worth = f"{chance:.0%} to land x ${value:,.2f} = ${chance * value:,.2f}"
+        if chance * value >= cost:
+            why += f"; worth it: {worth} >= expected cost ${cost:,.2f}"
+            return done(arm, rule, why, eligible)
+        notes[arm.key] = "given up: not worth its cost"
+        return done(
+            arm,
+            "give-up",
+            f"give up: a retry on {arm.key} would not pay: an estimated {worth} (landed value) "
+            f"< its expected cost ${cost:,.2f}",
+            eligible,
+        )
     want = TIERS.index(config.start_tier(ctx.complexity))
     tiers = sorted({_tier(a) for a in pool})
     start = next((t for t in tiers if t >= want), tiers[-1])
@@ -196,13 +238,23 @@ def _versus(arm: Arm, cands: Sequence[Arm], stats: Stats, *, ucb: bool) -> str:
 
 
 def _retry(
-    pool: Sequence[Arm], failed: Arm, warm: bool, stats: Stats, notes: dict[str, str]
+    pool: Sequence[Arm],
+    failed: Arm,
+    warm: bool,
+    stats: Stats,
+    notes: dict[str, str],
+    tried: Collection[str],
+    floor: int,
 ) -> tuple[Arm, str, str, Sequence[Arm]]:
-    """The arm for a retry after ``failed``: stronger, else a sibling, else the strongest."""
+    """The arm for a retry after ``failed``: stronger, else a sibling, else another arm that
+    has not failed the task (``tried``: those that did) at or above tier ``floor`` (the
+    complexity's ``min_tier``), else the strongest again."""
     level = _tier(failed)
     notes.update({a.key: f"not stronger than the failed arm {failed.key}" for a in pool})
+    notes.update({a.key: "it failed this task already" for a in pool if a.key in tried})
     notes[failed.key] = "the arm that failed"
-    stronger = [a for a in pool if _tier(a) > level]
+    fresh = [a for a in pool if a.key not in tried]
+    stronger = [a for a in fresh if _tier(a) > level]
     if stronger:
         nearest = min(_tier(a) for a in stronger)
         tier_arms = [a for a in stronger if _tier(a) == nearest]
@@ -217,7 +269,7 @@ def _retry(
         arm = _best(tier_arms, stats, ucb=False)
         why = f"retry: strictly stronger than {failed.key}; in the cheapest stronger tier, "
         return arm, "retry-stronger", why + _versus(arm, tier_arms, stats, ucb=False), tier_arms
-    siblings = [a for a in pool if a.tier == failed.tier and a.key != failed.key]
+    siblings = [a for a in fresh if a.tier == failed.tier]
     if siblings:
         other = [a for a in siblings if a.agent != failed.agent] or siblings
         for a in siblings:
@@ -227,27 +279,51 @@ def _retry(
         why = f"retry: no arm is stronger than {failed.key}; {arm.key} is another {kind} at "
         why += f"tier {failed.tier}, {_versus(arm, other, stats, ucb=False)}"
         return arm, "retry-sibling", why, other
+    fresh = [a for a in fresh if _tier(a) >= floor]
+    if fresh:  # weaker arms that have not failed the task: each model lands tasks others miss
+        for a in fresh:
+            notes[a.key] = "has not failed this task"
+        arm = _best(fresh, stats, ucb=False)
+        why = f"retry: no stronger or same-tier arm is left untried after {failed.key}; "
+        why += f"{arm.key} has not failed this task, {_versus(arm, fresh, stats, ucb=False)}"
+        return arm, "retry-other", why, fresh
     top = max(_tier(a) for a in pool)
     strongest = [a for a in pool if _tier(a) == top]
     arm = _best(strongest, stats, ucb=False)
-    why = f"retry: no arm is stronger than {failed.key} and no other arm shares its tier, "
+    why = f"retry: every arm has failed this task (last {failed.key}), "
     notes[arm.key] = "the strongest arm" + (", which failed last" if arm == failed else "")
     why += f"so the strongest arm, {arm.key}, " + ("tries again" if arm == failed else "takes it")
     return arm, "retry-same", why, strongest
+
+
+def _known(value: object) -> str:
+    return "unknown" if value is None else f"{value:,}"
 
 
 def render_choice(data: Mapping[str, Any]) -> list[str]:
     """Text lines for ``stretto explain``: the winner, the rule, the features and every arm."""
     arm, ctx = data["arm"], data.get("context")
     head = "" if data.get("attempt") is None else f"attempt {data['attempt']}: "
-    lines = [f"{head}{arm['key']} ({arm['tier']}), rule {data['rule']}", f"  why: {data['reason']}"]
+    title = f"{head}{arm['key']} ({arm['tier']}), rule {data['rule']}"
+    if data["rule"] == "give-up":
+        title = f"{head}given up instead of a retry on {arm['key']} ({arm['tier']}), rule give-up"
+    lines = [title, f"  why: {data['reason']}"]
     if ctx:
         files = ctx["files"]
         scope = "undeclared" if files is None else f"{len(files)} owned pattern(s)"
+        where = "".join(f", {name} {ctx[name]}" for name in ("repo", "language") if ctx.get(name))
         lines.append(
             f"  task: complexity {ctx['complexity']}, role {ctx['role']}, files {scope}, "
-            f"~{ctx['est_tokens']:,} tokens"
+            f"~{ctx['est_tokens']:,} tokens{where}"
         )
+        failed = ctx.get("failed")
+        if failed:
+            cost = failed.get("cost_usd")
+            lines.append(
+                f"  failed attempt: {failed['arm']}, {_known(failed.get('turns'))} turns, "
+                f"{_known(failed.get('tokens'))} tokens, cost "
+                + ("unknown" if cost is None else f"${cost:,.4f}")
+            )
     lines.append("  features: " + " ".join(f"{k}={v:.3g}" for k, v in data["features"].items()))
     rows = data["estimates"]
     width = max([3, *(len(r["key"]) for r in rows)])

@@ -28,7 +28,7 @@ from stretto.config import RouterSettings
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
 from stretto.routing.arms import Arm, RouterConfig
-from stretto.routing.features import TaskContext, estimate_tokens
+from stretto.routing.features import FailedAttempt, TaskContext, estimate_tokens, language_of
 from stretto.routing.ledger import (
     BudgetCheck,
     Entry,
@@ -85,6 +85,7 @@ def router_config(settings: RouterSettings) -> RouterConfig:
         cost_ceiling=settings.cost_ceiling,
         min_tier=dict(settings.min_tier),
         credit=settings.credit,
+        landed_value_usd=settings.landed_value_usd,
     )
 
 
@@ -149,14 +150,26 @@ def today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
-def attempt_context(task: Task, attempt: int) -> TaskContext:
-    """What the router knows about ``attempt`` of ``task`` before it starts."""
+def attempt_context(
+    task: Task,
+    attempt: int,
+    *,
+    repo: str = "",
+    language: str = "",
+    failed: FailedAttempt | None = None,
+) -> TaskContext:
+    """What the router knows about ``attempt`` of ``task`` before it starts: the step, the
+    repository's name and language (the language of the step's owned files wins), and on
+    a retry what the failed attempt used."""
     return TaskContext(
         complexity=task.complexity,
         role=task.role,
         files=task.files,
         attempt=attempt,
         est_tokens=estimate_tokens(task.complexity, task.files),
+        repo=repo,
+        language=language_of(task.files or ()) or language,
+        failed=failed if attempt > 1 else None,
     )
 
 
@@ -167,6 +180,7 @@ def route_by_policy(
     failed: Arm | None,
     unavailable: Collection[str],
     estimate: Callable[[Arm], float | None],
+    tried: Collection[str] = (),
 ) -> Route:
     """The policy's route for an attempt in ``context`` (the step's pins obeyed);
     ``estimate`` prices the chosen arm. Shared by :class:`Dispatch` and the offline router."""
@@ -176,6 +190,7 @@ def route_by_policy(
         pinned_model=task.model,
         failed=failed,
         unavailable=unavailable,
+        tried=tried,
     )
     arm = choice.arm
     return Route(
@@ -221,13 +236,15 @@ class Dispatch:
         self.run_spent = sum(e.counted_usd for e in self.history if e.run_id == run_id)
         self.day_spent = sum(e.counted_usd for e in self.history if _day(e.ts) == self.day)
         self.unpriced = sum(1 for e in self.history if e.run_id == run_id and e.source == "unknown")
-        # why the budgets cannot be kept: spend of unknown price with no bound (run's own)
+        # why the budgets cannot be kept: spend of unknown price with no bound, booked by this
+        # process (a resume goes on: what the stopped run spent was already told)
         self.unbounded: str | None = None
-        for entry in self.history:
-            if entry.run_id == run_id:
-                self._check_bounded(entry)
         self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
         self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
+        self.tried: dict[str, set[str]] = {}  # task -> keys of the arms that failed it
+        self.spent: dict[str, FailedAttempt] = {}  # task -> what its last attempt used
+        self.repo_name = repo.resolve().name
+        self.language = repo_language(repo) if self.policy is not None else ""
         self.routes: dict[str, Route] = {}  # task -> route of its current attempt
         # task -> its judged attempts so far (route, cost), credited when the task ends
         self.judged: dict[str, list[tuple[Route, float | None]]] = {}
@@ -239,17 +256,28 @@ class Dispatch:
         with :meth:`Route.to_dict`). ``unavailable``: agents out of credit, avoided if any
         other arm may take the attempt."""
         route = self.choose(task, attempt, self.failed_arm.get(task.id), unavailable)
+        if route.rule == "give-up":
+            return route  # the runner ends the task; no attempt runs
         self.routes[task.id] = route
         return route
 
     def choose(
-        self, task: Task, attempt: int, failed: Arm | None, unavailable: Collection[str] = ()
+        self,
+        task: Task,
+        attempt: int,
+        failed: Arm | None,
+        unavailable: Collection[str] = (),
+        tried: Collection[str] | None = None,
     ) -> Route:
-        """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet).
+        """The arm for ``attempt`` of ``task`` after a failure on ``failed`` (None: none yet);
+        ``tried``: keys of the arms that failed the task (None: as this run has seen them).
 
         Changes nothing: the dry run asks it for every attempt of a task's cost range.
         """
-        context = attempt_context(task, attempt)
+        failed_use = self.spent.get(task.id) if failed is not None else None
+        context = attempt_context(
+            task, attempt, repo=self.repo_name, language=self.language, failed=failed_use
+        )
         if self.policy is None:
             agent = task.agent or self.options.default_agent
             return Route(
@@ -268,6 +296,7 @@ class Dispatch:
             failed,
             unavailable,
             lambda arm: self._estimate(arm.agent, arm.model, context),
+            (self.tried.get(task.id, ()) if tried is None else tried) if failed else (),
         )
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
@@ -334,8 +363,10 @@ class Dispatch:
         *,
         kind: str = "attempt",
         model: str | None = None,
+        turns: int | None = None,
     ) -> Entry:
-        """Write the attempt's ledger entry and count its cost against the budgets.
+        """Write the attempt's ledger entry and count its cost against the budgets; remember
+        what the attempt used (``turns``: its agent steps, if known) for a retry's choice.
 
         ``model`` is the model the agent actually ran on (what its CLI reported, or the default
         its adapter picked), which prices the tokens; None falls back to the route's model.
@@ -358,6 +389,8 @@ class Dispatch:
             complexity=task.complexity,
         )
         self.add(entry)
+        tokens = entry.tokens.total or None
+        self.spent[task.id] = FailedAttempt(route.arm.key, turns, tokens, entry.cost_usd)
         return entry
 
     def add(self, entry: Entry) -> None:
@@ -382,7 +415,7 @@ class Dispatch:
             f"spend of unknown price: {entry.agent} ({model}) used tokens that neither "
             "[prices] in stretto.toml nor the bundled price table can price, and its provider "
             f'has no known top price to count them at; add [prices."{entry.model or "MODEL"}"] '
-            "to stretto.toml (or name a priced model), then `stretto resume`"
+            "to stretto.toml (new runs read it) or name a priced model, or run without a budget"
         )
 
     def learn(self, task: str, landed: bool, cost: float | None) -> list[dict[str, Any]]:
@@ -395,8 +428,10 @@ class Dispatch:
         route = self.routes.get(task)
         if landed:
             self.failed_arm.pop(task, None)
+            self.tried.pop(task, None)
         elif route is not None:
             self.failed_arm[task] = route.arm
+            self.tried.setdefault(task, set()).add(route.arm.key)
         if self.policy is None or route is None:
             return []
         self.judged.setdefault(task, []).append((route, cost))
@@ -444,6 +479,7 @@ class Dispatch:
         booked = {e.key for e in self.history}
         routes: dict[tuple[str, int], Mapping[str, Any]] = {}
         costs: dict[tuple[str, int], float | None] = {}
+        used: dict[tuple[str, int], tuple[int | None, int | None, float | None]] = {}
         added: list[Entry] = []
         for rec in records:
             f = rec.fields
@@ -453,9 +489,12 @@ class Dispatch:
                 key = (f["task"], int(f.get("attempt", 0)))
                 seen = routes.get(key)
                 if seen and f.get("counted", True):
-                    self.failed_arm[f["task"]] = Arm(
-                        seen["agent"], seen.get("model"), seen.get("tier") or "balanced"
-                    )
+                    arm = Arm(seen["agent"], seen.get("model"), seen.get("tier") or "balanced")
+                    self.failed_arm[f["task"]] = arm
+                    self.tried.setdefault(f["task"], set()).add(arm.key)
+                    use = used.get(key)
+                    if use is not None:
+                        self.spent[f["task"]] = FailedAttempt(arm.key, *use)
                     judged = _judged_route(seen, key[1])
                     if judged is not None:
                         self.judged.setdefault(key[0], []).append((judged, costs.get(key)))
@@ -463,6 +502,9 @@ class Dispatch:
                 self.judged.pop(f.get("task", ""), None)  # credited when it finished
             elif rec.type == "attempt_finished":
                 costs[(f["task"], int(f["attempt"]))] = f.get("cost_usd")
+                usage = f.get("usage") or {}
+                tokens = sum(v for v in usage.values() if isinstance(v, int)) or None
+                used[(f["task"], int(f["attempt"]))] = (f.get("turns"), tokens, f.get("cost_usd"))
             elif rec.type == "attempt_finished" and isinstance(f.get("ledger"), dict):
                 entry = Entry.from_dict(f["ledger"])
                 if entry.key not in booked:
@@ -478,13 +520,20 @@ def _judged_route(fields: Mapping[str, Any], attempt: int) -> Route | None:
     context = choice.get("context")
     if not context:
         return None
-    files = context.get("files")
+    files, failed = context.get("files"), context.get("failed")
     ctx = TaskContext(
         complexity=context["complexity"],
         role=context["role"],
         files=tuple(files) if files is not None else None,
         attempt=int(context.get("attempt", attempt)),
         est_tokens=int(context["est_tokens"]),
+        repo=str(context.get("repo", "")),
+        language=str(context.get("language", "")),
+        failed=None
+        if not failed
+        else FailedAttempt(
+            str(failed["arm"]), failed.get("turns"), failed.get("tokens"), failed.get("cost_usd")
+        ),
     )
     return Route(
         fields["agent"],
@@ -496,6 +545,19 @@ def _judged_route(fields: Mapping[str, Any], attempt: int) -> Route | None:
         fields.get("estimate_usd"),
         choice,
     )
+
+
+def repo_language(repo: Path) -> str:
+    """The language most of the repository's tracked files are written in ("" if unknown)."""
+    import subprocess
+
+    from stretto.git import run_git
+
+    try:
+        listed = run_git(["ls-files"], repo, check=False, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return language_of(listed.splitlines())
 
 
 def _day(ts: float) -> str:

@@ -1,8 +1,10 @@
 """``stretto explain TASK``: why each attempt of a task ran where it ran, from the journal.
 
 For every attempt: the arm (agent, model, tier), the rule that chose it (pin, cascade step,
-bandit, retry escalation), the feature vector, every arm's estimate and confidence bound, what
-the attempt cost and how it ended.
+bandit, retry escalation), the feature vector (with the repository, language and, on a retry,
+what the failed attempt used), every arm's estimate and confidence bound, what the attempt
+cost and how it ended; and when the router gave a task up instead of retrying it, why (the
+retry's estimated chance to land times the landed value, against its expected cost).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class Explanation:
             tier = f" ({r['tier']})" if r.get("tier") else ""
             estimate = r.get("estimate_usd")
             est = f", estimated ${estimate:.4f}" if isinstance(estimate, int | float) else ""
+            if r["rule"] == "give-up":
+                out.append(f"attempt {a.attempt}: not started: the router gave the task up")
+                out.append(f"  rule: give-up: {r['reason']}")
+                if r.get("choice"):
+                    out.extend(f"  {line}" for line in render_choice(r["choice"]))
+                continue
             out.append(f"attempt {a.attempt}: {arm}{tier}{est}")
             out.append(f"  rule: {r['rule']}: {r['reason']}")
             if r.get("choice"):

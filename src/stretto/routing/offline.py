@@ -12,7 +12,7 @@ no owned files declared) and each attempt's recorded cost is what the ledger wou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from stretto.config import RouterSettings
 from stretto.plans.plan import Task
@@ -24,6 +24,7 @@ from stretto.routing.dispatch import (
     route_by_policy,
     router_config,
 )
+from stretto.routing.features import FailedAttempt
 from stretto.routing.outcomes import Seen, TaskView
 from stretto.routing.router import Policy
 
@@ -38,6 +39,7 @@ class OfflineRouter:
         self.policy = Policy.fresh(self.config)
         self.routes: dict[str, list[Route]] = {}  # task -> its routes so far
         self.costs: dict[str, list[float | None]] = {}
+        self.gave_up = 0  # tasks the give-up rule ended
 
     def first(self, task: TaskView) -> Arm | None:
         """The arm of the task's first attempt."""
@@ -46,7 +48,7 @@ class OfflineRouter:
 
     def next(self, task: TaskView, attempts: Sequence[Seen]) -> Arm | None:
         """The arm after the task's attempts failed; None when the router gives the task up."""
-        return self._route(task, attempts[-1])
+        return self._route(task, attempts[-1], {s.arm.key for s in attempts})
 
     def learn(self, task: TaskView, seen: Seen) -> None:
         """The attempt was judged: learn as ``stretto run`` does (attempt or task credit)."""
@@ -75,18 +77,28 @@ class OfflineRouter:
         costs.clear()
         routes.clear()
 
-    def _route(self, view: TaskView, failed: Seen | None) -> Arm | None:
+    def _route(
+        self, view: TaskView, failed: Seen | None, tried: Collection[str] = ()
+    ) -> Arm | None:
         task = plan_task(view)
         attempt = 1 if failed is None else failed.attempt + 1
-        context = attempt_context(task, attempt)
+        signals = None
+        if failed is not None:
+            signals = FailedAttempt(failed.arm.key, failed.turns, failed.tokens, failed.cost_usd)
+        context = attempt_context(
+            task, attempt, repo=view.repo, language=view.language, failed=signals
+        )
         arm = None if failed is None else failed.arm
-        route = route_by_policy(self.policy, task, context, arm, (), self._price)
+        route = route_by_policy(self.policy, task, context, arm, (), self._price, tried)
+        if route.rule == "give-up":
+            self.gave_up += 1
+            return None
         self.routes[view.id].append(route)
         return route.arm
 
     def _price(self, arm: Arm) -> float | None:
         state = self.policy.arm_state(arm)
-        return state.cost_total / state.costed if state and state.costed else None
+        return state.mean_cost if state else None
 
 
 def plan_task(view: TaskView) -> Task:

@@ -105,17 +105,21 @@ class World:
     mean_cost: Mapping[str, float]  # mean USD of one attempt, by arm key (the arm's price)
     tasks: tuple[Task, ...]
     dropped: int  # tasks some arm did not run
+    strongest_key: str | None = None  # a subset keeps the whole file's strongest arm
 
     def strongest(self) -> Arm:
-        """The arm that lands the most tasks alone (ties: the dearer)."""
+        """The arm that lands the most tasks alone in the file (ties: the dearer)."""
+        if self.strongest_key is not None:
+            return next(a for a in self.arms if a.key == self.strongest_key)
         return max(self.arms, key=lambda a: (self.landed_alone(a), self.mean_cost[a.key]))
 
     def landed_alone(self, arm: Arm) -> int:
         return sum(t.outcomes[arm.key].resolved for t in self.tasks)
 
     def subset(self, keep: Sequence[Task]) -> World:
-        """The same arms and prices over ``keep`` (a split for held-out checks)."""
-        return World(self.path, self.arms, self.mean_cost, tuple(keep), self.dropped)
+        """The same arms, prices and strongest arm over ``keep`` (a held-out split)."""
+        strongest = self.strongest().key
+        return World(self.path, self.arms, self.mean_cost, tuple(keep), self.dropped, strongest)
 
 
 @dataclass(frozen=True, slots=True)

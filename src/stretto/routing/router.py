@@ -30,6 +30,10 @@ from stretto.routing.features import FEATURE_NAMES, TaskContext, features
 from stretto.routing.linucb import ArmState, parse_state
 
 POLICY_FORMAT = "stretto-router-policy"
+#: Retries an arm's retry model learns before the give-up rule trusts it: a chance near 0.2
+#: estimated from fewer has a standard error above 0.07, as large as the gaps it must tell
+#: apart, and a model that gives up too early never sees the retries that would correct it.
+MIN_RETRIES = 30
 
 
 class PolicyError(RunError):
@@ -156,9 +160,12 @@ class Policy:
         if arm.key not in {a.key for a in self.config.arms}:
             return
         state = self._states[arm.key]
-        state.learn(list(features(ctx).values()), reward)
+        x, hit = list(features(ctx).values()), reward > 0 if landed is None else landed
+        if ctx.attempt > 1:  # before the mean cost takes this attempt in: a fair ratio
+            state.learn_retry(x, hit, cost_usd)
+        state.learn(x, reward, hit)
         state.pulls += 1
-        state.successes += int(reward > 0 if landed is None else landed)
+        state.successes += int(hit)
         state.total_reward += reward
         if cost_usd is not None:
             state.cost_total += cost_usd
@@ -179,7 +186,8 @@ class Policy:
         cost in USD (None if unknown). The first attempt's arm learns, in the first attempt's
         context, ``landed x (1 - the whole task's cost / cost_ceiling)``. With ``retries``, each
         retry's arm also learns, in its own context, its reward-to-go: the same with the cost
-        from that attempt on (:func:`task_rewards`); by default retries teach nothing, since
+        from that attempt on (:func:`task_rewards`); by default retries teach the bandit nothing
+        (only the give-up rule's retry model, whether they landed and what they cost), since
         in the benchmark that lands more tasks (docs/routing.md). ``skip`` names attempts
         (1-based positions) that teach nothing, such as pinned ones; an arm that is not
         configured teaches nothing either. Every attempt's cost counts all the same. Returns
@@ -210,6 +218,9 @@ class Policy:
             )
             if not why:
                 self.update(arm, ctx, value, cost, landed=landed and n == len(attempts))
+            elif why == "a retry":  # the give-up rule's retry model learns from it all the same
+                hit = landed and n == len(attempts)
+                self._states[arm.key].learn_retry(list(features(ctx).values()), hit, cost)
             records.append(
                 {
                     "attempt": n,
@@ -233,6 +244,7 @@ class Policy:
         pinned_model: str | None = None,
         failed: Arm | None = None,
         unavailable: Collection[str] = (),
+        tried: Collection[str] = (),
     ) -> Choice:
         """The arm for this attempt of a task, with the rule and the figures behind it.
 
@@ -243,6 +255,12 @@ class Policy:
             failed: the arm whose attempt of this task failed last (None on a first attempt).
             unavailable: agents that cannot take work now (their provider is out of credit):
                 their arms are left out while any other arm the pins allow remains.
+            tried: keys of the arms whose attempts of this task failed (``failed`` among them):
+                a retry goes to one of them only when every arm has failed the task.
+
+        After warm-up, with ``landed_value_usd`` configured, a retry whose arm's estimated
+        chance to land here times that value is below the arm's mean cost is not made: the
+        choice's rule is ``give-up`` (its arm is the one the retry would have taken).
 
         Both pinned gives that arm. A pin that matches no configured arm is obeyed as given:
         ``Arm(agent, model, tier)`` with the tier of a configured arm of that model, else
@@ -255,7 +273,8 @@ class Policy:
         x = features(ctx)
         vector = list(x.values())
         alpha = self.config.alpha
-        stats = {a.key: self._states[a.key].estimate(vector, alpha) for a in self.config.arms}
+        stats = {a.key: self._capped(a, vector, alpha) for a in self.config.arms}
+        landing = {a.key: self._retry_figures(a, vector) for a in self.config.arms}
         return choose_arm(
             self.config,
             self.completed,
@@ -266,7 +285,33 @@ class Policy:
             pinned_model=pinned_model,
             failed=failed,
             unavailable=unavailable,
+            landing=landing,
+            tried=tried,
         )
+
+    def _capped(self, arm: Arm, x: list[float], alpha: float) -> tuple[float, float]:
+        """The arm's estimate and bound, the bound cut so that ``mean + bound`` stays within
+        the most the arm can earn here: the reward of a landing at its mean cost,
+        ``1 - mean cost / ceiling``, times (with attempt credit) its chance to land, the
+        estimate plus the same bound, at most 1. Optimism only about what is possible; no cap
+        before a priced attempt."""
+        state = self._states[arm.key]
+        mean, bound = state.estimate(x, alpha)
+        cost = state.mean_cost
+        if cost is None:
+            return mean, bound
+        best = 1.0 - min(1.0, cost / self.config.cost_ceiling)
+        if self.config.credit == "attempt":  # a task's reward may come from a later attempt
+            best *= min(1.0, state.landing(x) + bound)
+        return mean, max(0.0, min(bound, best - mean))
+
+    def _retry_figures(self, arm: Arm, x: list[float]) -> tuple[float, float | None] | None:
+        """A retry on ``arm`` here: its chance to land and its cost, by the arm's retry model;
+        None while that model has learned fewer than :data:`MIN_RETRIES` retries."""
+        state = self._states[arm.key]
+        if state.retries < MIN_RETRIES:
+            return None
+        return state.retry_landing(x), state.retry_cost(x)
 
 
 def _json(value: Any, depth: int = 0) -> str:

@@ -87,7 +87,8 @@ def estimate_plan(repo: Path, plan: Plan, options: RunOptions) -> PlanCost | Non
     """Each task's cost range with the routing it would get; None if nothing would cost money.
 
     The route is the router's (or the step's agent and model without ``[[router.arms]]``), with
-    the policy as it is now: attempt 1, then each retry as if the one before had failed.
+    the policy as it is now: attempt 1, then each retry as if the ones before had failed (up
+    to where the router would give the task up).
     """
     from stretto.routing.dispatch import Dispatch
 
@@ -100,8 +101,11 @@ def estimate_plan(repo: Path, plan: Plan, options: RunOptions) -> PlanCost | Non
         keys: list[str] = []
         low: float | None = None
         high: float | None = 0.0
+        tried: set[str] = set()
         for attempt in range(1, task.max_attempts + 1):
-            route = dispatch.choose(task, attempt, failed)
+            route = dispatch.choose(task, attempt, failed, tried=tried)
+            if route.rule == "give-up":  # the router would end the task here
+                break
             keys.append(route.arm.key if route.tier else route.agent)
             if route.model or route.agent != "shell":
                 anything = True
@@ -111,6 +115,7 @@ def estimate_plan(repo: Path, plan: Plan, options: RunOptions) -> PlanCost | Non
                 low = route.estimate
             high = None if high is None or route.estimate is None else high + route.estimate
             failed = route.arm
+            tried.add(route.arm.key)
         rows.append(TaskCost(task.id, tuple(keys), low, high))
     if not anything:
         return None
