@@ -36,7 +36,7 @@ OK_PLAN = (
     "stages:\n  - name: build\n    steps:\n      - id: hello\n        goal: write hello.txt\n"
     "        files: [hello.txt]\n        command: echo hi > hello.txt\n"
 )
-#: Cases run at once: each is a subprocess that mostly waits on git and the disk.
+#: Cases run at once, each a subprocess in its own copy of the repository.
 WORKERS = 3
 STEP = "  - name: s{i}\n    steps:\n      - {{id: t{i}, goal: g, files: [f{i}.py]}}\n"
 
