@@ -377,6 +377,26 @@ def test_target_rewound_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path)
     assert stretto(repo, env, "clean").returncode == 0 and leftovers(repo) == ([], [])
 
 
+def test_target_rewound_while_stretto_was_down_is_not_undone_by_resume(
+    tmp_path: Path, env: Any
+) -> None:
+    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    bad = commit_file(repo, "bad.txt", "a mistake\n", "a commit the user will drop")
+    plan = plan_file(tmp_path, step("work", "echo w > work.txt", files=["work.txt"]))
+    # stretto dies right after the attempt passed its gates, before it landed.
+    crashed = stretto(repo, {**env, "STRETTO_CRASHPOINT": "after-verified"}, "run", str(plan))
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # meanwhile the user drops the commit
+
+    resumed = stretto(repo, env, "resume")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "was rewound since this attempt started" in resumed.stdout
+    assert landed(repo) == ["work"] and show(repo, "work.txt") == "w\n"
+    contains = subprocess.run(["git", "merge-base", "--is-ancestor", bad, "main"], cwd=repo)
+    assert contains.returncode == 1  # the dropped commit did not come back
+
+
 # --------------------------------------------------------------------------- branches, worktrees
 
 

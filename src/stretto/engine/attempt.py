@@ -331,7 +331,19 @@ class Attempts:
         """Resume: land an attempt that was verified before the crash."""
         ctx = self.ctx
         env = ctx.env(task, attempt)
-        end = await self.queue.land(task, attempt, commit, tree, env)
+        base = next(  # where the attempt started, from its journaled workspace intent
+            (
+                str(r.fields["base"])
+                for r in ctx.journal.history
+                if r.type == "workspace"
+                and r.kind == "intent"
+                and r.fields.get("task") == task.id
+                and r.fields.get("attempt") == attempt
+                and r.fields.get("base")
+            ),
+            None,
+        )
+        end = await self.queue.land(task, attempt, commit, tree, env, base)
         if end.landed:
             path = worktrees_root(ctx.repo) / f"{ctx.run_id}-{task.id}-{attempt}"
             ws = Workspace(
