@@ -256,6 +256,7 @@ default_agent = {_toml_str(DEFAULT_AGENT)}
 # [workspace]
 # link = ["frontend/node_modules"]
 # setup = ["npm ci --prefer-offline"]
+# sparse = ["tests"]   # a huge repository: worktrees hold each task's folders plus these
 
 # Settings per agent. For the shell agent: the command of steps that do not give one.
 # [agents.shell]
