@@ -14,6 +14,8 @@ def stop_engines(repo: Path) -> None:
     """SIGKILL the engine of each live run (named in its lock) and end its agents."""
     runs = repo / ".stretto" / "runs"
     for run_dir in runs.iterdir() if runs.is_dir() else []:
+        if not run_dir.is_dir():
+            continue
         if is_live(run_dir):
             pid = int((run_dir / LOCK_NAME).read_text().strip() or 0)
             if pid and pid != os.getpid():

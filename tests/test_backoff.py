@@ -54,7 +54,10 @@ def test_rate_limited_provider_backs_off_and_recovers(
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     decisions = [r for r in records if r.get("type") == "decision"]
-    backoffs = [d for d in decisions if d["action"] == "backoff"]
+    backoffs = [d for d in decisions if d["action"] == "backoff" and "provider" in d]
+    waits = [d for d in decisions if d["action"] == "retry" and "wait" in d]
+    # no delay was named: each first retry of an acme task waits 1-2 s (issue 21), not 0
+    assert waits and all(1.0 <= d["wait"] <= 2.0 for d in waits)
     recovers = [d for d in decisions if d["action"] == "recover"]
     assert backoffs and all(d["provider"] == "acme" for d in backoffs)
     assert backoffs[0]["limit"] < backoffs[0]["was"] == 4

@@ -97,6 +97,7 @@ def test_rate_limit_in_the_output_is_rate_limited(
             f'output = "jsonl"\n{extra}[agents.tool-stdin]',
             1,
         )
+        + "[attempt]\nmax_rate_limited = 2\n"  # back-off waits 1-2 s, then 2-4 s
     )
     git(repo, "commit", "-qam", "config")
     plan = tmp_path / "plan.yaml"
@@ -109,8 +110,8 @@ def test_rate_limit_in_the_output_is_rate_limited(
     records = [json.loads(line) for line in result.stdout.splitlines()]
     outcomes = [r["outcome"] for r in records if r.get("type") == "attempt_finished"]
     # Rate limits do not use up attempts: with max_attempts 1 it is still retried.
-    assert outcomes[:2] == ["rate_limited", "rate_limited"], outcomes
-    assert result.exit_code == 1  # it never succeeds; after 10 uncounted tries it counts
+    assert outcomes == ["rate_limited"] * 3, outcomes
+    assert result.exit_code == 1  # it never succeeds; after 2 uncounted tries it counts
 
 
 def test_missing_command_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

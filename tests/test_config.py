@@ -433,6 +433,14 @@ DEFAULT_SECTIONS = {
     "budget": {"run": None, "daily": None, "on_exceed": "finish"},
     "prices": {},
     "planner": {"agent": None, "model": None, "timeout": 600, "split_depth": 1},
+    "sandbox": {"enabled": False, "writable": (), "network": True},
+    "attempt": {
+        "timeout": 1800,
+        "max_cost": None,
+        "max_tokens": None,
+        "max_turns": None,
+        "max_rate_limited": 10,
+    },
 }
 
 
@@ -562,8 +570,8 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
     [diag] = diagnostics(repo, "colour = 'blue'\n")
 
     assert (
-        diag.message == "unknown key 'colour'; known keys: agents, budget, default_agent, env, "
-        "gates, max_agents, planner, prices, router, scope, target, workspace"
+        diag.message == "unknown key 'colour'; known keys: agents, attempt, budget, default_agent, "
+        "env, gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
     )
 
 
@@ -722,7 +730,7 @@ def test_config_that_is_not_utf8(repo: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(repo)
 
-    assert "is not UTF-8 text" in caught.value.diagnostics[0].message
+    assert "not UTF-8 text" in caught.value.diagnostics[0].message
 
 
 def test_load_config_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -194,3 +194,34 @@ def test_the_same_plan_twice_at_once_is_refused_a_different_one_runs_beside_it(
     assert first.wait(timeout=60).state == "finished"
     merges = git(repo, "log", "--merges", "--format=%s", "main").splitlines()
     assert len(merges) == 2  # one landing per task, no duplicate
+
+
+def test_a_landing_while_an_agent_has_moved_the_target_never_builds_on_its_commit(
+    repo: Path,
+) -> None:
+    """The agent moves the target and keeps running; meanwhile another task lands. The merge
+    queue finds the target moved, sees the agent's own commit there, puts it back and builds on
+    the verified head; the agent's attempt fails when it ends."""
+    before = git(repo, "rev-parse", "main").strip()
+    plan = write(
+        repo,
+        "plan.yaml",
+        "stages:\n  - name: s\n    steps:\n      - id: sneaky\n        goal: g\n"
+        "        files: [s.txt]\n        max_attempts: 1\n"
+        "        command: 'echo s > s.txt && git add s.txt && git -c user.name=a "
+        "-c user.email=a@b commit -qm untested && git update-ref refs/heads/main HEAD "
+        "&& sleep 3'\n"
+        '      - {id: honest, goal: h, files: [h.txt], command: "sleep 1; echo h > h.txt"}\n',
+    )
+    result = invoke("run", str(plan), "--plain")
+    assert result.exit_code == 1, result.output
+    [status] = api.list_runs(repo)
+    assert status.tasks["honest"].state == "landed"
+    assert status.tasks["sneaky"].state == "failed"
+    assert "moved the target branch 'main'" in status.tasks["sneaky"].reason
+    history = git(repo, "log", "--format=%s", "main").splitlines()
+    assert "untested" not in history  # no landing built on the agent's commit
+    assert git(repo, "merge-base", "--is-ancestor", before, "main") == ""
+    records = read_journal(repo / ".stretto" / "runs" / status.run_id / "journal.jsonl")
+    restored = [r for r in records if r.type == "target_restored"]
+    assert restored and restored[0].fields["restored_to"] == before

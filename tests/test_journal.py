@@ -424,7 +424,7 @@ def test_a_failed_write_stops_the_journal_and_leaves_it_well_formed(tmp_path: Pa
     returncode, out = run_child(code, run)
     assert returncode == 0
     first, second = out.splitlines()
-    assert "writing journal" in first and "resume the run" in first
+    assert "writing journal" in first and "`stretto resume run`" in first
     assert second == first  # no further writes once a write failed
     assert [r.type for r in read_journal(run / JOURNAL_NAME)] == ["small"]
     assert (run / JOURNAL_NAME).read_bytes().endswith(b"\n")  # the partial record was cut

@@ -463,18 +463,24 @@ def test_summarize_by_each_key(by: str, want: list[tuple[str, float, int, int]])
     json.dumps(rows)  # plain data for `stretto cost --json`
 
 
+#: What the runs' journals say landed: the ledger's ``outcome`` is the agent's word, not this.
+LANDED = {("r1", "api", 2), ("r2", "ui", 1)}
+
+
 def test_summarize_rows_carry_tokens_and_landed() -> None:
-    (api,) = [r for r in summarize(sample(), "task") if r["key"] == "api"]
+    (api,) = [r for r in summarize(sample(), "task", LANDED) if r["key"] == "api"]
     assert api["landed"] == 1
+    (untold,) = [r for r in summarize(sample(), "task") if r["key"] == "api"]
+    assert untold["landed"] == 0  # an outcome "landed" in the ledger is not a landing
     assert (api["input_tokens"], api["output_tokens"], api["cached_tokens"]) == (2000, 200, 1000)
     with pytest.raises(ValueError, match="task, model, agent, day, run"):
         summarize(sample(), "color")
 
 
 def test_totals_flag_unknown_prices() -> None:
-    total = totals(sample())
+    total = totals(sample(), LANDED)
     assert total["key"] == "total"
-    assert (total["attempts"], total["landed"], total["runs"]) == (5, 3, 2)
+    assert (total["attempts"], total["landed"], total["runs"]) == (5, 2, 2)
     assert total["cost_usd"] == pytest.approx(3.5)
     assert (total["unknown"], total["unknown_models"]) == (1, {"foo": 1})
     json.dumps(total)
@@ -492,7 +498,8 @@ def test_render_cost_shows_the_table_and_flags_unknown_prices() -> None:
     assert "$3.00" in text and "$3.50 +?" in text
     foo_row = next(line for line in lines if line.startswith("foo "))
     assert foo_row.rstrip().endswith("?")
-    assert "+ 2 attempts of unknown price (model foo): not counted" in text
+    assert "+ 2 attempts of unknown price (model foo): not in the dollars above" in text
+    assert "budgets counted them at $0.00" in text  # agent "command": no provider, no bound
     assert '[prices."foo"]' in text and "input = ..." in text and "output = ..." in text
 
 

@@ -1,9 +1,9 @@
 """Crash safety: kill stretto with SIGKILL at named points, resume, and check the guarantees.
 
-After every resume: every task landed (no verified work lost, the same result as a crash-free
-run), each task's trailer appears once in the target's history (nothing merged twice), no
-process carrying the run's token is left, no worktree or ``stretto/`` branch is left, the
-journal is well-formed, the user's checkout matches the target, and ``git fsck`` is clean.
+After every resume, the checks of ``tests/_invariants.py`` (shared with the fault suite in
+``tests/faults/``): every task landed once, the target only moved forward to this run's merge
+commits, nothing left behind (process, worktree, branch, lock), the journal folds and says the
+run finished, ``git fsck`` is clean and the user's checkout matches the target.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from _invariants import check_invariants, only_run
 from stretto.engine.journal import read_journal
-from stretto.process import processes_with_token
-from stretto.testing.repo import git, make_repo
+from stretto.testing.repo import make_repo
 
 PLAN = """\
 name: crashy
@@ -65,46 +65,15 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-def run_id_of(repo: Path) -> str:
-    [run] = os.listdir(repo / ".stretto" / "runs")
-    return run
-
-
-def check_invariants(repo: Path) -> None:
-    run = run_id_of(repo)
-    # Every task landed, once.
-    log = git(repo, "log", "--format=%(trailers:key=Stretto-Task,valueonly)", "main")
-    trailers = [line.strip() for line in log.splitlines() if line.strip()]
-    assert sorted(trailers) == sorted(TASKS), trailers
+def check(repo: Path) -> None:
+    check_invariants(repo, only_run(repo), tasks=TASKS)
     assert (repo / "d.txt").read_text() == "a\nb\nc\n"
-    # The user's checkout matches main exactly.
-    assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
-    # Nothing left behind.
-    assert processes_with_token(run) == []
-    worktrees = [
-        line
-        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-        if line.startswith("worktree ")
-    ]
-    assert worktrees == [f"worktree {repo}"], worktrees
-    assert git(repo, "branch", "--list", "stretto/*") == ""
-    # The journal is whole and says the run finished.
-    records = read_journal(repo / ".stretto" / "runs" / run / "journal.jsonl")
-    assert records[-1].type == "run_finished" and records[-1].fields["status"] == "finished"
-    # The target only ever moved to merge commits of this run (or stayed put).
-    reflog = git(repo, "reflog", "--format=%H %gs", "main").splitlines()
-    merged = {r.fields["new"] for r in records if r.type == "merged"}
-    for line in reflog[:-1]:  # the last entry is the initial commit
-        commit = line.split()[0]
-        assert commit in merged, line
-    git(repo, "fsck", "--no-progress")
-    assert not list((repo / ".git").glob("**/*.lock"))
 
 
 def test_crash_free_run_lands_everything(repo: Path) -> None:
     result = stretto(repo, "run", "../plan.yaml", "--plain")
     assert result.returncode == 0, result.stdout + result.stderr
-    check_invariants(repo)
+    check(repo)
 
 
 CRASH_POINTS = [
@@ -130,12 +99,12 @@ CRASH_POINTS = [
 def test_resume_after_crash(repo: Path, point: str) -> None:
     crashed = stretto(repo, "run", "../plan.yaml", "--plain", crash=point)
     assert crashed.returncode == -9, (point, crashed.returncode, crashed.stdout, crashed.stderr)
-    run = run_id_of(repo)
+    run = only_run(repo)
     status = stretto(repo, "status", "--json")
     assert json.loads(status.stdout)["state"] == "interrupted"
     resumed = stretto(repo, "resume", "--plain")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    check_invariants(repo)
+    check(repo)
     records = read_journal(repo / ".stretto" / "runs" / run / "journal.jsonl")
     assert any(r.type == "journal_reopened" for r in records)
 
@@ -147,7 +116,7 @@ def test_double_fault_crash_during_resume(repo: Path) -> None:
     assert again.returncode == -9, again.stdout + again.stderr
     resumed = stretto(repo, "resume", "--plain")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    check_invariants(repo)
+    check(repo)
 
 
 def test_resume_refuses_while_the_run_is_live(repo: Path, tmp_path: Path) -> None:

@@ -235,6 +235,21 @@ def test_unknown_model_is_flagged_never_free(repo: Path, tmp_path: Path) -> None
     assert data["total"]["unknown"] == 1
 
 
+def test_unknown_price_with_no_bound_stops_a_budgeted_run(repo: Path) -> None:
+    """Spend no table can price, on a provider with no known top price (a shell agent has none),
+    cannot be kept within a budget: the run stops starting attempts and says why (issue 21)."""
+    toml = repo / "stretto.toml"
+    text = toml.read_text().replace('model = "cheap-1"', 'model = "mystery-9"')
+    toml.write_text("[budget]\nrun = 100.0\n" + text)
+    git(repo, "commit", "-qam", "mystery")
+    steps = [f"{{id: {t}, goal: {t}, complexity: low, files: [{t}.txt]}}" for t in "ab"]
+    result = invoke("run", str(plan(repo, steps, extra="max_agents: 1\n")))
+    assert result.exit_code == 1, result.output
+    assert "budget cannot be kept: spend of unknown price: cheap (model mystery-9)" in result.output
+    assert '[prices."mystery-9"]' in result.output
+    assert len(Ledger.for_repo(repo).entries()) == 1  # the second task never started
+
+
 def test_dry_run_shows_the_cost_range(repo: Path) -> None:
     path = plan(
         repo,

@@ -149,7 +149,7 @@ def test_run_failure_exit_1_and_summary_says_why(repo: Path) -> None:
     assert summary.splitlines()[0].endswith(": failed")
     assert re.search(r"^  ok   good +attempts 1 [0-9a-f]{12}$", summary, re.M), summary
     assert re.search(
-        r"^  FAIL crash +attempts 1 +gave up after 1 failed attempts; last: agent shell: failed "
+        r"^  FAIL crash +attempts 1 +gave up after 1 failed attempt; last: agent shell: failed "
         r"\(command exited with status 3\)$",
         summary,
         re.M,

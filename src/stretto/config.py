@@ -20,6 +20,8 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [budget]               # run = 5.0 (USD per run), daily = 20.0, on_exceed = "finish" | "stop"
     [prices."my-model"]    # input = 1.0, output = 2.0, cached = 0.1 (USD per million tokens)
     [planner]              # agent = "claude", model, timeout, split_depth
+    [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
+    [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -38,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
+from stretto.inputfiles import decode_utf8, read_input
+from stretto.sandbox import SandboxSettings
 
 if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
@@ -46,7 +51,12 @@ CONFIG_FILE = "stretto.toml"
 DEFAULT_MAX_AGENTS = 4
 DEFAULT_AGENT = "shell"
 DEFAULT_GATE_TIMEOUT = 600
+#: The most agents at once, as in a plan; the longest gate or planner timeout (a week).
+MAX_AGENTS = 1000
+MAX_TIMEOUT = 7 * 24 * 3600
 FALLBACK_TARGET = "main"
+#: The largest config file read (stretto.toml, or a pyproject.toml holding [tool.stretto]).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 GateWhen = Literal["attempt", "merge", "both"]
 _GATE_NAME = r"^[A-Za-z0-9_-]+$"
 _EXCLUDE_LINE = ".stretto/"
@@ -138,6 +148,30 @@ class BudgetSettings:
     on_exceed: Literal["finish", "stop"] = "finish"
 
 
+DEFAULT_ATTEMPT_TIMEOUT = 1800
+DEFAULT_MAX_RATE_LIMITED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSettings:
+    """``[attempt]``: limits of every attempt, enforced while its agent runs (docs/agents.md).
+
+    Attributes:
+        timeout: Seconds before an agent is stopped (``timed_out``); a step's ``timeout`` wins.
+        max_cost: USD one attempt may spend (reported dollars, else its tokens priced).
+        max_tokens: Tokens (input, cached and output) one attempt may use.
+        max_turns: Model calls one attempt may make.
+        max_rate_limited: Rate-limited attempts of a task that do not count as its failures;
+            the next ones do, so a provider that refuses forever cannot keep a task alive.
+    """
+
+    timeout: int = DEFAULT_ATTEMPT_TIMEOUT
+    max_cost: float | None = None
+    max_tokens: int | None = None
+    max_turns: int | None = None
+    max_rate_limited: int = DEFAULT_MAX_RATE_LIMITED
+
+
 @dataclass(frozen=True, slots=True)
 class PlannerSettings:
     """``[planner]``: which agent turns a goal into a plan, and how deep failing tasks split."""
@@ -174,6 +208,8 @@ class Config:
         prices: ``[prices."MODEL"]``: USD per million tokens (input, output, cached) for models
             the bundled price table does not know, or to override it.
         planner: ``[planner]``: the planning agent for ``stretto -g``.
+        sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
+        attempt: ``[attempt]``: the timeout and limits of every attempt.
     """
 
     target: str
@@ -191,6 +227,8 @@ class Config:
     budget: BudgetSettings = BudgetSettings()
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     planner: PlannerSettings = PlannerSettings()
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    attempt: AttemptSettings = AttemptSettings()
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -259,8 +297,37 @@ def _config_validator() -> SchemaValidator:
     def command_only(data: Any) -> Any:
         return {"command": data} if isinstance(data, str) else data
 
+    def inside(value: list[str]) -> list[str]:
+        for name in value:
+            parts = name.replace("\\", "/").split("/")
+            if not name.strip() or name.startswith(("/", "~")) or ".." in parts:
+                raise ValueError(
+                    f"{name!r} is not a path inside the repository; name a directory relative "
+                    'to its top, e.g. link = ["frontend/node_modules"]'
+                )
+        return value
+
+    def finite(table: dict[str, Any]) -> dict[str, Any]:  # the journal stores it as JSON
+        def walk(value: Any, where: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where} is {value}; give a finite number")
+            for key, item in (
+                value.items()
+                if isinstance(value, dict)
+                else enumerate(value if isinstance(value, list) else ())
+            ):
+                walk(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+
+        for key, value in table.items():
+            walk(value, key)
+        return table
+
+    def number(*, ge: float | None = None, gt: float | None = None) -> Any:
+        return core.float_schema(allow_inf_nan=False, ge=ge, gt=gt)  # no inf or nan amounts
+
     text = core.str_schema()
     texts, filled = core.list_schema(text), validator(not_blank, text)
+    seconds = core.int_schema(ge=1, le=MAX_TIMEOUT)
 
     def maybe(schema: Any) -> Any:
         return field(core.nullable_schema(schema), None)
@@ -270,7 +337,7 @@ def _config_validator() -> SchemaValidator:
         table(
             {
                 "command": field(filled),
-                "timeout": field(core.int_schema(ge=1), DEFAULT_GATE_TIMEOUT),
+                "timeout": field(seconds, DEFAULT_GATE_TIMEOUT),
                 "when": field(literal(("attempt", "merge", "both")), "attempt"),
             }
         ),
@@ -279,8 +346,8 @@ def _config_validator() -> SchemaValidator:
     router = table(
         {
             "warmup": field(core.int_schema(ge=0), 50),
-            "alpha": field(core.float_schema(ge=0), 1.0),
-            "cost_ceiling": field(core.float_schema(gt=0), 1.0),
+            "alpha": field(number(ge=0), 1.0),
+            "cost_ceiling": field(number(gt=0), 1.0),
             "min_tier": field(
                 core.dict_schema(literal(("low", "medium", "high")), literal(TIERS)), factory=dict
             ),
@@ -290,31 +357,48 @@ def _config_validator() -> SchemaValidator:
     )
     budget = table(
         {
-            "run": maybe(core.float_schema(ge=0)),
-            "daily": maybe(core.float_schema(ge=0)),
+            "run": maybe(number(ge=0)),
+            "daily": maybe(number(ge=0)),
             "on_exceed": field(literal(("finish", "stop")), "finish"),
         }
     )
     price = table(
         {
-            "input": field(core.float_schema(ge=0)),
-            "output": field(core.float_schema(ge=0)),
-            "cached": maybe(core.float_schema(ge=0)),
+            "input": field(number(ge=0)),
+            "output": field(number(ge=0)),
+            "cached": maybe(number(ge=0)),
         }
     )
     planner = table(
         {
             "agent": maybe(text),
             "model": maybe(text),
-            "timeout": field(core.int_schema(ge=1), 600),
+            "timeout": field(seconds, 600),
             "split_depth": field(core.int_schema(ge=0, le=5), 1),
         }
     )
     workspace = table(
         {
-            "link": field(texts, factory=list),
+            "link": field(validator(inside, texts), factory=list),
             "setup": field(texts, factory=list),
             "sparse": field(validator(sparse_paths, core.any_schema()), False),
+        }
+    )
+    flag = core.bool_schema(strict=True)
+    sandbox = table(
+        {
+            "enabled": field(flag, False),
+            "writable": field(texts, factory=list),
+            "network": field(flag, True),
+        }
+    )
+    attempt = table(
+        {
+            "timeout": field(seconds, DEFAULT_ATTEMPT_TIMEOUT),
+            "max_cost": maybe(number(gt=0)),
+            "max_tokens": maybe(core.int_schema(ge=1)),
+            "max_turns": maybe(core.int_schema(ge=1)),
+            "max_rate_limited": field(core.int_schema(ge=0), DEFAULT_MAX_RATE_LIMITED),
         }
     )
     config = table(
@@ -324,11 +408,15 @@ def _config_validator() -> SchemaValidator:
             "budget": field(budget, factory=dict),
             "prices": field(core.dict_schema(text, price), factory=dict),
             "planner": field(planner, factory=dict),
+            "attempt": field(attempt, factory=dict),
             "scope": field(literal(("refuse", "warn")), "refuse"),
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
-            "agents": field(core.dict_schema(text, core.dict_schema(text)), factory=dict),
-            "max_agents": field(core.int_schema(ge=1), DEFAULT_MAX_AGENTS),
+            "sandbox": field(sandbox, factory=dict),
+            "agents": field(
+                core.dict_schema(text, validator(finite, core.dict_schema(text))), factory=dict
+            ),
+            "max_agents": field(core.int_schema(ge=1, le=MAX_AGENTS), DEFAULT_MAX_AGENTS),
             "default_agent": field(filled, DEFAULT_AGENT),
             "gates": field(
                 core.dict_schema(core.str_schema(pattern=_GATE_NAME), gate), factory=dict
@@ -382,6 +470,7 @@ def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
 
 _TOP_KEYS = (
     "agents",
+    "attempt",
     "budget",
     "default_agent",
     "env",
@@ -390,6 +479,7 @@ _TOP_KEYS = (
     "planner",
     "prices",
     "router",
+    "sandbox",
     "scope",
     "target",
     "workspace",
@@ -400,6 +490,8 @@ _SECTION_KEYS = {
     "router": ("alpha", "arms", "cost_ceiling", "credit", "min_tier", "warmup"),
     "budget": ("daily", "on_exceed", "run"),
     "planner": ("agent", "model", "split_depth", "timeout"),
+    "attempt": ("max_cost", "max_rate_limited", "max_tokens", "max_turns", "timeout"),
+    "sandbox": ("enabled", "network", "writable"),
 }
 _ARM_KEYS = ("agent", "model", "tier")
 _PRICE_KEYS = ("cached", "input", "output")
@@ -444,10 +536,17 @@ def _message(error: Any, loc: tuple[str, ...]) -> str:
         return f"must be more than {ctx['gt']}, not {_describe(value)}"
     if kind == "less_than_equal":
         return f"must be at most {ctx['le']}, not {_describe(value)}"
+    if kind == "bool_type":
+        return f"must be true or false, not {_describe(value)}"
     if kind == "float_type":
         return f"must be a number, not {_describe(value)}"
-    if kind == "list_type":
+    if kind == "finite_number":
+        return f"must be a finite number, not {_describe(value)}; give an amount such as 2.5"
+    if kind == "list_type" and loc[:2] == ("router", "arms"):
         return f"must be an array, not {_describe(value)}; write [[router.arms]] tables"
+    if kind == "list_type":
+        example = {"env": '["MY_TOKEN"]', "link": '["node_modules"]'}.get(loc[-1], '["npm ci"]')
+        return f"must be an array, not {_describe(value)}; write {loc[-1]} = {example}"
     if kind == "literal_error":
         options = ["refuse", "warn"] if loc == ("scope",) else ["attempt", "merge", "both"]
         if loc[-1:] == ("tier",) or loc[:2] == ("router", "min_tier"):
@@ -473,22 +572,30 @@ def _problem(file: Path, message: str, line: int = 0, column: int = 0) -> Config
     return ConfigError([Diagnostic(str(file), line, column, "", message)])
 
 
+_TOML_HINTS = {
+    "nvalid value": '; strings need quotes, e.g. "pytest -q"',
+    "llegal character '\\n'": "; a string is not closed on its line: add its closing quote",
+    "llegal character": "; remove it, or write it as an escape (\\u0000) inside a string",
+    "annot overwrite a value": "; a key is given twice: keep one of them",
+    "twice": "; a table is given twice: merge the two into one",
+}
+
+
 def _parse(path: Path) -> tuple[str, dict[str, Any]]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _problem(path, f"is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-    except OSError as error:
-        raise _problem(path, f"cannot be read: {error.strerror}") from None
+    raw = read_input(path, MAX_CONFIG_BYTES, ConfigError, what="config")
+    text = decode_utf8(raw, str(path), ConfigError)
     try:
         return text, tomllib.loads(text)
+    except RecursionError:
+        message = "not valid TOML: arrays or tables nested too deeply; flatten them"
+        raise _problem(path, message, 1, 1) from None
     except tomllib.TOMLDecodeError as error:
         detail = str(error)
         where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", detail)
         end = (text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1)  # "at end of document"
         line, column = (int(where[1]), int(where[2])) if where else end
         detail = detail[: where.start()] if where else detail.replace(" (at end of document)", "")
-        hint = '; strings need quotes, e.g. "pytest -q"' if "nvalid value" in detail else ""
+        hint = next((h for k, h in _TOML_HINTS.items() if k in detail), "")
         message = f"not valid TOML: {detail[:1].lower()}{detail[1:]}{hint}"
         raise _problem(path, message, line, column) from None
 
@@ -513,7 +620,7 @@ def load_config(repo: Path) -> Config:
     """
     top = toplevel(repo)
     path = top / CONFIG_FILE
-    if path.exists():
+    if path.is_symlink() or path.exists():  # a dangling link is an error, not no config
         text, data = _parse(path)
         return _validated(path, text, (), data, top)
     path = top / "pyproject.toml"
@@ -523,6 +630,20 @@ def load_config(repo: Path) -> Config:
         if section is not None and "stretto" in section:
             return _validated(path, text, ("tool", "stretto"), section["stretto"], top)
     return Config(target=_current_branch(top))
+
+
+def config_diagnostic(config: Config, loc: tuple[str, ...], message: str) -> Diagnostic | None:
+    """A problem with the key at ``loc`` (``("default_agent",)``) of the file ``config`` came
+    from, located there; None when the settings are defaults (no file)."""
+    if config.path is None:
+        return None
+    prefix = ("tool", "stretto") if config.path.name == "pyproject.toml" else ()
+    try:
+        text = config.path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    line, column = _locate(text, prefix + loc)
+    return Diagnostic(str(config.path), line, column, ".".join(prefix + loc), message)
 
 
 def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top: Path) -> Config:
@@ -559,4 +680,10 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         budget=BudgetSettings(**values["budget"]),
         prices={k: v for k, v in values["prices"].items()},
         planner=PlannerSettings(**values["planner"]),
+        sandbox=SandboxSettings(
+            values["sandbox"]["enabled"],
+            tuple(values["sandbox"]["writable"]),
+            values["sandbox"]["network"],
+        ),
+        attempt=AttemptSettings(**values["attempt"]),
     )

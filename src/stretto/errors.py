@@ -14,7 +14,9 @@ says what is wrong and how to fix it::
     │   │                                bare repository); nothing was done
     │   └── GitCommandError              a git command failed (command, cwd, stderr)
     ├── RunError                 exit 1  a run could not start or continue (locked, damaged, …)
-    │   └── UnknownRunError      exit 2  no run has that id (or a prefix matches several)
+    │   ├── UnknownRunError      exit 2  no run has that id (or a prefix matches several)
+    │   └── StorageError         exit 1  a file stretto must write could not be (disk full,
+    │                                    quota, read-only): the run stopped; resume after fixing
     ├── ControlError             exit 2  a control command was refused (run not running, unknown
     │                                    task, a task in the wrong state)
     └── WorkspaceSetupError      exit 1  a [workspace] setup command failed in a new worktree
@@ -114,6 +116,21 @@ class UnknownRunError(RunError):
     """No run has the id given (or a prefix matches several)."""
 
     exit_code = 2
+
+
+class StorageError(RunError):
+    """stretto could not write a file it must keep: the disk is full (or over quota, or
+    read-only). The run stopped where it was; ``stretto resume`` goes on once it is fixed.
+
+    Attributes:
+        reason: the system's words, e.g. "No space left on device".
+        path: the file that could not be written ("" when unknown).
+    """
+
+    def __init__(self, message: str, *, reason: str, path: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
 
 
 class ControlError(StrettoError):

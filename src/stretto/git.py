@@ -350,27 +350,36 @@ def is_tracked(cwd: Path, path: str) -> bool:
     return run_git(["ls-files", "-z", "--", f":(literal){path}"], cwd).stdout != ""
 
 
-def missing_identity(cwd: Path, env: Mapping[str, str]) -> bool:
-    """Tell whether ``git commit`` run at ``cwd`` with exactly ``env`` could not name its author.
+#: The identity stretto commits with when the user has none configured (docs/agents.md).
+STRETTO_IDENTITY = ("stretto", "stretto@localhost")
 
-    Asks ``git var`` for the author and committer identity as a commit would (strictly: a
-    ``user.useConfigOnly`` without ``user.email``, or an e-mail address git cannot make up, is
-    missing), in the environment ``env`` alone, so the answer is the one an agent given ``env``
-    would get.
+
+def user_identity(cwd: Path) -> tuple[str, str]:
+    """The git identity (name, email) the user commits with in ``cwd``, as git resolves it from
+    the user's own configuration (``~/.gitconfig``, the repository's, ``GIT_AUTHOR_*``); parts
+    git cannot resolve come from :data:`STRETTO_IDENTITY`."""
+    found: list[str] = []
+    for key, fallback in zip(("user.name", "user.email"), STRETTO_IDENTITY, strict=True):
+        value = run_git(["config", "--get", key], cwd, check=False).stdout.strip()
+        found.append(value or fallback)
+    return found[0], found[1]
+
+
+def identity_env(identity: tuple[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """Variables that give every git command a child runs ``user.name`` and ``user.email``
+    without writing any config file (``GIT_CONFIG_COUNT``, git 2.31+), added after any such
+    settings ``env`` already carries.
+
+    An agent with a ``HOME`` of its own (aider) cannot see ``~/.gitconfig``; aider then writes
+    a made-up identity into the repository's shared ``.git/config`` (and two at once race on
+    its lock). With these variables it sees one and writes nothing.
     """
-    full = {**without_git_redirects(env), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    for var in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
-        try:
-            proc = subprocess.run(
-                ["git", *_FIXED_CONFIG, "var", var],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                env=full,
-                check=False,
-            )
-        except OSError:
-            return False  # no git: nothing an identity could fix
-        if proc.returncode != 0:
-            return True
-    return False
+    try:
+        start = int(env.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        start = 0
+    out = {"GIT_CONFIG_COUNT": str(start + 2)}
+    for offset, (key, value) in enumerate(zip(("user.name", "user.email"), identity, strict=True)):
+        out[f"GIT_CONFIG_KEY_{start + offset}"] = key
+        out[f"GIT_CONFIG_VALUE_{start + offset}"] = value
+    return out

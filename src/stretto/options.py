@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stretto.config import (
+    AttemptSettings,
     GateConfig,
     PlannerSettings,
     RouterSettings,
 )
+from stretto.sandbox import SandboxSettings
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,15 @@ class RunOptions:
     sparse: tuple[str, ...] | None = None  # None: full worktrees; else extra paths of sparse ones
     env_allow: tuple[str, ...] = ()
     agent_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    agent_timeout: float = 1800.0
+    agent_timeout: float = 1800.0  # [attempt] timeout; a step's timeout wins
+    limits: AttemptSettings = field(default_factory=AttemptSettings)  # [attempt]
     router: RouterSettings = field(default_factory=RouterSettings)
     budget: float | None = None  # USD for this run: --budget, else the plan's, else [budget] run
     daily_cap: float | None = None  # USD per UTC day across runs ([budget] daily)
     on_exceed: str = "finish"  # finish | stop: what happens to running attempts at the budget
     prices: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -54,6 +58,13 @@ class RunOptions:
             "env_allow": list(self.env_allow),
             "agent_settings": {k: dict(v) for k, v in self.agent_settings.items()},
             "agent_timeout": self.agent_timeout,
+            "limits": {
+                "timeout": self.limits.timeout,
+                "max_cost": self.limits.max_cost,
+                "max_tokens": self.limits.max_tokens,
+                "max_turns": self.limits.max_turns,
+                "max_rate_limited": self.limits.max_rate_limited,
+            },
             "router": self.router.to_dict(),
             "budget": self.budget,
             "daily_cap": self.daily_cap,
@@ -65,6 +76,7 @@ class RunOptions:
                 "timeout": self.planner.timeout,
                 "split_depth": self.planner.split_depth,
             },
+            "sandbox": self.sandbox.to_dict(),
         }
 
     @classmethod
@@ -83,6 +95,7 @@ class RunOptions:
             env_allow=tuple(data["env_allow"]),
             agent_settings=data["agent_settings"],
             agent_timeout=data["agent_timeout"],
+            limits=AttemptSettings(**data.get("limits") or {}),  # older journals: defaults
             router=RouterSettings.from_dict(data.get("router") or {}),
             budget=data.get("budget"),
             daily_cap=data.get("daily_cap"),
@@ -91,4 +104,5 @@ class RunOptions:
             planner=PlannerSettings(**data["planner"])
             if data.get("planner")
             else PlannerSettings(),
+            sandbox=SandboxSettings.from_dict(data.get("sandbox")),
         )

@@ -20,18 +20,29 @@ The environment is built from an allow-list: secrets the user did not mean for a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+from stretto.sandbox import Sandbox
 
 TOKEN_VAR = "STRETTO_RUN_TOKEN"
 PROCESS_TOKEN_VAR = "STRETTO_PROCESS_TOKEN"
 GRACE_SECONDS = 3.0
+LOG_HEAD_BYTES = 4 << 20
+"""A process's log keeps this much of the start of its output ..."""
+LOG_TAIL_BYTES = 256 << 10
+"""... and this much of its end; what lies between is left out (and counted)."""
+_CHUNK = 1 << 16
 
 #: Variables passed to agents and gates unless the config says otherwise.
 DEFAULT_ALLOW = (
@@ -93,6 +104,7 @@ class Finished:
     timed_out: bool
     duration: float
     pid: int
+    stopped: str | None = None  # why ``stop`` ended it (the caller's reason), if it did
 
 
 def _start_time(pid: int) -> int | None:
@@ -181,6 +193,50 @@ def _kill_escaped(marker: str) -> None:
         time.sleep(0.02)
 
 
+class BoundedLog:
+    """A log file that keeps the first :data:`LOG_HEAD_BYTES` and the last
+    :data:`LOG_TAIL_BYTES` written to it: an agent printing gigabytes cannot fill the disk, and
+    the end of its output (what explains a failure) is still there."""
+
+    def __init__(self, file: BinaryIO, head: int = LOG_HEAD_BYTES, tail: int = LOG_TAIL_BYTES):
+        self.file, self.room, self.tail_limit = file, head, tail
+        self.tail: collections.deque[bytes] = collections.deque()
+        self.tail_size = self.dropped = 0
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (to the file while there is room, then to the kept tail)."""
+        if self.room > 0:
+            now, data = data[: self.room], data[self.room :]
+            self.file.write(now)
+            self.room -= len(now)
+        if not data:
+            return
+        self.tail.append(data)
+        self.tail_size += len(data)
+        while self.tail_size - len(self.tail[0]) >= self.tail_limit:
+            self.dropped += len(first := self.tail.popleft())
+            self.tail_size -= len(first)
+
+    def __enter__(self) -> BoundedLog:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write the kept tail, after a line saying how much was left out."""
+        if not self.tail:
+            return
+        kept = b"".join(self.tail)
+        if self.dropped:
+            extra = max(0, len(kept) - self.tail_limit)
+            self.dropped += extra
+            kept = kept[extra:]
+            self.file.write(f"\n[stretto: {self.dropped:,} bytes of output left out]\n".encode())
+        self.file.write(kept)
+        self.tail.clear()
+
+
 async def _kill_group(proc: asyncio.subprocess.Process, grace: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -207,6 +263,8 @@ async def run_process(
     on_start: Callable[[int], None] | None = None,
     grace: float = GRACE_SECONDS,
     secrets: Sequence[str] = (),
+    sandbox: Sandbox | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> Finished:
     """Run ``argv`` in its own session, logging both streams to ``log_path`` line by line.
 
@@ -216,12 +274,35 @@ async def run_process(
         timeout: seconds before the whole process group is killed.
         secrets: values replaced by ``***`` in the log and in what ``on_line`` sees (the keys
             the process was given may be printed by it; they must not be kept).
+        sandbox: run it under bubblewrap, confined to ``cwd`` (see :mod:`stretto.sandbox`),
+            with a private ``/tmp`` that is deleted when it ends.
+        stop: asked after every output line; a reason (not None) kills the process group
+            then and there (a limit the output showed was passed) and is returned as
+            :attr:`Finished.stopped`.
     """
+    if sandbox is not None:
+        scratch = Path(tempfile.mkdtemp(prefix="stretto-sandbox-"))
+        try:
+            return await run_process(
+                sandbox.wrap(argv, cwd, scratch),
+                cwd=cwd,
+                env=env,
+                log_path=log_path,
+                timeout=timeout,
+                stdin=stdin,
+                on_line=on_line,
+                on_start=on_start,
+                grace=grace,
+                secrets=secrets,
+                stop=stop,
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     hidden = [s.encode() for s in secrets if s]
     started = time.monotonic()
     marker = os.urandom(12).hex()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab", buffering=0) as log:
+    with log_path.open("ab", buffering=0) as file, BoundedLog(file) as log:
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
                 *argv,
@@ -246,37 +327,75 @@ async def run_process(
             raise
         if on_start:
             on_start(proc.pid)
+        stopped: str | None = None
+        stopping = asyncio.Event()
+
+        def feed(line: str, name: str) -> None:
+            nonlocal stopped
+            if on_line:
+                on_line(line, name)
+            if stop is not None and stopped is None and (why := stop()) is not None:
+                stopped = why
+                stopping.set()
+
+        unwritten: list[OSError] = []  # the log could not be written (a full disk)
 
         async def pump(stream: asyncio.StreamReader | None, name: str) -> None:
             if stream is None:
                 return
+            pending = b""
+            keep = max((len(s) for s in hidden), default=0)  # a secret cut in two by a read
             while True:
-                try:
-                    raw = await stream.readline()
-                except ValueError:  # a line longer than the limit: take what is there
-                    raw = await stream.read(1 << 16)
-                if not raw:
-                    return
+                chunk = await stream.read(_CHUNK)
+                pending += chunk
+                if chunk and len(pending) < _CHUNK and b"\n" not in chunk:
+                    continue
+                cut = pending.rfind(b"\n") + 1 if chunk else len(pending)
+                if not cut and len(pending) >= _CHUNK:  # one very long line: pass it on in parts
+                    cut = len(pending) - keep
+                raw, pending = pending[:cut], pending[cut:]
                 for secret in hidden:
                     raw = raw.replace(secret, b"***")
-                log.write(raw)
-                if on_line:
-                    on_line(raw.decode("utf-8", "replace").rstrip("\n"), name)
+                if raw:
+                    if not unwritten:
+                        try:
+                            log.write(raw)
+                        except OSError as error:  # keep reading, or the process blocks on its pipe
+                            unwritten.append(OSError(error.errno, error.strerror, str(log_path)))
+                    for line in raw.splitlines():
+                        feed(line.decode("utf-8", "replace"), name)
+                if not chunk:
+                    return
 
         pumps = asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
         timed_out = False
+        ended_by: str | None = None  # the stop reason, when that (not the process) ended it
         try:
             if stdin is not None and proc.stdin is not None:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     proc.stdin.write(stdin.encode())
                     await proc.stdin.drain()
                 proc.stdin.close()
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout)
+            waiting = asyncio.ensure_future(proc.wait())
+            halted = asyncio.ensure_future(stopping.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {waiting, halted}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                halted.cancel()
+            if not done:
+                raise TimeoutError
+            if waiting not in done:
+                ended_by = stopped
+                log.write(f"\nstretto: stopped: {stopped}; killing the process group\n".encode())
+                await _kill_group(proc, grace)
         except TimeoutError:
             timed_out = True
-            log.write(
-                f"\nstretto: timed out after {timeout:g}s; killing the process group\n".encode()
-            )
+            with contextlib.suppress(OSError):
+                log.write(
+                    f"\nstretto: timed out after {timeout:g}s; killing the process group\n".encode()
+                )
             await _kill_group(proc, grace)
         except asyncio.CancelledError:
             await _kill_group(proc, grace)
@@ -293,10 +412,13 @@ async def run_process(
             await asyncio.wait_for(pumps, 5.0)
         except TimeoutError:
             pumps.cancel()
+        if unwritten:
+            raise unwritten[0]  # the caller decides (a full disk stops the run)
         code = proc.returncode
         return Finished(
-            None if timed_out else code,
+            None if timed_out or ended_by else code,
             timed_out,
             time.monotonic() - started,
             proc.pid,
+            ended_by,
         )

@@ -13,6 +13,7 @@ Import this module only when validating: it imports pydantic-core. Mappings vali
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,12 +91,15 @@ def validator(check: Callable[[Any], Any], schema: cs.CoreSchema) -> cs.CoreSche
 
 
 def at_least(bound: int, schema: cs.CoreSchema) -> cs.CoreSchema:
-    """``schema``, then ``value >= bound``. For a union (``int | float``), where a bound on
-    each member would report a type error from the other member instead of one range error."""
+    """``schema``, then ``value >= bound`` and finite. For a union (``int | float``), where a
+    bound on each member would report a type error from the other member instead of one range
+    error."""
 
     def check(value: Any) -> Any:
         if not value >= bound:  # also refuses NaN
             raise PydanticKnownError("greater_than_equal", {"ge": bound})
+        if value == math.inf:
+            raise PydanticKnownError("finite_number")
         return value
 
     js = {"pydantic_js_updates": {"minimum": bound}}

@@ -283,3 +283,22 @@ def setenv_all(monkeypatch: pytest.MonkeyPatch, env: Mapping[str, str]) -> None:
     """``monkeypatch.setenv`` for each variable of ``env``."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+
+
+def identity_in_home_only(project: Path, home: Path) -> bytes:
+    """Give the user's git identity only through ``home/.gitconfig`` (as on most machines: the
+    repository has none of its own) and return ``.git/config``'s bytes, to compare after a run.
+
+    Point ``HOME`` at ``home`` and leave ``GIT_AUTHOR_*`` unset in the run's environment.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = Ada User\n\temail = ada@example.org\n")
+    git(project, "config", "--unset", "user.name")
+    git(project, "config", "--unset", "user.email")
+    return (project / ".git" / "config").read_bytes()
+
+
+def no_identity_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove ``GIT_AUTHOR_*`` / ``GIT_COMMITTER_*`` from this process's environment."""
+    for key in IDENTITY:
+        monkeypatch.delenv(key, raising=False)

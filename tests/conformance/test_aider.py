@@ -23,13 +23,14 @@ from _support import (
     committed_project,
     generate_requests,
     greet_repo,
+    identity_in_home_only,
     kinds,
     make_task,
+    no_identity_env,
     proxy_env,
     repo_context,
     require_cli,
     run_attempt,
-    setenv_all,
     two_task_plan,
 )
 from click.testing import CliRunner
@@ -41,7 +42,7 @@ from stretto.plans.plan import Task
 from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Script, Step, Usage
 from stretto.testing.fakemodel.script import Match, Rule
-from stretto.testing.repo import IDENTITY, git
+from stretto.testing.repo import git
 
 TASK = make_task(agent="aider")
 METADATA = {
@@ -200,10 +201,15 @@ E2E_CONFIG = (
 
 
 def test_stretto_run_with_two_aider_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two aider attempts start together in a repository whose git identity is only in the
+    user's ``~/.gitconfig``. Issue 21: aider, with a ``HOME`` of its own, saw no identity and
+    wrote ``Your Name`` into the shared ``.git/config`` (two at once raced on its lock); the
+    config must be byte-identical after the run."""
     from stretto.frontends.cli import main
 
     monkeypatch.setitem(stretto.agents.BUILTIN, "aider", "stretto.agents.aider:AiderAdapter")
     project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
+    config = identity_in_home_only(project, tmp_path / "user-home")
     # Both tasks share one session; a rule per task answers with that task's file.
     rules = [
         Rule(Match(body_contains=f"create {name}.txt"), whole(f"{name}.txt", f"{name}\n"))
@@ -214,13 +220,17 @@ def test_stretto_run_with_two_aider_tasks(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.chdir(project)
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
-        setenv_all(monkeypatch, IDENTITY)
+        monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+        no_identity_env(monkeypatch)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
         generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
     assert len(generated) == 2
+    assert (project / ".git" / "config").read_bytes() == config
+    logs = list((project / ".stretto" / "runs").glob("*/tasks/*/*/agent.log"))
+    assert len(logs) == 2 and not any("Update git name" in p.read_text() for p in logs)
 
 
 def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:

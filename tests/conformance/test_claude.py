@@ -19,8 +19,10 @@ from _support import (
     Ran,
     RecordingProxy,
     generate_requests,
+    identity_in_home_only,
     kinds,
     make_task,
+    no_identity_env,
     path_with,
     proxy_env,
     require_cli,
@@ -28,7 +30,7 @@ from _support import (
     two_task_plan,
 )
 
-from stretto.agents.base import AttemptContext, Outcome
+from stretto.agents.base import AttemptContext, Outcome, reported_model
 from stretto.agents.claude import ClaudeAdapter, resolve_model
 from stretto.process import TOKEN_VAR, processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
@@ -98,7 +100,8 @@ def test_build_uses_stdin_own_config_and_quiet_env(tmp_path: Path) -> None:
     with FakeModelServer([Step(text="x")]) as server:
         ctx = context(tmp_path / "wt", server, settings={"models": {"fast": "claude-haiku-x"}})
     launch = ClaudeAdapter().build(ctx)
-    assert launch.argv[:2] == ["claude", "-p"]
+    # found on the agents' PATH, made absolute (agents run in their worktree)
+    assert launch.argv[:2] == [str(CLAUDE), "-p"]
     assert ctx.prompt not in launch.argv and launch.stdin == ctx.prompt
     assert "--model" in launch.argv and "fake-model" in launch.argv
     assert launch.env["CLAUDE_CONFIG_DIR"].startswith(str(ctx.log_dir))
@@ -117,7 +120,8 @@ def test_model_tiers_and_settings(tmp_path: Path) -> None:
         base = context(tmp_path / "wt", server, model=None, settings={})
     from dataclasses import replace
 
-    assert resolve_model(base) is None
+    assert resolve_model(base) == "sonnet"  # complexity "simple" is no tier's: balanced
+    assert resolve_model(replace(base, task=replace(base.task, complexity="high"))) == "opus"
     assert resolve_model(replace(base, model="fast")) == "haiku"
     assert resolve_model(replace(base, model="strong", settings={"models": {"strong": "m-x"}})) == (
         "m-x"
@@ -143,6 +147,21 @@ def test_creates_a_new_file(claude_bin: Path, worktree: Path) -> None:
     assert steps == [0, 1]
     assert {"path": str(target), "tool": "Write"} in kinds(ran.events, "file")
     assert {"text": "Created hello.py."} in kinds(ran.events, "text")
+
+
+def test_no_model_named_means_the_complexity_tier(claude_bin: Path, worktree: Path) -> None:
+    """Issue 21: with no model, Claude Code asked for its own default (its strongest model); the
+    step's complexity picks the tier instead, as for gemini, and the attempt records the model
+    Claude Code reports having used."""
+    from dataclasses import replace
+
+    with FakeModelServer([Step(text="Nothing to do.")]) as server:
+        ctx = context(worktree, server, model=None)
+        ran = run(replace(ctx, task=replace(ctx.task, complexity="low")))
+        asked = [r.body.get("model") for r in generate_requests(server)]
+    assert ran.result.outcome is Outcome.SUCCESS, ran.log[-3000:]
+    assert len(asked) == 1 and "haiku" in str(asked[0]), asked
+    assert reported_model(ran.events) == asked[0]
 
 
 def test_edits_an_existing_file(claude_bin: Path, worktree: Path) -> None:
@@ -306,7 +325,8 @@ max_retries = 0
 def test_stretto_run_two_claude_tasks_land(
     claude_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``stretto run`` with two claude steps in parallel, both landing on main."""
+    """``stretto run`` with two claude steps in parallel, both landing on main; the user's git
+    identity is in ``~/.gitconfig`` only, and the repository's config is left byte-identical."""
     from click.testing import CliRunner
 
     from stretto import agents
@@ -317,7 +337,7 @@ def test_stretto_run_two_claude_tasks_land(
     plan = tmp_path / "plan.yaml"
     plan.write_text(E2E_PLAN)
     home = tmp_path / "home"  # Claude's Bash sources the user's shell rc files; keep them out
-    home.mkdir()
+    config = identity_in_home_only(repo, home)
     # Each agent writes $STRETTO_TASK_ID.txt, so one script serves both conversations.
     script = [
         Step(tool_calls=[ToolCall("Bash", {"command": WRITE_TASK_FILE})]),
@@ -327,6 +347,7 @@ def test_stretto_run_two_claude_tasks_land(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-fake")
         monkeypatch.setenv("HOME", str(home))
+        no_identity_env(monkeypatch)
         monkeypatch.chdir(repo)
         result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
         steps = sorted(r.step for r in generate_requests(server))
@@ -335,3 +356,4 @@ def test_stretto_run_two_claude_tasks_land(
     assert steps == [0, 0, 1, 1]
     assert git(repo, "show", "main:alpha.txt") == "alpha\n"
     assert git(repo, "show", "main:beta.txt") == "beta\n"
+    assert (repo / ".git" / "config").read_bytes() == config

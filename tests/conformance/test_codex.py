@@ -7,6 +7,7 @@ the adapter's ``parse_line`` and ``decide`` exactly as the runner feeds them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +23,10 @@ from _support import (
     committed_project,
     generate_requests,
     greet_repo,
+    identity_in_home_only,
     kinds,
     make_task,
+    no_identity_env,
     path_with,
     proxy_env,
     repo_context,
@@ -37,6 +40,7 @@ from click.testing import CliRunner
 from stretto.agents import AgentResult, Outcome
 from stretto.agents.codex import CodexAdapter
 from stretto.process import processes_with_token
+from stretto.routing.ledger import Ledger
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
 from stretto.testing.repo import IDENTITY, git
 
@@ -109,7 +113,10 @@ def test_http_400_is_an_api_error(repo: Path) -> None:
         run = run_codex(repo, server)
         statuses = [r.status for r in generate_requests(server)]
     assert run.result.outcome is Outcome.API_ERROR
-    assert "Bad request" in run.result.reason
+    # the provider's message, not the JSON body codex passes on (issue 21)
+    assert run.result.reason == (
+        "invalid_request_error: Bad request (scripted error from stretto's fake model server)"
+    )
     assert statuses == [400]
 
 
@@ -215,30 +222,83 @@ def test_reaches_no_address_but_the_scripted_server(repo: Path) -> None:
 
 E2E_PLAN = two_task_plan("codex-pair", "codex", "create")
 E2E_CONFIG = 'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n\n[agents.codex]\nmodel = "fake-model"\n'
+NO_MODEL_CONFIG = 'env = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n'
 
 
 def test_stretto_run_with_two_codex_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two codex tasks with no model named anywhere land; issue 21: the ledger records the model
+    codex was given (its adapter's default, which the server saw), priced, not ``null`` at an
+    unknown price; ``stretto cost`` says both landed; the repository's config is untouched."""
     from stretto.frontends.cli import main
 
-    project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
+    project = committed_project(tmp_path, E2E_PLAN, NO_MODEL_CONFIG)
+    config = identity_in_home_only(project, tmp_path / "user-home")
     # Both tasks share one session (each conversation starts at step 0), so the scripted command
     # writes the file named after the task it runs in.
     script = [
-        Step(tool_calls=[ToolCall("exec_command", {"cmd": WRITE_TASK_FILE})]),
-        Step(text="Done."),
+        Step(
+            tool_calls=[ToolCall("exec_command", {"cmd": WRITE_TASK_FILE})],
+            usage=Usage(10_000, 500, 2_000),
+        ),
+        Step(text="Done.", usage=Usage(11_000, 20, 9_000)),
     ]
     with FakeModelServer(script) as server:
         monkeypatch.chdir(project)
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
         monkeypatch.setenv("PATH", path_with(NPM_BIN))
-        setenv_all(monkeypatch, IDENTITY)
+        monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+        no_identity_env(monkeypatch)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
         generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
     assert len(generated) == 4
+    assert (project / ".git" / "config").read_bytes() == config
+    asked = {r.body.get("model") for r in generated}
+    assert asked == {"gpt-5.1-codex"}
+    entries = Ledger.for_repo(project).entries()
+    assert [(e.model, e.source) for e in entries] == [("gpt-5.1-codex", "priced")] * 2
+    assert all(e.cost_usd and e.cost_usd > 0 for e in entries)
+    cost = CliRunner().invoke(main, ["cost", "--json"], catch_exceptions=False)
+    total = json.loads(cost.output)["total"]
+    assert (total["attempts"], total["landed"], total["unknown"]) == (2, 2, 0)
+
+
+BUDGET_CONFIG = (
+    'max_agents = 1\nenv = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]\n[budget]\nrun = 0.5\n'
+    '[agents.codex]\nmodel = "fake-model"\n'
+)
+
+
+def test_spend_of_unknown_price_counts_against_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: tokens of a model no price table knows counted $0, so a budget never stopped
+    them. They now count at OpenAI's most expensive known price: 10,000 input tokens are over
+    $1 there, past the $0.50 budget, so the second task never starts."""
+    from stretto.engine.runs import run_status
+    from stretto.frontends.cli import main
+
+    project = committed_project(tmp_path, E2E_PLAN, BUDGET_CONFIG)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
+    monkeypatch.setenv("PATH", path_with(NPM_BIN))
+    setenv_all(monkeypatch, IDENTITY)
+    script = [Step(text="Nothing to change.", usage=Usage(10_000, 100, 0))]
+    with FakeModelServer(script) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
+        result = CliRunner().invoke(main, ["run", "plan.yaml", "--plain"], catch_exceptions=False)
+        generated = generate_requests(server)
+    assert len(generated) == 1, result.output
+    assert run_status(project).state == "budget_reached"
+    (entry,) = Ledger.for_repo(project).entries()
+    assert (entry.model, entry.source, entry.cost_usd) == ("fake-model", "unknown", None)
+    assert entry.bound_usd == pytest.approx(10_000 * 150e-6 + 100 * 600e-6)  # o1-pro's price
+    assert "budget reached: $1.56 of the $0.50 run budget spent" in result.output
+    cost = CliRunner().invoke(main, ["cost"], catch_exceptions=False)
+    assert "budgets counted them at $1.56" in cost.output
 
 
 def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:

@@ -23,21 +23,22 @@ from _support import (
     bare_context,
     base_env,
     generate_requests,
+    identity_in_home_only,
     kinds,
     make_task,
+    no_identity_env,
     proxy_env,
     require_cli,
     run_attempt,
-    setenv_all,
     two_task_plan,
 )
 
-from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome
+from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Outcome, reported_model
 from stretto.agents.gemini import GeminiAdapter
 from stretto.plans.plan import Task
 from stretto.process import TOKEN_VAR, processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
-from stretto.testing.repo import IDENTITY, git, make_repo
+from stretto.testing.repo import git, make_repo
 
 GEMINI = NPM_BIN / "gemini"
 MODEL = "gemini-2.5-flash"
@@ -203,6 +204,9 @@ def test_creates_a_new_file(gemini_bin: Path, worktree: Path) -> None:
     assert {"path": str(target), "tool": "write_file"} in kinds(ran.events, "file")
     assert text(ran.events) == "Created hello.py."
     assert "hello.py" in git(worktree, "status", "--porcelain")
+    # the model the CLI says it runs on (its init event) is the one the server was asked for
+    model = reported_model(ran.events)
+    assert model and f"/models/{model}:" in requests[0].path
 
 
 def test_edits_an_existing_file(gemini_bin: Path, worktree: Path) -> None:
@@ -367,7 +371,8 @@ model = "{MODEL}"
 def test_stretto_run_two_gemini_tasks_land(
     gemini_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``stretto run`` with two gemini steps in parallel, both landing on main."""
+    """``stretto run`` with two gemini steps in parallel, both landing on main; the repository's
+    config is left byte-identical (the user's identity is in ``~/.gitconfig`` only)."""
     from click.testing import CliRunner
 
     from stretto import agents
@@ -378,7 +383,7 @@ def test_stretto_run_two_gemini_tasks_land(
     plan = tmp_path / "plan.yaml"
     plan.write_text(E2E_PLAN)
     home = tmp_path / "home"
-    home.mkdir()
+    config = identity_in_home_only(repo, home)
     # Each agent writes $STRETTO_TASK_ID.txt, so one script serves both conversations.
     script = [
         Step(tool_calls=[ToolCall("run_shell_command", {"command": WRITE_TASK_FILE})]),
@@ -388,7 +393,7 @@ def test_stretto_run_two_gemini_tasks_land(
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.env()["GOOGLE_GEMINI_BASE_URL"])
         monkeypatch.setenv("GEMINI_API_KEY", "fake")
         monkeypatch.setenv("HOME", str(home))
-        setenv_all(monkeypatch, IDENTITY)
+        no_identity_env(monkeypatch)
         monkeypatch.chdir(repo)
         result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
         steps = sorted(r.step for r in generate_requests(server))
@@ -397,3 +402,4 @@ def test_stretto_run_two_gemini_tasks_land(
     assert steps == [0, 0, 1, 1]
     assert git(repo, "show", "main:alpha.txt") == "alpha\n"
     assert git(repo, "show", "main:beta.txt") == "beta\n"
+    assert (repo / ".git" / "config").read_bytes() == config

@@ -21,14 +21,15 @@ from _support import (
     committed_project,
     generate_requests,
     greet_repo,
+    identity_in_home_only,
     kinds,
     make_task,
+    no_identity_env,
     path_with,
     proxy_env,
     repo_context,
     require_cli,
     run_attempt,
-    setenv_all,
     two_task_plan,
 )
 from click.testing import CliRunner
@@ -37,7 +38,7 @@ from stretto.agents import AgentResult, Outcome
 from stretto.agents.opencode import OpencodeAdapter
 from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
-from stretto.testing.repo import IDENTITY, git
+from stretto.testing.repo import git
 
 OPENCODE = NPM_BIN / "opencode"
 TASK = make_task(agent="opencode")
@@ -207,6 +208,7 @@ def test_stretto_run_with_two_opencode_tasks(
         stretto.agents.BUILTIN, "opencode", "stretto.agents.opencode:OpencodeAdapter"
     )
     project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
+    config = identity_in_home_only(project, tmp_path / "user-home")  # and none in the repo
     # Both tasks share one session (each conversation starts at step 0), so the scripted command
     # writes the file named after the task it runs in.
     args = {"command": WRITE_TASK_FILE, "description": "write the file"}
@@ -216,13 +218,15 @@ def test_stretto_run_with_two_opencode_tasks(
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
         monkeypatch.setenv("PATH", path_with(NPM_BIN))
-        setenv_all(monkeypatch, IDENTITY)
+        monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+        no_identity_env(monkeypatch)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
         generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
     assert len(generated) == 4
+    assert (project / ".git" / "config").read_bytes() == config
 
 
 def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:

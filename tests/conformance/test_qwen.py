@@ -24,23 +24,25 @@ from _support import (
     committed_project,
     generate_requests,
     greet_repo,
+    identity_in_home_only,
     kinds,
     make_task,
+    no_identity_env,
     path_with,
     proxy_env,
     repo_context,
     require_cli,
     run_attempt,
-    setenv_all,
     two_task_plan,
 )
 from click.testing import CliRunner
 
 from stretto.agents import AgentResult, Outcome
+from stretto.agents.base import reported_model
 from stretto.agents.qwen import QwenAdapter
 from stretto.process import processes_with_token
 from stretto.testing.fakemodel import FakeModelServer, HttpError, Step, ToolCall, Usage
-from stretto.testing.repo import IDENTITY, git
+from stretto.testing.repo import git
 
 QWEN = NPM_BIN / "qwen"
 TASK = make_task(agent="qwen")
@@ -83,7 +85,9 @@ def test_creates_a_new_file(repo: Path) -> None:
     script = [write_step(repo / "hello.py", "print('hi')\n"), Step(text="Created hello.py.")]
     with FakeModelServer(script) as server:
         run = run_qwen(repo, server, prompt="Create hello.py")
+        asked = {r.body.get("model") for r in generate_requests(server)}
     assert run.result.outcome is Outcome.SUCCESS, run.result.reason
+    assert asked == {reported_model(run.events)}  # the model its init event names
     assert (repo / "hello.py").read_text() == "print('hi')\n"
     assert {"path": str(repo / "hello.py"), "tool": "write_file"} in kinds(run.events, "file")
     assert {"text": "Created hello.py."} in kinds(run.events, "text")
@@ -254,6 +258,7 @@ def test_stretto_run_with_two_qwen_tasks(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setitem(stretto.agents.BUILTIN, "qwen", "stretto.agents.qwen:QwenAdapter")
     project = committed_project(tmp_path, E2E_PLAN, E2E_CONFIG)
+    config = identity_in_home_only(project, tmp_path / "user-home")  # and none in the repo
     # Both tasks share one session (each conversation starts at step 0), so the scripted command
     # writes the file named after the task it runs in.
     script = [
@@ -265,13 +270,15 @@ def test_stretto_run_with_two_qwen_tasks(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setenv("OPENAI_BASE_URL", server.env()["OPENAI_BASE_URL"])
         monkeypatch.setenv("OPENAI_API_KEY", "sk-fake")
         monkeypatch.setenv("PATH", path_with(NPM_BIN))
-        setenv_all(monkeypatch, IDENTITY)
+        monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+        no_identity_env(monkeypatch)
         result = CliRunner().invoke(main, ["run", "plan.yaml"], catch_exceptions=False)
         generated = generate_requests(server)
     assert result.exit_code == 0, result.output
     assert git(project, "show", "HEAD:alpha.txt") == "alpha\n"
     assert git(project, "show", "HEAD:beta.txt") == "beta\n"
     assert len(generated) == 4
+    assert (project / ".git" / "config").read_bytes() == config
 
 
 def test_model_comes_from_the_step_then_the_tier_map(tmp_path: Path) -> None:

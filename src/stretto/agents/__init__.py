@@ -18,6 +18,8 @@ from stretto.agents.base import (
     AttemptContext,
     Launch,
     Outcome,
+    delay_in_text,
+    used_model,
 )
 from stretto.errors import UsageError
 
@@ -30,8 +32,32 @@ __all__ = [
     "Launch",
     "Outcome",
     "available",
+    "delay_in_text",
     "get_adapter",
+    "provider_of",
+    "used_model",
 ]
+
+#: The provider behind each built-in adapter (``provider = "..."`` in [agents.NAME] overrides it).
+PROVIDERS = {
+    "claude": "anthropic",
+    "codex": "openai",
+    "aider": "openai",
+    "opencode": "openai",
+    "qwen": "openai",
+    "gemini": "google",
+}
+
+
+def provider_of(agent: str, settings: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Which provider an agent's requests go to: per-provider back-off and the price ceiling
+    of unpriced spend (None: none known)."""
+    table = settings.get(agent, {})
+    if table.get("provider"):
+        return str(table["provider"])
+    kind = str(table.get("adapter") or agent)
+    return PROVIDERS.get(kind)
+
 
 GROUP = "stretto.agents"
 BUILTIN = {

@@ -166,7 +166,7 @@ class AiderAdapter:
             prompt_file = home / "prompt.md"
             prompt_file.write_text(ctx.prompt)
             argv += ["--message-file", str(prompt_file)]
-        return Launch(argv=argv, env=env, cwd=ctx.workspace)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:
@@ -205,8 +205,8 @@ class AiderAdapter:
         if not text:
             return ()
         match = _TOKENS.match(text)
-        if match:
-            return _usage_events(match.group("body"), match.group("cost"))
+        if match:  # written after each model reply
+            return (AgentEvent("call"), *_usage_events(match.group("body"), match.group("cost")))
         match = _APPLIED.match(text)
         if match:
             return (AgentEvent("file", {"path": match.group("path"), "change": "edit"}),)

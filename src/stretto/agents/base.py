@@ -49,6 +49,9 @@ class Outcome(enum.Enum):
     """The agent was not allowed to make the edits it wanted."""
     TIMED_OUT = "timed_out"
     """The attempt hit its time limit and its process group was killed."""
+    OVER_LIMIT = "over_limit"
+    """The agent passed one of the attempt's limits (model calls, tokens or dollars, counted
+    from what it streamed: ``[attempt]`` in stretto.toml) and stretto stopped it."""
     STOPPED = "stopped"
     """stretto stopped the attempt (the run was stopped or interrupted)."""
 
@@ -67,6 +70,26 @@ OUT_OF_CREDIT = re.compile(
     r"|quota exceeded\. check your plan|TerminalQuotaError|exhausted your daily quota",
     re.IGNORECASE,
 )
+
+
+_STATED_DELAY = re.compile(
+    r"(?:try again|retry|retrying)(?: after| in)?\s*:?\s*(\d+(?:\.\d+)?)\s*"
+    r"(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)\b",
+    re.IGNORECASE,
+)
+
+
+def delay_in_text(text: str) -> float | None:
+    """Seconds a provider asked for in words ("Please try again in 3s", "retry after 20
+    seconds", "try again in 1m"), the last such phrase in ``text``; None if it names none."""
+    found = _STATED_DELAY.findall(text or "")
+    if not found:
+        return None
+    number, unit = found[-1]
+    scale = 0.001 if unit.lower().startswith("ms") or unit.lower().startswith("milli") else 1.0
+    if unit.lower().startswith("m") and not unit.lower().startswith(("ms", "milli")):
+        scale = 60.0
+    return float(number) * scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +117,29 @@ class Launch:
     env: Mapping[str, str]
     cwd: Path
     stdin: str | None = None
+    model: str | None = None  # the model the adapter told the CLI to use (None: the CLI's own)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentEvent:
     """Something the agent reported while it ran."""
 
-    kind: str  # text | tool | file | usage | cost | rate_limit | error
+    kind: str  # text | tool | file | usage | cost | call | model | rate_limit | error
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def reported_model(events: Sequence[AgentEvent]) -> str | None:
+    """The model the CLI said it used (the last ``model`` event's ``name``), if it said."""
+    for event in reversed(events):
+        if event.kind == "model" and event.data.get("name"):
+            return str(event.data["name"])
+    return None
+
+
+def used_model(events: Sequence[AgentEvent], launch: Launch, fallback: str | None) -> str | None:
+    """The model an attempt ran on, for the ledger and the journal: what the CLI reported, else
+    what the adapter told it (its default included), else ``fallback`` (the route's model)."""
+    return reported_model(events) or launch.model or fallback
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from stretto.agents.base import (
     Launch,
     Outcome,
     PlanReply,
+    delay_in_text,
 )
 from stretto.agents.settings import resolve_command
 from stretto.errors import UsageError
@@ -75,12 +76,17 @@ DEFAULT_MAX_RETRIES = 2
 FILE_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
 
 
-def resolve_model(ctx: AttemptContext) -> str | None:
-    """The model for this attempt: the step's (a tier or a name), else ``model`` in settings."""
+COMPLEXITY_TIER = {"low": "fast", "medium": "balanced", "high": "strong"}
+
+
+def resolve_model(ctx: AttemptContext) -> str:
+    """The model for this attempt: the step's (a tier or a name), else ``model`` in settings,
+    else the tier the step's complexity picks (low: fast, medium: balanced, high: strong), as
+    gemini's adapter does; never Claude Code's own default, which is its strongest model."""
     tiers = {**DEFAULT_MODELS, **dict(ctx.settings.get("models") or {})}
     wanted = ctx.model or ctx.settings.get("model")
     if not wanted:
-        return None  # Claude Code picks its default model
+        wanted = COMPLEXITY_TIER.get(getattr(ctx.task, "complexity", ""), "balanced")
     return str(tiers.get(str(wanted), wanted))
 
 
@@ -89,11 +95,19 @@ class ClaudeAdapter:
 
     name = "claude"
 
+    def __init__(self) -> None:
+        self._replies: set[str] = set()  # ids of the model replies seen (one "call" each)
+
     def build(self, ctx: AttemptContext) -> Launch:
         settings = ctx.settings
-        command = str(settings.get("command") or "claude")
         argv = [
-            command,
+            *resolve_command(
+                "claude",
+                settings,
+                ctx.env.get("PATH"),
+                what="Claude Code",
+                install="'npm install -g @anthropic-ai/claude-code'",
+            ),
             "-p",
             "--output-format",
             "stream-json",
@@ -102,8 +116,7 @@ class ClaudeAdapter:
             str(settings.get("permission_mode", "acceptEdits")),
         ]
         model = resolve_model(ctx)
-        if model:
-            argv += ["--model", model]
+        argv += ["--model", model]
         allowed = settings.get("allowed_tools")
         if allowed:
             argv += ["--allowedTools", ",".join(str(tool) for tool in allowed)]
@@ -124,7 +137,7 @@ class ClaudeAdapter:
                     f"export it before running stretto"
                 )
             env["ANTHROPIC_API_KEY"] = key
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt, model=model)
 
     # ------------------------------------------------------------------ planning
 
@@ -222,15 +235,39 @@ class ClaudeAdapter:
             return ()
         kind = message.get("type")
         if kind == "assistant":
-            events = _assistant_events(message.get("message"))
+            events = [
+                *self._call_events(message.get("message")),
+                *_assistant_events(message.get("message")),
+            ]
             if message.get("error") == "billing_error":  # Claude Code's own word for it
                 return (*events, AgentEvent("out_of_credit", {"error": "billing_error"}))
             return events
         if kind == "system" and message.get("subtype") == "api_retry":
             return _retry_events(message)
+        if kind == "system" and message.get("subtype") == "init" and message.get("model"):
+            return (AgentEvent("model", {"name": str(message["model"])}),)
         if kind == "result":
             return _result_events(message)
         return ()
+
+    def _call_events(self, message: Any) -> tuple[AgentEvent, ...]:
+        """One ``call`` per model reply (Claude Code writes a line per content block of a
+        reply, each with the reply's id and usage), for the attempt's live limits."""
+        if not isinstance(message, dict) or not message.get("id"):
+            return ()
+        if message["id"] in self._replies:
+            return ()
+        self._replies.add(str(message["id"]))
+        raw = message.get("usage")
+        usage = raw if isinstance(raw, dict) else {}
+        counts = {
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "cached_tokens": usage.get("cache_read_input_tokens"),
+            "cache_creation_tokens": usage.get("cache_creation_input_tokens"),
+        }
+        data = {k: v for k, v in counts.items() if isinstance(v, int)}
+        return (AgentEvent("call", {"usage": data}),)
 
     def decide(
         self, exit_code: int | None, timed_out: bool, events: Sequence[AgentEvent]
@@ -249,7 +286,7 @@ class ClaudeAdapter:
                 no_credit = True
             elif event.kind == "cost":
                 cost = (cost or 0.0) + float(event.data["usd"])
-            elif event.kind == "rate_limit" and event.data.get("retry_after") is not None:
+            elif event.kind == "rate_limit" and event.data.get("from_provider"):
                 retry_after = float(event.data["retry_after"])
             elif event.kind == "result":
                 result = event.data
@@ -266,7 +303,11 @@ class ClaudeAdapter:
         if result.get("is_error") and (no_credit or OUT_OF_CREDIT.search(text)):
             return end(Outcome.OUT_OF_CREDIT, text or "the account is out of credit")
         if status == 429:
-            return end(Outcome.RATE_LIMITED, str(result.get("text") or "rate limited"), retry_after)
+            # The provider's delay: stated in its message, else a Retry-After Claude Code
+            # followed; never Claude Code's own back-off between its retries.
+            stated = delay_in_text(text)
+            after = stated if stated is not None else retry_after
+            return end(Outcome.RATE_LIMITED, text or "rate limited", after)
         if result.get("is_error"):
             text = str(result.get("text") or result.get("subtype") or "error")
             return end(Outcome.API_ERROR if status else Outcome.FAILED, text)
@@ -305,9 +346,14 @@ def _assistant_events(message: Any) -> Sequence[AgentEvent]:
 def _retry_events(message: Mapping[str, Any]) -> Sequence[AgentEvent]:
     if message.get("error_status") != 429:
         return ()
-    delay = message.get("retry_delay_ms")
-    after = delay / 1000 if isinstance(delay, int | float) else None
-    return (AgentEvent("rate_limit", {"retry_after": after, "attempt": message.get("attempt")}),)
+    raw = message.get("retry_delay_ms")
+    delay = float(raw) if isinstance(raw, int | float) else None
+    after = delay / 1000 if delay is not None else None
+    # Claude Code waits a Retry-After header as is (whole seconds: 7000 ms) and otherwise its own
+    # jittered back-off (523.44 ms): only the former is the provider's delay.
+    provider = delay is not None and delay.is_integer() and delay >= 1000
+    data = {"retry_after": after, "attempt": message.get("attempt"), "from_provider": provider}
+    return (AgentEvent("rate_limit", data),)
 
 
 def _result_events(message: Mapping[str, Any]) -> Sequence[AgentEvent]:

@@ -93,10 +93,16 @@ class CodexAdapter:
             )
         home = ctx.log_dir / "codex-home"
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(
-            config_toml(self.model_for(ctx), base_url, env_key, retries)
-        )
-        env = {**ctx.env, "CODEX_HOME": str(home), "NO_COLOR": "1"}
+        model = self.model_for(ctx)
+        (home / "config.toml").write_text(config_toml(model, base_url, env_key, retries))
+        # Codex 0.171 refuses to set up its sandbox helper (``codex-linux-sandbox``) when
+        # CODEX_HOME is under the temporary folder, and every shell command then fails with
+        # "bwrap: execvp codex-linux-sandbox: No such file or directory": a repository under
+        # /tmp would have a codex that cannot run a command. A temporary folder of its own,
+        # beside (not above) CODEX_HOME, avoids that.
+        tmp = ctx.log_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = {**ctx.env, "CODEX_HOME": str(home), "TMPDIR": str(tmp), "NO_COLOR": "1"}
         argv = [
             *argv0,
             "exec",
@@ -109,9 +115,9 @@ class CodexAdapter:
             str(ctx.workspace),
         ]
         if len(ctx.prompt.encode()) < MAX_PROMPT_ARG:
-            return Launch(argv=[*argv, "--", ctx.prompt], env=env, cwd=ctx.workspace)
+            return Launch([*argv, "--", ctx.prompt], env, ctx.workspace, model=model)
         # Too long for one argument (Linux caps each at 128 KiB): codex reads "-" from stdin.
-        return Launch(argv=[*argv, "-"], env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch([*argv, "-"], env, ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:
@@ -335,8 +341,12 @@ def _error_event(message: str, source: str) -> AgentEvent:
     except json.JSONDecodeError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        # The provider's JSON error body, as codex passes it on: show its words, not the JSON.
         error = body["error"]
         detail = " ".join(str(error.get(k) or "") for k in ("type", "code", "message")).strip()
+        kind = str(error.get("type") or error.get("code") or "").strip()
+        text = str(error.get("message") or "").strip() or detail
+        message = f"{kind}: {text}" if kind and not text.startswith(kind) else text
     if OUT_OF_CREDIT.search(detail):
         return AgentEvent("out_of_credit", {"message": message})
     if _RATE_LIMIT.search(detail):

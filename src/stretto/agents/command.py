@@ -85,6 +85,8 @@ class CommandAdapter:
             env=env,
             cwd=ctx.workspace,
             stdin=ctx.prompt if mode == "stdin" else None,
+            # the model it was told, when the command passes it on
+            model=(values["model"] or None) if any("{model}" in str(x) for x in parts) else None,
         )
 
     def parse_line(self, line: str, stream: str) -> Sequence[AgentEvent]:

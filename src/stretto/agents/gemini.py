@@ -153,10 +153,10 @@ class GeminiAdapter:
             "stream-json",
             "--yolo",
             "-m",
-            self.model_for(ctx),
+            model := self.model_for(ctx),
             *(str(arg) for arg in settings.get("args") or ()),
         ]
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:
@@ -290,6 +290,8 @@ class GeminiAdapter:
         if not isinstance(event, dict):
             return ()
         kind = event.get("type")
+        if kind == "init" and event.get("model"):  # the model the CLI runs on
+            return (AgentEvent("model", {"name": str(event["model"])}),)
         if kind == "message" and event.get("role") == "assistant":
             text = event.get("content")
             if isinstance(text, str) and text:

@@ -125,9 +125,9 @@ class OpencodeAdapter:
             f"{PROVIDER}/{model}",
         ]
         if len(ctx.prompt.encode()) < MAX_PROMPT_ARG:
-            return Launch(argv=[*argv, "--", ctx.prompt], env=env, cwd=ctx.workspace)
+            return Launch([*argv, "--", ctx.prompt], env, ctx.workspace, model=model)
         # Too long for one argument (Linux caps each at 128 KiB): opencode appends piped stdin.
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv, env, ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:
@@ -163,8 +163,8 @@ class OpencodeAdapter:
             return (AgentEvent("text", {"text": str(part.get("text", ""))}),)
         if kind == "tool_use":
             return _tool_events(part)
-        if kind == "step_finish":
-            return _finish_events(part)
+        if kind == "step_finish":  # one model call finished
+            return (AgentEvent("call"), *_finish_events(part))
         if kind == "error":
             return (_error_event(event.get("error")),)
         return ()

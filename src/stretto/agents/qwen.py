@@ -106,7 +106,7 @@ class QwenAdapter:
             "-m",
             model,
         ]
-        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt)
+        return Launch(argv=argv, env=env, cwd=ctx.workspace, stdin=ctx.prompt, model=model)
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:
@@ -134,6 +134,8 @@ class QwenAdapter:
         if not isinstance(message, dict):
             return ()
         kind = message.get("type")
+        if kind == "system" and message.get("subtype") == "init" and message.get("model"):
+            return (AgentEvent("model", {"name": str(message["model"])}),)
         if kind == "assistant":
             return _assistant_events(message.get("message"))
         if kind == "user":

@@ -30,7 +30,9 @@ def resolve_command(
         agent: the adapter's name (its program's default name and its settings table).
         what: how to call the program in messages ("Gemini CLI").
         install: how to install it ("'npm install -g @google/gemini-cli'").
-        absolute: make the program's path absolute (for programs run from the worktree).
+        absolute: kept for callers; the path is always made absolute, since agents run in
+            their worktree: a relative ``command`` (``.tools/npm/node_modules/.bin/codex``) is
+            relative to where stretto runs (the repository root).
     """
     raw = settings.get("command", agent)
     parts = [raw] if isinstance(raw, str) else raw
@@ -44,7 +46,7 @@ def resolve_command(
             f"{what} ({parts[0]!r}) was not found on the agents' PATH: install it with {install}, "
             f'or set command = "/path/to/{agent}" under [agents.{agent}] in stretto.toml'
         )
-    return [os.path.abspath(found) if absolute else found, *parts[1:]]
+    return [os.path.abspath(found), *parts[1:]]
 
 
 def setting_str(agent: str, settings: Mapping[str, Any], key: str) -> str | None:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         server_token,
         task_log,
     )
+    from stretto.api.report import RunReport, run_report
     from stretto.api.results import (
         PlanCheck,
         RunResult,
@@ -131,6 +132,7 @@ _WHERE = {
         "redact_secrets",
         "secret_values",
     ),
+    "stretto.api.report": ("RunReport", "run_report"),
     "stretto.engine.journal": ("Record",),
     "stretto.engine.outcomes": ("RunSummary", "TaskReport"),
     "stretto.engine.status": ("RunStatus", "TaskStatus"),
@@ -145,6 +147,7 @@ __all__ = [
     "Record",
     "RunHandle",
     "RunOptions",
+    "RunReport",
     "RunResult",
     "RunStatus",
     "RunSummary",
@@ -178,6 +181,7 @@ __all__ = [
     "run_checks",
     "run_planned",
     "run_planned_detached",
+    "run_report",
     "run_result",
     "save_plan_text",
     "secret_values",

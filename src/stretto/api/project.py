@@ -127,9 +127,23 @@ def render_plan(planned: Any) -> list[str]:
 
 def cost_report(cwd: Path | str, *, run_id: str | None = None, by: str | None = None) -> Any:
     """What runs cost, from the ledger: one run (a prefix is enough), or all."""
+    from stretto.engine.journal import read_journal
+    from stretto.engine.runs import runs_root
     from stretto.routing.spending import cost_report as report
 
-    return report(_top(cwd), run_id=run_id, by=by)
+    top = _top(cwd)
+
+    def landed_in(run: str) -> set[tuple[str, int]]:
+        path = runs_root(top) / run / "journal.jsonl"
+        if not path.is_file():
+            return set()  # a run whose folder was removed: its landings are not known
+        return {
+            (str(r.fields.get("task")), int(r.fields.get("attempt") or 0))
+            for r in read_journal(path)
+            if r.type == "merged"
+        }
+
+    return report(top, run_id=run_id, by=by, landed_in=landed_in)
 
 
 def explain_task(cwd: Path | str, task: str, *, run_id: str | None = None) -> Any:
@@ -191,15 +205,13 @@ def server_token(cwd: Path | str, name: str = "mcp") -> tuple[str, Path]:
     import os
     import secrets
 
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
     repo = _top(cwd)
-    folder = repo / ".stretto"
-    path = folder / f"{name}-token"
+    path = repo / ".stretto" / f"{name}-token"
     if path.is_file():
         return path.read_text().strip(), path
-    ensure_excluded(repo)
-    folder.mkdir(exist_ok=True)
+    state_dir(repo)
     token = secrets.token_hex(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -177,19 +177,16 @@ class PlanCheck:
 def save_plan_text(repo: Path | str, text: str) -> Path:
     """Validate plan YAML given as text, then keep it in ``.stretto/plans/`` (0600) so a run can
     be made of it. Raises PlanError (file ``plan.yaml``, line, column, fix) if it is invalid."""
-    import os
 
     from stretto.engine.runs import new_run_id
-    from stretto.files import write_atomic
-    from stretto.git import toplevel
+    from stretto.files import private_dir, write_atomic
     from stretto.plans.plan import parse_plan
+    from stretto.project.scaffold import state_dir
 
     parse_plan(text, "plan.yaml")  # located errors name the text's own lines
-    folder = toplevel(Path(repo)) / ".stretto" / "plans"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = private_dir(state_dir(Path(repo)) / "plans")
     path = folder / f"{new_run_id()}.yaml"
-    write_atomic(path, text.encode())
-    os.chmod(path, 0o600)
+    write_atomic(path, text.encode(), mode=0o600)
     return path
 
 

@@ -436,17 +436,19 @@ def start_run(
 
 def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
     from stretto.config import load_config
-    from stretto.engine.runs import check_agents, check_target, options_for
+    from stretto.engine.preflight import check_target
+    from stretto.engine.runs import check_agents, options_for
 
+    config = load_config(repo)
     run_options = options_for(
-        load_config(repo),
+        config,
         plan,
         max_agents=options.max_agents,
         budget=options.budget,
         target=options.target,
         agent=options.agent,
     )
-    check_target(repo, run_options.target)
+    check_target(repo, plan, run_options, config)
     check_agents(plan, run_options)
     return run_options
 

@@ -11,11 +11,21 @@ owns *what happens* in between.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stretto.agents import AgentEvent, AttemptContext, Outcome, get_adapter
+from stretto.agents import (
+    AgentEvent,
+    AttemptContext,
+    Outcome,
+    delay_in_text,
+    get_adapter,
+    provider_of,
+    used_model,
+)
+from stretto.engine import git_guard
 from stretto.engine import merge as merging
 from stretto.engine import prompt as prompting
 from stretto.engine.context import RunContext
@@ -23,29 +33,33 @@ from stretto.engine.gates import (
     Gate,
     GateInput,
     command_gate,
+    config_unchanged,
     files_exist,
     no_deleted_tests,
     scope_gate,
 )
 from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
+from stretto.engine.meter import AttemptMeter
 from stretto.engine.outcomes import AttemptEnd, log_tail
 from stretto.engine.sparse import sparse_for
 from stretto.engine.workspace import (
     Workspace,
     branch_name,
     changed_files,
+    clear_stale_locks,
     commit_all,
     create_workspace,
     remove_workspace,
     worktrees_root,
 )
+from stretto.errors import RepoError
+from stretto.files import full_disk, storage_fault
 from stretto.git import is_ancestor, rev_parse, update_ref_cas
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values, write_pid_file
-from stretto.routing.dispatch import Dispatch, Route
-
-MAX_UNCOUNTED = 10  # rate-limited attempts of one task before they start to count as failures
+from stretto.routing.dispatch import Dispatch, Route, adapter_kind
+from stretto.routing.ledger import Tokens, ceiling_price, price_tokens
 
 
 class Attempts:
@@ -84,6 +98,10 @@ class Attempts:
         self.cost_of: dict[str, float | None] = {}  # task -> cost of its last finished agent
         self.cleanups: list[asyncio.Task[None]] = []
         self.agent_seconds = 0.0
+        self.git_dir = git_guard.common_dir(ctx.repo)
+        self.git_files = git_guard.snapshot(self.git_dir)  # hooks and config at the start
+        self.running_since: dict[str, int] = {}  # task -> when its agent started (ns)
+        self.suspected: dict[str, str] = {}  # task -> why: git files changed while it ran
 
     async def run(self, task: Task, attempt: int, route: Route) -> AttemptEnd:
         """Run one attempt of ``task`` on ``route`` to its end (landed, or why not)."""
@@ -114,6 +132,8 @@ class Attempts:
                 adopt=False,  # a new attempt number: an existing branch is someone else's
             )
         except Exception as error:
+            if storage_fault(error) is not None:
+                raise  # not the task's fault: the run stops and resume makes it again
             ctx.journal.fail(branch_intent, str(error))
             return AttemptEnd(False, True, f"workspace setup failed: {error}")
         ctx.journal.done(branch_intent, path=str(ws.path), branch=ws.branch)
@@ -121,6 +141,8 @@ class Attempts:
             return await self._in_workspace(task, attempt, ws, folder, route)
         finally:
             ctx.slots.pop(task.id, None)
+            self.queue.at_work.pop(task.id, None)
+            self.queue.moved_by.pop(task.id, None)
 
     async def _in_workspace(
         self, task: Task, attempt: int, ws: Workspace, folder: Path, route: Route
@@ -156,9 +178,19 @@ class Attempts:
         )
         launch = adapter.build(actx)
         events: list[AgentEvent] = []
+        provider = provider_of(agent_name, ctx.options.agent_settings)
+
+        def price(tokens: Tokens) -> float | None:
+            model = used_model(events, launch, route.model)
+            known = price_tokens(model, tokens, prices=self.dispatch.prices)
+            return known if known is not None else ceiling_price(tokens, provider)
+
+        meter = AttemptMeter(ctx.options.limits, adapter_kind(agent_name, ctx.options), price)
 
         def on_line(line: str, stream: str) -> None:
-            events.extend(adapter.parse_line(line, stream))
+            parsed = adapter.parse_line(line, stream)
+            events.extend(parsed)
+            meter.add(parsed)
 
         def on_start(pid: int) -> None:
             write_pid_file(folder / "pid.json", pid, ctx.run_id)
@@ -183,6 +215,8 @@ class Attempts:
         spawn = ctx.intent("spawn", task=task.id, attempt=attempt, agent=agent_name)
         crashpoint("after-intent:spawn")
         self.in_agent.add(task.id)
+        self.queue.at_work[task.id] = (attempt, ws.path, ws.base)  # see _guard_target
+        started_ns = self.running_since[task.id] = time.time_ns()
         try:
             finished = await run_process(
                 list(launch.argv),
@@ -194,35 +228,65 @@ class Attempts:
                 on_line=on_line,
                 on_start=on_start,
                 secrets=secret_values(launch.env),
+                sandbox=ctx.sandbox,
+                stop=meter.over if meter.active else None,
             )
         except asyncio.CancelledError:
             if task.id in self.stopping:  # stopped (budget, cancel): what it used is still spent
                 result = adapter.decide(None, False, events)
-                self.dispatch.book(task, attempt, route, result.usage, result.cost_usd, "stopped")
+                model = used_model(events, launch, route.model)
+                self.dispatch.book(
+                    task, attempt, route, result.usage, result.cost_usd, "stopped", model=model
+                )
                 await asyncio.shield(self._keep_partial(ws, agent_name, task.id, attempt))
             raise
         finally:
             self.in_agent.discard(task.id)
+            self.running_since.pop(task.id, None)
         self.agent_seconds += finished.duration
         result = adapter.decide(finished.exit_code, finished.timed_out, events)
+        if finished.stopped is not None:  # stretto stopped it at a limit: that is the outcome
+            result = dataclasses.replace(
+                result, outcome=Outcome.OVER_LIMIT, reason=f"stopped: {finished.stopped}"
+            )
+        model = used_model(events, launch, route.model)
         entry = self.dispatch.book(
-            task, attempt, route, result.usage, result.cost_usd, result.outcome.value
+            task, attempt, route, result.usage, result.cost_usd, result.outcome.value, model=model
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
         ctx.journal.done(spawn, exit_code=finished.exit_code)
         crashpoint("after-agent")
-        tampered = await self._guard_target(ws, task.id, attempt)
+        tampered = await self._guard_git_files(task.id, attempt, folder, started_ns)
+        if tampered is None:
+            tampered = await self._guard_target(ws, task.id, attempt)
         if tampered is not None:
             return AttemptEnd(False, True, tampered, log_tail(folder / "agent.log"))
-        head = await ctx.blocking(
-            commit_all, ws, f"stretto: work of {agent_name} on {task.id} (attempt {attempt})"
-        )
+        stale = await ctx.blocking(clear_stale_locks, ws)
+        if stale:
+            ctx.record(
+                "warning",
+                task=task.id,
+                message=f"removed lock files the agent left behind: {', '.join(stale)}",
+            )
+        try:
+            head = await ctx.blocking(
+                commit_all, ws, f"stretto: work of {agent_name} on {task.id} (attempt {attempt})"
+            )
+        except RepoError as error:  # left on another branch, a detached HEAD, a broken index
+            return AttemptEnd(
+                False,
+                True,
+                f"the agent left its worktree in a state stretto cannot commit: {error.message}",
+                log_tail(folder / "agent.log"),
+            )
+        rewritten = head != ws.base and not await ctx.blocking(is_ancestor, ctx.repo, ws.base, head)
         ctx.record(
             "attempt_finished",
             task=task.id,
             attempt=attempt,
             outcome=result.outcome.value,
+            model=model,
             exit_code=finished.exit_code,
             reason=result.reason,
             duration=round(finished.duration, 3),
@@ -235,18 +299,22 @@ class Attempts:
         )
         agent_tail = log_tail(folder / "agent.log")
         if result.outcome is not Outcome.SUCCESS:
+            self._check_disk(ws)
             counts = result.outcome.counts_as_failure
             if not counts:
                 # Not the task's fault, but a task that is refused forever must end sometime.
                 self.uncounted[task.id] = self.uncounted.get(task.id, 0) + 1
-                counts = self.uncounted[task.id] > MAX_UNCOUNTED
+                counts = self.uncounted[task.id] > ctx.options.limits.max_rate_limited
+            retry_after = result.retry_after
+            if retry_after is None and result.outcome is Outcome.RATE_LIMITED:
+                retry_after = delay_in_text(result.reason)  # "Please try again in 3s"
             return AttemptEnd(
                 False,
                 counts,
                 f"agent {agent_name}: {result.outcome.value}"
                 + (f" ({result.reason})" if result.reason else ""),
                 agent_tail,
-                retry_after=result.retry_after,
+                retry_after=retry_after,
                 rate_limited=result.outcome is Outcome.RATE_LIMITED,
                 out_of_credit=(
                     result.reason or "out of credit"
@@ -256,11 +324,21 @@ class Attempts:
             )
         if head == ws.base:
             return AttemptEnd(False, True, "the agent made no changes", agent_tail)
+        if rewritten:
+            return AttemptEnd(
+                False,
+                True,
+                f"the agent rewrote its branch's history: it no longer contains its base commit "
+                f"{ws.base[:12]} (a reset, rebase or new root past the base); work must be "
+                "new commits on top of the base",
+                agent_tail,
+            )
         changed = await ctx.blocking(changed_files, ws)
-        inp = GateInput(ws.path, task, changed, folder / "gates", env)
+        inp = GateInput(ws.path, task, changed, folder / "gates", env, ctx.sandbox)
         verdicts = await ctx.gated(task.id, attempt, "attempt", head, gates, inp)
         failed = [v for v in verdicts if not v.passed]
         if failed:
+            self._check_disk(ws)
             return AttemptEnd(
                 False,
                 True,
@@ -280,23 +358,80 @@ class Attempts:
             )
         return end
 
+    def _check_disk(self, ws: Workspace) -> None:
+        """An agent or gate that failed on a full (or read-only) disk says nothing about the
+        work: raise the StorageError that stops the run (resume retries it, uncounted)."""
+        full = full_disk(ws.path, self.ctx.run_dir)
+        if full is not None:
+            raise full
+
+    async def _guard_git_files(
+        self, task: str, attempt: int, folder: Path, started: int
+    ) -> str | None:
+        """Put back ``.git/config`` and ``.git/hooks`` if they changed while agents ran (they
+        run code the next time anyone runs git); see :mod:`stretto.engine.git_guard`.
+
+        The files are shared by every attempt, so who changed them is judged by when: every
+        attempt whose agent was running at the time of the change fails (with agents running
+        side by side, stretto cannot tell which one it was), and is retried as usual.
+        """
+        if task in self.suspected:
+            return self.suspected.pop(task)
+        keep = folder / "tampered"
+        changed, when = await self.ctx.blocking(
+            git_guard.restore, self.git_dir, self.git_files, keep
+        )
+        if not changed:
+            return None
+        listed = ", ".join(f".git/{name}" for name in changed[:5])
+        reason = (
+            f"the repository's git files ({listed}), which run code the next time git runs, "
+            f"changed while this agent ran; stretto put them back (what was written is in {keep})"
+        )
+        others = sorted(t for t, since in self.running_since.items() if since <= when)
+        self.ctx.record(
+            "git_files_restored", task=task, attempt=attempt, files=changed, also_running=others
+        )
+        for other in others:
+            self.suspected[other] = reason
+        return reason if started <= when or not others else None
+
     async def _guard_target(self, ws: Workspace, task: str, attempt: int) -> str | None:
-        """Undo an agent that moved the target branch itself (``git update-ref``, a push to
-        the main checkout): only the merge queue may move it, to a tree that passed the gates.
-        A target moved by someone else (a person's commit) is left for the queue to build on."""
+        """Undo an agent that moved the target branch itself (``git update-ref``, a ref file
+        written by hand, a push to the main checkout): only the merge queue may move it, and
+        only forward, to a tree that passed the gates.
+
+        Put back: a target that now points at a commit of the agent's own branch, and a target
+        that no longer contains the commit it was at (rewound or replaced): the target only
+        ever moves forward. Left for the queue to build on: a target moved forward to commits
+        the agent's branch does not contain (a person's commit; an agent's commit made with
+        ``git commit-tree`` looks the same, which only the sandbox prevents).
+        """
         ctx = self.ctx
         ref = f"refs/heads/{ctx.options.target}"
-        # No lock: a landing of the queue is a merge commit, never an ancestor of this
-        # attempt's HEAD, so it cannot be mistaken for the agent's move.
+        self.queue.at_work.pop(task, None)
+        moved = self.queue.moved_by.pop(task, None)
+        if moved is not None:  # the merge queue caught the move first and undid it
+            return (
+                f"the agent moved the target branch '{ctx.options.target}' to its own commit "
+                f"{moved[:12]}; only verified work may land there, so stretto put it back"
+            )
+        # No lock: a landing of the queue moves the target forward, to a merge commit that is
+        # never an ancestor of this attempt's HEAD, so it cannot be mistaken for the agent's.
         expected = self.queue.expected_head or ws.base
         head = await ctx.blocking(ctx.target_head)
         if head == expected:
             return None
-        mine = await ctx.blocking(rev_parse, ws.path, "HEAD")
-        if mine is None or not await ctx.blocking(is_ancestor, ctx.repo, head, mine):
-            return None
-        if await ctx.blocking(is_ancestor, ctx.repo, head, expected):
-            return None  # an older commit of the target: the agent's work starts there
+        if await ctx.blocking(is_ancestor, ctx.repo, expected, head):
+            mine = await ctx.blocking(rev_parse, ws.path, "HEAD")
+            if mine is None or not await ctx.blocking(is_ancestor, ctx.repo, head, mine):
+                return None
+            what = f"to its own commit {head[:12]}"
+        else:
+            now = self.queue.expected_head  # a landing that failed its compare-and-swap
+            if now is None and await ctx.blocking(is_ancestor, ctx.repo, ws.base, head):
+                return None
+            what = f"back or away to {head[:12]}, which does not contain {expected[:12]}"
         back = await ctx.blocking(
             update_ref_cas, ctx.repo, ref, expected, head, f"stretto: undo {task}'s move"
         )
@@ -307,10 +442,10 @@ class Attempts:
             moved_to=head,
             restored_to=expected if back else None,
         )
-        what = "put it back" if back else f"could not put it back (it is at {head[:12]})"
+        done = "put it back" if back else f"could not put it back (it is at {head[:12]})"
         return (
-            f"the agent moved the target branch '{ctx.options.target}' to its own commit "
-            f"{head[:12]}; only verified work may land there, so stretto {what}"
+            f"the agent moved the target branch '{ctx.options.target}' {what}; only verified "
+            f"work may land there, and only forward, so stretto {done}"
         )
 
     async def _keep_partial(self, ws: Workspace, agent: str, task: str, attempt: int) -> None:
@@ -368,6 +503,7 @@ class Attempts:
         gates: list[tuple[str, Gate]] = [
             ("scope", scope_gate(self.ctx.options.scope)),
             ("no_deleted_tests", no_deleted_tests),
+            ("config", config_unchanged),
         ]
         if task.outputs:
             gates.insert(0, ("files_exist", files_exist))

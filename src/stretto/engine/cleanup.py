@@ -2,7 +2,8 @@
 
 For every run that no live stretto process drives: end processes still carrying its token
 (agents or gates orphaned by a killed stretto), remove its integration worktree, and remove its
-attempt worktrees and branches. Verified but unlanded work of an interrupted run is kept (so
+attempt worktrees and branches; the directory of a run killed before its first record (nothing
+ran) goes too. Verified but unlanded work of an interrupted run is kept (so
 ``stretto resume`` can still land it) unless ``everything`` is asked for. Runs that are live
 are never touched, and neither is a ``stretto/<a>/<b>/<n>`` branch whose ``<a>`` is neither a run
 of this repository nor shaped like a run id stretto makes: it is someone else's.
@@ -35,6 +36,7 @@ class CleanReport:
     deleted_branches: list[str] = field(default_factory=list)
     kept_branches: list[str] = field(default_factory=list)
     live_runs: list[str] = field(default_factory=list)
+    removed_runs: list[str] = field(default_factory=list)  # runs that never started
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``--json``)."""
@@ -52,6 +54,7 @@ class CleanReport:
             for b in self.kept_branches
         ]
         lines += [f"left run {r} alone: it is running" for r in self.live_runs]
+        lines += [f"removed run {r}: it was stopped before it started" for r in self.removed_runs]
         return "\n".join(lines) or "nothing to clean"
 
 
@@ -70,6 +73,11 @@ def clean_repo(repo: Path, *, everything: bool = False) -> CleanReport:
         if killed:
             report.killed[run_id] = killed
         records = read_journal(run_dir / JOURNAL_NAME)
+        if not any(r.type in ("run_started", "goal") for r in records):
+            # Killed between creating its journal and its first record: nothing ran.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            report.removed_runs.append(run_id)
+            continue
         if not any(r.type == "run_finished" for r in records) and not everything:
             facts = recover(records)
             for task, (attempt, _commit, _tree) in facts.verified.items():

@@ -18,20 +18,13 @@ from typing import Any
 from stretto.engine.gates import Gate, GateInput, Verdict, run_gates
 from stretto.engine.journal import Journal, Record, crashpoint
 from stretto.engine.workspace import Workspace, port_base
-from stretto.git import missing_identity, rev_parse
+from stretto.git import identity_env, rev_parse, user_identity
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
 from stretto.process import DEFAULT_ALLOW, TOKEN_VAR, allowed_env
+from stretto.sandbox import Sandbox
 
 Sink = Callable[[Record], None]
-
-#: The identity agents commit with when git cannot name one (no ``user.name``/``user.email``).
-FALLBACK_IDENTITY = {
-    "GIT_AUTHOR_NAME": "stretto",
-    "GIT_AUTHOR_EMAIL": "stretto@localhost",
-    "GIT_COMMITTER_NAME": "stretto",
-    "GIT_COMMITTER_EMAIL": "stretto@localhost",
-}
 
 
 class RunContext:
@@ -62,9 +55,16 @@ class RunContext:
         self.journal = journal
         self.sink = sink
         self.planner_calls = 0
+        self._identity: tuple[str, str] | None = None
         self.pool = ThreadPoolExecutor(max_workers=max(8, options.max_agents * 2))
         self.slots: dict[str, int] = {}  # task -> agent slot (port range) while it runs
-        self._no_identity: bool | None = None  # git cannot name an author in agents' env
+
+    @property
+    def sandbox(self) -> Sandbox | None:
+        """The sandbox agents and command gates run in (``[sandbox]``), or None."""
+        if not self.options.sandbox.enabled:
+            return None
+        return Sandbox(self.options.sandbox, self.repo)
 
     def record(self, type_: str, **fields: Any) -> Record:
         """Append an event to the journal and hand it to the sink."""
@@ -110,15 +110,11 @@ class RunContext:
     ) -> dict[str, str]:
         """The allow-listed environment of an agent or gate working on ``task``.
 
-        When git could not name an author in that environment (no identity configured), the
-        missing ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` variables name ``stretto
-        <stretto@localhost>``, as stretto's own commits do, so an agent's ``git commit`` works.
+        It names the user's git identity (or ``stretto <stretto@localhost>``, as stretto's own
+        commits do, when the user has none), so an agent's ``git commit`` works and no agent
+        writes an identity into the repository's config.
         """
         env = allowed_env(os.environ, (*DEFAULT_ALLOW, *self.options.env_allow))
-        if self._no_identity is None:
-            self._no_identity = missing_identity(self.repo, env)
-        if self._no_identity:
-            env = {**FALLBACK_IDENTITY, **env}
         env.update(
             {
                 TOKEN_VAR: self.run_id,
@@ -132,6 +128,12 @@ class RunContext:
                 "STRETTO_TARGET": self.options.target,
             }
         )
+        # The user's git identity through the environment: no agent needs to write one into
+        # the repository's config (aider does when it sees none), and any commit it makes is
+        # the user's (or stretto's, when the user has none).
+        if self._identity is None:
+            self._identity = user_identity(self.repo)
+        env.update(identity_env(self._identity, env))
         if ws is not None:
             env["STRETTO_WORKSPACE"] = str(ws.path)
             env["STRETTO_PORT_BASE"] = str(port_base(self.slot(task.id)))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stretto.engine.journal import Journal
+from stretto.engine.journal import Journal, name_holder
 
 ENGINE_LOG = "engine.log"
 
@@ -74,8 +74,7 @@ def spawn_engine(repo: Path, journal: Journal, *, planning: dict[str, Any] | Non
         for fd in (jfd, lfd):
             os.set_inheritable(fd, False)
         os.close(log)
-    os.ftruncate(lfd, 0)  # the lock names its holder: the engine from now on
-    os.pwrite(lfd, f"{pid}\n".encode(), 0)
+    name_holder(lfd, pid)  # the lock names its holder: the engine from now on
     journal.close()  # our descriptors only: the engine's copies keep the lock
     # Reap it when it ends, in a long-lived caller (an MCP or HTTP server); a CLI that exits
     # first leaves that to init.
@@ -97,11 +96,11 @@ def start_detached_goal(
     from stretto.engine.control import make_inbox
     from stretto.engine.goal import check_goal
     from stretto.engine.runs import new_run_id, runs_root
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
     repo, config, _ = check_goal(cwd, goal, planner)
     run_id = new_run_id()
-    ensure_excluded(repo)
+    state_dir(repo)
     journal = Journal.create(runs_root(repo) / run_id)
     try:
         make_inbox(journal.run_dir)
@@ -195,7 +194,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = RunOptions.from_dict(start.fields["options"])
     summary = drive_run(args.repo, plan, options, journal)
     print(json.dumps({"type": "summary", **summary.to_dict()}), flush=True)
+    write_report(args.repo, args.run_dir)
     return 0 if summary.status == "finished" else 1
+
+
+def write_report(repo: Path, run_dir: Path, timeout: float = 300.0) -> None:
+    """Write the run's ``report.html`` with ``stretto report``, in a child process: the report
+    is a frontend, which the engine does not import. Its output goes to engine.log; a failure
+    there leaves the run's outcome as it is."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "stretto", "report", run_dir.name]
+    argv += ["-o", str(run_dir / "report.html")]
+    try:
+        subprocess.run(argv, cwd=repo, stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        print(f"could not write the run's report: {error}", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ A gate is a plain callable ``(GateInput) -> Verdict`` (STYLE.md rule 4). Built-i
 * ``scope``: every changed file is owned by the step (``files``); refused by default,
   a warning with ``scope = "warn"`` in stretto.toml;
 * ``no_deleted_tests``: no test file was deleted, renamed away, or emptied;
+* ``config``: stretto's own configuration (``stretto.toml``, which names the gates) is left
+  alone unless the step lists it by name in ``files`` (owning everything is not enough): an
+  agent must not weaken the gates that judge it;
 * command gates from stretto.toml ``[gates]`` and the step's ``gates:`` list: a shell command
   run in the worktree that must exit 0 within its timeout, and leave the tracked files as they
   were (a gate that rewrites them judged a tree that is not the one that would land; the files
@@ -24,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stretto.engine.workspace import ChangedFile
+from stretto.files import storage_fault
 from stretto.git import run_git
 from stretto.plans import paths
 from stretto.plans.paths import EVERYTHING_PATTERN
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values
+from stretto.sandbox import Sandbox
 
 DEFAULT_GATE_TIMEOUT = 600.0
 _TEST_PATH = re.compile(
@@ -69,6 +74,7 @@ class GateInput:
     changed: Sequence[ChangedFile]
     log_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    sandbox: Sandbox | None = None  # command gates run the agent's code: in its sandbox too
 
 
 Gate = Callable[[GateInput], Awaitable[Verdict]]
@@ -145,6 +151,35 @@ async def no_deleted_tests(inp: GateInput) -> Verdict:
     return Verdict("no_deleted_tests", True, "no test file removed", log)
 
 
+PROTECTED_FILES = ("stretto.toml",)
+"""Files an attempt may change only when its step names them in ``files``."""
+
+
+async def config_unchanged(inp: GateInput) -> Verdict:
+    """stretto.toml is unchanged unless the step's ``files`` name it exactly."""
+    named = set(inp.task.files or ())
+    touched = sorted(
+        {
+            path
+            for change in inp.changed
+            for path in filter(None, (change.path, change.old_path))
+            if path in PROTECTED_FILES and path not in named
+        }
+    )
+    if not touched:
+        log = _write_log(inp, "config", "stretto's configuration is unchanged\n")
+        return Verdict("config", True, "configuration unchanged", log)
+    listed = ", ".join(touched)
+    log = _write_log(inp, "config", f"changed: {listed}\n")
+    return Verdict(
+        "config",
+        False,
+        f"the attempt changed {listed}, which sets the gates that judge it; a step may change "
+        f"it only when its files list it by name (files: [{touched[0]}])",
+        log,
+    )
+
+
 def command_gate(name: str, command: str, timeout: float = DEFAULT_GATE_TIMEOUT) -> Gate:
     """A gate that runs ``command`` with bash in the worktree; exit 0 within ``timeout`` passes."""
 
@@ -161,6 +196,7 @@ def command_gate(name: str, command: str, timeout: float = DEFAULT_GATE_TIMEOUT)
             log_path=log,
             timeout=timeout,
             secrets=secret_values(inp.env),
+            sandbox=inp.sandbox,
         )
         elapsed = time.monotonic() - started
         altered = await asyncio.to_thread(_undo_changes, inp.workspace, before)
@@ -242,6 +278,8 @@ async def run_gates(gates: Sequence[tuple[str, Gate]], inp: GateInput) -> list[V
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a broken gate is a failed gate, with the reason
+            if storage_fault(error) is not None:
+                raise  # a full disk is no verdict on the work: the run stops (Runner.halt)
             verdict = Verdict(name, False, f"gate crashed: {type(error).__name__}: {error}")
         if not verdict.duration:
             verdict = Verdict(

@@ -128,12 +128,12 @@ def plan_goal(
     """
     from stretto.engine.runs import check_agents, new_run_id, options_for, runs_root
     from stretto.process import DEFAULT_ALLOW, allowed_env
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
     repo, config, agent = check_goal(cwd, goal, planner)
     run_id = run_id or new_run_id()
     out_dir = runs_root(repo) / run_id
-    ensure_excluded(repo)
+    state_dir(repo)
     env = allowed_env(os.environ, (*DEFAULT_ALLOW, *config.env_allow))
     from stretto.planning.planner import plan_from_goal
 

@@ -16,6 +16,7 @@ agents, PEP 446). Readers use :func:`read_journal`, which takes no lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -30,13 +31,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, Self, TypeAlias, TypeGuard, TypeVar, cast
 
-from stretto.errors import RunError
-from stretto.files import fsync_dir
+from stretto.errors import RunError, StorageError
+from stretto.files import STORAGE_ERRNOS, fsync_dir, storage_fault
 
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = ".lock"
 CRASHPOINT_ENV = "STRETTO_CRASHPOINT"
 TORN_WRITE = "journal-write-torn"
+FULL_DISK = "journal-write-enospc"  # a fault, not a crash: the write fails with ENOSPC
 
 Kind = Literal["intent", "done", "fail", "event"]
 KINDS: frozenset[str] = frozenset({"intent", "done", "fail", "event"})
@@ -94,7 +96,8 @@ def crashpoint(name: str) -> None:
     ``STRETTO_CRASHPOINT=name`` fires the first time ``name`` is reached in this process;
     ``name@N`` fires the Nth time (1-based). No cleanup code runs, as in a real crash. The point
     ``journal-write-torn`` is reached inside every :meth:`Journal.append`: it writes the first
-    half of the record, then kills the process.
+    half of the record, then kills the process. ``journal-write-enospc`` is no crash: that write
+    fails as on a full disk (for tests where no small filesystem can be mounted).
     """
     if _crash_due(name):
         _die()
@@ -142,7 +145,7 @@ def is_live(run_dir: Path) -> bool:
     lock = run_dir / LOCK_NAME
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no lock; or a stray file, not a run
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -235,9 +238,22 @@ def fold(records: Iterable[Record], reducer: Callable[[S, Record], S], initial: 
     return functools.reduce(reducer, records, initial)
 
 
+def name_holder(lock_fd: int, pid: int) -> None:
+    """Write ``pid`` into the run's lock file (whose writer lock ``lock_fd`` holds), unless it
+    is there already: readers never see it empty (a detached engine adopting its lock names the
+    pid its starter wrote a moment before)."""
+    text = f"{pid}\n".encode()
+    if os.pread(lock_fd, 64, 0) != text:
+        os.pwrite(lock_fd, text, 0)
+        os.ftruncate(lock_fd, len(text))
+
+
 def _lock(run_dir: Path) -> int:
     """Take the run's writer lock and record our pid in it; RunError if someone holds it."""
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise _cannot_write(exc, run_dir / LOCK_NAME) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -250,9 +266,23 @@ def _lock(run_dir: Path) -> int:
     except OSError as exc:
         os.close(fd)
         raise RunError(f"cannot lock run {run_dir.name} ({run_dir}): {exc.strerror}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        name_holder(fd, os.getpid())
+    except OSError as exc:
+        os.close(fd)
+        raise _cannot_write(exc, run_dir / LOCK_NAME) from None
     return fd
+
+
+def _cannot_write(exc: OSError, path: Path) -> RunError:
+    """The error for a run file that could not be written (a StorageError for a full disk)."""
+    why = exc.strerror or str(exc)
+    message = (
+        f"cannot write {path}: {why}. Free space on that disk (or make it writable), then try again"
+    )
+    if storage_fault(exc) is not None:
+        return StorageError(message, reason=why, path=str(path))
+    return RunError(message)
 
 
 class Journal:
@@ -280,6 +310,7 @@ class Journal:
         self._redact = redact
         self._dirty = False
         self._broken: str | None = None
+        self._broken_reason = ""
         self._mutex = threading.Lock()
 
     @classmethod
@@ -316,9 +347,12 @@ class Journal:
             raise RunError(exists)
         if not new and not path.is_file():
             raise RunError(f"no journal at {path}; is {run_dir} a stretto run directory?")
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            run_dir.mkdir(mode=0o700)  # a run's files are its user's alone
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                run_dir.mkdir(mode=0o700)  # a run's files are its user's alone
+        except OSError as exc:
+            raise _cannot_write(exc, run_dir) from None
         lock_fd = _lock(run_dir)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
         history: list[Record] = []
@@ -336,11 +370,18 @@ class Journal:
             os.close(lock_fd)
             if isinstance(exc, FileExistsError):
                 raise RunError(exists) from None
+            if isinstance(exc, OSError):
+                raise _cannot_write(exc, path) from None
             raise
         if new:
             return cls(run_dir, (fd, lock_fd), history, 0, redact)
         torn = os.fstat(fd).st_size - intact
-        os.ftruncate(fd, intact)  # drop a torn last line
+        try:
+            os.ftruncate(fd, intact)  # drop a torn last line
+        except OSError as exc:
+            os.close(fd)
+            os.close(lock_fd)
+            raise _cannot_write(exc, path) from None
         gen = history[-1].gen + 1 if history else 1
         journal = cls(run_dir, (fd, lock_fd), history, gen, redact)
         try:
@@ -363,8 +404,7 @@ class Journal:
         except OSError as exc:
             raise RunError(f"run {run_dir.name}: the handed-over lock is not held: {exc}") from None
         history, _ = _load(run_dir / JOURNAL_NAME)
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+        name_holder(lock_fd, os.getpid())
         gen = history[-1].gen if history else 0
         return cls(run_dir, (fd, lock_fd), history, gen, redact)
 
@@ -483,8 +523,14 @@ class Journal:
         if self._fd is None:
             raise ValueError(f"journal {self.path} is closed")
         if self._broken is not None:
-            raise RunError(self._broken)
+            raise self._broken_error()
         return self._fd
+
+    def _broken_error(self) -> RunError:
+        reason = self._broken_reason
+        if reason in {os.strerror(n) for n in STORAGE_ERRNOS}:
+            return StorageError(str(self._broken), reason=reason, path=str(self.path))
+        return RunError(str(self._broken))
 
     def _write(self, fd: int, data: bytes, *, sync: bool) -> None:
         if data and _crash_due(TORN_WRITE):
@@ -492,6 +538,8 @@ class Journal:
             _die()
         start = self._size
         try:
+            if data and _crash_due(FULL_DISK):  # tests where no small disk can be mounted
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
             view = memoryview(data)
             while view:  # a short write is only possible when the disk fills up
                 view = view[os.write(fd, view) :]
@@ -504,9 +552,11 @@ class Journal:
             # After a failed write or fsync the file's tail is unknown: cut it back to the last
             # whole record and stop writing (retrying an fsync can silently lose data).
             self._broken = (
-                f"writing journal {self.path} failed ({exc.strerror}); the run stopped. Fix the"
-                " cause (disk space?) and resume the run"
+                f"writing journal {self.path} failed ({exc.strerror}); the run stopped. Free"
+                " space on that disk (or fix the cause), then `stretto resume"
+                f" {self.run_dir.name}`"
             )
+            self._broken_reason = exc.strerror or str(exc)
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, start)
-            raise RunError(self._broken) from None
+            raise self._broken_error() from None

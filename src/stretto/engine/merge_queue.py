@@ -21,7 +21,7 @@ from stretto.engine.context import RunContext
 from stretto.engine.gates import Gate, GateInput, command_gate
 from stretto.engine.journal import crashpoint
 from stretto.engine.outcomes import AttemptEnd, log_tail
-from stretto.git import is_ancestor
+from stretto.git import is_ancestor, rev_parse, update_ref_cas
 from stretto.plans.plan import Task
 
 
@@ -39,6 +39,10 @@ class MergeQueue:
         self.checkout: Path | bool | None = None  # where the target is checked out (False: nowhere)
         self.stale_checkout: tuple[str, str] | None = None  # (old, new) of a dirty checkout
         self.syncer: asyncio.Task[None] | None = None
+        self.last_head: str | None = None  # the head the last landing built on or made
+        # Attempts whose agent may be at work: task -> (attempt, worktree, base commit).
+        self.at_work: dict[str, tuple[int, Path, str]] = {}
+        self.moved_by: dict[str, str] = {}  # task -> the commit its agent moved the target to
 
     async def finish(self) -> None:
         """At the end of a run: catch the checkout up, remove the integration worktree."""
@@ -121,6 +125,9 @@ class MergeQueue:
         # Our own last landing is the head we expect; if anyone else moved the target, the
         # compare-and-swap below fails and the next round reads the real head.
         old = self.expected_head or await self.ctx.blocking(self.ctx.target_head)
+        if self.expected_head is None and self.at_work:
+            old = await self._undo_agent_move(old)
+        self.last_head = old
         if old != self.landed_at:
             # The target moved under us (or this is the first landing): read its history.
             self.landed = await self.ctx.blocking(
@@ -173,9 +180,8 @@ class MergeQueue:
             await self.ctx.blocking(
                 merging.checkout_integration, self.ctx.repo, integration, result.commit
             )
-            inp = GateInput(
-                integration, task, (), self.ctx.attempt_dir(task.id, attempt) / "merge-gates", env
-            )
+            folder = self.ctx.attempt_dir(task.id, attempt) / "merge-gates"
+            inp = GateInput(integration, task, (), folder, env, self.ctx.sandbox)
             verdicts = await self.ctx.gated(task.id, attempt, "merge", result.commit, gates, inp)
             failed = [v for v in verdicts if not v.passed]
             if failed:
@@ -212,6 +218,35 @@ class MergeQueue:
         self.landed_at = new
         self._kick_checkout_sync()
         return AttemptEnd(True, commit=new)
+
+    async def _undo_agent_move(self, head: str) -> str:
+        """The head to build on, when the target moved under the queue: if a running agent
+        moved it to its own commit (``git update-ref`` in its worktree), put it back first, so
+        no landing ever builds on unverified work (the attempt fails: see ``moved_by``)."""
+        repo = self.ctx.repo
+        for task, (attempt, path, base) in list(self.at_work.items()):
+            mine = await self.ctx.blocking(rev_parse, path, "HEAD")
+            if head == base or mine is None:
+                continue
+            if not await self.ctx.blocking(is_ancestor, repo, head, mine):
+                continue  # not the agent's work
+            if await self.ctx.blocking(is_ancestor, repo, head, base):
+                continue  # the attempt's base, or older: not the agent's own commit
+            back = self.last_head or base
+            ref = f"refs/heads/{self.ctx.options.target}"
+            undone = await self.ctx.blocking(
+                update_ref_cas, repo, ref, back, head, f"stretto: undo {task}'s move"
+            )
+            self.ctx.record(
+                "target_restored",
+                task=task,
+                attempt=attempt,
+                moved_to=head,
+                restored_to=back if undone else None,
+            )
+            self.moved_by[task] = head
+            return back if undone else head
+        return head
 
     def _kick_checkout_sync(self) -> None:
         """Catch the user's checkout up with the target in the background, coalescing landings."""

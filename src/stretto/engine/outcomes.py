@@ -48,8 +48,8 @@ class RunSummary:
     target: str
     head: str | None
     notes: list[str] = field(default_factory=list)
-    cost_usd: float = 0.0  # what this run's attempts and planning calls cost (known prices)
-    unpriced: int = 0  # attempts whose model has no known price (not in cost_usd)
+    cost_usd: float = 0.0  # what this run's attempts and planning calls cost, as budgets count it
+    unpriced: int = 0  # attempts of unknown price (in cost_usd at their provider's top price)
     budget: float | None = None
     signal: int | None = None  # the signal that stopped the run (status "interrupted")
 

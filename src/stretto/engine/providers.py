@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from stretto.agents import PROVIDERS, provider_of
 from stretto.engine.outcomes import AttemptEnd
 from stretto.options import RunOptions
 from stretto.plans.plan import Plan
@@ -30,24 +31,7 @@ from stretto.plans.plan import Plan
 if TYPE_CHECKING:
     from stretto.routing.dispatch import Route
 
-#: The provider behind each built-in adapter (``provider = "..."`` in [agents.NAME] overrides it).
-PROVIDERS = {
-    "claude": "anthropic",
-    "codex": "openai",
-    "aider": "openai",
-    "opencode": "openai",
-    "qwen": "openai",
-    "gemini": "google",
-}
-
-
-def provider_of(agent: str, settings: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Which provider an agent's requests go to, for per-provider back-off (None: no limit)."""
-    table = settings.get(agent, {})
-    if table.get("provider"):
-        return str(table["provider"])
-    kind = str(table.get("adapter") or agent)
-    return PROVIDERS.get(kind)
+__all__ = ["PROVIDERS", "LimitChange", "ProviderLimits", "provider_of"]
 
 
 @dataclass(frozen=True, slots=True)

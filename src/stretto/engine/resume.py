@@ -138,6 +138,12 @@ def resume_run(
             f"run {run_dir.name} already finished ({done[-1].fields.get('status')}); "
             "nothing to resume. Start a new run with `stretto run PLAN`"
         )
+    if not any(r.type == "run_started" for r in records):
+        raise RunError(
+            f"run {run_dir.name} was stopped before it started (its journal has no run_started "
+            "record), so nothing of it ran and there is nothing to resume. Start it again with "
+            "`stretto run PLAN`; `stretto clean` removes its directory"
+        )
     journal = Journal.open(run_dir)
     try:
         history = list(journal.history)

@@ -30,16 +30,19 @@ from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
 from stretto.engine.splits import Splits
 from stretto.engine.steering import Steering
+from stretto.errors import StorageError
+from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
 from stretto.options import RunOptions
 from stretto.plans.graph import TaskGraph
 from stretto.plans.plan import Plan, Task
 from stretto.routing.dispatch import Dispatch, Route
+from stretto.schedule.backoff import MAX_STATED, rate_limit_wait
 from stretto.schedule.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
 
 __all__ = ["MAX_BACKOFF", "Runner", "Sink"]
 
-MAX_BACKOFF = 600.0  # never wait longer than this for a provider's retry-after
+MAX_BACKOFF = MAX_STATED  # never wait longer than this for a provider's retry-after
 
 
 class Runner(Steering):
@@ -85,6 +88,7 @@ class Runner(Steering):
         self.paused = False  # a person paused the run: no new attempts start
         self.stop: tuple[str, str] | None = None  # (status, why) once the run is being stopped
         self.stop_signal: int | None = None
+        self.halted: StorageError | None = None  # why the run had to stop (see halt)
         self.held: set[str] = set()  # tasks that could start now, but only on such a provider
         self.active: dict[str, asyncio.Task[None]] = {}
         self.ended: asyncio.Queue[tuple[str, AttemptEnd] | None] = asyncio.Queue()
@@ -92,6 +96,7 @@ class Runner(Steering):
         self.reports: dict[str, TaskReport] = {}
         self.waiting: dict[str, tuple[str, ...]] = {}
         self.notes: list[str] = []
+        self.limited_streak: dict[str, int] = {}  # task -> its rate-limited attempts in a row
         self.resumed_merges: dict[str, tuple[int, str, str]] = {}  # task -> attempt, commit, tree
         for path in refused:
             self.record(
@@ -143,6 +148,10 @@ class Runner(Steering):
                 await self.queue.finish()
             else:
                 await self._stop_all()
+        except Exception as error:
+            if storage_fault(error) is None:
+                raise
+            self.halt(error)  # the agents are ended just below
         finally:
             watcher.cancel()
             for sig in handled:
@@ -152,7 +161,15 @@ class Runner(Steering):
             if self.active:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
             self.ctx.pool.shutdown(wait=False)
-        return self._finish_run(time.monotonic() - started)
+        try:
+            summary = self._finish_run(time.monotonic() - started)
+        except Exception as error:
+            if self.halted is None and storage_fault(error) is None:
+                raise
+            self.halt(error)
+        if self.halted is not None:
+            raise self.halted
+        return summary
 
     def _finish_run(self, wall: float) -> RunSummary:
         tasks = [
@@ -181,8 +198,8 @@ class Runner(Steering):
             )
         if self.dispatch.unpriced:
             self.notes.append(
-                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; "
-                "their cost is not counted (`stretto cost` lists them)"
+                f"{self.dispatch.unpriced} attempt(s) used a model with no known price; budgets "
+                "counted them at their provider's top price (`stretto cost` lists them)"
             )
         if self.queue.stale_checkout:
             self.notes.append(
@@ -274,7 +291,8 @@ class Runner(Steering):
             elif isinstance(action, GiveUp):
                 self.credit_failed(action.task)
                 reason = self.attempts.failures.get(action.task)
-                why = f"gave up after {action.failures} failed attempts"
+                n = action.failures
+                why = f"gave up after {n} failed attempt{'' if n == 1 else 's'}"
                 if reason:
                     why += f"; last: {reason.reason}"
                 self.finish(action.task, "failed", why)
@@ -322,9 +340,14 @@ class Runner(Steering):
             self.splits.failure_log.setdefault(task, []).append(
                 f"attempt {attempt}: {end.reason}\n{end.log}"
             )
-        if end.retry_after:
-            wait = min(end.retry_after, MAX_BACKOFF)
+        wait: float | None = None
+        if end.rate_limited or end.retry_after:
+            streak = self.limited_streak.get(task, 0) + 1 if end.rate_limited else 0
+            self.limited_streak[task] = streak
+            wait = rate_limit_wait(end.retry_after, streak, f"{self.run_id}/{task}/{attempt}")
             self.attempts.not_before[task] = time.monotonic() + wait
+        else:
+            self.limited_streak.pop(task, None)
         sched.attempt_failed(task, counts=end.counts)
         exhausted = sched.failures[task] >= sched.limit(task)
         self.record(
@@ -335,6 +358,7 @@ class Runner(Steering):
             failures=sched.failures[task],
             limit=sched.limit(task),
             counted=end.counts,
+            **({} if wait is None or exhausted else {"wait": wait, "stated": end.retry_after}),
         )
         strongest = end.counts and self.splits.at_strongest(task)
         if not exhausted and strongest and self.splits.allowed(task):
@@ -417,10 +441,19 @@ class Runner(Steering):
     def _stop_for_budget(self) -> None:
         """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
         spent, budget = self.dispatch.run_spent, self.options.budget
-        limit = f"${spent:.2f} of the ${budget:.2f} run budget" if budget is not None else ""
-        if not limit:
-            limit = f"${self.dispatch.day_spent:.2f} of the ${self.options.daily_cap:.2f} daily cap"
-        self.budget_stop = f"budget reached: {limit} spent"
+        over_run = budget is not None and spent >= budget
+        over_day = (
+            self.options.daily_cap is not None and self.dispatch.day_spent >= self.options.daily_cap
+        )
+        if self.dispatch.unbounded is not None and not (over_run or over_day):
+            self.budget_stop = f"budget cannot be kept: {self.dispatch.unbounded}"
+        elif over_run:
+            self.budget_stop = f"budget reached: ${spent:.2f} of the ${budget:.2f} run budget spent"
+        else:
+            self.budget_stop = (
+                f"budget reached: ${self.dispatch.day_spent:.2f} of the "
+                f"${self.options.daily_cap:.2f} daily cap spent"
+            )
         self.record("decision", action="stop_budget", reason=self.budget_stop)
         if self.options.on_exceed == "stop":
             for task in sorted(self.attempts.in_agent):
@@ -487,17 +520,47 @@ class Runner(Steering):
             if task not in self.attempts.stopping:
                 raise
             end = AttemptEnd(False, False, f"stopped: {self.attempts.stopping[task]}")
-        except Exception as error:  # a bug or an environment problem: fail the attempt, loudly
+        except Exception as error:
+            end = self._crashed(task, error)
+        await self.ended.put((task, end))
+
+    def _crashed(self, task: str, error: Exception) -> AttemptEnd:
+        """How an attempt that raised ended: a full or read-only disk (or a journal that can no
+        longer be written) stops the whole run, resumably; anything else fails the attempt."""
+        if storage_fault(error) is None:  # a bug or an environment problem: fail it, loudly
             import traceback
 
-            self.record(
-                "internal_error",
-                task=task,
-                error=f"{type(error).__name__}: {error}",
-                traceback=traceback.format_exc(limit=8),
-            )
-            end = AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
-        await self.ended.put((task, end))
+            try:
+                self.record(
+                    "internal_error",
+                    task=task,
+                    error=f"{type(error).__name__}: {error}",
+                    traceback=traceback.format_exc(limit=8),
+                )
+                return AttemptEnd(False, True, f"internal error: {type(error).__name__}: {error}")
+            except Exception as again:  # the journal itself failed
+                error = again
+        self.halt(error)
+        return AttemptEnd(False, False, f"stopped: {self.halted}")
+
+    def halt(self, error: BaseException) -> None:
+        """Stop the run because stretto cannot write what it must (disk full, read-only, the
+        journal failed): agents end, nothing counts as a task's failure, and the run ends with
+        a :class:`StorageError` that names what filled up and says to resume."""
+        if self.halted is not None:
+            return
+        what = storage_fault(error) or f"{type(error).__name__}: {error}"
+        if ": /" not in what:  # name the disk that filled up if the error did not
+            full = full_disk(self.ctx.run_dir, self.repo)
+            what = storage_fault(full) or what if full else what
+        self.halted = StorageError(
+            f"run {self.run_id} stopped: stretto could not write its files ({what}). Free "
+            f"space on that disk (or make it writable), then `stretto resume {self.run_id}` "
+            "goes on; work that passed its gates is kept",
+            reason=what,
+        )
+        self.stop = ("interrupted", f"stopped: {what}")
+        self.ended.put_nowait(None)
 
     def credit_failed(self, task: str) -> None:
         """A task ends without landing: its attempts teach the router that."""

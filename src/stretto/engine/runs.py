@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stretto.config import Config, load_config
-from stretto.engine.journal import JOURNAL_NAME, Journal, is_live, parse_record, read_journal
+from stretto.engine.journal import (
+    JOURNAL_NAME,
+    Journal,
+    crashpoint,
+    is_live,
+    parse_record,
+    read_journal,
+)
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.status import RunStatus, fold_status
-from stretto.errors import RunError, UnknownRunError, UsageError
-from stretto.files import write_atomic
-from stretto.git import branch_tips, current_branch, git_common_dir, rev_parse, toplevel
+from stretto.errors import RunError, StorageError, UnknownRunError, UsageError
+from stretto.files import storage_fault, write_atomic
+from stretto.git import rev_parse, toplevel
 from stretto.options import RunOptions
 
 if TYPE_CHECKING:
@@ -71,12 +78,15 @@ def options_for(
         sparse=config.sparse,
         env_allow=config.env_allow,
         agent_settings=config.agents,
+        agent_timeout=float(config.attempt.timeout),
+        limits=config.attempt,
         router=config.router,
         budget=budget,
         daily_cap=config.budget.daily,
         on_exceed=config.budget.on_exceed,
         prices=config.prices,
         planner=config.planner,
+        sandbox=config.sandbox,
     )
 
 
@@ -96,65 +106,23 @@ def prepare_run(
     options = options_for(
         config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
     )
-    check_target(repo, options.target)
-    check_agents(plan, options)
+    from stretto.engine.preflight import check_agents, check_paths, check_target
+
+    check_target(repo, plan, options, config)
+    check_agents(plan, options, config)
+    check_paths(repo, plan)
     from stretto.routing.dispatch import load_policy
 
     load_policy(repo, options)  # a damaged policy file stops the run before it starts
     return repo, plan, options
 
 
-def check_target(repo: Path, target: str) -> None:
-    """The target branch must exist and have a commit: every worktree forks from its head.
-
-    Raises:
-        UsageError: The branch's ref is locked (a ``.lock`` file a crashed git left behind),
-            the repository has no commit yet, or the branch does not exist (the
-            message names the branches that do, and says when a detached HEAD made the target
-            default to ``main``).
-    """
-    if rev_parse(repo, f"refs/heads/{target}") is not None:
-        lock = git_common_dir(repo) / "refs" / "heads" / f"{target}.lock"
-        if lock.exists():
-            raise UsageError(
-                f"the target branch '{target}' is locked: {lock} exists, so no landing could "
-                "move it. If a git command is running, wait for it and retry; if none is, a "
-                "crashed one left the file behind: remove it, then retry"
-            )
-        return
-    branches = sorted(branch_tips(repo))
-    if not branches:
-        raise UsageError(
-            f"{repo} has no commit yet, and stretto lands work on top of the target branch's "
-            'head; make a first commit (`git commit --allow-empty -m "initial commit"`), '
-            "then retry"
-        )
-    detached = (
-        " (HEAD is detached, so the target defaulted to 'main')"
-        if current_branch(repo) is None
-        else ""
-    )
-    shown = ", ".join(branches[:8]) + (", ..." if len(branches) > 8 else "")
-    raise UsageError(
-        f"target branch '{target}' does not exist in {repo}{detached}; its branches: {shown}. "
-        f"Set 'target' in the plan or stretto.toml, or create the branch (`git branch {target}`)"
-    )
-
-
 def check_agents(plan: Plan, options: RunOptions) -> None:
-    """Every agent the plan names must exist and be configured well enough to start."""
-    from stretto.agents import get_adapter
+    """Every agent the plan names must exist and be configured well enough to start
+    (see :func:`stretto.engine.preflight.check_agents`)."""
+    from stretto.engine.preflight import check_agents as check
 
-    names = {task.agent or options.default_agent for task in plan.tasks}
-    names |= {arm.agent for arm in options.router.arms}
-    for name in sorted(names):
-        settings = options.agent_settings.get(name)
-        get_adapter(name, settings)  # unknown agent: UsageError listing the known ones
-        if (settings or {}).get("adapter") == "command" and not (settings or {}).get("command"):
-            raise UsageError(
-                f"agent '{name}' uses the command adapter but [agents.{name}] has no command; "
-                'add e.g. command = ["mytool", "--prompt", "{prompt}"]'
-            )
+    check(plan, options)
 
 
 def create_run(
@@ -176,9 +144,9 @@ def create_run(
     """
     run_id = run_id or new_run_id()
     from stretto.engine.control import make_inbox
-    from stretto.project.scaffold import ensure_excluded
+    from stretto.project.scaffold import state_dir
 
-    ensure_excluded(repo)  # before .stretto/ exists, so it never shows in `git status`
+    state_dir(repo)  # private, and never shown by `git status`
     same = running_same_plan(repo, plan, options.target)
     if same is not None:
         raise UsageError(
@@ -187,7 +155,14 @@ def create_run(
             f"{same} --follow`), or cancel it first (`stretto cancel {same}`)"
         )
     run_dir = runs_root(repo) / run_id
-    journal = journal or Journal.create(run_dir)
+    ours = journal is None  # not one a detached `-g` made (it holds the goal and its cost)
+    try:
+        journal = journal or Journal.create(run_dir)
+    except StorageError as error:
+        _remove_unstarted(run_dir)
+        raise _cannot_start(run_id, error) from None
+    if ours:
+        crashpoint("after-journal-created")  # an empty journal: resume says to start again
     try:
         make_inbox(run_dir)
         write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())
@@ -210,10 +185,31 @@ def create_run(
             if sink:
                 sink(record)
         journal.sync()
-    except BaseException:
+    except BaseException as error:
         journal.close()
-        raise
+        if not isinstance(error, Exception) or storage_fault(error) is None:
+            raise
+        if ours:
+            _remove_unstarted(run_dir)
+        raise _cannot_start(run_id, error) from None
     return journal
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove the directory of a run that could not start: no agent ran, nothing to resume."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _cannot_start(run_id: str, error: Exception) -> StorageError:
+    what = storage_fault(error) or str(error)
+    return StorageError(
+        f"cannot start run {run_id}: stretto could not write its files ({what}). Nothing ran "
+        "and nothing was changed; free space on that disk (or make it writable) and start "
+        "the run again",
+        reason=what,
+    )
 
 
 def running_same_plan(repo: Path, plan: Plan, target: str) -> str | None:

@@ -94,10 +94,17 @@ class Steering:
 
     # ------------------------------------------------------------------ control commands
 
+    def halt(self, error: BaseException) -> None:
+        raise NotImplementedError
+
     async def _watch_inbox(self) -> None:
         while True:
             await asyncio.sleep(CONTROL_POLL)
-            self._read_inbox()
+            try:
+                self._read_inbox()
+            except Exception as error:  # the journal cannot be written: the run must stop
+                self.halt(error)
+                return
 
     def _read_inbox(self) -> None:
         for command, file, problem in self.inbox.pending():

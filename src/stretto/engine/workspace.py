@@ -44,6 +44,7 @@ from stretto.git import (
     WorktreeEntry,
     current_branch,
     git_common_dir,
+    git_dir,
     ignored_paths,
     is_ancestor,
     is_tracked,
@@ -395,6 +396,24 @@ def commit_all(ws: Workspace, message: str, *, author: str = "stretto <stretto@l
     if head is None:  # pragma: no cover - the branch was forked from a commit
         raise RepoError(f"workspace {ws.path} has no HEAD commit")
     return head
+
+
+def clear_stale_locks(ws: Workspace) -> list[str]:
+    """Remove the lock files an agent left in its worktree's own git directory and on its
+    branch (``index.lock``, ``HEAD.lock``, ``<branch>.lock``); return their names.
+
+    Call only when no process of the attempt is left (its agent has ended and every process
+    carrying its token is gone): then nobody holds them, and git would refuse to commit.
+    """
+    own = git_dir(ws.path)
+    common = git_common_dir(ws.path)
+    candidates = [own / "index.lock", own / "HEAD.lock", common / f"refs/heads/{ws.branch}.lock"]
+    removed = []
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def changed_files(ws: Workspace) -> list[ChangedFile]:

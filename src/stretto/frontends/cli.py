@@ -74,9 +74,10 @@ SECTIONS = (
     ("Plan and run", ("run", "plan", "validate", "schema", "resume", "demo")),
     ("Watch and steer a run", ("status", "events", "log", "cancel", "retry", "pause", "unpause",
                                "budget", "parallelism", "runs")),
+    ("See a run", ("report", "trace")),
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
-    ("Serve", ("mcp",)),
+    ("Serve", ("mcp", "serve")),
 )  # fmt: skip
 
 
@@ -177,7 +178,7 @@ def _plan_and_run(
             return
     view = _view(as_json, plain)
     handle = _drive(view, lambda: api.run_planned(planned, sink=view), planned.run_id)
-    _finish(handle.summary, view, as_json)
+    _finish(handle, view, as_json)
 
 
 @main.command("plan")
@@ -224,15 +225,20 @@ def _interrupted(run_id: str | None) -> None:
     )
 
 
-def _finish(summary: Any, view: Any, as_json: bool) -> None:
+def _finish(handle: Any, view: Any, as_json: bool) -> None:
+    from stretto.frontends.report_commands import save_report
     from stretto.frontends.view import render_summary
 
     view.close()
+    summary = handle.summary
+    report = save_report(handle)
     if as_json:
-        click.echo(json.dumps({"type": "summary", **summary.to_dict()}))
+        click.echo(json.dumps({"type": "summary", **summary.to_dict(), "report": str(report)}))
     elif summary.status != "interrupted":
         click.echo("")
         click.echo(render_summary(summary))
+        if report is not None:
+            click.echo(f"report: {report}")
     if summary.status == "interrupted":
         _interrupted(summary.run_id)
         sys.exit(128 + (summary.signal or 2))
@@ -320,7 +326,7 @@ def run(
         lambda: api.start_run(Path.cwd(), plan_file, options, sink=view, run_id=run_id),
         run_id,
     )
-    _finish(handle.summary, view, as_json)
+    _finish(handle, view, as_json)
 
 
 def _new_run_id() -> str:
@@ -348,7 +354,7 @@ def resume(
         lambda: api.resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents, budget=budget),
         run_id,
     )
-    _finish(handle.summary, view, as_json)
+    _finish(handle, view, as_json)
 
 
 @main.command()
@@ -515,6 +521,11 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
 
         click.echo("")
         click.echo(render_summary(summary))
+        from stretto.frontends.report_commands import save_report
+
+        report = save_report(handle)
+        if report is not None:
+            click.echo(f"report: {report}")
         click.echo("\ngit log of main:")
         graph = subprocess.run(
             ["git", "log", "--oneline", "--graph", "-n", "30", "main"],
@@ -528,11 +539,19 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
         if summary.status != "finished":
             sys.exit(1)
         return
-    _finish(summary, view, as_json)
+    _finish(handle, view, as_json)
 
 
-from stretto.frontends import control_commands, mcp_commands, setup_commands  # noqa: E402
+from stretto.frontends import (  # noqa: E402
+    control_commands,
+    mcp_commands,
+    report_commands,
+    serve_commands,
+    setup_commands,
+)
 
 control_commands.register(main, _reports_errors)
 setup_commands.register(main, _reports_errors)
 mcp_commands.register(main, _reports_errors)
+report_commands.register(main, _reports_errors)
+serve_commands.register(main, _reports_errors)

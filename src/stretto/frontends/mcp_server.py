@@ -15,8 +15,7 @@ HTTP (:func:`http_app`) it binds 127.0.0.1, wants a bearer token, and checks Hos
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from stretto import __version__, api
 from stretto.errors import StrettoError
+from stretto.frontends.http_guard import ASGI, BearerAndHost
 
 MAX_WAIT = 50.0  # seconds: most MCP clients give up on a call after about 60
 
@@ -341,48 +341,6 @@ def _controlled(result: Any) -> Controlled:
 
 
 # --------------------------------------------------------------------------- HTTP
-
-Scope = MutableMapping[str, Any]
-ASGI = Callable[[Scope, Any, Any], Awaitable[None]]
-
-
-class BearerAndHost:
-    """ASGI guard in front of the streamable HTTP app: 421 for a foreign Host, 403 for a
-    foreign Origin, 401 without the bearer token (compared in constant time)."""
-
-    def __init__(self, app: ASGI, token: str, hosts: Sequence[str]) -> None:
-        self.app = app
-        self.token = token.encode()
-        self.hosts = {h.encode() for h in hosts}
-        self.origins = {b"http://" + h for h in self.hosts}
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":  # lifespan: starts the SDK's session manager
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        if headers.get(b"host", b"") not in self.hosts:
-            await _refuse(send, 421, b"this server answers only on 127.0.0.1 (bad Host)")
-            return
-        origin = headers.get(b"origin")
-        if origin is not None and origin not in self.origins:
-            await _refuse(send, 403, b"cross-origin requests are refused (bad Origin)")
-            return
-        auth = headers.get(b"authorization", b"")
-        if not (auth.startswith(b"Bearer ") and hmac.compare_digest(auth[7:], self.token)):
-            extra = [(b"www-authenticate", b"Bearer")]
-            await _refuse(send, 401, b"a bearer token is needed: `stretto mcp config`", extra)
-            return
-        await self.app(scope, receive, send)
-
-
-async def _refuse(
-    send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
-    headers += extra or []
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def http_app(server: MCPServer, token: str, port: int) -> ASGI:

@@ -243,7 +243,7 @@ def render_summary(summary: RunSummary, *, serial_hint: bool = True) -> str:
         if summary.budget is not None:
             spent += f" of a ${summary.budget:.2f} budget"
         if summary.unpriced:
-            spent += f" (+{summary.unpriced} attempt(s) of unknown price)"
+            spent += f" (with {summary.unpriced} attempt(s) of unknown price at their top price)"
         lines.append(spent + "; `stretto cost` breaks it down")
     lines.extend(summary.notes)
     return "\n".join(lines)

@@ -152,7 +152,10 @@ def _parse_segment(segment: str) -> tuple[_Token, ...]:
                 if j + 2 < len(body) and body[j + 1] == "-":
                     lo, hi = body[j], body[j + 2]
                     if ord(lo) > ord(hi):
-                        raise ValueError(f"bad range '{lo}-{hi}' in a character set")
+                        raise ValueError(
+                            f"bad range '{lo}-{hi}' in a character set; write it from low to "
+                            f"high, e.g. '[{hi}-{lo}]'"
+                        )
                     chars.update(chr(k) for k in range(ord(lo), ord(hi) + 1))
                     j += 3
                 else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.errors import Diagnostic, PlanError
+from stretto.inputfiles import decode_utf8, read_input
 from stretto.plans import paths
 from stretto.plans.resolve import (
     owned_files,
@@ -34,9 +35,11 @@ from stretto.plans.resolve import (
     task_cycle,
 )
 from stretto.plans.schema import plan_schema, plan_validator, validation_problems
-from stretto.plans.yamlsource import Located, Path_, describe, load_located
+from stretto.plans.yamlsource import Located, Path_, describe, format_path, load_located
 
 DEFAULT_MAX_ATTEMPTS = 3
+#: The largest plan file read: a 10,000-step plan is about 2 MB.
+MAX_PLAN_BYTES = 16 * 1024 * 1024
 #: A task with no ``files`` owns this when the plan says ``unowned: everything`` (the default).
 EVERYTHING = paths.EVERYTHING_PATTERN
 
@@ -119,10 +122,23 @@ class Plan:
     context_files: tuple[str, ...] = ()
     unowned: str = "everything"
     by_id: dict[str, Task] = field(default_factory=dict, repr=False, compare=False)
+    #: Where each key and value of the file is, for errors found later (an unknown agent).
+    located: Located | None = field(default=None, repr=False, compare=False)
 
     def task(self, task_id: str) -> Task:
         """The task with this id."""
         return self.by_id[task_id]
+
+    def diagnostic(self, task_id: str | None, tail: Path_, message: str) -> Diagnostic:
+        """A problem at key ``tail`` (``("agent",)``, ``("files", 0)``) of step ``task_id``,
+        or of the plan itself when ``task_id`` is None, located in the plan file."""
+        path: Path_ = tail
+        for s_index, stage in enumerate(self.stages if task_id is not None else ()):
+            if task_id in stage.task_ids:
+                path = ("stages", s_index, "steps", stage.task_ids.index(task_id), *tail)
+        if self.located is None:
+            return Diagnostic(self.source, 0, 0, format_path(path), message)
+        return self.located.diagnostic(path, message)
 
     def summary(self) -> dict[str, Any]:
         """Plain data describing the plan (for ``--json``)."""
@@ -162,22 +178,8 @@ def load_plan(path: Path | str) -> Plan:
         PlanError: with every problem found, each located by file:line:column and field.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PlanError(
-            [Diagnostic(str(path), 0, 0, "", "file not found; check the path")]
-        ) from None
-    except OSError as error:
-        raise PlanError(
-            [Diagnostic(str(path), 0, 0, "", f"cannot read: {error.strerror}")]
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise PlanError(
-            [Diagnostic(str(path), 0, 0, "", f"not UTF-8 text (byte {error.start}); save as UTF-8")]
-        ) from None
+    raw = read_input(path, MAX_PLAN_BYTES, PlanError, what="plan")
+    text = decode_utf8(raw, str(path), PlanError)
     return parse_plan(text, str(path), digest=hashlib.sha256(raw).hexdigest())
 
 
@@ -255,7 +257,7 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
                 Task(
                     id=task_id,
                     goal=step.goal.strip(),
-                    title=label.splitlines()[0][:80] if label else task_id,
+                    title=label.splitlines()[0][:80].replace("\t", " ") if label else task_id,
                     description=(step.description or "").strip(),
                     role=step.role.strip(),
                     complexity=step.complexity,
@@ -308,6 +310,7 @@ def _resolve(model: Any, located: Located, digest: str) -> tuple[Plan | None, li
             context_files=tuple(paths.normalize(p) for p in model.context_files),
             unowned=model.unowned,
             by_id={task.id: task for task in tasks},
+            located=located,
         ),
         [],
     )

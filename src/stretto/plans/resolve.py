@@ -12,6 +12,7 @@ repository; timeouts, branch names and texts are usable. Each problem is a locat
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from stretto.plans.yamlsource import Located, Path_, format_path
 if TYPE_CHECKING:
     from stretto.plans.plan import Task
 
+#: C0 and C1 control characters (tab, newline and carriage return are allowed in goals only).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
@@ -54,7 +57,7 @@ def parse_duration(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value > 0 else None
+        return float(value) if 0 < value < math.inf else None
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
@@ -82,10 +85,16 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
         at: Path_ = ("stages", s_index, "name")
         if not stage.name.strip():
             problems.append(say(at, "empty stage name; give each stage a unique name"))
+        elif _CONTROL.search(stage.name):
+            problems.append(say(at, "the stage name contains a control character; remove it"))
         elif stage.name in stage_names:
             first = located.where(("stages", stage_names[stage.name], "name"))[0]
             problems.append(
-                say(at, f"duplicate stage name '{stage.name}' (first used on line {first})")
+                say(
+                    at,
+                    f"duplicate stage name '{stage.name}' (first used on line {first}); "
+                    "give each stage a unique name",
+                )
             )
         else:
             stage_names[stage.name] = s_index
@@ -184,6 +193,9 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
                             f"; '{dep}' is a stage: put it in this stage's depends_on, "
                             "or name step ids"
                         )
+                    if not hint:
+                        shown = ", ".join(all_ids[:10]) + (", …" if len(all_ids) > 10 else "")
+                        hint = f"; name a step of this plan: {shown}"
                     problems.append(say(at, f"unknown step '{dep}'{hint}"))
                 elif dep not in explicit_deps:
                     explicit_deps.append(dep)
@@ -195,6 +207,9 @@ def resolve_references(model: Any, located: Located) -> tuple[References | None,
 
     return References(ids, stage_deps, explicit_of, sinks_of), problems
 
+
+#: The longest time limit a step may have (a week); longer ones overflow the clocks they use.
+MAX_TIMEOUT = 7 * 24 * 3600
 
 #: The longest goal, description or title a step may have, in bytes (a value in an agent's
 #: environment or argument list may not exceed 128 KiB on Linux).
@@ -208,6 +223,17 @@ def step_problems(step: Any, base: Path_, located: Located) -> list[Diagnostic]:
         problems.append(
             located.diagnostic((*base, "goal"), "empty goal; say what the agent must achieve")
         )
+    for name in ("goal", "description", "title", "role"):
+        value = getattr(step, name, None)
+        bad = _CONTROL.search(value) if isinstance(value, str) else None
+        if bad and (name in ("title", "role") or bad.group() not in "\t\n\r"):
+            problems.append(
+                located.diagnostic(
+                    (*base, name),
+                    f"{name} contains the control character U+{ord(bad.group()):04X} (terminals "
+                    "act on it: an escape sequence can rewrite what views show); remove it",
+                )
+            )
     for name in ("goal", "description", "title"):
         value = getattr(step, name, None)
         size = len(value.encode()) if isinstance(value, str) else 0
@@ -235,7 +261,11 @@ def step_problems(step: Any, base: Path_, located: Located) -> list[Diagnostic]:
             )
     for g_index, gate in enumerate(step.gates):
         if not gate.strip():
-            problems.append(located.diagnostic((*base, "gates", g_index), "empty gate command"))
+            problems.append(
+                located.diagnostic(
+                    (*base, "gates", g_index), "empty gate command; give one, or remove the entry"
+                )
+            )
     return problems
 
 
@@ -246,6 +276,15 @@ def step_timeout(
     timeout = None
     if step.timeout is not None:
         timeout = parse_duration(step.timeout)
+        if timeout is not None and timeout > MAX_TIMEOUT:
+            problems.append(
+                located.diagnostic(
+                    (*base, "timeout"),
+                    f"timeout {step.timeout!r} is longer than a week; give at most "
+                    f"{MAX_TIMEOUT} seconds ('168h'), or leave it out for no limit",
+                )
+            )
+            return None
         if timeout is None:
             problems.append(
                 located.diagnostic(
@@ -317,6 +356,8 @@ def plan_problems(model: Any, located: Located) -> list[Diagnostic]:
         )
     if model.name is not None and not model.name.strip():
         problems.append(say(("name",), "empty name; remove the key or fill it"))
+    elif model.name is not None and _CONTROL.search(model.name):
+        problems.append(say(("name",), "the name contains a control character; remove it"))
     return problems
 
 

@@ -261,7 +261,11 @@ def validation_problems(error: Any, located: Located) -> list[Diagnostic]:
                 located.diagnostic(loc, f"expected {_TYPE_WORDS[kind]}, got {describe(value)}")
             )
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            problems.append(located.diagnostic(loc, f"{item['msg'].lower()}, got {value!r}"))
+            hint = f"; give {_FIELD_TYPES[str(field_name)]}" if field_name in _FIELD_TYPES else ""
+            problems.append(located.diagnostic(loc, f"{item['msg'].lower()}, got {value!r}{hint}"))
+        elif kind == "finite_number":
+            hint = _FIELD_TYPES.get(str(field_name), "a number")
+            problems.append(located.diagnostic(loc, f"expected {hint}, got {value!r}"))
         else:
             problems.append(located.diagnostic(loc, item["msg"]))
     # Union members produce one error each for the same location; keep the first per location.

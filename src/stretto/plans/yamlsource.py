@@ -84,6 +84,7 @@ class _FastLoader(_Loader):  # type: ignore[valid-type,misc]
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = frozenset(("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"))
 
 
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
@@ -139,12 +140,28 @@ def _load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
             hint = "; a value containing ': ' must be quoted"
         elif "could not find expected ':'" in what or "did not find expected key" in what:
             hint = "; check the indentation and that every key is followed by ':'"
+        elif "scanning a quoted scalar" in context:
+            hint = "; a quoted value is not closed: add its closing quote"
+        elif "maximum nesting depth" in what:
+            hint = "; a plan is never nested this deeply: flatten it"
+        elif "another document" in what:
+            hint = "; a plan is one YAML document: remove the second '---' and what follows"
+        elif "undefined alias" in what:
+            hint = "; mark the value with '&name' before repeating it with '*name'"
         located = Located(None, file)
         problems.append(
             Diagnostic(file, line, column, "", f"YAML syntax error: {what}{context}{hint}")
         )
         return located, problems
-    except yaml.YAMLError as error:  # pragma: no cover - non-marked reader errors
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow (NUL, BEL, …)
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        line, column = _line_and_column(text, error.position)
+        message = (
+            f"YAML does not allow the control character U+{code:04X}; remove it, or write it "
+            f'as "\\x{code:02x}" inside a double-quoted string'
+        )
+        return Located(None, file), [Diagnostic(file, line, column, "", message)]
+    except yaml.YAMLError as error:  # pragma: no cover - other errors without a position
         return Located(None, file), [Diagnostic(file, 0, 0, "", f"YAML error: {error}")]
     finally:
         loader.dispose()
@@ -164,6 +181,15 @@ def _load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
             Diagnostic(file, 1, 1, "", "the YAML is nested too deeply to be a plan; flatten it")
         )
     return located, problems
+
+
+def _line_and_column(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of a reader error's ``position``: libyaml counts UTF-8 bytes,
+    PyYAML's own reader characters."""
+    before = text[:position]
+    if _Loader is not yaml.SafeLoader:
+        before = text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "replace")
+    return before.count("\n") + 1, len(before.rsplit("\n", 1)[-1]) + 1
 
 
 #: The most values a document may expand to. Aliases (``*name``) repeat a node without copying
@@ -190,9 +216,9 @@ class _Budget:
         self.left -= 1
         if self.left < 0:
             raise _TooBig(
-                f"the YAML expands to more than {MAX_VALUES:,} values, through aliases "
-                "('*name' repeating '&name'); a plan is never that large: write the values out "
-                "or remove the aliases that repeat big parts",
+                f"the YAML expands to more than {MAX_VALUES:,} values (each alias, '*name', "
+                "counts as a copy of what '&name' marks); a plan is never that large: remove the "
+                "aliases that repeat big parts, or split the work into several plans",
                 _mark(node),
             )
 
@@ -207,6 +233,16 @@ def _build(
 ) -> Any:
     budget.spend(node)
     located.values[path] = _mark(node)
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+        problems.append(
+            Diagnostic(
+                located.file,
+                *_mark(node),
+                format_path(path),
+                f"YAML cannot read this value: the tag "
+                f"'{node.tag.replace('tag:yaml.org,2002:', '!!')}' is not supported; remove it",
+            )
+        )
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         merged: list[yaml.Node] = []  # the values of '<<' keys, applied after the own keys

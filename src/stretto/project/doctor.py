@@ -118,6 +118,18 @@ def _git_version() -> tuple[int, ...] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def sandbox_check(enabled: bool) -> Check:
+    """Whether the agent sandbox (bubblewrap) works here; a failure only when it is enabled."""
+    from stretto.sandbox import INSTALL_HINT, unavailable
+
+    problem = unavailable()
+    state = "enabled" if enabled else "off; enable with [sandbox] enabled = true"
+    if problem is None:
+        return Check("sandbox", "ok", f"bubblewrap works here ({state})")
+    fix = INSTALL_HINT if "not installed" in problem else "see docs/sandbox.md"
+    return Check("sandbox", "fail" if enabled else "warn", f"{problem} ({state})", fix)
+
+
 def run_checks(cwd: Path) -> list[Check]:
     """Everything stretto needs to run in ``cwd``'s repository, checked without side effects."""
     from stretto.config import load_config
@@ -208,6 +220,7 @@ def run_checks(cwd: Path) -> list[Check]:
             )
         else:
             checks.append(Check(f"gate {gate.name}", "ok", gate.command))
+    checks.append(sandbox_check(config.sandbox.enabled))
     free = shutil.disk_usage(repo).free
     if free < 1 << 30:
         checks.append(

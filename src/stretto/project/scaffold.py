@@ -24,7 +24,7 @@ from stretto.config import (
     _toml_str,
 )
 from stretto.errors import RepoError, UsageError
-from stretto.files import write_atomic
+from stretto.files import private_dir, write_atomic
 from stretto.git import run_git, toplevel
 
 
@@ -258,6 +258,16 @@ default_agent = {_toml_str(DEFAULT_AGENT)}
 # setup = ["npm ci --prefer-offline"]
 # sparse = ["tests"]   # a huge repository: worktrees hold each task's folders plus these
 
+# Limits of every attempt, checked while its agent runs (docs/agents.md): the timeout in seconds
+# (a step's `timeout` wins), model calls, tokens and USD per attempt, and how many rate-limited
+# attempts of a task do not count as its failures.
+# [attempt]
+# timeout = 1800
+# max_turns = 200
+# max_tokens = 2000000
+# max_cost = 2.0
+# max_rate_limited = 10
+
 # Settings per agent. For the shell agent: the command of steps that do not give one.
 # [agents.shell]
 # command = "./scripts/agent.sh"
@@ -280,6 +290,15 @@ def _add_exclude(top: Path) -> tuple[bool, Path]:
 def ensure_excluded(repo: Path) -> bool:
     """Add ``.stretto/`` to the repository's ``info/exclude`` unless it is there; True if added."""
     return _add_exclude(toplevel(repo))[0]
+
+
+def state_dir(repo: Path) -> Path:
+    """The repository's ``.stretto/`` folder, made ready for a run's files: kept out of git
+    (``info/exclude``, before the folder exists, so it never shows in ``git status``) and private
+    to its user (0700: runs, logs, worktrees, the ledger and tokens; an existing folder is
+    tightened). Returns its path."""
+    ensure_excluded(repo)
+    return private_dir(toplevel(repo) / ".stretto")
 
 
 def init_project(repo: Path, *, force: bool = False) -> InitResult:

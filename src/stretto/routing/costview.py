@@ -11,7 +11,7 @@ nothing from it at run time.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,12 @@ def _group_key(by: str) -> Callable[[Entry], str]:
     return keys[by]
 
 
-def _row(key: str, entries: Sequence[Entry]) -> dict[str, Any]:
+Landed = Collection[tuple[str, str, int]]
+"""The attempts that landed, ``(run_id, task, attempt)``, read from the runs' journals (the
+ledger's ``outcome`` is the agent's own verdict, e.g. ``success``, not whether work landed)."""
+
+
+def _row(key: str, entries: Sequence[Entry], landed: Landed = ()) -> dict[str, Any]:
     unknown: dict[str, int] = {}
     for e in entries:
         if e.cost_usd is None:
@@ -49,7 +54,9 @@ def _row(key: str, entries: Sequence[Entry]) -> dict[str, Any]:
     return {
         "key": key,
         "attempts": len(entries),
-        "landed": sum(e.outcome == "landed" for e in entries),
+        "landed": sum(
+            e.kind == "attempt" and (e.run_id, e.task, e.attempt) in landed for e in entries
+        ),
         "input_tokens": sum(e.tokens.input for e in entries),
         "cached_tokens": sum(e.tokens.cached for e in entries),
         "cache_write_tokens": sum(e.tokens.cache_write for e in entries),
@@ -57,10 +64,14 @@ def _row(key: str, entries: Sequence[Entry]) -> dict[str, Any]:
         "cost_usd": round(sum(e.cost_usd or 0.0 for e in entries), 6),
         "unknown": sum(unknown.values()),
         "unknown_models": dict(sorted(unknown.items())),
+        # what budgets counted for them: each at its provider's top known price
+        "unknown_bound_usd": round(
+            sum(e.bound_usd or 0.0 for e in entries if e.cost_usd is None), 6
+        ),
     }
 
 
-def summarize(entries: Sequence[Entry], by: str) -> list[dict[str, Any]]:
+def summarize(entries: Sequence[Entry], by: str, landed: Landed = ()) -> list[dict[str, Any]]:
     """One row per task, model, agent, UTC day or run (``by``), costliest first, then by key.
 
     Each row: ``key``, ``attempts`` (entries, planning calls included), ``landed``, token sums
@@ -76,13 +87,13 @@ def summarize(entries: Sequence[Entry], by: str) -> list[dict[str, Any]]:
     groups: dict[str, list[Entry]] = {}
     for entry in entries:
         groups.setdefault(key_of(entry), []).append(entry)
-    rows = [_row(key, group) for key, group in groups.items()]
+    rows = [_row(key, group, landed) for key, group in groups.items()]
     return sorted(rows, key=lambda row: (-row["cost_usd"], row["key"]))
 
 
-def totals(entries: Sequence[Entry]) -> dict[str, Any]:
+def totals(entries: Sequence[Entry], landed: Landed = ()) -> dict[str, Any]:
     """The row of all ``entries`` (key ``total``), plus ``runs``: how many runs they span."""
-    return {**_row("total", entries), "runs": len({e.run_id for e in entries})}
+    return {**_row("total", entries, landed), "runs": len({e.run_id for e in entries})}
 
 
 def _usd(value: float) -> str:
@@ -136,16 +147,21 @@ def render_cost(
     out = [title, line(table[0])]
     out += [line(cells) for cells in table[1:-1]]
     out += ["-" * len(line(table[0])), line(table[-1])]
-    return out + _unknown_notes(totals["unknown_models"])
+    return out + _unknown_notes(totals["unknown_models"], totals.get("unknown_bound_usd", 0.0))
 
 
-def _unknown_notes(unknown_models: dict[str, int]) -> list[str]:
+def _unknown_notes(unknown_models: dict[str, int], bound: float) -> list[str]:
     notes: list[str] = []
     named = [model for model in unknown_models if model != NO_MODEL]
     for model, n in unknown_models.items():
         what = f"{n} attempt{'s' if n != 1 else ''} of unknown price"
         source = "no model named" if model == NO_MODEL else f"model {model}"
-        notes.append(f"+ {what} ({source}): not counted")
+        notes.append(f"+ {what} ({source}): not in the dollars above")
+    if unknown_models:
+        notes.append(
+            f"  budgets counted them at {_usd(bound)}: each at its provider's most expensive "
+            "known price (none where the provider has no known price)"
+        )
     if NO_MODEL in unknown_models:
         notes.append("  to price attempts with no model named, set the step's or the agent's model")
     if named:

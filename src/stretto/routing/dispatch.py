@@ -18,11 +18,12 @@ live across runs, ``.stretto/router/policy.json`` and ``.stretto/ledger.jsonl``:
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stretto.agents import provider_of
 from stretto.config import RouterSettings
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
@@ -39,7 +40,7 @@ from stretto.routing.ledger import (
     model_prices,
     past_median,
 )
-from stretto.routing.router import Policy, update_policy, update_policy_task
+from stretto.routing.router import Policy, reward, update_policy, update_policy_task
 
 POLICY_FILE = Path(".stretto") / "router" / "policy.json"
 
@@ -148,6 +149,57 @@ def today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
+def attempt_context(task: Task, attempt: int) -> TaskContext:
+    """What the router knows about ``attempt`` of ``task`` before it starts."""
+    return TaskContext(
+        complexity=task.complexity,
+        role=task.role,
+        files=task.files,
+        attempt=attempt,
+        est_tokens=estimate_tokens(task.complexity, task.files),
+    )
+
+
+def route_by_policy(
+    policy: Policy,
+    task: Task,
+    context: TaskContext,
+    failed: Arm | None,
+    unavailable: Collection[str],
+    estimate: Callable[[Arm], float | None],
+) -> Route:
+    """The policy's route for an attempt in ``context`` (the step's pins obeyed);
+    ``estimate`` prices the chosen arm. Shared by :class:`Dispatch` and the offline router."""
+    choice = policy.choose(
+        context,
+        pinned_agent=task.agent,
+        pinned_model=task.model,
+        failed=failed,
+        unavailable=unavailable,
+    )
+    arm = choice.arm
+    return Route(
+        arm.agent,
+        arm.model,
+        arm.tier,
+        choice.rule,
+        choice.reason,
+        context,
+        estimate(arm),
+        choice.to_dict(),
+    )
+
+
+def attempt_reward(
+    config: RouterConfig, route: Route, landed: bool, cost: float | None
+) -> float | None:
+    """What the route's arm learns from a judged attempt with attempt credit (None: nothing,
+    the arm was pinned)."""
+    if route.rule == "pinned":
+        return None
+    return reward(landed, cost, config.cost_ceiling)
+
+
 class Dispatch:
     """Routing, budget and cost bookkeeping for one run; see the module docstring."""
 
@@ -165,9 +217,13 @@ class Dispatch:
         for entry in self.history:
             self._remember(entry)
         self.day = today()
-        self.run_spent = sum(e.cost_usd or 0.0 for e in self.history if e.run_id == run_id)
-        self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+        # Spend counted against the budgets: unknown prices at their bound (Entry.counted_usd).
+        self.run_spent = sum(e.counted_usd for e in self.history if e.run_id == run_id)
+        self.day_spent = sum(e.counted_usd for e in self.history if _day(e.ts) == self.day)
         self.unpriced = sum(1 for e in self.history if e.run_id == run_id and e.source == "unknown")
+        # why the budgets cannot be kept: spend of unknown price with no bound, booked by this
+        # process (a resume goes on: what the stopped run spent was already told)
+        self.unbounded: str | None = None
         self.reserved: dict[str, float] = {}  # task -> estimate of its running attempt
         self.failed_arm: dict[str, Arm] = {}  # task -> arm of its last counted failure
         self.routes: dict[str, Route] = {}  # task -> route of its current attempt
@@ -191,13 +247,7 @@ class Dispatch:
 
         Changes nothing: the dry run asks it for every attempt of a task's cost range.
         """
-        context = TaskContext(
-            complexity=task.complexity,
-            role=task.role,
-            files=task.files,
-            attempt=attempt,
-            est_tokens=estimate_tokens(task.complexity, task.files),
-        )
+        context = attempt_context(task, attempt)
         if self.policy is None:
             agent = task.agent or self.options.default_agent
             return Route(
@@ -209,23 +259,13 @@ class Dispatch:
                 context,
                 self._estimate(agent, task.model, context),
             )
-        choice = self.policy.choose(
+        return route_by_policy(
+            self.policy,
+            task,
             context,
-            pinned_agent=task.agent,
-            pinned_model=task.model,
-            failed=failed,
-            unavailable=unavailable,
-        )
-        arm = choice.arm
-        return Route(
-            arm.agent,
-            arm.model,
-            arm.tier,
-            choice.rule,
-            choice.reason,
-            context,
-            self._estimate(arm.agent, arm.model, context),
-            choice.to_dict(),
+            failed,
+            unavailable,
+            lambda arm: self._estimate(arm.agent, arm.model, context),
         )
 
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
@@ -272,12 +312,12 @@ class Dispatch:
         """Whether what was spent has reached a budget (for ``on_exceed = "stop"``)."""
         run = self.options.budget is not None and self.run_spent >= self.options.budget
         day = self.options.daily_cap is not None and self.day_spent >= self.options.daily_cap
-        return run or day
+        return run or day or (self.limited and self.unbounded is not None)
 
     def _roll_day(self) -> None:
         if today() != self.day:
             self.day = today()
-            self.day_spent = sum(e.cost_usd or 0.0 for e in self.history if _day(e.ts) == self.day)
+            self.day_spent = sum(e.counted_usd for e in self.history if _day(e.ts) == self.day)
 
     # ------------------------------------------------------------------ after an attempt
 
@@ -291,8 +331,13 @@ class Dispatch:
         outcome: str,
         *,
         kind: str = "attempt",
+        model: str | None = None,
     ) -> Entry:
-        """Write the attempt's ledger entry and count its cost against the budgets."""
+        """Write the attempt's ledger entry and count its cost against the budgets.
+
+        ``model`` is the model the agent actually ran on (what its CLI reported, or the default
+        its adapter picked), which prices the tokens; None falls back to the route's model.
+        """
         self.reserved.pop(task.id, None)
         entry = make_entry(
             run_id=self.run_id,
@@ -301,12 +346,13 @@ class Dispatch:
             kind=kind,
             agent=route.agent,
             agent_kind=adapter_kind(route.agent, self.options),
-            model=route.model,
+            model=model or route.model,
             tier=route.tier,
             usage=usage,
             reported_cost=reported_cost,
             outcome=outcome,
             prices=self.prices,
+            provider=provider_of(route.agent, self.options.agent_settings),
             complexity=task.complexity,
         )
         self.add(entry)
@@ -317,12 +363,25 @@ class Dispatch:
         self.ledger.append(entry)
         self.history.append(entry)
         self._remember(entry)
-        self.run_spent += entry.cost_usd or 0.0
+        self.run_spent += entry.counted_usd
         self._roll_day()
         if _day(entry.ts) == self.day:
-            self.day_spent += entry.cost_usd or 0.0
+            self.day_spent += entry.counted_usd
         if entry.source == "unknown":
             self.unpriced += 1
+        self._check_bounded(entry)
+
+    def _check_bounded(self, entry: Entry) -> None:
+        """Spend of unknown price with no bound cannot be kept within a budget: say why."""
+        if entry.source != "unknown" or entry.bound_usd is not None or self.unbounded:
+            return
+        model = f"model {entry.model}" if entry.model else "no model named"
+        self.unbounded = (
+            f"spend of unknown price: {entry.agent} ({model}) used tokens that neither "
+            "[prices] in stretto.toml nor the bundled price table can price, and its provider "
+            f'has no known top price to count them at; add [prices."{entry.model or "MODEL"}"] '
+            "to stretto.toml (new runs read it) or name a priced model, or run without a budget"
+        )
 
     def learn(self, task: str, landed: bool, cost: float | None) -> list[dict[str, Any]]:
         """The gates and merge queue judged the attempt on the task's current route.
@@ -341,11 +400,9 @@ class Dispatch:
         self.judged.setdefault(task, []).append((route, cost))
         if self.config.credit == "task":
             return self._credit(task, landed=True) if landed else []
-        if route.rule == "pinned":
+        value = attempt_reward(self.config, route, landed, cost)
+        if value is None:
             return []
-        from stretto.routing.router import reward
-
-        value = reward(landed, cost, self.config.cost_ceiling)
         self.policy = update_policy(
             self.repo / POLICY_FILE,
             self.config,

@@ -13,7 +13,10 @@ Where a cost comes from (``source``):
 * ``priced``: only tokens were reported; priced from the user's ``[prices."MODEL"]`` table, else
   from the price table bundled with ``genai-prices`` (never updated over the network);
 * ``unknown``: tokens for a model neither knows: ``cost_usd`` is None, never a silent $0, and
-  ``stretto cost`` lists such entries with the fix;
+  ``stretto cost`` lists such entries with the fix. Budgets count such an entry at
+  ``bound_usd``: its tokens priced as the most expensive model the bundled table knows for the
+  agent's provider (e.g. OpenAI's ``o1-pro``); with no such bound (a provider the table does
+  not know), a run with a budget stops starting attempts (see :mod:`stretto.routing.dispatch`);
 * ``none``: the agent reported neither tokens nor dollars (a shell script): $0.
 
 Agents count cached tokens differently; :meth:`Tokens.from_usage` brings them to one shape.
@@ -194,6 +197,14 @@ class Entry:
     source: str
     outcome: str
     complexity: str | None = None
+    bound_usd: float | None = None  # unknown price: the tokens at the provider's top price
+
+    @property
+    def counted_usd(self) -> float:
+        """What budgets count: the cost, else (unknown price) its upper bound, else 0."""
+        if self.cost_usd is not None:
+            return self.cost_usd
+        return self.bound_usd or 0.0
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -244,6 +255,7 @@ class Entry:
             source=source,
             outcome=get("outcome", str),
             complexity=get("complexity", str, optional=True),
+            bound_usd=_maybe_float(get("bound_usd", int, float, optional=True)),
         )
 
 
@@ -294,6 +306,37 @@ def _bundled_rates(model: str, provider: str | None) -> tuple[float, ...] | None
             continue
         return tuple((price - base) / _PROBE for price in probes)
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def ceiling_rates(provider: str | None) -> tuple[str, tuple[float, ...]] | None:
+    """The most expensive model of ``provider`` in genai-prices' bundled table (by input plus
+    output price per token) and its rates, as :func:`_bundled_rates` gives them; None when the
+    table knows no model of that provider (or no provider is given)."""
+    if not provider:
+        return None
+    try:
+        from genai_prices import data
+    except ImportError:
+        return None
+    best: tuple[str, tuple[float, ...]] | None = None
+    for known in data.providers:
+        if known.id != provider:
+            continue
+        for model in known.models:
+            rates = None if model.deprecated else _bundled_rates(model.id, provider)
+            if rates is not None and (best is None or rates[0] + rates[1] > sum(best[1][:2])):
+                best = (model.id, rates)
+    return best
+
+
+def ceiling_price(tokens: Tokens, provider: str | None) -> float | None:
+    """``tokens`` priced as ``provider``'s most expensive known model (:func:`ceiling_rates`)."""
+    ceiling = ceiling_rates(provider)
+    if ceiling is None:
+        return None
+    counts = (tokens.input, tokens.output, tokens.cached, tokens.cache_write)
+    return round(sum(n * rate for n, rate in zip(counts, ceiling[1], strict=True)), 9)
 
 
 def price_tokens(
@@ -359,16 +402,23 @@ def make_entry(
     """The ledger entry for one finished agent call, its cost settled (see the module doc).
 
     A reported cost that is negative or not finite is ignored (the tokens are priced instead).
+    ``provider`` (genai-prices' id: ``openai``, ``anthropic``, ``google``) looks the model up
+    there and, for an unknown price, sets ``bound_usd`` from that provider's top price.
     """
     tokens = Tokens.from_usage(usage, agent_kind)
+    bound: float | None = None
     cost: float | None
     if reported_cost is not None and math.isfinite(reported_cost) and reported_cost >= 0:
         cost, source = float(reported_cost), "reported"
     elif tokens.total == 0:
         cost, source = 0.0, "none"
     else:
-        cost = price_tokens(model, tokens, prices=prices, provider=provider)
+        cost = price_tokens(model, tokens, prices=prices)
+        if cost is None and provider is not None:
+            cost = price_tokens(model, tokens, prices=prices, provider=provider)
         source = "unknown" if cost is None else "priced"
+        if cost is None:
+            bound = ceiling_price(tokens, provider)
     return Entry(
         ts=time.time() if ts is None else ts,
         run_id=run_id,
@@ -383,6 +433,7 @@ def make_entry(
         source=source,
         outcome=outcome,
         complexity=complexity,
+        bound_usd=bound,
     )
 
 

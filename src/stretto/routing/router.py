@@ -111,6 +111,10 @@ class Policy:
             ) from exc
         return cls(config, states, completed)
 
+    def arm_state(self, arm: Arm) -> ArmState | None:
+        """What the policy has learned about ``arm`` (None: not an arm it knows)."""
+        return self._states.get(arm.key)
+
     def save(self, path: Path) -> None:
         """Write the policy atomically: a temporary file in the same directory, fsync, rename.
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,18 @@ class CostReport:
         return render_cost(self.rows, self.total, self.by, title=f"spend, {self.scope}")
 
 
-def cost_report(repo: Path, *, run_id: str | None = None, by: str | None = None) -> CostReport:
-    """Spend so far from ``.stretto/ledger.jsonl``: one run (a prefix is enough), or all."""
+def cost_report(
+    repo: Path,
+    *,
+    run_id: str | None = None,
+    by: str | None = None,
+    landed_in: Callable[[str], Collection[tuple[str, int]]] | None = None,
+) -> CostReport:
+    """Spend so far from ``.stretto/ledger.jsonl``: one run (a prefix is enough), or all.
+
+    ``landed_in(run_id)`` gives the ``(task, attempt)`` pairs that landed in a run (from its
+    journal); without it, no attempt counts as landed.
+    """
     ledger = Ledger.for_repo(repo)
     entries: list[Entry] = ledger.entries()
     scope = "all runs"
@@ -151,4 +162,15 @@ def cost_report(repo: Path, *, run_id: str | None = None, by: str | None = None)
         entries = [e for e in entries if e.run_id == ids[0]]
         scope = f"run {ids[0]}"
     grouping = by or ("task" if run_id else "run")
-    return CostReport(grouping, scope, summarize(entries, grouping), totals(entries), len(entries))
+    landed = {
+        (run, task, attempt)
+        for run in sorted({e.run_id for e in entries})
+        for task, attempt in (landed_in(run) if landed_in else ())
+    }
+    return CostReport(
+        grouping,
+        scope,
+        summarize(entries, grouping, landed),
+        totals(entries, landed),
+        len(entries),
+    )

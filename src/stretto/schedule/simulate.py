@@ -128,11 +128,9 @@ def simulate(
             elif isinstance(action, GiveUp):
                 schedule.gave_up(action.task)
                 sim.failed.append(action.task)
-                sim.events.append(
-                    SimEvent(
-                        now, "give_up", action.task, reason=f"{action.failures} failed attempts"
-                    )
-                )
+                n = action.failures
+                why = f"{n} failed attempt{'' if n == 1 else 's'}"
+                sim.events.append(SimEvent(now, "give_up", action.task, reason=why))
             elif isinstance(action, Skip):
                 schedule.skipped(action.task)
                 sim.skipped.append(action.task)
