@@ -42,7 +42,7 @@ from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.meter import AttemptMeter
 from stretto.engine.outcomes import AttemptEnd, log_tail
-from stretto.engine.sparse import sparse_for
+from stretto.engine.sparse import enable_worktree_config, sparse_for
 from stretto.engine.workspace import (
     Workspace,
     branch_name,
@@ -99,6 +99,10 @@ class Attempts:
         self.cleanups: list[asyncio.Task[None]] = []
         self.agent_seconds = 0.0
         self.git_dir = git_guard.common_dir(ctx.repo)
+        if ctx.options.sparse is not None:
+            # Before the snapshot: git would write it into .git/config at the first sparse
+            # worktree, while other agents run, and the guard would blame one of them.
+            enable_worktree_config(ctx.repo)
         self.git_files = git_guard.snapshot(self.git_dir)  # hooks and config at the start
         self.running_since: dict[str, int] = {}  # task -> when its agent started (ns)
         self.suspected: dict[str, str] = {}  # task -> why: git files changed while it ran
