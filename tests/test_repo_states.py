@@ -353,10 +353,12 @@ def test_target_moved_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -
 
 
 def test_target_rewound_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path) -> None:
-    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    # The user rewinds while the attempt's gate runs (its agent is done: a rewind while an
+    # agent is at work is taken for the agent's and put back, tests/test_hostile_agents.py).
+    gate = WAIT.format(out=q(out))
+    repo = repo_with(tmp_path, {"a.txt": "a\n"}, f"[gates]\nslow = {gate!r}\n")
     bad = commit_file(repo, "bad.txt", "a mistake\n", "a commit the user will drop")
-    wait = WAIT.format(out=q(out))
-    plan = plan_file(tmp_path, step("work", f"{wait}; echo w > work.txt", files=["work.txt"]))
+    plan = plan_file(tmp_path, step("work", "echo w > work.txt", files=["work.txt"]))
 
     def rewind() -> None:
         git(repo, "reset", "-q", "--hard", "HEAD~1")  # main checked out: main is rewound
@@ -375,6 +377,26 @@ def test_target_rewound_by_the_user_mid_run(tmp_path: Path, env: Any, out: Path)
     [kept], _ = leftovers(repo)  # the refused attempt's worktree, kept for inspection
     assert kept.endswith("-work-1")
     assert stretto(repo, env, "clean").returncode == 0 and leftovers(repo) == ([], [])
+
+
+def test_target_rewound_while_stretto_was_down_is_not_undone_by_resume(
+    tmp_path: Path, env: Any
+) -> None:
+    repo = repo_with(tmp_path, {"a.txt": "a\n"})
+    bad = commit_file(repo, "bad.txt", "a mistake\n", "a commit the user will drop")
+    plan = plan_file(tmp_path, step("work", "echo w > work.txt", files=["work.txt"]))
+    # stretto dies right after the attempt passed its gates, before it landed.
+    crashed = stretto(repo, {**env, "STRETTO_CRASHPOINT": "after-verified"}, "run", str(plan))
+    assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+    git(repo, "reset", "-q", "--hard", "HEAD~1")  # meanwhile the user drops the commit
+
+    resumed = stretto(repo, env, "resume")
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "was rewound since this attempt started" in resumed.stdout
+    assert landed(repo) == ["work"] and show(repo, "work.txt") == "w\n"
+    contains = subprocess.run(["git", "merge-base", "--is-ancestor", bad, "main"], cwd=repo)
+    assert contains.returncode == 1  # the dropped commit did not come back
 
 
 # --------------------------------------------------------------------------- branches, worktrees
@@ -576,7 +598,7 @@ def test_sparse_worktrees_hold_owned_and_configured_paths(
         step("stray", f"{listing}; mkdir -p docs && echo s > docs/stray.txt", files=["web/*.txt"]),
     )
 
-    assert "landed  api" in result.stdout and "landed  anywhere" in result.stdout
+    assert "landed  api" in result.stdout and "landed  anywhere" in result.stdout, result.stdout
     # api owns api/f1.txt: its folder, the configured tests/ and the top-level files.
     assert _seen(out, "api.txt") == {
         "Makefile",

@@ -42,7 +42,7 @@ from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.meter import AttemptMeter
 from stretto.engine.outcomes import AttemptEnd, log_tail
-from stretto.engine.sparse import sparse_for
+from stretto.engine.sparse import enable_worktree_config, sparse_for
 from stretto.engine.workspace import (
     Workspace,
     branch_name,
@@ -99,6 +99,10 @@ class Attempts:
         self.cleanups: list[asyncio.Task[None]] = []
         self.agent_seconds = 0.0
         self.git_dir = git_guard.common_dir(ctx.repo)
+        if ctx.options.sparse is not None:
+            # Before the snapshot: git would write it into .git/config at the first sparse
+            # worktree, while other agents run, and the guard would blame one of them.
+            enable_worktree_config(ctx.repo)
         self.git_files = git_guard.snapshot(self.git_dir)  # hooks and config at the start
         self.running_since: dict[str, int] = {}  # task -> when its agent started (ns)
         self.suspected: dict[str, str] = {}  # task -> why: git files changed while it ran
@@ -475,7 +479,19 @@ class Attempts:
         """Resume: land an attempt that was verified before the crash."""
         ctx = self.ctx
         env = ctx.env(task, attempt)
-        end = await self.queue.land(task, attempt, commit, tree, env)
+        base = next(  # where the attempt started, from its journaled workspace intent
+            (
+                str(r.fields["base"])
+                for r in ctx.journal.history
+                if r.type == "workspace"
+                and r.kind == "intent"
+                and r.fields.get("task") == task.id
+                and r.fields.get("attempt") == attempt
+                and r.fields.get("base")
+            ),
+            None,
+        )
+        end = await self.queue.land(task, attempt, commit, tree, env, base)
         if end.landed:
             path = worktrees_root(ctx.repo) / f"{ctx.run_id}-{task.id}-{attempt}"
             ws = Workspace(

@@ -51,6 +51,18 @@ def sparse_checkout(path: Path, dirs: Sequence[str]) -> None:
     run_git(["sparse-checkout", "set", "--cone", "--stdin"], path, input=stdin)
 
 
+def enable_worktree_config(repo: Path) -> None:
+    """Turn on ``extensions.worktreeConfig`` in the repository's config, if it is not on.
+
+    The switch ``git sparse-checkout`` itself flips at the first sparse worktree (so that each
+    worktree has its own sparse setting); a run with sparse worktrees flips it before its first
+    agent starts, so ``.git/config`` does not change under running agents (the guard of
+    :mod:`stretto.engine.git_guard` would take that for an agent's doing).
+    """
+    if not _flag(repo, "extensions.worktreeConfig"):
+        run_git(["config", "--local", "extensions.worktreeConfig", "true"], repo)
+
+
 def ensure_full(path: Path) -> None:
     """Make the worktree at ``path`` a full checkout if it inherited the user's sparseness.
 

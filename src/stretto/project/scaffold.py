@@ -256,6 +256,7 @@ default_agent = {_toml_str(DEFAULT_AGENT)}
 # [workspace]
 # link = ["frontend/node_modules"]
 # setup = ["npm ci --prefer-offline"]
+# sparse = ["tests"]   # a huge repository: worktrees hold each task's folders plus these
 
 # Limits of every attempt, checked while its agent runs (docs/agents.md): the timeout in seconds
 # (a step's `timeout` wins), model calls, tokens and USD per attempt, and how many rate-limited
