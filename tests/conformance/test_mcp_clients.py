@@ -324,6 +324,9 @@ def test_claude_code_runs_a_plan_through_stretto_mcp(tmp_path: Path, repo: Path)
         DISABLE_ERROR_REPORTING="1",
         DISABLE_BUG_COMMAND="1",
         CLAUDE_CODE_MAX_RETRIES="0",
+        # `claude -p` sends its first request without waiting for --mcp-config servers unless
+        # told to (docs/mcp.md); stretto mcp takes a second or more to start on a busy machine
+        MCP_CONNECTION_NONBLOCKING="false",
     )
     prefix = "mcp__stretto__"
     allowed = ",".join(prefix + tool for tool in ("stretto_run", "stretto_wait", "stretto_result"))
