@@ -29,9 +29,7 @@ Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.proje
 
 from __future__ import annotations
 
-import difflib
 import functools
-import json
 import math
 import re
 import tomllib
@@ -40,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
+from stretto.config_errors import describe, locate
+from stretto.config_errors import message as message_for
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
 from stretto.inputfiles import decode_utf8, read_input
@@ -431,156 +431,6 @@ def _config_validator() -> SchemaValidator:
     return build(config)
 
 
-_KEY = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
-_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
-_HEADER_RE = re.compile(rf"^\s*\[\[?\s*(?P<key>{_DOTTED})\s*\]")
-_PAIR_RE = re.compile(rf"^\s*(?P<key>{_DOTTED})\s*=")
-
-
-def _split_key(dotted: str) -> tuple[str, ...]:
-    return tuple(part.strip("\"'") for part in re.findall(_KEY, dotted))
-
-
-def _locate(text: str, loc: tuple[str, ...]) -> tuple[int, int]:
-    """Line and column (1-based) where the key at ``loc`` (or its nearest parent) is written."""
-    entries: list[tuple[tuple[str, ...], int, int, str, int]] = []  # path, line, column, rest
-    header: tuple[str, ...] = ()
-    arrays: dict[tuple[str, ...], int] = {}  # [[array.of.tables]] seen so far, for the index
-    for number, line in enumerate(text.splitlines(), 1):
-        if match := _HEADER_RE.match(line):
-            header = _split_key(match["key"])
-            if line.lstrip().startswith("[["):
-                arrays[header] = arrays.get(header, -1) + 1
-                header = (*header, str(arrays[header]))
-            entries.append((header, number, line.index("[") + 1, "", 0))
-        elif match := _PAIR_RE.match(line):
-            path = header + _split_key(match["key"])
-            entries.append((path, number, match.start("key") + 1, line[match.end() :], match.end()))
-    for size in range(len(loc), 0, -1):
-        want = loc[:size]  # the key itself, else a key or table under it, else its parent
-        hits = [e for e in entries if e[0] == want] or [e for e in entries if e[0][:size] == want]
-        if not hits:
-            continue
-        path, number, column, rest, offset = hits[0]
-        start = 0
-        for key in loc[size:] if path == want else ():  # keys inside an inline table
-            quoted = "|".join(re.escape(q) for q in (key, f'"{key}"', f"'{key}'"))
-            inner = re.compile(rf"(?:^|[{{,\s])(?P<k>{quoted})\s*=").search(rest, start)
-            if not inner:
-                break
-            column, start = offset + inner.start("k") + 1, inner.end()
-        return number, column
-    return 0, 0
-
-
-_TOP_KEYS = (
-    "agents",
-    "attempt",
-    "budget",
-    "default_agent",
-    "env",
-    "gates",
-    "max_agents",
-    "planner",
-    "prices",
-    "router",
-    "sandbox",
-    "scope",
-    "target",
-    "workspace",
-)
-_GATE_KEYS = ("command", "timeout", "when")
-_WORKSPACE_KEYS = ("link", "setup", "sparse")
-_SECTION_KEYS = {
-    "router": (
-        "alpha",
-        "arms",
-        "cost_ceiling",
-        "credit",
-        "landed_value_usd",
-        "min_tier",
-        "warmup",
-    ),
-    "budget": ("daily", "on_exceed", "run"),
-    "planner": ("agent", "model", "split_depth", "timeout"),
-    "attempt": ("max_cost", "max_rate_limited", "max_tokens", "max_turns", "timeout"),
-    "sandbox": ("enabled", "network", "writable"),
-}
-_ARM_KEYS = ("agent", "model", "tier")
-_PRICE_KEYS = ("cached", "input", "output")
-
-
-def _describe(value: object) -> str:
-    names = dict(bool="boolean", int="integer", float="float", str="string", dict="table")
-    name = names.get(type(value).__name__, "array" if isinstance(value, list) else "date/time")
-    shown = f" {json.dumps(value)}" if isinstance(value, bool | int | float | str) else ""
-    return f"{'an' if name[0] in 'ai' else 'a'} {name}{shown}"
-
-
-def _message(error: Any, loc: tuple[str, ...]) -> str:
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        allowed: tuple[str, ...] = _TOP_KEYS
-        if loc[:1] == ("workspace",):
-            allowed = _WORKSPACE_KEYS
-        elif loc[:2] == ("router", "arms"):
-            allowed = _ARM_KEYS
-        elif loc[:1] == ("prices",):
-            allowed = _PRICE_KEYS
-        elif len(loc) >= 2 and loc[0] in _SECTION_KEYS:
-            allowed = _SECTION_KEYS[loc[0]]
-        elif len(loc) == 3:
-            allowed = _GATE_KEYS
-        close = difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(allowed)}"
-        return f"unknown key {loc[-1]!r}{hint}"
-    if kind == "missing":
-        return f'missing key {loc[-1]!r}; add it, e.g. {loc[-1]} = "pytest -q"'
-    if kind == "string_pattern_mismatch":
-        return f"gate name {loc[-1]!r} may only use letters, digits, '-' and '_'; rename it"
-    if kind == "int_type":
-        unquote = "; remove the quotes" if isinstance(value, str) and value.isdigit() else ""
-        return f"must be an integer, not {_describe(value)}{unquote}"
-    if kind == "string_type":
-        return f"must be a string, not {_describe(value)}; put the value in double quotes"
-    if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}, not {_describe(value)}"
-    if kind == "greater_than":
-        return f"must be more than {ctx['gt']}, not {_describe(value)}"
-    if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}, not {_describe(value)}"
-    if kind == "bool_type":
-        return f"must be true or false, not {_describe(value)}"
-    if kind == "float_type":
-        return f"must be a number, not {_describe(value)}"
-    if kind == "finite_number":
-        return f"must be a finite number, not {_describe(value)}; give an amount such as 2.5"
-    if kind == "list_type" and loc[:2] == ("router", "arms"):
-        return f"must be an array, not {_describe(value)}; write [[router.arms]] tables"
-    if kind == "list_type":
-        example = {"env": '["MY_TOKEN"]', "link": '["node_modules"]'}.get(loc[-1], '["npm ci"]')
-        return f"must be an array, not {_describe(value)}; write {loc[-1]} = {example}"
-    if kind == "literal_error":
-        options = ["refuse", "warn"] if loc == ("scope",) else ["attempt", "merge", "both"]
-        if loc[-1:] == ("tier",) or loc[:2] == ("router", "min_tier"):
-            options = list(TIERS)
-        if loc[-1:] == ("on_exceed",):
-            options = ["finish", "stop"]
-        if loc[-1:] == ("credit",):
-            options = ["task", "attempt"]
-        close = difflib.get_close_matches(str(value), options, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"must be {ctx['expected']}, not {_describe(value)}{hint}"
-    if kind in ("dict_type", "model_type") and loc == ("gates",):
-        return f'must be a table, not {_describe(value)}; write [gates] then tests = "pytest -q"'
-    if kind in ("dict_type", "model_type"):
-        table = '{ command = "pytest -q", timeout = 600 }'
-        return f"must be a command string or a table such as {table}, not {_describe(value)}"
-    if kind == "value_error" and "error" in ctx:
-        return str(ctx["error"])
-    return str(error["msg"])
-
-
 def _problem(file: Path, message: str, line: int = 0, column: int = 0) -> ConfigError:
     return ConfigError([Diagnostic(str(file), line, column, "", message)])
 
@@ -655,7 +505,7 @@ def config_diagnostic(config: Config, loc: tuple[str, ...], message: str) -> Dia
         text = config.path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError):
         text = ""
-    line, column = _locate(text, prefix + loc)
+    line, column = locate(text, prefix + loc)
     return Diagnostic(str(config.path), line, column, ".".join(prefix + loc), message)
 
 
@@ -663,8 +513,8 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
     from stretto.schemas import ValidationError
 
     if not isinstance(data, dict):  # only possible for tool.stretto in pyproject.toml
-        line, column = _locate(text, prefix)
-        message = f"must be a table, not {_describe(data)}; write [tool.stretto] and keys under it"
+        line, column = locate(text, prefix)
+        message = f"must be a table, not {describe(data)}; write [tool.stretto] and keys under it"
         raise ConfigError([Diagnostic(str(path), line, column, ".".join(prefix), message)])
     try:
         values = _config_validator().validate_python(data)
@@ -672,8 +522,8 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         diagnostics = []
         for item in error.errors():
             loc = tuple(str(p) for p in item["loc"] if p != "[key]")
-            line, column = _locate(text, prefix + loc)
-            message = _message(item, loc)
+            line, column = locate(text, prefix + loc)
+            message = message_for(item, loc, TIERS)
             diagnostics.append(Diagnostic(str(path), line, column, ".".join(prefix + loc), message))
         raise ConfigError(sorted(diagnostics, key=lambda d: (d.line, d.column))) from None
     gates = tuple(GateConfig(name=name, **gate) for name, gate in values["gates"].items())
