@@ -330,7 +330,12 @@ async def run_process(
             _kill_escaped(marker)
             raise
         if on_start:
-            on_start(proc.pid)
+            try:
+                on_start(proc.pid)
+            except BaseException:  # e.g. its start could not be journaled (a full disk)
+                await _kill_group(proc, grace)
+                _kill_escaped(marker)
+                raise
         stopped: str | None = None
         stopping = asyncio.Event()
 

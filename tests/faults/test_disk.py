@@ -23,7 +23,7 @@ from _invariants import check_invariants, midway_problems, only_run
 from faults.driver import stretto_env
 from faults.engines import finish, runs, stretto, wait_for_landings
 from faults.plangen import CONFIG, Expected, make_plan
-from stretto.engine.journal import FULL_DISK
+from stretto.engine.journal import FULL_DISK, read_journal
 from stretto.process import kill_token, processes_with_token
 from stretto.testing.repo import git, make_repo
 
@@ -202,3 +202,26 @@ def test_a_journal_write_that_fails_as_on_a_full_disk_stops_the_run_the_same_way
     assert_stopped_cleanly(repo, code, output, "No space left on device")
     assert "journal.jsonl" in output, output
     resume_finishes(repo, expected)
+
+
+def test_an_agent_whose_start_cannot_be_journaled_is_ended_not_orphaned(tmp_path: Path) -> None:
+    """The journal fails exactly at the agent's ``attempt_started`` record (the process already
+    runs): stretto ends it before it stops, instead of leaving it running unrecorded."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "disk\n"})
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "stages:\n  - name: s\n    steps:\n"
+        '      - {id: slow, goal: g, files: [s.txt], command: "sleep 0.5; echo s > s.txt"}\n'
+    )
+    code, output = finish(stretto(repo, "run", str(plan), "--plain"))  # where is the record?
+    assert code == 0, output
+    first = only_run(repo)
+    [started] = [
+        r.seq for r in read_journal(runs(repo)[0] / "journal.jsonl") if r.type == "attempt_started"
+    ]
+    plan.write_text(plan.read_text().replace("sleep 0.5", "sleep 30"))
+    env = stretto_env(f"{FULL_DISK}@{started}")
+    code, output = finish(stretto(repo, "run", str(plan), "--plain", env=env))
+    [run] = [r.name for r in runs(repo) if r.name != first]
+    assert code == 1 and "No space left on device" in output and "Traceback" not in output, output
+    assert processes_with_token(run) == []
