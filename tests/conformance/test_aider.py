@@ -156,9 +156,13 @@ def test_http_400_is_an_api_error(repo: Path) -> None:
 
 
 def test_http_429_is_rate_limited(repo: Path) -> None:
-    # aider retries a 429 for about a minute; the attempt's timeout ends it first.
+    # aider retries a 429 for about a minute; the attempt's timeout ends it first. aider needs
+    # several seconds to start (importing litellm), more on a busy machine: leave it room to
+    # reach its first request before the timeout.
     with FakeModelServer([Step(http_error=HttpError(429, retry_after=0.1))]) as server:
-        run = run_aider(repo, server, timeout=8.0)
+        run = run_aider(repo, server, timeout=20.0)
+        assert generate_requests(server), "aider never reached the model server"
+
         assert processes_with_token(run.token) == []
     assert run.result.outcome is Outcome.RATE_LIMITED, run.result.reason
     assert not run.result.outcome.counts_as_failure
