@@ -525,6 +525,28 @@ def test_in_the_sandbox_a_hung_agent_is_killed_with_everything_it_started(repo: 
     assert_clean_end(repo, ran)
 
 
+def test_in_the_sandbox_agent_clis_and_tools_installed_under_tmp_still_run(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout under /tmp (a CI job's clone) keeps its agent CLIs and tools there; the
+    sandbox's private /tmp must not hide them (found by a clean-clone CI run: every sandboxed
+    claude attempt failed with "bwrap: execvp /tmp/.../claude: No such file or directory")."""
+    tools = tmp_path / "tools" / "bin"  # outside the repository, under /tmp
+    tools.mkdir(parents=True)
+    for name, text in (("mytool", "echo by-agent > agent.txt"), ("helper", "echo by-path")):
+        (tools / name).write_text(f"#!/bin/sh\n{text}\n")
+        (tools / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    config = SANDBOX + f'[agents.mytool]\nadapter = "command"\ncommand = ["{tools / "mytool"}"]\n'
+    steps = "      - {id: cli, goal: g, files: [agent.txt], agent: mytool}\n" + step(
+        "onpath", "helper > path.txt", files="[path.txt]"
+    )
+    ran = run(repo, plan(steps), config)
+    assert ran.code == 0, ran.output
+    assert git(repo, "show", "main:agent.txt") == "by-agent\n"
+    assert git(repo, "show", "main:path.txt") == "by-path\n"
+
+
 EVIL_CODE = (
     'printf \'import pathlib\\npathlib.Path("../../../notes.txt").unlink()\\n'
     "def add(a, b):\\n    return a + b\\n' > src/app.py"

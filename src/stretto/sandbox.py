@@ -117,6 +117,7 @@ class Sandbox:
             settings=self.settings,
             top=self.top,
             extra=homes_in(env or {}, own_dir) if own_dir is not None else (),
+            search_path=(env or {}).get("PATH", ""),
         )
 
 
@@ -235,6 +236,22 @@ def writable_paths(
     return seen
 
 
+def hidden_by_tmp(programs: Sequence[str]) -> list[Path]:
+    """The folders right under ``/tmp`` holding these programs or ``PATH`` folders (as given
+    and with links resolved), which the private ``/tmp`` would hide: an agent CLI or a tool
+    installed in a checkout under ``/tmp`` (``/tmp/ci/.tools/...``) must still run."""
+    shown: list[Path] = []
+    for given in programs:
+        if not given or not os.path.isabs(given):
+            continue
+        for candidate in (Path(os.path.abspath(given)), Path(os.path.realpath(given))):
+            if candidate.is_relative_to("/tmp") and len(candidate.parts) > 2:
+                folder = Path(*candidate.parts[:3])
+                if folder.is_dir() and folder not in shown:
+                    shown.append(folder)
+    return shown
+
+
 def wrap(
     argv: Sequence[str],
     *,
@@ -243,6 +260,7 @@ def wrap(
     settings: SandboxSettings,
     top: Path,
     extra: Sequence[Path] = (),
+    search_path: str = "",
 ) -> list[str]:
     """``argv`` run under bubblewrap as the module docstring describes.
 
@@ -253,6 +271,8 @@ def wrap(
         settings: The ``[sandbox]`` settings.
         top: The repository's top (relative ``writable`` paths start there).
         extra: More writable directories (the attempt's own homes, :func:`homes_in`).
+        search_path: The ``PATH`` the command gets: its folders under ``/tmp``, and the program's,
+            are shown again read-only (see :func:`hidden_by_tmp`).
     """
     program = bwrap() or "bwrap"
     private_tmp.mkdir(parents=True, exist_ok=True)
@@ -261,6 +281,8 @@ def wrap(
     for shown in (top.resolve(), Path(os.path.expanduser("~")).resolve()):
         if shown.is_relative_to("/tmp") and shown.is_dir():  # hidden by the private /tmp
             args += ["--ro-bind", str(shown), str(shown)]  # so shown again, read-only
+    for shown in hidden_by_tmp([argv[0], *search_path.split(os.pathsep)] if argv else []):
+        args += ["--ro-bind", str(shown), str(shown)]
     for path in writable_paths(worktree, private_tmp, settings, top, extra):
         if path != private_tmp:
             args += ["--bind", str(path), str(path)]
