@@ -127,6 +127,19 @@ def _started(run_dir: Path) -> bool:
         return False
 
 
+def _finished(repo: Path) -> bool:
+    """Whether the run's journal already ends with ``run_finished`` (status finished): a kill
+    that lands after that record, while the engine exits, leaves nothing to resume."""
+    for run_dir in _run_dirs(repo):
+        try:
+            records = read_journal(run_dir / JOURNAL_NAME)
+        except Exception:
+            continue
+        if records and records[-1].type == "run_finished":
+            return records[-1].fields.get("status") == "finished"
+    return False
+
+
 def _send_command_when_ready(repo: Path, proc: subprocess.Popen[str]) -> None:
     """Send a harmless control command (parallelism 3, as configured) once the run's inbox
     exists, so that the ``after-control`` crash point is reached."""
@@ -205,6 +218,9 @@ class Campaign:
                 tally.fired[fault.point.split("@")[0] if fault and fault.point else "timer"] += 1
                 self._note(self._midway(), f"after {fault} of `{what}`")
                 self._unstarted()
+                if _finished(self.repo):  # killed on its way out, after the run had ended
+                    finished = True
+                    continue
                 if not queue:
                     queue.append(None)  # a kill nobody asked for: resume once more
                 continue
