@@ -59,7 +59,7 @@ from stretto.git import is_ancestor, rev_parse, update_ref_cas
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values, write_pid_file
 from stretto.routing.dispatch import Dispatch, Route, adapter_kind
-from stretto.routing.ledger import Tokens, ceiling_price, price_tokens
+from stretto.routing.prices import Tokens, ceiling_price, price_tokens
 
 
 class Attempts:
