@@ -293,7 +293,10 @@ def test_control_of_a_finished_unknown_or_interrupted_run_exits_2(repo: Path) ->
 
 
 def test_only_the_owner_can_send_commands(repo: Path) -> None:
-    run_id = detach(repo, plan(repo, SLOW))
+    go = repo.parent / "go"  # the agents wait for it: the run is live until the checks are done
+    wait = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    held = SLOW.replace("sleep 2;", f"{wait};")
+    run_id = detach(repo, plan(repo, held))
     folder = run_dir_of(repo, run_id)
     wait_until(lambda: has(run_id, repo, "attempt_started", task="one"))
     assert folder.stat().st_mode & 0o777 == 0o700
@@ -320,6 +323,7 @@ def test_only_the_owner_can_send_commands(repo: Path) -> None:
         wait_until(lambda: has(run_id, repo, "control_refused"), what="the refusal")
         assert not has(run_id, repo, "control", id="planted")
         assert not planted.exists()
+    go.touch()
     status = api.open_run(repo, run_id).wait(timeout=60)
     assert status.state == "finished"
     assert [r.fields["id"] for r in records_of(repo, run_id) if r.type == "control"] == [mine.id]
