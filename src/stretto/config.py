@@ -23,6 +23,8 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [planner]              # agent = "claude", model, timeout, split_depth
     [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
     [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
+    [merge]                # strategy = "serial" | "train", max_batch = 8, max_lanes = 4,
+                           # flaky_retries = 1 (docs/merging.md)
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -152,6 +154,39 @@ class BudgetSettings:
     on_exceed: Literal["finish", "stop"] = "finish"
 
 
+MERGE_STRATEGIES = ("serial", "train")
+DEFAULT_MERGE_STRATEGY = "serial"
+
+
+@dataclass(frozen=True, slots=True)
+class MergeSettings:
+    """``[merge]``: how verified work lands (docs/merging.md).
+
+    Attributes:
+        strategy: ``"serial"`` (one attempt at a time, gates on each merged tree) or
+            ``"train"`` (cars of branches tested in lanes at once; see
+            :mod:`stretto.engine.train_policy`).
+        max_batch: The most branches in one car of the train.
+        max_lanes: The most cars whose gates run at once.
+        flaky_retries: How often a one-branch car that fails is tested again on the same tree
+            before its branch is sent back.
+    """
+
+    strategy: Literal["serial", "train"] = "serial"
+    max_batch: int = 8
+    max_lanes: int = 4
+    flaky_retries: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the journal."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> MergeSettings:
+        """Inverse of :meth:`to_dict`; a journal from before ``[merge]`` means serial."""
+        return cls(**data) if data else cls(strategy="serial")
+
+
 DEFAULT_ATTEMPT_TIMEOUT = 1800
 DEFAULT_MAX_RATE_LIMITED = 10
 
@@ -214,6 +249,7 @@ class Config:
         planner: ``[planner]``: the planning agent for ``stretto -g``.
         sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
         attempt: ``[attempt]``: the timeout and limits of every attempt.
+        merge: ``[merge]``: serial queue or merge train, and the train's sizes.
     """
 
     target: str
@@ -233,6 +269,7 @@ class Config:
     planner: PlannerSettings = PlannerSettings()
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attempt: AttemptSettings = AttemptSettings()
+    merge: MergeSettings = MergeSettings()
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -406,8 +443,17 @@ def _config_validator() -> SchemaValidator:
             "max_rate_limited": field(core.int_schema(ge=0), DEFAULT_MAX_RATE_LIMITED),
         }
     )
+    merge = table(
+        {
+            "strategy": field(literal(MERGE_STRATEGIES), DEFAULT_MERGE_STRATEGY),
+            "max_batch": field(core.int_schema(ge=1, le=64), 8),
+            "max_lanes": field(core.int_schema(ge=1, le=64), 4),
+            "flaky_retries": field(core.int_schema(ge=0, le=5), 1),
+        }
+    )
     config = table(
         {
+            "merge": field(merge, factory=dict),
             "target": field(validator(branch, core.nullable_schema(text)), None),
             "router": field(router, factory=dict),
             "budget": field(budget, factory=dict),
@@ -549,4 +595,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             values["sandbox"]["network"],
         ),
         attempt=AttemptSettings(**values["attempt"]),
+        merge=MergeSettings(**values["merge"]),
     )

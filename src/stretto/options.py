@@ -12,6 +12,7 @@ from typing import Any
 from stretto.config import (
     AttemptSettings,
     GateConfig,
+    MergeSettings,
     PlannerSettings,
     RouterSettings,
 )
@@ -42,6 +43,7 @@ class RunOptions:
     prices: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    merge: MergeSettings = field(default_factory=MergeSettings)  # [merge]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -77,6 +79,7 @@ class RunOptions:
                 "split_depth": self.planner.split_depth,
             },
             "sandbox": self.sandbox.to_dict(),
+            "merge": self.merge.to_dict(),
         }
 
     @classmethod
@@ -105,4 +108,5 @@ class RunOptions:
             if data.get("planner")
             else PlannerSettings(),
             sandbox=SandboxSettings.from_dict(data.get("sandbox")),
+            merge=MergeSettings.from_dict(data.get("merge")),
         )

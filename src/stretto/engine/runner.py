@@ -30,6 +30,7 @@ from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
 from stretto.engine.splits import Splits
 from stretto.engine.steering import Steering
+from stretto.engine.train import MergeTrain
 from stretto.errors import StorageError
 from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
@@ -72,7 +73,9 @@ class Runner(Steering):
             pools=self.providers.pools(),
             max_attempts={t.id: t.max_attempts for t in plan.tasks},
         )
-        self.queue = MergeQueue(self.ctx)
+        self.queue = (
+            MergeTrain(self.ctx) if options.merge.strategy == "train" else MergeQueue(self.ctx)
+        )
         refused: list[str] = []
         self.attempts = Attempts(
             self.ctx,

@@ -87,6 +87,7 @@ def options_for(
         prices=config.prices,
         planner=config.planner,
         sandbox=config.sandbox,
+        merge=config.merge,
     )
 
 

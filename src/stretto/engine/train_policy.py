@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -208,6 +209,13 @@ class TrainPolicy:
     def reset(self) -> None:
         """The target moved under the train: every car is cancelled and rebuilt."""
         self._cancel_behind(-1)
+
+    def requeue(self, branches: Iterable[str]) -> None:
+        """Put branches that were to land back in line, at their place (the landing failed)."""
+        for branch in branches:
+            if branch not in self.queue:
+                self.queue.append(branch)
+        self.queue.sort(key=self.order.__getitem__)
 
     def forget(self, branch: str) -> None:
         """``branch`` left the line for another reason (its task was cancelled)."""
