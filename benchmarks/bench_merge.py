@@ -580,16 +580,16 @@ def main() -> int:
     parser.add_argument("--branches", type=int, default=None)
     parser.add_argument("--lanes", type=int, default=4)
     parser.add_argument("--gate-s", type=float, default=300.0, help="simulated gate seconds")
-    parser.add_argument("--real-gate-s", type=float, default=0.4, help="real gate CPU seconds")
+    parser.add_argument("--real-gate-s", type=float, default=0.3, help="real gate CPU seconds")
     parser.add_argument("--rate", type=float, default=12.0, help="branches verified per gate time")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--seeds", type=int, default=3, help="scenarios averaged per cell")
     args = parser.parse_args()
     real = args.mode == "real"
     if args.branches is None:
-        args.branches = 60 if real else 300
-    ps = [0.0, 0.05, 0.15, 0.25] if real else [0.0, 0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30]
-    fs = [0.0, 0.02] if real else [0.0, 0.02, 0.05]
+        args.branches = 24 if real else 300
+    ps = [0.0, 0.05, 0.25] if real else [0.0, 0.02, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30]
+    fs = [0.02] if real else [0.0, 0.02, 0.05]
     seeds = 1 if real else args.seeds
     gate = args.real_gate_s if real else args.gate_s
     print(machine())
@@ -608,6 +608,8 @@ def main() -> int:
                 branches = scenario(args.branches, p, args.seed + k, gate / args.rate)
                 for name in STRATEGIES:
                     cell[name].append(measure(name, branches, p, f, args))
+                    if real:
+                        print(f"  measured {name} p={p:.0%} f={f:.0%}", file=sys.stderr, flush=True)
             for name, runs in cell.items():
                 mean = Figures(
                     name,
@@ -625,12 +627,14 @@ def main() -> int:
                     sum(r.landed for r in runs),
                 )
                 results[(name, p, f)] = mean
+                serial = results[("serial", p, f)].per_min
                 rows.append(
                     [
                         name,
                         f"{p:.0%}",
                         f"{f:.0%}",
                         f"{mean.per_min * (gate / 60 if real else 1):.2f}",
+                        f"{mean.per_min / max(1e-9, serial):.1f}x",
                         f"{mean.p50 * (1 if not real else 60):.1f}",
                         f"{mean.p95 * (1 if not real else 60):.1f}",
                         f"{mean.cpu_per_landing:.1f}",
@@ -649,6 +653,7 @@ def main() -> int:
                 "p",
                 "f",
                 f"landed {unit}",
+                "vs serial",
                 f"p50 {lat}",
                 f"p95 {lat}",
                 "gate CPU-s/landing",
