@@ -65,6 +65,7 @@ class RunStatus:
     goal: str | None = None
     notes: list[str] = field(default_factory=list)
     pid: int | None = None  # the engine that wrote run_started (or the last resume)
+    train: dict[str, Any] | None = None  # the merge train's last state (strategy "train")
 
     @property
     def over(self) -> bool:
@@ -103,6 +104,7 @@ class RunStatus:
             "goal": self.goal,
             "notes": list(self.notes),
             "counts": self.counts(),
+            "train": self.train,
             "tasks": [t.__dict__ for t in self.tasks.values()],
         }
 
@@ -207,6 +209,11 @@ class StatusFold:
             rec.type == "planner_call" and isinstance(f.get("cost_usd"), int | float)
         ):
             status.cost_usd += float(f["cost_usd"])
+        if rec.type == "train":
+            status.train = {k: v for k, v in f.items() if k != "waits"}
+            for name, why in (f.get("waits") or {}).items():
+                if name in status.tasks and status.tasks[name].state == "merging":
+                    status.tasks[name].waiting_for = f"merge train: {why}"
         task = status.tasks.get(f.get("task", "")) if "task" in f else None
         if task is None:
             return

@@ -415,9 +415,17 @@ def status(run_id: str | None, as_json: bool) -> None:
     width = max((len(t) for t in state.tasks), default=8)
     for task in state.tasks.values():
         reason = f"  {task.reason}" if task.reason else ""
-        if not reason and task.waiting_for and task.state in ("pending", "retrying"):
+        if not reason and task.waiting_for and task.state in ("pending", "retrying", "merging"):
             reason = f"  waiting: {task.waiting_for}"
         click.echo(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
+    if state.train and state.train.get("cars") and not state.over:
+        train = state.train
+        click.echo(
+            f"merge train: {len(train['cars'])} car(s), up to {train.get('batch')} branch(es) "
+            f"a car, {train.get('lanes')} lane(s), failure rate {train.get('failure_rate')}"
+        )
+        for car in train["cars"]:
+            click.echo(f"  car {car['car']} {car['state']:<8} {', '.join(car['branches'])}")
     rid = state.run_id
     if state.state == "interrupted":
         click.echo(f"this run was interrupted; finish it with `stretto resume {rid}`")

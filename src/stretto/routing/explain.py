@@ -39,6 +39,7 @@ class Explanation:
     task: str
     status: str
     attempts: list[AttemptRoute] = field(default_factory=list)
+    merge: list[str] = field(default_factory=list)  # its way through the merge queue / train
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``--json``)."""
@@ -47,6 +48,7 @@ class Explanation:
             "task": self.task,
             "status": self.status,
             "attempts": [a.__dict__ for a in self.attempts],
+            "merge": list(self.merge),
         }
 
     def lines(self) -> list[str]:
@@ -79,6 +81,9 @@ class Explanation:
                 out.append(f"  ended: {ended}{why}; agent {a.outcome}, cost {cost}")
             if a.learned:
                 out.append(f"  learned: reward {a.learned['reward']} for {a.learned['arm']}")
+        if self.merge:
+            out.append("merge:")
+            out.extend(f"  {line}" for line in self.merge)
         return out
 
 
@@ -92,10 +97,34 @@ def explain_task(records: Sequence[Any], run_id: str, task: str) -> Explanation:
         raise RunError(f"no task '{task}' in run {run_id}{hint}; its tasks: {', '.join(known)}")
     story = Explanation(run_id, task, "pending")
     by_attempt: dict[int, AttemptRoute] = {}
+    waits = ""
     for rec in records:
         f = rec.fields
+        if rec.type == "train":
+            why = (f.get("waits") or {}).get(task)
+            if why and why != waits:
+                waits = why
+                story.merge.append(
+                    f"train: {why} (cars of up to {f.get('batch')}, {f.get('lanes')} lanes, "
+                    f"failure rate {f.get('failure_rate')})"
+                )
+            continue
+        if rec.type == "gate_flaky" and task in (f.get("tasks") or ()):
+            story.merge.append(f"gate {f.get('gate')} was flaky on tree {str(f.get('tree'))[:12]}")
+            continue
         if f.get("task") != task:
             continue
+        if rec.type == "train_joined":
+            story.merge.append(f"attempt {f.get('attempt')}: joined the merge train")
+        elif rec.type == "merge_refused":
+            files = f" ({', '.join(f['files'])})" if f.get("files") else ""
+            story.merge.append(f"attempt {f.get('attempt')}: sent back: {f.get('reason')}{files}")
+        elif rec.type == "merged":
+            cars = f" with car(s) {f['cars']}" if f.get("cars") else ""
+            story.merge.append(
+                f"attempt {f.get('attempt')}: landed{cars}; target {str(f.get('old'))[:12]} -> "
+                f"{str(f.get('new'))[:12]}"
+            )
         attempt = int(f.get("attempt") or 0)
         if rec.type == "route":
             keep = {k: v for k, v in f.items() if k not in ("task", "attempt")}
