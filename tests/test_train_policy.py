@@ -227,3 +227,16 @@ def test_promises_hold_in_random_scenarios(case: tuple[World, int, dict[str, int
         assert faulty, (branch, why)
     again = run(World(world.bad, world.pairs, world.conflicts), n, **knobs)
     assert again.log == ex.log  # same inputs, same decisions
+
+
+def test_a_branch_that_leaves_mid_train_is_rebuilt_around() -> None:
+    policy = TrainPolicy(TrainSettings(max_batch=2, max_lanes=2))
+    for name in ("a", "b", "c", "d"):
+        policy.add(name)
+    builds = [a for a in policy.decide() if isinstance(a, Build)]
+    assert [b.branches for b in builds] == [("a", "b"), ("c", "d")]
+    policy.forget("b")  # its task was cancelled
+    actions = policy.decide()
+    assert {a.car for a in actions if isinstance(a, Cancel)} == {builds[0].car, builds[1].car}
+    rebuilt = [a.branches for a in actions if isinstance(a, Build)]
+    assert rebuilt == [("a", "c"), ("d",)]

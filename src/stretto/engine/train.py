@@ -144,7 +144,7 @@ class MergeTrain(MergeQueue):
         try:
             return await done
         finally:
-            if not done.done():  # the attempt was cancelled (stop, cancel): leave the train
+            if not done.done() or done.cancelled():  # the attempt was stopped: leave the train
                 self.policy.forget(key)
                 self.requests.pop(key, None)
                 self._wake()
@@ -403,7 +403,11 @@ class MergeTrain(MergeQueue):
         crashpoint("after-intent:gates-merge")
         folder = self.ctx.attempt_dir(first.task.id, first.attempt) / f"car-{car}"
         inp = GateInput(workspace, first.task, (), folder, first.env, self.ctx.sandbox)
-        verdicts = await run_gates([(n, g) for n, _, g in todo], inp)
+        try:
+            verdicts = await run_gates([(n, g) for n, _, g in todo], inp)
+        except asyncio.CancelledError:  # a car ahead failed, or the run stops
+            self.ctx.journal.fail(intent, "cancelled")
+            raise
         commands = {name: command for name, command, _ in todo}
         for verdict in verdicts:
             key = cache_key(run.tree, verdict.gate, commands[verdict.gate])
@@ -465,6 +469,8 @@ class MergeTrain(MergeQueue):
             self.base = None
             self.policy.reset()  # every car is rebuilt on the new head, these first
             self.policy.requeue(action.branches)
+            for car in action.cars:
+                self.cars.pop(car, None)
             return
         self.expected_head = new
         self.before_last = old

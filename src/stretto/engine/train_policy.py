@@ -224,7 +224,8 @@ class TrainPolicy:
         self.parked.pop(branch, None)
         for index, car in enumerate(self.chain):
             if branch in car.branches:
-                self._cancel_behind(index - 1)
+                self._cancel_behind(index - 1)  # its car and those behind: rebuilt without it
+                self.queue.remove(branch)
                 return
 
     # ------------------------------------------------------------------ decisions
