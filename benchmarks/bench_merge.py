@@ -637,7 +637,7 @@ def main() -> int:
                         f"{mean.per_min / max(1e-9, serial):.1f}x",
                         f"{mean.p50 * (1 if not real else 60):.1f}",
                         f"{mean.p95 * (1 if not real else 60):.1f}",
-                        f"{mean.cpu_per_landing:.1f}",
+                        f"{mean.cpu_per_landing:.{2 if real else 1}f}",
                         f"{mean.good_back}/{mean.good}",
                         mean.bad_landed,
                         f"{mean.red_min:.1f}",

@@ -239,4 +239,19 @@ def test_a_branch_that_leaves_mid_train_is_rebuilt_around() -> None:
     actions = policy.decide()
     assert {a.car for a in actions if isinstance(a, Cancel)} == {builds[0].car, builds[1].car}
     rebuilt = [a.branches for a in actions if isinstance(a, Build)]
-    assert rebuilt == [("a", "c"), ("d",)]
+    assert rebuilt == [("a", "c")]  # d waits for a full car (or an empty train)
+    assert policy.queue == ["d"]
+
+
+def test_a_free_lane_waits_for_a_full_car_while_one_is_under_way() -> None:
+    policy = TrainPolicy(TrainSettings(max_batch=4, max_lanes=4))
+    policy.add("a")
+    [first] = policy.decide()
+    assert isinstance(first, Build) and first.branches == ("a",)  # an empty train starts now
+    for name in ("b", "c", "d"):
+        policy.add(name)
+    assert policy.decide() == []  # three queued: not a full car yet
+    policy.add("e")
+    [second] = policy.decide()
+    assert isinstance(second, Build) and second.branches == ("b", "c", "d", "e")
+    assert second.parent == first.car

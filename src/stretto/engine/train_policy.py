@@ -389,5 +389,7 @@ class TrainPolicy:
     def _form_cars(self) -> None:
         while self.queue and self._in_lanes() < self.lanes():
             size = self.batch_size()
+            if self.chain and len(self.queue) < size:
+                break  # a car is under way: a free lane waits for a full car, not a small one
             taken, self.queue = self.queue[:size], self.queue[size:]
             self.chain.append(Car(self._new_id(), taken))
