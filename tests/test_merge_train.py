@@ -9,6 +9,7 @@ tested again).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -215,6 +216,34 @@ def test_clean_checkout_follows_the_train(tmp_path: Path) -> None:
     assert all((repo / f"{n}.txt").exists() for n in "abc")
     assert git(repo, "status", "--porcelain", "--untracked-files=no") == ""
     check_invariants(repo, ran.run_id, tasks={"a", "b", "c"})
+    # The report, status --json and explain show the train.
+    report = subprocess.run(
+        [sys.executable, "-m", "stretto", "report"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    html = (repo / ".stretto" / "runs" / ran.run_id / "report.html").read_text()
+    assert '<section id="train">' in html and "Merge train" in html
+    status = subprocess.run(
+        [sys.executable, "-m", "stretto", "status", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    train = json.loads(status.stdout)["train"]
+    assert train is not None and train["lanes"] >= 1
+    explain = subprocess.run(
+        [sys.executable, "-m", "stretto", "explain", "b"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "joined the merge train" in explain.stdout and "landed with car(s)" in explain.stdout
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,7 @@ class RunReport:
     next_step: str
     notes: list[str] = field(default_factory=list)
     goal: str | None = None
+    merge_train: dict[str, Any] | None = None  # strategy "train": cars, landings, cache, flakes
 
     @property
     def saved_seconds(self) -> float:
@@ -183,8 +184,41 @@ def run_report(handle: RunHandle) -> RunReport:
         next_step=_next_step(status),
         notes=list(status.notes),
         goal=status.goal,
+        merge_train=_merge_train(records),
     )
     return _redacted(report)
+
+
+def _merge_train(records: Sequence[Record]) -> dict[str, Any] | None:
+    """The merge train's figures (None when the run used the serial queue)."""
+    if not any(r.type == "train" for r in records):
+        return None
+    cars = {r.fields["car"] for r in records if r.type == "merge" and "car" in r.fields}
+    runs = [r for r in records if r.type == "gates" and r.kind == "intent" and "car" in r.fields]
+    intents = {r.seq: r for r in records if r.type == "advance" and r.kind == "intent"}
+    landings = [
+        {
+            "tasks": list(intents[r.fields["of"]].fields.get("tasks") or []),
+            "cars": list(intents[r.fields["of"]].fields.get("cars") or []),
+            "new": intents[r.fields["of"]].fields.get("new"),
+        }
+        for r in records
+        if r.type == "advance" and r.kind == "done" and r.fields.get("of") in intents
+    ]
+    return {
+        "cars": len(cars),
+        "gate_runs": len(runs),
+        "cached": sum(len(r.fields.get("cached") or ()) for r in runs),
+        "flaky": [
+            {"gate": r.fields.get("gate"), "tree": r.fields.get("tree")}
+            for r in records
+            if r.type == "gate_flaky"
+        ],
+        "sent_back": sorted(
+            {str(r.fields.get("task")) for r in records if r.type == "merge_refused"}
+        ),
+        "landings": landings,
+    }
 
 
 def _redacted(report: RunReport) -> RunReport:

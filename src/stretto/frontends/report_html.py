@@ -56,6 +56,7 @@ def render_report(report: Any) -> str:
             _graph(report),
             _costs(report),
             _routes(report),
+            _merge_train(report),
             _failures(report),
             _left(report),
         ]
@@ -366,6 +367,29 @@ def _routes(r: Any) -> str:
         f"{len(escalations)} escalation(s) to a stronger arm. <code>stretto explain TASK</code> "
         f"shows every estimate.</p><details><summary>the router's choices</summary>{table}{more}"
         "</details></section>"
+    )
+
+
+def _merge_train(r: Any) -> str:
+    train = getattr(r, "merge_train", None)
+    if not train:
+        return ""
+    rows = (
+        [
+            _e(", ".join(str(c) for c in x["cars"])),
+            _e(", ".join(x["tasks"])),
+            f"<code>{_e(str(x['new'])[:12])}</code>",
+        ]
+        for x in train["landings"]
+    )
+    table = _table(["cars", "tasks landed", "target moved to"], rows)
+    flaky = ", ".join(f"{f['gate']} on {str(f['tree'])[:12]}" for f in train["flaky"]) or "none"
+    back = ", ".join(train["sent_back"]) or "none"
+    return (
+        f'<section id="train"><h2>Merge train</h2><p>{train["cars"]} car(s), '
+        f"{train['gate_runs']} gate run(s) on merged trees, {train['cached']} gate result(s) "
+        f"answered from the (tree, gate) cache, {len(train['landings'])} landing(s). Flaky "
+        f"gates: {_e(flaky)}. Sent back: {_e(back)}.</p>{table}</section>"
     )
 
 
