@@ -294,6 +294,7 @@ class MergeTrain(MergeQueue):
         )
         if result.commit is not None:
             self.ctx.journal.done(intent, commit=result.commit, tree=result.tree)
+            crashpoint("after-merge")
             request.merged = result.commit
             return result.commit, result.tree or ""
         head = await self._head()
