@@ -366,6 +366,7 @@ def _graph(
     run_dir: Path, records: Sequence[Record], status: RunStatus
 ) -> tuple[list[TaskNode], list[str]]:
     """Tasks with their stages and dependencies (from the run's saved plan), and splits."""
+    from stretto.engine.additions import added_in
     from stretto.engine.runs import saved_plan
     from stretto.errors import StrettoError
 
@@ -378,7 +379,12 @@ def _graph(
     parent: dict[str, str] = {}
     finished: dict[str, float] = {}
     for rec in records:
-        if rec.type == "split":
+        added = added_in(rec)  # tasks added to the running run (`stretto add`)
+        if added:
+            planned.update((t.id, t) for t in added)
+            if added[0].stage not in stages:
+                stages.append(added[0].stage)
+        elif rec.type == "split":
             for child in rec.fields.get("children") or []:
                 parent[str(child)] = str(rec.fields.get("task"))
         elif rec.type == "task_finished":

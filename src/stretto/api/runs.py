@@ -216,6 +216,28 @@ class RunHandle:
         """How many agents may run at once from now on."""
         return self.command("parallelism", value=agents, **how)
 
+    def add_tasks(
+        self, steps: str, *, file: str = "<steps>", wait: float = 10.0, source: str = "api"
+    ) -> ControlResult:
+        """Add tasks to the running run: ``steps`` is YAML holding one plan step or a list of
+        them (docs/plan-format.md), checked like a plan's before anything is sent; the engine
+        checks them again and schedules them. ``result.fields["tasks"]`` are their ids.
+
+        Raises:
+            PlanError: a bad step (file:line:column, field, fix); nothing was added.
+            ControlError: the run is not running, or the engine refused the steps.
+        """
+        from stretto.api.additions import check_against_run
+
+        state = self.status()
+        check_command(state, "add", None, None)
+        check_against_run(self.run_dir, state, steps, file)
+        reader = EventReader.at_end(self.run_dir)
+        sent = control.send(
+            self.run_dir, "add", steps=steps, file=file, source={"frontend": source}
+        )
+        return _outcome(sent, _answers(reader, wait), raising=True)
+
     def command(
         self,
         action: str,
@@ -263,6 +285,8 @@ def check_command(status: RunStatus, action: str, task: str | None, value: float
         raise ControlError(
             f"no task '{task}' in run {status.run_id}{hint}; its tasks: {', '.join(status.tasks)}"
         )
+    if control.ACTIONS[action] == "steps" and action != "add":  # pragma: no cover
+        raise ControlError(f"{action} takes steps: use add_tasks()")
     if control.ACTIONS[action] == "value" and value is None:
         raise ControlError(f"{action} needs a number")
 
@@ -295,8 +319,13 @@ def _outcome(sent: control.Command, records: Any, *, raising: bool) -> ControlRe
 def _result(sent: control.Command, record: Record, *, raising: bool) -> ControlResult:
     f = record.fields
     skip = {"id", "action", "task", "value", "source", "sent", "ok", "result", "error"}
+    skip |= {"steps", "file", "added", "diagnostics"}
     ok = bool(f.get("ok"))
     message = str(f.get("result") if ok else f.get("error"))
+    if not ok and raising and f.get("diagnostics"):  # steps the engine found bad
+        from stretto.errors import Diagnostic, PlanError
+
+        raise PlanError([Diagnostic(**d) for d in f["diagnostics"]])
     if not ok and raising:
         raise ControlError(f"{sent.action} refused by the engine: {message}")
     extra = {k: v for k, v in f.items() if k not in skip}
@@ -358,6 +387,37 @@ class AsyncRunHandle:
         deadline = time.monotonic() + wait
         while True:
             for record in reader.read_new():
+                if record.type == "control" and record.fields.get("id") == sent.id:
+                    return _result(sent, record, raising=True)
+            if reader.finished() or time.monotonic() >= deadline:
+                return _outcome(sent, [], raising=True)
+            await asyncio.sleep(0.005)
+
+    async def add_tasks(
+        self, steps: str, *, file: str = "<steps>", wait: float = 10.0, source: str = "api"
+    ) -> ControlResult:
+        """See :meth:`RunHandle.add_tasks`."""
+        import asyncio
+
+        from stretto.api.additions import check_against_run
+
+        state = await self.status()
+        check_command(state, "add", None, None)
+        await asyncio.to_thread(check_against_run, self.run_dir, state, steps, file)
+        reader = await asyncio.to_thread(EventReader.at_end, self.run_dir)
+        sent = await asyncio.to_thread(
+            control.send, self.run_dir, "add", steps=steps, file=file, source={"frontend": source}
+        )
+        return await self._answer(sent, reader, wait)
+
+    async def _answer(
+        self, sent: control.Command, reader: EventReader, wait: float
+    ) -> ControlResult:
+        import asyncio
+
+        deadline = time.monotonic() + wait
+        while True:
+            for record in await asyncio.to_thread(reader.read_new):
                 if record.type == "control" and record.fields.get("id") == sent.id:
                     return _result(sent, record, raising=True)
             if reader.finished() or time.monotonic() >= deadline:

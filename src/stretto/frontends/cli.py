@@ -543,6 +543,7 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
 
 
 from stretto.frontends import (  # noqa: E402
+    add_commands,
     control_commands,
     mcp_commands,
     report_commands,
@@ -555,3 +556,4 @@ setup_commands.register(main, _reports_errors)
 mcp_commands.register(main, _reports_errors)
 report_commands.register(main, _reports_errors)
 serve_commands.register(main, _reports_errors)
+add_commands.register(main, _reports_errors)

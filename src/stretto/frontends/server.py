@@ -11,6 +11,7 @@ it. Resources, in the OpenAPI document at ``/openapi.json``:
     GET  /runs/{run}                     its status
     GET  /runs/{run}/events              its records: JSON, or Server-Sent Events (resumable)
     POST /runs/{run}/control             {"action": cancel|retry|pause|unpause|budget|parallelism}
+    POST /runs/{run}/tasks               add tasks: {"steps": YAML of one plan step or a list}
     GET  /runs/{run}/tasks/{task}        one task's status
     GET  /runs/{run}/tasks/{task}/log    its attempt's agent and gate logs (text)
     GET  /runs/{run}/tasks/{task}/diff   the change it made (text)
@@ -175,6 +176,15 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         )
         return JSONResponse(result.to_dict())
 
+    async def add(request: Request, run_id: str) -> Response:
+        body = await _json(request)
+        steps = _text(body, "steps")
+        if steps is None:
+            raise UsageError("'steps' is needed: YAML of one plan step, or a list of steps")
+        name = _text(body, "file") or "<steps>"
+        result = await api.AsyncRunHandle(handle(run_id)).add_tasks(steps, file=name, source="http")
+        return JSONResponse(result.to_dict(), status_code=201 if result.ok else 202)
+
     async def events(request: Request, run_id: str) -> Response:
         found = handle(run_id)
         after = _after(request)
@@ -221,6 +231,7 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         Route("/runs/{run_id}", endpoint(status), methods=["GET"]),
         Route("/runs/{run_id}/events", endpoint(events), methods=["GET"]),
         Route("/runs/{run_id}/control", endpoint(control), methods=["POST"]),
+        Route("/runs/{run_id}/tasks", endpoint(add), methods=["POST"]),
         Route("/runs/{run_id}/tasks/{task}", endpoint(task), methods=["GET"]),
         Route("/runs/{run_id}/tasks/{task}/log", endpoint(log), methods=["GET"]),
         Route("/runs/{run_id}/tasks/{task}/diff", endpoint(diff), methods=["GET"]),
@@ -389,6 +400,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/runs/{run_id}/control": {
             "post": _op("Steer the run (cancel, retry, pause...)", body=True, params=_RUN)
+        },
+        "/runs/{run_id}/tasks": {
+            "post": _op("Add tasks: {steps: YAML of plan steps}", body=True, params=_RUN)
         },
         "/runs/{run_id}/tasks/{task}": {"get": _op("A task's status", params=_TASK)},
         "/runs/{run_id}/tasks/{task}/log": {"get": _op("A task's logs", params=_TASK)},
