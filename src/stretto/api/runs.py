@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stretto.engine import control
 from stretto.engine.events import EventReader, afollow
@@ -26,7 +26,9 @@ from stretto.engine.outcomes import RunSummary
 from stretto.engine.runs import list_run_ids, new_run_id, resolve_run, runs_root
 from stretto.engine.status import RunStatus, StatusFold, fold_status
 from stretto.errors import ControlError, RunError
-from stretto.plans.plan import Plan
+
+if TYPE_CHECKING:  # the plan module loads when a plan is started: readers never need it
+    from stretto.plans.plan import Plan
 
 Sink = Callable[[Record], None]
 
@@ -483,6 +485,8 @@ def start_run(
     top = _toplevel(repo)
     if isinstance(plan_or_goal, Goal):
         return _start_goal(top, plan_or_goal, options, detach=detach, sink=sink)
+    from stretto.plans.plan import Plan
+
     if isinstance(plan_or_goal, Plan):
         plan, run_options = plan_or_goal, _options_for(top, plan_or_goal, options)
     else:
