@@ -294,8 +294,10 @@ def test_tasks_added_over_http_land_and_bad_ones_are_422_changing_nothing(
     server: Server,
 ) -> None:
     go = server.repo.parent / "go-add"
-    held = PLAN.replace("served", "grown").replace(
-        "sleep 0.5; echo good", f"while [ ! -e {go} ]; do sleep 0.05; done; echo good"
+    held = (
+        PLAN.replace("served", "grown")
+        .replace(".txt", "-grown.txt")  # files of its own: other tests' runs landed theirs
+        .replace("sleep 0.5; echo good", f"while [ ! -e {go} ]; do sleep 0.05; done; echo good")
     )
     status, started = server.json("POST", "/runs", {"plan": held})
     assert status == 201, started
@@ -391,8 +393,24 @@ stages:
             ):
                 assert time.monotonic() < deadline, "the retry never reached the journal"
                 time.sleep(0.1)
+            # The form adds tasks: a bad step shows its line and field, a good one is added.
+            page.click("#adding summary")
+            page.fill("#steps", "goal: a note\ndepends_on: [slo]\n")
+            page.click("#add button")
+            page.wait_for_selector("#added.bad", timeout=30000)
+            said = page.inner_text("#added")
+            assert "line 2:14 depends_on[0]: unknown step 'slo' (did you mean 'slow'?)" in said
+            page.fill(
+                "#steps", "{id: note, goal: a note, files: [n.txt], command: 'echo n > n.txt'}"
+            )
+            page.click("#add button")
+            page.locator("#added", has_text="added 1 task: note").wait_for(timeout=30000)
+            page.wait_for_selector('tr[data-task="note"]', timeout=30000)
         finally:
             browser.close()
+    [add] = [r for r in read_journal(journal) if r.type == "control" and r.fields["ok"] is True
+             and r.fields["action"] == "add"]  # fmt: skip
+    assert add.fields["tasks"] == ["note"] and add.fields["source"]["frontend"] == "http"
     [retry] = [
         r for r in read_journal(journal) if r.type == "control" and r.fields["action"] == "retry"
     ]

@@ -157,6 +157,17 @@ class RunHandle:
             fold.feed(reader.read_new())
             return fold.result(live=live)
 
+    def version(self) -> tuple[int, bool]:
+        """(seq of the last record, live): :meth:`status` is the same while this is, so a
+        server can keep what it made of it (folds what is new, builds no status)."""
+        live = is_live(self.run_dir)
+        with self._folding:
+            if self._fold is None:
+                self._fold = (EventReader(self.run_dir), StatusFold())
+            reader, fold = self._fold
+            fold.feed(reader.read_new())
+            return fold.last_seq, live
+
     def live(self) -> bool:
         """Whether an engine process drives the run right now."""
         return is_live(self.run_dir)
@@ -394,6 +405,26 @@ class AsyncRunHandle:
             if reader.finished() or time.monotonic() >= deadline:
                 return _outcome(sent, [], raising=True)
             await asyncio.sleep(0.005)
+
+    async def batches(self, after_seq: int = 0) -> AsyncIterator[list[Record]]:
+        """:meth:`events` with ``follow``, a read at a time: the records written since the
+        last look come together (a server sends them in one write), until the run ends."""
+        import asyncio
+
+        from stretto.engine.events import POLL
+
+        reader = EventReader(self.run_dir, after_seq)
+        while True:
+            batch = reader.read_new()  # a stat when nothing is new; small reads otherwise
+            if batch:
+                yield batch
+            elif reader.finished():
+                last = reader.read_new()  # anything written after the last look
+                if last:
+                    yield last
+                return
+            else:
+                await asyncio.sleep(POLL)
 
     async def add_tasks(
         self, steps: str, *, file: str = "<steps>", wait: float = 10.0, source: str = "api"

@@ -132,9 +132,22 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
             status_code=201,
         )
 
+    made: dict[str, tuple[tuple[int, bool], bytes]] = {}  # run id -> (version, its status)
+
+    def status_body(run_id: str) -> bytes:
+        found = handle(run_id)
+        version = found.version()  # what is new in the journal, folded; no status built
+        kept = made.get(found.run_id)
+        if kept is not None and kept[0] == version:
+            return kept[1]  # nothing happened since: the same answer, encoded once
+        state = found.status()
+        body = json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        made[found.run_id] = ((state.last_seq, state.live), body)
+        return body
+
     async def status(request: Request, run_id: str) -> Response:
-        state = await run_in_threadpool(lambda: handle(run_id).status())
-        return JSONResponse(state.to_dict())
+        body = await run_in_threadpool(status_body, run_id)
+        return Response(body, media_type="application/json")
 
     def known(run_id: str, task: str) -> tuple[api.RunHandle, Any]:
         found = handle(run_id)
@@ -249,26 +262,30 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
 class Hub:
     """The one reader of a run's journal for all its SSE followers: each record is read, redacted
     and encoded once, kept (so a follower can start after any seq) and handed to every
-    follower's queue. It ends when the run ends."""
+    follower's queue, a batch at a time (the records of one read go out in one write). It ends
+    when the run ends."""
 
     def __init__(self, found: api.RunHandle) -> None:
         import asyncio
 
         self.found = found
         self.frames: list[bytes] = []  # frames[i] is the record with seq i + 1
-        self.queues: set[asyncio.Queue[tuple[int, bytes] | None]] = set()
+        self.queues: set[asyncio.Queue[list[tuple[int, bytes]] | None]] = set()
         self.done = False
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
         secrets = await run_in_threadpool(api.secret_values)
         try:
-            async for record in api.AsyncRunHandle(self.found).events(0, follow=True):
-                data = json.dumps(api.redact_secrets(record.to_dict(), secrets))
-                frame = f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n".encode()
-                self.frames.append(frame)
+            async for batch in api.AsyncRunHandle(self.found).batches(0):
+                out = []
+                for record in batch:
+                    data = json.dumps(api.redact_secrets(record.to_dict(), secrets))
+                    frame = f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n"
+                    out.append((record.seq, frame.encode()))
+                self.frames.extend(frame for _, frame in out)
                 for queue in self.queues:
-                    queue.put_nowait((record.seq, frame))
+                    queue.put_nowait(out)
         except StrettoError:  # a damaged journal: followers get the end; status says why
             pass
         finally:
@@ -280,17 +297,19 @@ class Hub:
         """Every record after seq ``after`` as an SSE frame, then an ``end`` event."""
         import asyncio
 
-        queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        queue: asyncio.Queue[list[tuple[int, bytes]] | None] = asyncio.Queue()
         backlog = self.frames[after:]  # taken and subscribed with no await between: no gap
         self.queues.add(queue)
         try:
             if self.done:
                 queue.put_nowait(None)
-            for frame in backlog:
-                yield frame
-            while (item := await queue.get()) is not None:
-                if item[0] > after:  # the hub may not have read up to ``after`` yet
-                    yield item[1]
+            if backlog:
+                yield b"".join(backlog)
+            while (batch := await queue.get()) is not None:
+                # the hub may not have read up to ``after`` yet: skip what was asked past
+                chunk = b"".join(frame for seq, frame in batch if seq > after)
+                if chunk:
+                    yield chunk
             yield b"event: end\ndata: {}\n\n"
         finally:
             self.queues.discard(queue)
