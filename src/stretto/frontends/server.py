@@ -146,7 +146,10 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         return body
 
     async def status(request: Request, run_id: str) -> Response:
-        body = await run_in_threadpool(status_body, run_id)
+        if run_id in made:  # folded before: only what is new is read (a stat, a small read)
+            body = status_body(run_id)
+        else:  # the first fold reads the whole journal: not on the event loop
+            body = await run_in_threadpool(status_body, run_id)
         return Response(body, media_type="application/json")
 
     def known(run_id: str, task: str) -> tuple[api.RunHandle, Any]:
