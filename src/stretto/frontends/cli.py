@@ -72,8 +72,8 @@ def _goal_options(func: F) -> F:
 
 SECTIONS = (
     ("Plan and run", ("run", "plan", "validate", "schema", "resume", "demo")),
-    ("Watch and steer a run", ("status", "events", "log", "cancel", "retry", "pause", "unpause",
-                               "budget", "parallelism", "runs")),
+    ("Watch and steer a run", ("status", "events", "log", "cancel", "retry", "add", "pause",
+                               "unpause", "budget", "parallelism", "runs")),
     ("See a run", ("report", "trace")),
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
