@@ -250,3 +250,33 @@ def test_an_addition_racing_a_kill_is_kept_by_resume_exactly_once(
     trailers = git(repo, "log", "main", "--format=%(trailers:key=Stretto-Task,valueonly)")
     assert sorted(t for t in trailers.split() if t) == sorted(final.tasks)  # each once
     assert not list(inbox_path(folder).iterdir())
+
+
+def test_an_added_task_that_landed_before_a_kill_is_not_redone_by_resume(repo: Path) -> None:
+    go = repo.parent / "go"
+    run_id = held_run(repo, go)
+    folder = repo / ".stretto" / "runs" / run_id
+    quick = "- {id: quick, goal: q, files: [q.txt], command: 'echo q > q.txt'}\n"
+    quick += "- {id: after, goal: a, files: [w.txt], depends_on: [quick, models],"
+    quick += " command: 'echo w > w.txt'}\n"
+    result = api.open_run(repo, run_id).add_tasks(quick, file="quick.yaml")
+    assert result.ok and result.fields["tasks"] == ["quick", "after"]
+    wait_until(lambda: has(repo, run_id, "task_finished", task="quick", status="landed"))
+    os.kill(int((folder / LOCK_NAME).read_text().strip()), signal.SIGKILL)
+    wait_until(lambda: not is_live(folder), what="the engine to die")
+    go.touch()
+    done = cli(repo, "resume", run_id, "--plain")
+    assert done.returncode == 0, done.stdout + done.stderr
+    final = api.open_run(repo, run_id).status()
+    assert final.state == "finished", final.to_dict()
+    assert {t: s.state for t, s in final.tasks.items()} == dict.fromkeys(
+        ["models", "api", "quick", "after"], "landed"
+    )
+    spawned = [
+        r
+        for r in records(repo, run_id)
+        if r.type == "attempt_started" and r.fields["task"] == "quick"
+    ]
+    assert len(spawned) == 1  # landed before the kill: not attempted again
+    trailers = git(repo, "log", "main", "--format=%(trailers:key=Stretto-Task,valueonly)")
+    assert sorted(t for t in trailers.split() if t) == ["after", "api", "models", "quick"]
