@@ -334,6 +334,8 @@ def test_tasks_added_over_http_land_and_bad_ones_are_422_changing_nothing(
     assert "did you mean 'good'" in problem["message"]
     status, body = server.json("POST", f"/runs/{run_id}/tasks", {"file": "x"})
     assert status == 400 and "'steps' is needed" in body["message"]
+    status, body = server.json("POST", f"/runs/{run_id}/control", {"action": "add"})
+    assert status == 409 and "POST /runs/{id}/tasks" in body["message"]
     assert untouched()
     status, result = server.json("POST", f"/runs/{run_id}/tasks", {"steps": steps})
     assert status == 201 and result["ok"] and result["tasks"] == ["extra"], result

@@ -266,12 +266,20 @@ class RunHandle:
             ControlError: the run is not running (finished, or interrupted: says how to
                 resume), the task is unknown, or the engine refused the command.
         """
+        if action == "add":
+            raise ControlError(_ADD_HOW)
         check_command(self.status(), action, task, value)
         reader = EventReader.at_end(self.run_dir)  # the engine's answer comes after this
         sent = control.send(
             self.run_dir, action, task=task, value=value, source={"frontend": source}
         )
         return _outcome(sent, _answers(reader, wait), raising=True)
+
+
+_ADD_HOW = (
+    "adding tasks takes steps: `stretto add [RUN] FILE`, RunHandle.add_tasks(steps), or "
+    'POST /runs/{id}/tasks with {"steps": YAML}'
+)
 
 
 def check_command(status: RunStatus, action: str, task: str | None, value: float | None) -> None:
@@ -298,8 +306,6 @@ def check_command(status: RunStatus, action: str, task: str | None, value: float
         raise ControlError(
             f"no task '{task}' in run {status.run_id}{hint}; its tasks: {', '.join(status.tasks)}"
         )
-    if control.ACTIONS[action] == "steps" and action != "add":  # pragma: no cover
-        raise ControlError(f"{action} takes steps: use add_tasks()")
     if control.ACTIONS[action] == "value" and value is None:
         raise ControlError(f"{action} needs a number")
 
@@ -392,6 +398,8 @@ class AsyncRunHandle:
         """See :meth:`RunHandle.command`."""
         import asyncio
 
+        if action == "add":
+            raise ControlError(_ADD_HOW)
         check_command(await self.status(), action, task, value)
         reader = await asyncio.to_thread(EventReader.at_end, self.run_dir)
         sent = await asyncio.to_thread(
