@@ -10,6 +10,7 @@
    ``render_report`` (the page), next to ``RunHandle.status()``; and the page's size.
 
 Run: .venv/bin/python benchmarks/bench_report.py [--tasks 200] [--repeat 11] [--keep DIR]
+(``--reuse DIR`` times a run kept before, e.g. to compare two versions of stretto on it.)
 """
 
 from __future__ import annotations
@@ -68,10 +69,15 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=11)
     parser.add_argument("--keep", type=Path, help="Build the run here and keep it.")
+    parser.add_argument(
+        "--reuse", type=Path, help="Time the run a --keep DIR holds (no new set-up)."
+    )
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     print(machine())
-    base = args.keep or Path(tempfile.mkdtemp(prefix="stretto-bench-report-"))
+    base = args.reuse or args.keep or Path(tempfile.mkdtemp(prefix="stretto-bench-report-"))
+    if args.reuse is not None:
+        return measure(api.open_run(base / "repo"), base, args)
     try:
         flags = base / "flags"
         flags.mkdir(parents=True, exist_ok=True)
@@ -88,67 +94,71 @@ def main() -> int:
             f"  {status.state} in {time.perf_counter() - started:.1f}s: {status.counts()}, "
             f"{len(handle.records())} journal records"
         )
-        out = base / "report.html"
-        rid = handle.run_id
-        times = time_commands(
-            {
-                "python -c pass": [PYTHON, "-c", "pass"],
-                "stretto status --json RUN": [STRETTO, "status", "--json", rid],
-                "stretto report RUN -o FILE": [STRETTO, "report", rid, "-o", str(out)],
-            },
-            args.repeat,
-            cwd=repo,
-        )
-        rows = []
-        status_med = median(times["stretto status --json RUN"])
-        for name, values in times.items():
-            q1, q3 = quartiles(values)
-            rows.append(
-                [
-                    name,
-                    f"{median(values) * 1000:.0f} ms",
-                    f"{q1 * 1000:.0f}-{q3 * 1000:.0f} ms",
-                    f"{median(CPU_TIMES[name]) * 1000:.0f} ms",
-                    f"{median(values) / status_med:.2f}x",
-                ]
-            )
-        print(f"\nfresh processes, {args.repeat} runs each, interleaved")
-        print(table(["command", "median", "quartiles", "CPU", "ratio to status"], rows))
-
-        from stretto.frontends.report_html import render_report
-
-        data = api.run_report(handle)
-        calls = time_calls(
-            {
-                "handle.status()": handle.status,
-                "api.run_report(handle)": lambda: api.run_report(handle),
-                "render_report(data)": lambda: render_report(data),
-            },
-            args.repeat,
-        )
-        print(f"\nin one process, {args.repeat} calls each")
-        print(
-            table(
-                ["call", "median", "CPU"],
-                [
-                    [n, f"{median(v) * 1000:.1f} ms", f"{median(CPU_TIMES[n]) * 1000:.1f} ms"]
-                    for n, v in calls.items()
-                ],
-            )
-        )
-        size = out.stat().st_size
-        print(
-            f"\npage: {size / 1024:.0f} KiB for {len(data.attempts)} attempts, "
-            f"{len(data.tasks)} tasks"
-        )
-        report_med = median(times["stretto report RUN -o FILE"])
-        print(f"ratio report / status --json: {report_med / status_med:.2f}")
-        ok = target(f"report of a {args.tasks}-task run", 1000, report_med)
-        ok &= target("report page size", 2048, size / 1024, unit="KiB", scale=1)
-        return 0 if ok else 1
+        return measure(handle, base, args)
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def measure(handle: api.RunHandle, base: Path, args: argparse.Namespace) -> int:
+    """Time ``stretto report`` of the run against ``stretto status --json``."""
+    repo, rid = handle.repo, handle.run_id
+    out = base / "report.html"
+    times = time_commands(
+        {
+            "python -c pass": [PYTHON, "-c", "pass"],
+            "stretto status --json RUN": [STRETTO, "status", "--json", rid],
+            "stretto report RUN -o FILE": [STRETTO, "report", rid, "-o", str(out)],
+        },
+        args.repeat,
+        cwd=repo,
+    )
+    rows = []
+    status_med = median(times["stretto status --json RUN"])
+    for name, values in times.items():
+        q1, q3 = quartiles(values)
+        rows.append(
+            [
+                name,
+                f"{median(values) * 1000:.0f} ms",
+                f"{q1 * 1000:.0f}-{q3 * 1000:.0f} ms",
+                f"{median(CPU_TIMES[name]) * 1000:.0f} ms",
+                f"{median(values) / status_med:.2f}x",
+            ]
+        )
+    print(f"\nfresh processes, {args.repeat} runs each, interleaved")
+    print(table(["command", "median", "quartiles", "CPU", "ratio to status"], rows))
+
+    from stretto.frontends.report_html import render_report
+
+    data = api.run_report(handle)
+    calls = time_calls(
+        {
+            "handle.status()": handle.status,
+            "api.run_report(handle)": lambda: api.run_report(handle),
+            "render_report(data)": lambda: render_report(data),
+        },
+        args.repeat,
+    )
+    print(f"\nin one process, {args.repeat} calls each")
+    print(
+        table(
+            ["call", "median", "CPU"],
+            [
+                [n, f"{median(v) * 1000:.1f} ms", f"{median(CPU_TIMES[n]) * 1000:.1f} ms"]
+                for n, v in calls.items()
+            ],
+        )
+    )
+    size = out.stat().st_size
+    print(
+        f"\npage: {size / 1024:.0f} KiB for {len(data.attempts)} attempts, {len(data.tasks)} tasks"
+    )
+    report_med = median(times["stretto report RUN -o FILE"])
+    print(f"ratio report / status --json: {report_med / status_med:.2f}")
+    ok = target(f"report of a {len(data.tasks)}-task run", 1000, report_med)
+    ok &= target("report page size", 2048, size / 1024, unit="KiB", scale=1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

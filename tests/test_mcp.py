@@ -47,6 +47,7 @@ TOOLS = {
     "stretto_diff",
     "stretto_cancel",
     "stretto_retry",
+    "stretto_add",
     "stretto_runs",
     "stretto_doctor",
 }
@@ -58,6 +59,7 @@ TYPED = {  # tools whose return type is a model: a schema with named properties
     "stretto_diff": {"text"},
     "stretto_cancel": {"applied", "ok", "message", "seq", "details"},
     "stretto_retry": {"applied", "ok", "message", "seq", "details"},
+    "stretto_add": {"applied", "ok", "message", "seq", "details"},
     "stretto_runs": {"items"},
     "stretto_doctor": {"items"},
 }
@@ -162,8 +164,12 @@ def home(tmp_path: Path) -> Path:
 
 
 def server_env(home: Path) -> dict[str, str]:
-    """What a client gives the server it starts: PATH, HOME and a locale."""
-    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8"}
+    """What a client gives the server it starts: PATH, HOME and a locale (and the tests'
+    PYTHONPATH, so a worktree's code is the one served)."""
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def processes() -> Iterator[tuple[int, str]]:
@@ -326,6 +332,12 @@ def test_stdio_plan_run_wait_result_diff_logs(repo: Path, home: Path) -> None:
         assert time.monotonic() - started < 30  # at once: the run takes longer than this
         run_id = run["run_id"]
         assert run["repo"] == str(repo) and run_id in run["follow"]
+        # Tasks added while it runs (`a` sleeps 3 s): a bad step is refused with its place.
+        bad = await fails(session, "stretto_add", run_id=run_id, steps="goal: d\ndepends_on: [cc]")
+        assert "<steps>:2:14: depends_on[0]: unknown step 'cc' (did you mean 'c'?)" in bad
+        step = "{id: d, goal: write d, files: [d.txt], depends_on: [c], command: 'echo d > d.txt'}"
+        added = await call(session, "stretto_add", run_id=run_id, steps=step)
+        assert added["ok"] and added["details"]["tasks"] == ["d"], added
 
         end, events, calls = await wait_to_end(session, run_id)
         assert end["state"] == "finished" and end["over"] is True
@@ -338,7 +350,7 @@ def test_stdio_plan_run_wait_result_diff_logs(repo: Path, home: Path) -> None:
         result = await call(session, "stretto_result", run_id=run_id)
         assert result["state"] == "finished" and result["failed"] == []
         landed = {t["id"]: t for t in result["landed"]}
-        assert set(landed) == {"a", "b", "c"}
+        assert set(landed) == {"a", "b", "c", "d"}
         for task in landed.values():
             assert task["commit"] and git(repo, "cat-file", "-t", task["commit"]).strip()
         for name in "abc":
@@ -359,7 +371,7 @@ def test_stdio_plan_run_wait_result_diff_logs(repo: Path, home: Path) -> None:
         read = await session.read_resource(f"stretto://runs/{run_id}/summary")
         summary = json.loads(read.contents[0].text)  # type: ignore[union-attr]
         assert summary["run_id"] == run_id and summary["state"] == "finished"
-        assert {t["id"] for t in summary["landed"]} == {"a", "b", "c"}
+        assert {t["id"] for t in summary["landed"]} == {"a", "b", "c", "d"}
 
     anyio.run(scenario)
 

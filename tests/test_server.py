@@ -290,6 +290,66 @@ def test_control_over_http_is_journaled_with_its_source(server: Server) -> None:
         time.sleep(0.1)
 
 
+def test_tasks_added_over_http_land_and_bad_ones_are_422_changing_nothing(
+    server: Server,
+) -> None:
+    go = server.repo.parent / "go-add"
+    held = (
+        PLAN.replace("served", "grown")
+        .replace(".txt", "-grown.txt")  # files of its own: other tests' runs landed theirs
+        .replace("sleep 0.5; echo good", f"while [ ! -e {go} ]; do sleep 0.05; done; echo good")
+    )
+    status, started = server.json("POST", "/runs", {"plan": held})
+    assert status == 201, started
+    run_id = started["run_id"]
+    journal = server.repo / ".stretto" / "runs" / run_id / "journal.jsonl"
+    deadline = time.monotonic() + 30
+    while not any(r.type == "attempt_started" for r in read_journal(journal)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    steps = "id: extra\ngoal: more\nfiles: [extra.txt]\ndepends_on: [good]\n"
+    steps += "command: 'echo e > extra.txt'\n"
+    inbox = journal.parent / "control"
+
+    def untouched() -> bool:  # nothing sent: no command waiting, none journaled
+        controls = [r for r in read_journal(journal) if r.type.startswith("control")]
+        return not controls and not list(inbox.iterdir())
+
+    for token in ("", "wrong"):  # no or a bad token: 401, nothing sent
+        status, _, _ = server.request(
+            "POST", f"/runs/{run_id}/tasks", {"steps": steps}, token=token
+        )
+        assert status == 401
+    bad = steps.replace("depends_on: [good]", "depends_on: [goood]")
+    status, body = server.json(
+        "POST", f"/runs/{run_id}/tasks", {"steps": bad, "file": "extra.yaml"}
+    )
+    assert status == 422, body
+    [problem] = body["diagnostics"]
+    assert (problem["file"], problem["line"], problem["field"]) == (
+        "extra.yaml",
+        4,
+        "depends_on[0]",
+    )
+    assert "did you mean 'good'" in problem["message"]
+    status, body = server.json("POST", f"/runs/{run_id}/tasks", {"file": "x"})
+    assert status == 400 and "'steps' is needed" in body["message"]
+    status, body = server.json("POST", f"/runs/{run_id}/control", {"action": "add"})
+    assert status == 409 and "POST /runs/{id}/tasks" in body["message"]
+    assert untouched()
+    status, result = server.json("POST", f"/runs/{run_id}/tasks", {"steps": steps})
+    assert status == 201 and result["ok"] and result["tasks"] == ["extra"], result
+    status, info = server.json("GET", f"/runs/{run_id}/tasks/extra")
+    assert status == 200 and info["state"] == "pending"
+    go.touch()
+    state = server.wait_over(run_id)
+    assert {t["id"]: t["state"] for t in state["tasks"]}["extra"] == "landed"
+    status, body = server.json("POST", f"/runs/{run_id}/tasks", {"steps": "goal: late\n"})
+    assert status == 409 and "not running" in body["message"]
+    status, body = server.json("POST", "/runs/nosuchrun/tasks", {"steps": "goal: x\n"})
+    assert status == 404
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -335,8 +395,24 @@ stages:
             ):
                 assert time.monotonic() < deadline, "the retry never reached the journal"
                 time.sleep(0.1)
+            # The form adds tasks: a bad step shows its line and field, a good one is added.
+            page.click("#adding summary")
+            page.fill("#steps", "goal: a note\ndepends_on: [slo]\n")
+            page.click("#add button")
+            page.wait_for_selector("#added.bad", timeout=30000)
+            said = page.inner_text("#added")
+            assert "line 2:14 depends_on[0]: unknown step 'slo' (did you mean 'slow'?)" in said
+            page.fill(
+                "#steps", "{id: note, goal: a note, files: [n.txt], command: 'echo n > n.txt'}"
+            )
+            page.click("#add button")
+            page.locator("#added", has_text="added 1 task: note").wait_for(timeout=30000)
+            page.wait_for_selector('tr[data-task="note"]', timeout=30000)
         finally:
             browser.close()
+    [add] = [r for r in read_journal(journal) if r.type == "control" and r.fields["ok"] is True
+             and r.fields["action"] == "add"]  # fmt: skip
+    assert add.fields["tasks"] == ["note"] and add.fields["source"]["frontend"] == "http"
     [retry] = [
         r for r in read_journal(journal) if r.type == "control" and r.fields["action"] == "retry"
     ]

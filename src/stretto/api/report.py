@@ -400,19 +400,34 @@ def _graph(
     run_dir: Path, records: Sequence[Record], status: RunStatus
 ) -> tuple[list[TaskNode], list[str]]:
     """Tasks with their stages and dependencies (from the run's saved plan), and splits."""
+    from stretto.engine.plan_graph import read_plan_graph
     from stretto.engine.runs import saved_plan
     from stretto.errors import StrettoError
 
-    try:
-        plan = saved_plan(run_dir)
-        planned = {t.id: t for t in plan.tasks}
-        stages = [s.name for s in plan.stages]
-    except (OSError, StrettoError):  # a run being planned, or a plan file gone
-        planned, stages = {}, []
+    graph = read_plan_graph(run_dir)  # saved with the run: no need to parse the plan again
+    planned: dict[str, Any]
+    if graph is not None:
+        stages, planned = graph[0], dict(graph[1])
+    else:
+        try:
+            plan = saved_plan(run_dir)
+            planned = {t.id: t for t in plan.tasks}
+            stages = [s.name for s in plan.stages]
+        except (OSError, StrettoError):  # a run being planned, or a plan file gone
+            planned, stages = {}, []
     parent: dict[str, str] = {}
     finished: dict[str, float] = {}
     for rec in records:
-        if rec.type == "split":
+        added = None
+        if rec.type == "control" and rec.fields.get("action") == "add":
+            from stretto.engine.additions import added_in
+
+            added = added_in(rec)  # tasks added to the running run (`stretto add`)
+        if added:
+            planned.update((t.id, t) for t in added)
+            if added[0].stage not in stages:
+                stages.append(added[0].stage)
+        elif rec.type == "split":
             for child in rec.fields.get("children") or []:
                 parent[str(child)] = str(rec.fields.get("task"))
         elif rec.type == "task_finished":
@@ -447,8 +462,12 @@ def stages_of(planned: dict[str, Any], task: str | None) -> str | None:
 
 
 def _waves(nodes: list[TaskNode]) -> None:
-    """Each task's wave: one more than its deepest dependency (0 without any)."""
+    """Each task's wave: one more than its deepest dependency (0 without any).
+
+    The steps of a stage share their dependencies (the previous stage's last steps: hundreds in
+    a big plan), so a wave is worked out once per distinct list of dependencies."""
     by_id = {n.id: n for n in nodes}
+    wave_of: dict[tuple[str, ...], int] = {}  # filled once every task in the key is done
     done: set[str] = set()
     seen: set[str] = set()  # expanded once: a cycle (never in a valid plan) cannot loop
     for root in nodes:
@@ -458,13 +477,21 @@ def _waves(nodes: list[TaskNode]) -> None:
             if node.id in done or (not expanded and node.id in seen):
                 continue
             seen.add(node.id)
-            deps = [by_id[d] for d in node.depends_on if d in by_id and d != node.id]
-            if expanded:
-                node.wave = 1 + max((d.wave for d in deps), default=-1)
+            key = tuple(node.depends_on)
+            if expanded or key in wave_of:
+                wave = wave_of.get(key)
+                if wave is None:
+                    deps = [by_id[d].wave for d in key if d in by_id and d != node.id]
+                    wave = 1 + max(deps, default=-1)
+                    if node.id not in key:  # a task waiting for itself has a wave of its own
+                        wave_of[key] = wave
+                node.wave = wave
                 done.add(node.id)
                 continue
             stack.append((node, True))
-            stack.extend((d, False) for d in deps if d.id not in done)
+            stack.extend(
+                (by_id[d], False) for d in key if d in by_id and d != node.id and d not in done
+            )
 
 
 def _critical_path(nodes: list[TaskNode]) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stretto.engine import control
 from stretto.engine.events import EventReader, afollow
@@ -26,7 +26,9 @@ from stretto.engine.outcomes import RunSummary
 from stretto.engine.runs import list_run_ids, new_run_id, resolve_run, runs_root
 from stretto.engine.status import RunStatus, StatusFold, fold_status
 from stretto.errors import ControlError, RunError
-from stretto.plans.plan import Plan
+
+if TYPE_CHECKING:  # the plan module loads when a plan is started: readers never need it
+    from stretto.plans.plan import Plan
 
 Sink = Callable[[Record], None]
 
@@ -155,6 +157,17 @@ class RunHandle:
             fold.feed(reader.read_new())
             return fold.result(live=live)
 
+    def version(self) -> tuple[int, bool]:
+        """(seq of the last record, live): :meth:`status` is the same while this is, so a
+        server can keep what it made of it (folds what is new, builds no status)."""
+        live = is_live(self.run_dir)
+        with self._folding:
+            if self._fold is None:
+                self._fold = (EventReader(self.run_dir), StatusFold())
+            reader, fold = self._fold
+            fold.feed(reader.read_new())
+            return fold.last_seq, live
+
     def live(self) -> bool:
         """Whether an engine process drives the run right now."""
         return is_live(self.run_dir)
@@ -216,6 +229,28 @@ class RunHandle:
         """How many agents may run at once from now on."""
         return self.command("parallelism", value=agents, **how)
 
+    def add_tasks(
+        self, steps: str, *, file: str = "<steps>", wait: float = 10.0, source: str = "api"
+    ) -> ControlResult:
+        """Add tasks to the running run: ``steps`` is YAML holding one plan step or a list of
+        them (docs/plan-format.md), checked like a plan's before anything is sent; the engine
+        checks them again and schedules them. ``result.fields["tasks"]`` are their ids.
+
+        Raises:
+            PlanError: a bad step (file:line:column, field, fix); nothing was added.
+            ControlError: the run is not running, or the engine refused the steps.
+        """
+        from stretto.api.additions import check_against_run
+
+        state = self.status()
+        check_command(state, "add", None, None)
+        check_against_run(self.run_dir, state, steps, file)
+        reader = EventReader.at_end(self.run_dir)
+        sent = control.send(
+            self.run_dir, "add", steps=steps, file=file, source={"frontend": source}
+        )
+        return _outcome(sent, _answers(reader, wait), raising=True)
+
     def command(
         self,
         action: str,
@@ -231,12 +266,20 @@ class RunHandle:
             ControlError: the run is not running (finished, or interrupted: says how to
                 resume), the task is unknown, or the engine refused the command.
         """
+        if action == "add":
+            raise ControlError(_ADD_HOW)
         check_command(self.status(), action, task, value)
         reader = EventReader.at_end(self.run_dir)  # the engine's answer comes after this
         sent = control.send(
             self.run_dir, action, task=task, value=value, source={"frontend": source}
         )
         return _outcome(sent, _answers(reader, wait), raising=True)
+
+
+_ADD_HOW = (
+    "adding tasks takes steps: `stretto add [RUN] FILE`, RunHandle.add_tasks(steps), or "
+    'POST /runs/{id}/tasks with {"steps": YAML}'
+)
 
 
 def check_command(status: RunStatus, action: str, task: str | None, value: float | None) -> None:
@@ -295,8 +338,13 @@ def _outcome(sent: control.Command, records: Any, *, raising: bool) -> ControlRe
 def _result(sent: control.Command, record: Record, *, raising: bool) -> ControlResult:
     f = record.fields
     skip = {"id", "action", "task", "value", "source", "sent", "ok", "result", "error"}
+    skip |= {"steps", "file", "added", "diagnostics"}
     ok = bool(f.get("ok"))
     message = str(f.get("result") if ok else f.get("error"))
+    if not ok and raising and f.get("diagnostics"):  # steps the engine found bad
+        from stretto.errors import Diagnostic, PlanError
+
+        raise PlanError([Diagnostic(**d) for d in f["diagnostics"]])
     if not ok and raising:
         raise ControlError(f"{sent.action} refused by the engine: {message}")
     extra = {k: v for k, v in f.items() if k not in skip}
@@ -350,6 +398,8 @@ class AsyncRunHandle:
         """See :meth:`RunHandle.command`."""
         import asyncio
 
+        if action == "add":
+            raise ControlError(_ADD_HOW)
         check_command(await self.status(), action, task, value)
         reader = await asyncio.to_thread(EventReader.at_end, self.run_dir)
         sent = await asyncio.to_thread(
@@ -358,6 +408,57 @@ class AsyncRunHandle:
         deadline = time.monotonic() + wait
         while True:
             for record in reader.read_new():
+                if record.type == "control" and record.fields.get("id") == sent.id:
+                    return _result(sent, record, raising=True)
+            if reader.finished() or time.monotonic() >= deadline:
+                return _outcome(sent, [], raising=True)
+            await asyncio.sleep(0.005)
+
+    async def batches(self, after_seq: int = 0) -> AsyncIterator[list[Record]]:
+        """:meth:`events` with ``follow``, a read at a time: the records written since the
+        last look come together (a server sends them in one write), until the run ends."""
+        import asyncio
+
+        from stretto.engine.events import POLL
+
+        reader = EventReader(self.run_dir, after_seq)
+        while True:
+            batch = reader.read_new()  # a stat when nothing is new; small reads otherwise
+            if batch:
+                yield batch
+            elif reader.finished():
+                last = reader.read_new()  # anything written after the last look
+                if last:
+                    yield last
+                return
+            else:
+                await asyncio.sleep(POLL)
+
+    async def add_tasks(
+        self, steps: str, *, file: str = "<steps>", wait: float = 10.0, source: str = "api"
+    ) -> ControlResult:
+        """See :meth:`RunHandle.add_tasks`."""
+        import asyncio
+
+        from stretto.api.additions import check_against_run
+
+        state = await self.status()
+        check_command(state, "add", None, None)
+        await asyncio.to_thread(check_against_run, self.run_dir, state, steps, file)
+        reader = await asyncio.to_thread(EventReader.at_end, self.run_dir)
+        sent = await asyncio.to_thread(
+            control.send, self.run_dir, "add", steps=steps, file=file, source={"frontend": source}
+        )
+        return await self._answer(sent, reader, wait)
+
+    async def _answer(
+        self, sent: control.Command, reader: EventReader, wait: float
+    ) -> ControlResult:
+        import asyncio
+
+        deadline = time.monotonic() + wait
+        while True:
+            for record in await asyncio.to_thread(reader.read_new):
                 if record.type == "control" and record.fields.get("id") == sent.id:
                     return _result(sent, record, raising=True)
             if reader.finished() or time.monotonic() >= deadline:
@@ -423,6 +524,8 @@ def start_run(
     top = _toplevel(repo)
     if isinstance(plan_or_goal, Goal):
         return _start_goal(top, plan_or_goal, options, detach=detach, sink=sink)
+    from stretto.plans.plan import Plan
+
     if isinstance(plan_or_goal, Plan):
         plan, run_options = plan_or_goal, _options_for(top, plan_or_goal, options)
     else:

@@ -43,6 +43,7 @@ ACTIONS: Mapping[str, str] = {
     "unpause": "",
     "budget": "value",  # a new run budget in USD
     "parallelism": "value",  # agents running at once
+    "add": "steps",  # new tasks: plan steps as YAML (stretto.plans.additions)
 }
 
 
@@ -57,6 +58,8 @@ class Command:
         value: the number, for ``budget`` (USD) and ``parallelism`` (agents).
         source: who sent it: frontend name, pid, user.
         sent: when (epoch seconds).
+        steps: for ``add``, the steps as YAML text (one step, or a list of steps).
+        file: for ``add``, where the steps came from (named in errors).
     """
 
     id: str
@@ -65,10 +68,12 @@ class Command:
     value: float | None = None
     source: Mapping[str, Any] = field(default_factory=dict)
     sent: float = 0.0
+    steps: str | None = None
+    file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the file's content and the journal record's fields)."""
-        return {
+        out = {
             "id": self.id,
             "action": self.action,
             "task": self.task,
@@ -76,6 +81,9 @@ class Command:
             "source": dict(self.source),
             "sent": self.sent,
         }
+        if self.steps is not None:
+            out.update(steps=self.steps, file=self.file)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Command:
@@ -89,6 +97,11 @@ class Command:
             raise ValueError("task must be a string")
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ValueError("value must be a number")
+        steps, file = data.get("steps"), data.get("file")
+        if steps is not None and not isinstance(steps, str):
+            raise ValueError("steps must be YAML text")
+        if file is not None and not isinstance(file, str):
+            raise ValueError("file must be a string")
         source = data.get("source") or {}
         return cls(
             str(data["id"]),
@@ -97,6 +110,8 @@ class Command:
             None if value is None else float(value),
             dict(source) if isinstance(source, Mapping) else {},
             float(data.get("sent") or 0.0),
+            steps,
+            file,
         )
 
 
@@ -125,6 +140,8 @@ def send(
     task: str | None = None,
     value: float | None = None,
     source: Mapping[str, Any] | None = None,
+    steps: str | None = None,
+    file: str | None = None,
 ) -> Command:
     """Drop a command in the run's inbox, atomically and durably; return it.
 
@@ -138,6 +155,8 @@ def send(
         value,
         {"pid": os.getpid(), "uid": os.getuid(), **(source or {})},
         time.time(),
+        steps,
+        file,
     )
     folder = inbox_path(run_dir)
     try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.engine import merge as merging
+from stretto.engine.additions import added_in
 from stretto.engine.journal import JOURNAL_NAME, Journal, Record, open_intents, read_journal
 from stretto.engine.outcomes import RunSummary, TaskReport
 from stretto.engine.runner import Runner, Sink
@@ -170,7 +171,10 @@ def resume_run(
         _settle_intents(repo, runner, history, options.target)
         runner.paused = facts.paused
         for rec in history:  # splits replay from their journaled answer: no second call
-            if rec.type == "split" and rec.fields.get("task") in runner.plan.by_id:
+            added = added_in(rec)  # added tasks, from their journaled form, in the same order
+            if added:
+                runner.apply_add(added)
+            elif rec.type == "split" and rec.fields.get("task") in runner.plan.by_id:
                 from stretto.planning.splitting import child_tasks
 
                 parent = runner.plan.task(rec.fields["task"])

@@ -90,6 +90,7 @@ class Runner(Steering):
         self.budget_stop: str | None = None  # why no new attempt may start
         self.paused = False  # a person paused the run: no new attempts start
         self.stop: tuple[str, str] | None = None  # (status, why) once the run is being stopped
+        self.closing = False  # every task ended: the run is finishing (no task may be added)
         self.stop_signal: int | None = None
         self.halted: StorageError | None = None  # why the run had to stop (see halt)
         self.held: set[str] = set()  # tasks that could start now, but only on such a provider
@@ -146,6 +147,7 @@ class Runner(Steering):
         try:
             self._read_inbox()  # commands sent before the engine started
             await self._loop()
+            self.closing = True
             if self.stop is None:
                 await asyncio.gather(*self.attempts.cleanups)
                 await self.queue.finish()

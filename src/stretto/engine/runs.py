@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stretto.config import Config, load_config
 from stretto.engine.journal import (
     JOURNAL_NAME,
     Journal,
@@ -31,9 +30,10 @@ from stretto.files import storage_fault, write_atomic
 from stretto.git import rev_parse, toplevel
 from stretto.options import RunOptions
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the plan and config modules load on first use: readers never need them
+    from stretto.config import Config
     from stretto.engine.context import Sink
-from stretto.plans.plan import Plan, load_plan, parse_plan
+    from stretto.plans.plan import Plan
 
 STATE_DIR = ".stretto"
 
@@ -102,6 +102,9 @@ def prepare_run(
 ) -> tuple[Path, Plan, RunOptions]:
     """Validate everything a run needs before any effect: repo, config, plan, target."""
     repo = toplevel(cwd)
+    from stretto.config import load_config
+    from stretto.plans.plan import load_plan
+
     config = load_config(repo)
     plan = load_plan(plan_file)
     options = options_for(
@@ -145,6 +148,7 @@ def create_run(
     """
     run_id = run_id or new_run_id()
     from stretto.engine.control import make_inbox
+    from stretto.engine.plan_graph import write_plan_graph
     from stretto.project.scaffold import state_dir
 
     state_dir(repo)  # private, and never shown by `git status`
@@ -166,7 +170,9 @@ def create_run(
         crashpoint("after-journal-created")  # an empty journal: resume says to start again
     try:
         make_inbox(run_dir)
-        write_atomic(run_dir / "plan.yaml", Path(plan.source).read_bytes())
+        plan_bytes = Path(plan.source).read_bytes()
+        write_atomic(run_dir / "plan.yaml", plan_bytes)
+        write_plan_graph(run_dir, plan, plan_bytes)  # for readers: no second parse of the plan
         record = journal.append(
             "run_started",
             sync=True,
@@ -348,4 +354,6 @@ def task_log(
 def saved_plan(run_dir: Path) -> Plan:
     """The plan a run ran, from its own copy."""
     path = run_dir / "plan.yaml"
+    from stretto.plans.plan import parse_plan
+
     return parse_plan(path.read_text(), str(path))

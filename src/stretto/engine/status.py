@@ -139,6 +139,9 @@ def _control(status: RunStatus, f: Any) -> None:
         status.max_agents = f.get("max_agents")
     elif action == "cancel" and not f.get("task"):
         status.stopping = "cancelled"
+    elif action == "add":
+        for name in f.get("tasks") or ():
+            status.tasks.setdefault(str(name), TaskStatus(str(name)))
     elif action == "retry":
         for name in (f.get("task"), *f.get("revived", ())):
             task = status.tasks.get(str(name))

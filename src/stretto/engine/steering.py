@@ -23,7 +23,7 @@ from stretto.engine.journal import Record, crashpoint
 from stretto.engine.outcomes import AttemptEnd, TaskReport
 from stretto.files import storage_fault
 from stretto.options import RunOptions
-from stretto.plans.plan import Plan
+from stretto.plans.plan import Plan, Task
 from stretto.routing.dispatch import Dispatch
 from stretto.schedule.scheduler import Schedule, TaskState
 
@@ -50,6 +50,7 @@ class Steering:
     reports: dict[str, TaskReport]
     waiting: dict[str, tuple[str, ...]]
     options: RunOptions
+    closing: bool
 
     def record(self, type_: str, **fields: Any) -> Record:
         raise NotImplementedError
@@ -131,6 +132,8 @@ class Steering:
             return False, {"error": f"the run is stopping ({self.stop[1]})"}
         if task is not None and task not in self.plan.by_id:
             return False, {"error": _unknown_task(task, self.plan)}
+        if action == "add":
+            return self._add_tasks(command)
         if action == "cancel" and task is None:
             self.request_stop("cancelled", "cancelled by `stretto cancel`")
             return True, {"result": "stopping: running agents end, verified work is kept"}
@@ -158,6 +161,43 @@ class Steering:
             self.options = replace(self.options, max_agents=int(value))
             return True, {"result": f"{int(value)} agents at once", "max_agents": int(value)}
         return False, {"error": f"unknown command {action!r}"}
+
+    def _add_tasks(self, command: Command) -> tuple[bool, dict[str, Any]]:
+        """Validate the steps against the live plan, then give them to the schedule."""
+        from stretto.engine.additions import addition_result, check_addition
+        from stretto.errors import PlanError, UsageError
+
+        if self.closing:
+            return False, {"error": "every task has ended and the run is finishing; add the "
+                           "steps to a new run (`stretto run PLAN`)"}  # fmt: skip
+        existing = {
+            t: (self.reports[t].status if t in self.reports else self.schedule.state[t].value)
+            for t in self.plan.by_id
+        }
+        try:
+            addition = check_addition(
+                command.steps or "",
+                command.file or "<steps>",
+                existing,
+                unowned=self.plan.unowned,
+                options=self.options,
+            )
+        except PlanError as error:
+            return False, {
+                "error": error.message,
+                "diagnostics": [d.to_dict() for d in error.diagnostics],
+            }
+        except UsageError as error:
+            return False, {"error": error.message}
+        self.apply_add(list(addition.tasks))
+        return True, addition_result(addition.tasks)
+
+    def apply_add(self, tasks: list[Task]) -> None:
+        """Put added tasks in the plan and the schedule (live, or rebuilt by resume)."""
+        from stretto.engine.additions import schedule_view, with_tasks
+
+        self.plan = with_tasks(self.plan, tasks)
+        self.schedule.add(schedule_view(tasks))
 
     def _cancel_task(self, task: str) -> tuple[bool, dict[str, Any]]:
         state = self.schedule.state[task]

@@ -72,8 +72,8 @@ def _goal_options(func: F) -> F:
 
 SECTIONS = (
     ("Plan and run", ("run", "plan", "validate", "schema", "resume", "demo")),
-    ("Watch and steer a run", ("status", "events", "log", "cancel", "retry", "pause", "unpause",
-                               "budget", "parallelism", "runs")),
+    ("Watch and steer a run", ("status", "events", "log", "cancel", "retry", "add", "pause",
+                               "unpause", "budget", "parallelism", "runs")),
     ("See a run", ("report", "trace")),
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
@@ -551,6 +551,7 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
 
 
 from stretto.frontends import (  # noqa: E402
+    add_commands,
     control_commands,
     mcp_commands,
     report_commands,
@@ -563,3 +564,4 @@ setup_commands.register(main, _reports_errors)
 mcp_commands.register(main, _reports_errors)
 report_commands.register(main, _reports_errors)
 serve_commands.register(main, _reports_errors)
+add_commands.register(main, _reports_errors)

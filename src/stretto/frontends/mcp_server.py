@@ -295,6 +295,15 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         return _controlled(await call(handle.retry, task, source="mcp"))
 
     @tool
+    async def stretto_add(run_id: str, steps: str, repo: str | None = None) -> Controlled:
+        """Add tasks to a running run: `steps` is YAML of one plan step (goal, files,
+        depends_on...) or a list of steps, checked like a plan's (errors name line and field);
+        `depends_on` may name the run's tasks. `details.tasks` are the new tasks' ids."""
+        handle = await call(ctx.run, run_id, repo)
+        result = await call(handle.add_tasks, steps, file="<steps>", source="mcp")
+        return _controlled(result)
+
+    @tool
     async def stretto_runs(repo: str | None = None) -> Listing:
         """Every run in the repository, oldest first, with its state and task counts."""
         states = await call(api.list_runs, ctx.repo_for(repo))

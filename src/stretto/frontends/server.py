@@ -11,6 +11,7 @@ it. Resources, in the OpenAPI document at ``/openapi.json``:
     GET  /runs/{run}                     its status
     GET  /runs/{run}/events              its records: JSON, or Server-Sent Events (resumable)
     POST /runs/{run}/control             {"action": cancel|retry|pause|unpause|budget|parallelism}
+    POST /runs/{run}/tasks               add tasks: {"steps": YAML of one plan step or a list}
     GET  /runs/{run}/tasks/{task}        one task's status
     GET  /runs/{run}/tasks/{task}/log    its attempt's agent and gate logs (text)
     GET  /runs/{run}/tasks/{task}/diff   the change it made (text)
@@ -131,9 +132,25 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
             status_code=201,
         )
 
+    made: dict[str, tuple[tuple[int, bool], bytes]] = {}  # run id -> (version, its status)
+
+    def status_body(run_id: str) -> bytes:
+        found = handle(run_id)
+        version = found.version()  # what is new in the journal, folded; no status built
+        kept = made.get(found.run_id)
+        if kept is not None and kept[0] == version:
+            return kept[1]  # nothing happened since: the same answer, encoded once
+        state = found.status()
+        body = json.dumps(state.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        made[found.run_id] = ((state.last_seq, state.live), body)
+        return body
+
     async def status(request: Request, run_id: str) -> Response:
-        state = await run_in_threadpool(lambda: handle(run_id).status())
-        return JSONResponse(state.to_dict())
+        if run_id in made:  # folded before: only what is new is read (a stat, a small read)
+            body = status_body(run_id)
+        else:  # the first fold reads the whole journal: not on the event loop
+            body = await run_in_threadpool(status_body, run_id)
+        return Response(body, media_type="application/json")
 
     def known(run_id: str, task: str) -> tuple[api.RunHandle, Any]:
         found = handle(run_id)
@@ -174,6 +191,15 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
             action, task=_text(body, "task"), value=value, source="http"
         )
         return JSONResponse(result.to_dict())
+
+    async def add(request: Request, run_id: str) -> Response:
+        body = await _json(request)
+        steps = _text(body, "steps")
+        if steps is None:
+            raise UsageError("'steps' is needed: YAML of one plan step, or a list of steps")
+        name = _text(body, "file") or "<steps>"
+        result = await api.AsyncRunHandle(handle(run_id)).add_tasks(steps, file=name, source="http")
+        return JSONResponse(result.to_dict(), status_code=201 if result.ok else 202)
 
     async def events(request: Request, run_id: str) -> Response:
         found = handle(run_id)
@@ -221,6 +247,7 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
         Route("/runs/{run_id}", endpoint(status), methods=["GET"]),
         Route("/runs/{run_id}/events", endpoint(events), methods=["GET"]),
         Route("/runs/{run_id}/control", endpoint(control), methods=["POST"]),
+        Route("/runs/{run_id}/tasks", endpoint(add), methods=["POST"]),
         Route("/runs/{run_id}/tasks/{task}", endpoint(task), methods=["GET"]),
         Route("/runs/{run_id}/tasks/{task}/log", endpoint(log), methods=["GET"]),
         Route("/runs/{run_id}/tasks/{task}/diff", endpoint(diff), methods=["GET"]),
@@ -238,26 +265,30 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
 class Hub:
     """The one reader of a run's journal for all its SSE followers: each record is read, redacted
     and encoded once, kept (so a follower can start after any seq) and handed to every
-    follower's queue. It ends when the run ends."""
+    follower's queue, a batch at a time (the records of one read go out in one write). It ends
+    when the run ends."""
 
     def __init__(self, found: api.RunHandle) -> None:
         import asyncio
 
         self.found = found
         self.frames: list[bytes] = []  # frames[i] is the record with seq i + 1
-        self.queues: set[asyncio.Queue[tuple[int, bytes] | None]] = set()
+        self.queues: set[asyncio.Queue[list[tuple[int, bytes]] | None]] = set()
         self.done = False
         self.task = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
         secrets = await run_in_threadpool(api.secret_values)
         try:
-            async for record in api.AsyncRunHandle(self.found).events(0, follow=True):
-                data = json.dumps(api.redact_secrets(record.to_dict(), secrets))
-                frame = f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n".encode()
-                self.frames.append(frame)
+            async for batch in api.AsyncRunHandle(self.found).batches(0):
+                out = []
+                for record in batch:
+                    data = json.dumps(api.redact_secrets(record.to_dict(), secrets))
+                    frame = f"id: {record.seq}\nevent: {record.type}\ndata: {data}\n\n"
+                    out.append((record.seq, frame.encode()))
+                self.frames.extend(frame for _, frame in out)
                 for queue in self.queues:
-                    queue.put_nowait((record.seq, frame))
+                    queue.put_nowait(out)
         except StrettoError:  # a damaged journal: followers get the end; status says why
             pass
         finally:
@@ -269,17 +300,19 @@ class Hub:
         """Every record after seq ``after`` as an SSE frame, then an ``end`` event."""
         import asyncio
 
-        queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        queue: asyncio.Queue[list[tuple[int, bytes]] | None] = asyncio.Queue()
         backlog = self.frames[after:]  # taken and subscribed with no await between: no gap
         self.queues.add(queue)
         try:
             if self.done:
                 queue.put_nowait(None)
-            for frame in backlog:
-                yield frame
-            while (item := await queue.get()) is not None:
-                if item[0] > after:  # the hub may not have read up to ``after`` yet
-                    yield item[1]
+            if backlog:
+                yield b"".join(backlog)
+            while (batch := await queue.get()) is not None:
+                # the hub may not have read up to ``after`` yet: skip what was asked past
+                chunk = b"".join(frame for seq, frame in batch if seq > after)
+                if chunk:
+                    yield chunk
             yield b"event: end\ndata: {}\n\n"
         finally:
             self.queues.discard(queue)
@@ -389,6 +422,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/runs/{run_id}/control": {
             "post": _op("Steer the run (cancel, retry, pause...)", body=True, params=_RUN)
+        },
+        "/runs/{run_id}/tasks": {
+            "post": _op("Add tasks: {steps: YAML of plan steps}", body=True, params=_RUN)
         },
         "/runs/{run_id}/tasks/{task}": {"get": _op("A task's status", params=_TASK)},
         "/runs/{run_id}/tasks/{task}/log": {"get": _op("A task's logs", params=_TASK)},

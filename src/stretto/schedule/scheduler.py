@@ -380,6 +380,57 @@ class Schedule:
         self._ready.sort()
         return ready
 
+    def add(self, tasks: Sequence[SplitChild]) -> list[str]:
+        """New tasks join the run (``stretto add``); returns the ones ready now.
+
+        Each waits for the tasks named in its ``depends_on``: tasks already in the schedule or
+        added with it (validated by :mod:`stretto.plans.additions`). Nothing waits for them.
+        One waiting for a task that failed or was skipped is skipped in turn. Works on a live
+        schedule and on a fresh one being rebuilt from a journal.
+        """
+        graph = self.graph
+        ids = [task.id for task in tasks]
+        clash = next((i for i in ids if i in graph.index), None)
+        if clash is not None or len(set(ids)) != len(ids):
+            raise SchedulingError(f"added task id {clash!r} is already taken")
+        known = set(graph.index) | set(ids)
+        for task in tasks:
+            unknown = [d for d in task.depends_on if d not in known]
+            if unknown:
+                raise SchedulingError(f"added task {task.id!r} waits for unknown {unknown}")
+        deps = {name: graph.deps[name] for name in graph.order}
+        deps.update({task.id: tuple(task.depends_on) for task in tasks})
+        duration = {**graph.duration, **{task.id: task.minutes for task in tasks}}
+        self.graph = TaskGraph.build([*graph.order, *ids], deps, duration)
+        for task in tasks:
+            self.leases[task.id] = task.lease
+            self.max_attempts[task.id] = task.max_attempts
+            self.attempts[task.id] = self.failures[task.id] = 0
+            self.state[task.id] = TaskState.WAITING
+        # Critical paths changed: recount what each open task waits for, re-sort the ready.
+        ready: list[str] = []
+        self._ready = []
+        gone = (TaskState.FAILED, TaskState.SKIPPED)
+        queued = {t for t, _ in self._skip}
+        for name in self.graph.order:
+            state = self.state[name]
+            if state not in (TaskState.WAITING, TaskState.READY):
+                continue
+            missing = sum(1 for d in self.graph.deps[name] if self.state[d] is not TaskState.LANDED)
+            self._missing[name] = missing
+            if missing == 0:
+                if state is TaskState.WAITING:
+                    ready.append(name)
+                self.state[name] = TaskState.READY
+                if name not in self._give_up:
+                    self._ready.append(self._key(name))
+            elif name in ids and name not in queued:
+                blocker = next((d for d in self.graph.deps[name] if self.state[d] in gone), None)
+                if blocker is not None:
+                    self._skip.append((name, blocker))
+        self._ready.sort()
+        return ready
+
     def restore(
         self,
         *,
