@@ -442,6 +442,7 @@ DEFAULT_SECTIONS = {
         "max_turns": None,
         "max_rate_limited": 10,
     },
+    "local": {},
 }
 
 
@@ -572,7 +573,7 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
 
     assert (
         diag.message == "unknown key 'colour'; known keys: agents, attempt, budget, default_agent, "
-        "env, gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
+        "env, gates, local, max_agents, planner, prices, router, sandbox, scope, target, workspace"
     )
 
 

@@ -23,6 +23,8 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [planner]              # agent = "claude", model, timeout, split_depth
     [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
     [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
+    [local.ollama]         # a local model server: kind = "ollama" | "openai", base_url,
+                           # models = [...], max_parallel; agents use it with local = "ollama"
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -43,6 +45,14 @@ from stretto.config_errors import message as message_for
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
 from stretto.inputfiles import decode_utf8, read_input
+from stretto.localmodels import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_PARALLEL,
+    KINDS,
+    SERVER_KEY,
+    LocalServer,
+    with_servers,
+)
 from stretto.sandbox import SandboxSettings
 
 if TYPE_CHECKING:
@@ -214,6 +224,8 @@ class Config:
         planner: ``[planner]``: the planning agent for ``stretto -g``.
         sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
         attempt: ``[attempt]``: the timeout and limits of every attempt.
+        local: ``[local.NAME]``: local model servers (Ollama, OpenAI-compatible) that agents
+            refer to with ``local = "NAME"`` (docs/local-models.md).
     """
 
     target: str
@@ -233,11 +245,14 @@ class Config:
     planner: PlannerSettings = PlannerSettings()
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attempt: AttemptSettings = AttemptSettings()
+    local: dict[str, LocalServer] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
         gates = {gate.name: gate.to_dict() for gate in self.gates}
-        return {**asdict(self), "gates": gates, "path": str(self.path) if self.path else None}
+        local = {name: server.to_dict() for name, server in self.local.items()}
+        path = str(self.path) if self.path else None
+        return {**asdict(self), "gates": gates, "path": path, "local": local}
 
 
 # --- git and files --------------------------------------------------------------------------------
@@ -406,8 +421,28 @@ def _config_validator() -> SchemaValidator:
             "max_rate_limited": field(core.int_schema(ge=0), DEFAULT_MAX_RATE_LIMITED),
         }
     )
+
+    def url(value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; write e.g. "
+                'base_url = "http://127.0.0.1:11434" (Ollama) or "http://127.0.0.1:8080/v1"'
+            )
+        return value.rstrip("/")
+
+    local = table(
+        {
+            "kind": field(literal(KINDS)),
+            "base_url": maybe(validator(url, text)),
+            "models": field(core.list_schema(filled), factory=list),
+            "max_parallel": maybe(core.int_schema(ge=1, le=MAX_AGENTS)),
+        }
+    )
     config = table(
         {
+            "local": field(
+                core.dict_schema(core.str_schema(pattern=_GATE_NAME), local), factory=dict
+            ),
             "target": field(validator(branch, core.nullable_schema(text)), None),
             "router": field(router, factory=dict),
             "budget": field(budget, factory=dict),
@@ -527,6 +562,17 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             diagnostics.append(Diagnostic(str(path), line, column, ".".join(prefix + loc), message))
         raise ConfigError(sorted(diagnostics, key=lambda d: (d.line, d.column))) from None
     gates = tuple(GateConfig(name=name, **gate) for name, gate in values["gates"].items())
+    servers = {
+        name: LocalServer(
+            name,
+            table["kind"],
+            table["base_url"] or DEFAULT_BASE_URL[table["kind"]],
+            tuple(table["models"]),
+            table["max_parallel"] or DEFAULT_MAX_PARALLEL[table["kind"]],
+        )
+        for name, table in values["local"].items()
+    }
+    _check_local_refs(path, text, prefix, values["agents"], servers)
     return Config(
         target=values["target"] or _current_branch(top),
         max_agents=values["max_agents"],
@@ -538,7 +584,7 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         setup=tuple(values["workspace"]["setup"]),
         sparse=values["workspace"]["sparse"],
         env_allow=tuple(values["env"]),
-        agents=values["agents"],
+        agents=with_servers(values["agents"], servers),
         router=RouterSettings.from_dict(values["router"]),
         budget=BudgetSettings(**values["budget"]),
         prices={k: v for k, v in values["prices"].items()},
@@ -549,4 +595,41 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             values["sandbox"]["network"],
         ),
         attempt=AttemptSettings(**values["attempt"]),
+        local=servers,
     )
+
+
+def _check_local_refs(
+    path: Path,
+    text: str,
+    prefix: tuple[str, ...],
+    agents: Mapping[str, Mapping[str, Any]],
+    servers: Mapping[str, LocalServer],
+) -> None:
+    """Each ``local = "NAME"`` in an ``[agents.X]`` table names a declared ``[local.NAME]``."""
+    problems = []
+    for agent, table in agents.items():
+        loc: tuple[str, ...] = ("agents", agent, "local")
+        local = table.get("local")
+        if SERVER_KEY in table:
+            loc = ("agents", agent, SERVER_KEY)
+            message = f'{SERVER_KEY} is set by stretto; write local = "NAME" naming a [local.NAME]'
+        elif local is None:
+            continue
+        elif not isinstance(local, str) or local not in servers:
+            import difflib
+
+            declared = ", ".join(sorted(servers)) or "none"
+            close = difflib.get_close_matches(str(local), list(servers), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            message = (
+                f"unknown local server {local!r}{hint}; declared: {declared}. Add a table such "
+                f"as [local.{local if isinstance(local, str) else 'ollama'}] with kind = "
+                '"ollama" (or "openai") and base_url'
+            )
+        else:
+            continue
+        line, column = locate(text, prefix + loc)
+        problems.append(Diagnostic(str(path), line, column, ".".join(prefix + loc), message))
+    if problems:
+        raise ConfigError(problems)

@@ -70,7 +70,7 @@ class Attempts:
         dispatch: routing, budget and cost bookkeeping (books each agent's usage).
         queue: the merge queue verified commits go to.
         context: the plan's context files, read once (pasted into every prompt).
-        stop_reason: why no agent may start now (the budget), or None.
+        stop_reason: why the named agent may not start now (the budget), or None.
         on_spent: called after an agent's cost is booked (the runner checks the budget).
     """
 
@@ -81,7 +81,7 @@ class Attempts:
         queue: MergeQueue,
         context: Sequence[tuple[str, str]],
         *,
-        stop_reason: Callable[[], str | None],
+        stop_reason: Callable[[str], str | None],
         on_spent: Callable[[], None],
     ) -> None:
         self.ctx = ctx
@@ -212,7 +212,7 @@ class Attempts:
             )
             crashpoint("after-spawn")
 
-        stop = self.stop_reason()
+        stop = self.stop_reason(agent_name)
         if stop is not None:
             self.stopping[task.id] = stop  # stopped while its worktree was being made
             return AttemptEnd(False, False, f"stopped: {stop}")
@@ -264,6 +264,7 @@ class Attempts:
             result.outcome.value,
             model=model,
             turns=turns,
+            seconds=finished.duration,
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates
