@@ -33,6 +33,7 @@ from stretto.engine.steering import Steering
 from stretto.errors import StorageError
 from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
+from stretto.localmodels import offline_ok
 from stretto.options import RunOptions
 from stretto.plans.graph import TaskGraph
 from stretto.plans.plan import Plan, Task
@@ -372,6 +373,13 @@ class Runner(Steering):
         route = self.dispatch.route(task, attempt, self.providers.unavailable())
         if route.rule == "give-up":  # no retry is worth its cost: the task ends here
             self._router_gave_up(task.id, attempt, route)
+            return
+        if self.options.offline and not offline_ok(route.agent, self.options.agent_settings):
+            # a task added to a running --offline run (preflight checked the plan's)
+            why = f"--offline: agent '{route.agent}' would reach the network; nothing was started"
+            self.record("decision", action="give_up", task=task.id, attempt=attempt, by="offline")
+            self.finish(task.id, "failed", why)
+            self.schedule.gave_up(task.id)
             return
         broke = self.providers.broke(route.agent)
         if broke is not None:
