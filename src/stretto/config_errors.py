@@ -117,10 +117,10 @@ def message(error: Any, loc: tuple[str, ...], tiers: tuple[str, ...]) -> str:
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(allowed)}"
         return f"unknown key {loc[-1]!r}{hint}"
-    if kind == "missing":
-        return f'missing key {loc[-1]!r}; add it, e.g. {loc[-1]} = "pytest -q"'
     if kind == "missing" and loc[:1] == ("local",):
         return f'missing key {loc[-1]!r}; add kind = "ollama" (or "openai")'
+    if kind == "missing":
+        return f'missing key {loc[-1]!r}; add it, e.g. {loc[-1]} = "pytest -q"'
     if kind == "string_pattern_mismatch" and loc[:1] == ("local",):
         return f"local server name {loc[-1]!r} may only use letters, digits, '-' and '_'"
     if kind == "string_pattern_mismatch":
