@@ -158,7 +158,9 @@ def test_bad_local_tables_are_located_errors(repo: Path, text: str, where: str, 
 
 def test_a_bad_local_table_stops_a_run_before_anything_happens(repo: Path) -> None:
     (repo / "stretto.toml").write_text('[local.o]\nkind = "olama"\n')
-    (repo / "plan.yaml").write_text("steps:\n  - {id: a, goal: g, command: 'true'}\n")
+    (repo / "plan.yaml").write_text(
+        "stages:\n  - name: s\n    steps:\n      - {id: a, goal: g, command: 'true'}\n"
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "plan")
     before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
@@ -455,3 +457,28 @@ def test_init_with_no_server_only_shows_how(
     assert result.exit_code == 0 and "local model server" not in result.output
     assert load_config(root).local == {}
     assert "# [local.ollama]" in (root / "stretto.toml").read_text()
+
+
+def test_max_cost_does_not_stop_a_local_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local bot reports $0.50 (as some CLIs price every model); with ``[attempt] max_cost
+    = 0.10`` it used to be stopped as over its limit, although a local attempt costs $0."""
+    plan = THREE_LOCAL.split("      - {id: b")[0]  # step a alone
+    with FakeModelServer(Script.from_steps([Step(text="ok\n")], models=(MODEL,))) as server:
+        root = project(tmp_path, server.url, plan, extra="[attempt]\nmax_cost = 0.1\n")
+        monkeypatch.chdir(root)
+        result = CliRunner().invoke(main, ["run", "plan.yaml"])
+    assert result.exit_code == 0, result.output
+    assert git(root, "show", "HEAD:a.txt") == "ok\n"
+    [finished] = [r for r in records(root) if r["type"] == "attempt_finished"]
+    assert finished["outcome"] == "success" and finished["cost_usd"] == 0.0
+
+
+def test_offline_is_kept_in_the_runs_options() -> None:
+    from stretto.options import RunOptions
+
+    options = RunOptions(target="main", offline=True)
+    assert RunOptions.from_dict(options.to_dict()).offline is True
+    older = {k: v for k, v in options.to_dict().items() if k != "offline"}
+    assert RunOptions.from_dict(older).offline is False  # a journal from before issue 20

@@ -400,3 +400,51 @@ def test_a_mixed_run_escalates_from_local_to_hosted_within_max_parallel(
     assert code == 0, story
     assert "waited: waiting for a slot on local model server 'ollama'" in story
     assert "cascade-escalate" in story
+
+
+# --------------------------------------------------------------------------- codex on /v1
+
+CODEX_LOCAL = """\
+[local.ollama]
+kind = "ollama"
+base_url = "{url}"
+models = ["gpt-oss:20b"]
+
+[agents.codex-local]
+adapter = "codex"
+local = "ollama"
+"""
+
+
+def test_codex_on_a_local_server_through_a_custom_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real codex with a custom provider whose base_url is the local server's /v1 (Ollama's
+    OpenAI-compatible API, here the scripted server's Responses endpoint): no key in the
+    environment, the server's model, $0 in the ledger although codex reported tokens."""
+    require_cli(NPM_BIN / "codex")
+    script = Script.from_steps(
+        [
+            Step(
+                tool_calls=[ToolCall("exec_command", {"cmd": WRITE_TASK_FILE})],
+                usage=Usage(10_000, 500, 0),
+            ),
+            Step(text="Done.", usage=Usage(11_000, 20, 0)),
+        ],
+        models=("gpt-oss:20b",),
+    )
+    plan = ONE_STEP.replace("aider-local", "codex-local")
+    with FakeModelServer(script) as server:
+        project = committed_project(tmp_path, plan, CODEX_LOCAL.format(url=server.url))
+        monkeypatch.chdir(project)
+        monkeypatch.setenv("PATH", path_with(NPM_BIN))
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+        code, output = invoke(["run", "plan.yaml", "--offline"])
+        generated = generate_requests(server)
+    assert code == 0, output
+    assert git(project, "show", "HEAD:hello.txt") == "hello\n"
+    assert [(r.path, r.body["model"]) for r in generated] == [("/v1/responses", "gpt-oss:20b")] * 2
+    [entry] = ledger(project)
+    assert (entry["source"], entry["cost_usd"], entry["local"]) == ("local", 0.0, "ollama")
+    assert entry["tokens"]["input"] > 0

@@ -56,6 +56,7 @@ from stretto.engine.workspace import (
 from stretto.errors import RepoError
 from stretto.files import full_disk, storage_fault
 from stretto.git import is_ancestor, rev_parse, update_ref_cas
+from stretto.localmodels import is_local_provider
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values, write_pid_file
 from stretto.routing.dispatch import Dispatch, Route, adapter_kind
@@ -189,7 +190,12 @@ class Attempts:
             known = price_tokens(model, tokens, prices=self.dispatch.prices)
             return known if known is not None else ceiling_price(tokens, provider)
 
-        meter = AttemptMeter(ctx.options.limits, adapter_kind(agent_name, ctx.options), price)
+        meter = AttemptMeter(
+            ctx.options.limits,
+            adapter_kind(agent_name, ctx.options),
+            price,
+            free=is_local_provider(provider),  # a local model server: no max_cost
+        )
 
         def on_line(line: str, stream: str) -> None:
             parsed = adapter.parse_line(line, stream)
