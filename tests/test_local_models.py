@@ -414,6 +414,13 @@ def test_budgets_ignore_local_attempts(tmp_path: Path, monkeypatch: pytest.Monke
     assert finished["more"]["status"] == "skipped" and "budget" in finished["more"]["reason"]
     cost = CliRunner().invoke(main, ["cost", "--by", "agent"])
     assert "local $0" in cost.output and "$1.00 (1 local)" in cost.output
+    report = json.loads(CliRunner().invoke(main, ["report", "--json"]).output)
+    by_agent = {row["key"]: row for row in report["cost_by"]["agent"]}
+    assert by_agent["local-bot"]["local"] == 1 and by_agent["hosted-bot"]["local"] == 0
+    free = next(a for a in report["attempts"] if a["task"] == "free")
+    assert free["local"] == "ollama" and free["cost_usd"] == 0.0
+    html = CliRunner().invoke(main, ["report", "-o", "-"]).output
+    assert "(1 local)" in html and "(local model server ollama)" in html
 
 
 # --------------------------------------------------------------------------- init
