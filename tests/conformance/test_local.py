@@ -448,3 +448,35 @@ def test_codex_on_a_local_server_through_a_custom_provider(
     [entry] = ledger(project)
     assert (entry["source"], entry["cost_usd"], entry["local"]) == ("local", 0.0, "ollama")
     assert entry["tokens"]["input"] > 0
+
+
+def test_codex_on_a_local_server_plans_a_goal_at_zero_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local planner: codex's read-only planning call goes to the local server, and the
+    planning call is booked at $0, local."""
+    require_cli(NPM_BIN / "codex")
+    step = {
+        "id": "hello", "title": "", "goal": "create hello.txt", "description": "",
+        "role": "backend", "complexity": "low", "files": ["hello.txt"], "outputs": [],
+        "depends_on": [], "gates": [],
+    }  # fmt: skip
+    answer = {"name": "hi", "stages": [{"name": "work", "depends_on": [], "steps": [step]}]}
+    script = Script.from_steps(
+        [Step(text=json.dumps(answer), usage=Usage(5_000, 300, 0))], models=("gpt-oss:20b",)
+    )
+    with FakeModelServer(script) as server:
+        config = 'default_agent = "codex-local"\n' + CODEX_LOCAL.format(url=server.url)
+        project = committed_project(tmp_path, ONE_STEP, config)
+        monkeypatch.chdir(project)
+        monkeypatch.setenv("PATH", path_with(NPM_BIN))
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+        code, output = invoke(["plan", "--planner", "codex-local", "--plan-only", "say hello"])
+        generated = generate_requests(server)
+    assert code == 0, output
+    assert "create hello.txt" in output
+    assert [r.body["model"] for r in generated] == ["gpt-oss:20b"]
+    [entry] = ledger(project)
+    assert (entry["kind"], entry["source"], entry["cost_usd"]) == ("plan", "local", 0.0)
+    assert entry["local"] == "ollama"

@@ -160,7 +160,12 @@ class CodexAdapter:
     ) -> Launch:
         argv0 = self._command(settings, env.get("PATH"))
         env_key = _setting_str(settings, "env_key") or DEFAULT_ENV_KEY
-        base_url = _setting_str(settings, "base_url") or env.get("OPENAI_BASE_URL")
+        keys = dict(env)
+        base_url = (
+            local_openai(settings, keys, env_key)
+            or _setting_str(settings, "base_url")
+            or env.get("OPENAI_BASE_URL")
+        )
         retries = settings.get("request_max_retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise UsageError(
@@ -173,7 +178,8 @@ class CodexAdapter:
                 '{fast = "...", balanced = "...", strong = "..."}'
             )
         wanted = model or _setting_str(settings, "model")
-        chosen = tiers.get(wanted, wanted) if wanted else tiers.get("strong") or DEFAULT_MODEL
+        strongest = tiers.get("strong") or default_model(settings, DEFAULT_MODEL)
+        chosen = tiers.get(wanted, wanted) if wanted else strongest
         home = work_dir / "codex-home"
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(
@@ -195,7 +201,7 @@ class CodexAdapter:
             str(schema_file),
             "-",
         ]
-        planning_env = {**env, "CODEX_HOME": str(home), "NO_COLOR": "1"}
+        planning_env = {**keys, "CODEX_HOME": str(home), "NO_COLOR": "1"}
         return Launch(argv=argv, env=planning_env, cwd=cwd, stdin=prompt)
 
     def plan_reply(self, stdout: str, exit_code: int | None) -> PlanReply:

@@ -135,6 +135,8 @@ def server_findings(
     probe = list_models(server.kind, server.base_url, timeout=timeout)
     if not probe.answered:
         start = "ollama serve" if server.kind == "ollama" else "start the server"
+        if server.kind == "openai" and not server.base_url.endswith("/v1"):
+            start += " (an OpenAI-compatible base_url usually ends in /v1)"
         return [
             (
                 label,

@@ -112,9 +112,11 @@ def planner_call_entry(
     kind: str,
     agent_kind: str,
     prices: Mapping[str, ModelPrice],
+    local: str | None = None,
 ) -> Entry:
     """The ledger entry of a planning call (a ``stretto.planning.planner.PlannerCall``): ``kind`` is
-    "plan" or "split"; ``number`` counts the run's calls (stored as attempt ``-number``)."""
+    "plan" or "split"; ``number`` counts the run's calls (stored as attempt ``-number``);
+    ``local``: the local model server the planner ran on ($0)."""
     return make_entry(
         run_id=run_id,
         task=task,
@@ -128,6 +130,8 @@ def planner_call_entry(
         reported_cost=call.cost_usd,
         outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
         prices=prices,
+        local=local,
+        seconds=getattr(call, "duration", None),
     )
 
 
