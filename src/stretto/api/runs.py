@@ -427,7 +427,7 @@ def start_run(
     if isinstance(plan_or_goal, Goal) and options.offline:
         raise UsageError(
             "--offline takes a plan, not a goal, for now: plan the goal first with a local "
-            'planner (stretto plan -g GOAL --planner AGENT, where AGENT has local = "NAME"), '
+            'planner (stretto plan GOAL --planner AGENT --plan-only, where AGENT has local = "NAME"), '
             "then run the plan with --offline"
         )
     if isinstance(plan_or_goal, Goal):

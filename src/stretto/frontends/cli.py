@@ -312,7 +312,7 @@ def run(
         if offline:
             raise click.UsageError(
                 "--offline takes a PLAN_FILE for now: plan the goal with a local planner "
-                "(stretto plan -g GOAL --planner AGENT), then stretto run plan.yaml --offline"
+                "(stretto plan GOAL --planner AGENT --plan-only), then stretto run PLAN --offline"
             )
         _plan_and_run(
             goal, planner=planner, plan_only=False, yes=True, max_agents=max_agents,
