@@ -427,8 +427,8 @@ def start_run(
     if isinstance(plan_or_goal, Goal) and options.offline:
         raise UsageError(
             "--offline takes a plan, not a goal, for now: plan the goal first with a local "
-            'planner (stretto plan GOAL --planner AGENT --plan-only, where AGENT has local = "NAME"), '
-            "then run the plan with --offline"
+            "planner (stretto plan GOAL --planner AGENT --plan-only, where AGENT has "
+            'local = "NAME"), then run the plan with --offline'
         )
     if isinstance(plan_or_goal, Goal):
         return _start_goal(top, plan_or_goal, options, detach=detach, sink=sink)
