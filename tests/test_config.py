@@ -140,6 +140,7 @@ def test_init_json_output(repo: Path) -> None:
         "gates": {"tests": "go test ./..."},
         "excluded": True,
         "exclude_path": str(repo / ".git" / "info" / "exclude"),
+        "local": [],  # no local model server answers here (tests/test_local_models.py)
     }
 
 

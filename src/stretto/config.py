@@ -49,8 +49,9 @@ from stretto.localmodels import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_PARALLEL,
     KINDS,
-    SERVER_KEY,
     LocalServer,
+    checked_base_url,
+    reference_problems,
     with_servers,
 )
 from stretto.sandbox import SandboxSettings
@@ -422,18 +423,10 @@ def _config_validator() -> SchemaValidator:
         }
     )
 
-    def url(value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
-            raise ValueError(
-                f"{value!r} is not an http(s) URL; write e.g. "
-                'base_url = "http://127.0.0.1:11434" (Ollama) or "http://127.0.0.1:8080/v1"'
-            )
-        return value.rstrip("/")
-
     local = table(
         {
             "kind": field(literal(KINDS)),
-            "base_url": maybe(validator(url, text)),
+            "base_url": maybe(validator(checked_base_url, text)),
             "models": field(core.list_schema(filled), factory=list),
             "max_parallel": maybe(core.int_schema(ge=1, le=MAX_AGENTS)),
         }
@@ -572,7 +565,12 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         )
         for name, table in values["local"].items()
     }
-    _check_local_refs(path, text, prefix, values["agents"], servers)
+    problems = [
+        Diagnostic(str(path), *locate(text, prefix + loc), ".".join(prefix + loc), message)
+        for loc, message in reference_problems(values["agents"], servers)
+    ]
+    if problems:
+        raise ConfigError(problems)
     return Config(
         target=values["target"] or _current_branch(top),
         max_agents=values["max_agents"],
@@ -597,39 +595,3 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         attempt=AttemptSettings(**values["attempt"]),
         local=servers,
     )
-
-
-def _check_local_refs(
-    path: Path,
-    text: str,
-    prefix: tuple[str, ...],
-    agents: Mapping[str, Mapping[str, Any]],
-    servers: Mapping[str, LocalServer],
-) -> None:
-    """Each ``local = "NAME"`` in an ``[agents.X]`` table names a declared ``[local.NAME]``."""
-    problems = []
-    for agent, table in agents.items():
-        loc: tuple[str, ...] = ("agents", agent, "local")
-        local = table.get("local")
-        if SERVER_KEY in table:
-            loc = ("agents", agent, SERVER_KEY)
-            message = f'{SERVER_KEY} is set by stretto; write local = "NAME" naming a [local.NAME]'
-        elif local is None:
-            continue
-        elif not isinstance(local, str) or local not in servers:
-            import difflib
-
-            declared = ", ".join(sorted(servers)) or "none"
-            close = difflib.get_close_matches(str(local), list(servers), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            message = (
-                f"unknown local server {local!r}{hint}; declared: {declared}. Add a table such "
-                f"as [local.{local if isinstance(local, str) else 'ollama'}] with kind = "
-                '"ollama" (or "openai") and base_url'
-            )
-        else:
-            continue
-        line, column = locate(text, prefix + loc)
-        problems.append(Diagnostic(str(path), line, column, ".".join(prefix + loc), message))
-    if problems:
-        raise ConfigError(problems)

@@ -23,6 +23,8 @@ A base module: plain values, no I/O.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -134,3 +136,43 @@ def with_servers(
             resolved[SERVER_KEY] = servers[local].to_dict()
         out[name] = resolved
     return out
+
+
+def checked_base_url(value: str) -> str:
+    """``base_url`` of a ``[local.NAME]`` table: an http(s) URL, without a trailing ``/``.
+
+    Raises:
+        ValueError: not an http(s) URL (the config loader reports it at its line).
+    """
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(
+            f"{value!r} is not an http(s) URL; write e.g. "
+            'base_url = "http://127.0.0.1:11434" (Ollama) or "http://127.0.0.1:8080/v1"'
+        )
+    return value.rstrip("/")
+
+
+def reference_problems(
+    agents: Mapping[str, Mapping[str, Any]], servers: Mapping[str, LocalServer]
+) -> list[tuple[tuple[str, ...], str]]:
+    """``(key path, message)`` for each ``[agents.X]`` table whose ``local`` names no declared
+    ``[local.NAME]``, or that sets :data:`SERVER_KEY` itself."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for agent, table in agents.items():
+        local = table.get("local")
+        if SERVER_KEY in table:
+            message = f'{SERVER_KEY} is set by stretto; write local = "NAME" naming a [local.NAME]'
+            problems.append((("agents", agent, SERVER_KEY), message))
+        elif local is not None and (not isinstance(local, str) or local not in servers):
+            declared = ", ".join(sorted(servers)) or "none"
+            close = difflib.get_close_matches(str(local), list(servers), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            name = local if isinstance(local, str) else "ollama"
+            problems.append(
+                (
+                    ("agents", agent, "local"),
+                    f"unknown local server {local!r}{hint}; declared: {declared}. Add a table "
+                    f'such as [local.{name}] with kind = "ollama" (or "openai") and base_url',
+                )
+            )
+    return problems
