@@ -246,7 +246,14 @@ class Attempts:
                 result = adapter.decide(None, False, events)
                 model = used_model(events, launch, route.model)
                 self.dispatch.book(
-                    task, attempt, route, result.usage, result.cost_usd, "stopped", model=model
+                    task,
+                    attempt,
+                    route,
+                    result.usage,
+                    result.cost_usd,
+                    "stopped",
+                    model=model,
+                    seconds=(time.time_ns() - started_ns) / 1e9,
                 )
                 await asyncio.shield(self._keep_partial(ws, agent_name, task.id, attempt))
             raise
