@@ -140,6 +140,7 @@ def test_init_json_output(repo: Path) -> None:
         "gates": {"tests": "go test ./..."},
         "excluded": True,
         "exclude_path": str(repo / ".git" / "info" / "exclude"),
+        "local": [],  # no local model server answers here (tests/test_local_models.py)
     }
 
 
@@ -443,6 +444,7 @@ DEFAULT_SECTIONS = {
         "max_rate_limited": 10,
     },
     "merge": {"strategy": "serial", "max_batch": 8, "max_lanes": 4, "flaky_retries": 1},
+    "local": {},
 }
 
 
@@ -573,7 +575,7 @@ def test_unknown_key_without_a_close_match_lists_known_keys(repo: Path) -> None:
 
     assert (
         diag.message == "unknown key 'colour'; known keys: agents, attempt, budget, default_agent, "
-        "env, gates, max_agents, planner, prices, router, sandbox, scope, target, workspace"
+        "env, gates, local, max_agents, planner, prices, router, sandbox, scope, target, workspace"
     )
 
 

@@ -25,6 +25,8 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
     [merge]                # strategy = "serial" | "train", max_batch = 8, max_lanes = 4,
                            # flaky_retries = 1 (docs/merging.md)
+    [local.ollama]         # a local model server: kind = "ollama" | "openai", base_url,
+                           # models = [...], max_parallel; agents use it with local = "ollama"
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -45,6 +47,15 @@ from stretto.config_errors import message as message_for
 from stretto.errors import ConfigError, Diagnostic
 from stretto.git import current_branch, toplevel
 from stretto.inputfiles import decode_utf8, read_input
+from stretto.localmodels import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_PARALLEL,
+    KINDS,
+    LocalServer,
+    checked_base_url,
+    reference_problems,
+    with_servers,
+)
 from stretto.sandbox import SandboxSettings
 
 if TYPE_CHECKING:
@@ -250,6 +261,8 @@ class Config:
         sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
         attempt: ``[attempt]``: the timeout and limits of every attempt.
         merge: ``[merge]``: serial queue or merge train, and the train's sizes.
+        local: ``[local.NAME]``: local model servers (Ollama, OpenAI-compatible) that agents
+            refer to with ``local = "NAME"`` (docs/local-models.md).
     """
 
     target: str
@@ -270,11 +283,14 @@ class Config:
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attempt: AttemptSettings = AttemptSettings()
     merge: MergeSettings = MergeSettings()
+    local: dict[str, LocalServer] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
         gates = {gate.name: gate.to_dict() for gate in self.gates}
-        return {**asdict(self), "gates": gates, "path": str(self.path) if self.path else None}
+        local = {name: server.to_dict() for name, server in self.local.items()}
+        path = str(self.path) if self.path else None
+        return {**asdict(self), "gates": gates, "path": path, "local": local}
 
 
 # --- git and files --------------------------------------------------------------------------------
@@ -451,9 +467,21 @@ def _config_validator() -> SchemaValidator:
             "flaky_retries": field(core.int_schema(ge=0, le=5), 1),
         }
     )
+
+    local = table(
+        {
+            "kind": field(literal(KINDS)),
+            "base_url": maybe(validator(checked_base_url, text)),
+            "models": field(core.list_schema(filled), factory=list),
+            "max_parallel": maybe(core.int_schema(ge=1, le=MAX_AGENTS)),
+        }
+    )
     config = table(
         {
             "merge": field(merge, factory=dict),
+            "local": field(
+                core.dict_schema(core.str_schema(pattern=_GATE_NAME), local), factory=dict
+            ),
             "target": field(validator(branch, core.nullable_schema(text)), None),
             "router": field(router, factory=dict),
             "budget": field(budget, factory=dict),
@@ -573,6 +601,22 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             diagnostics.append(Diagnostic(str(path), line, column, ".".join(prefix + loc), message))
         raise ConfigError(sorted(diagnostics, key=lambda d: (d.line, d.column))) from None
     gates = tuple(GateConfig(name=name, **gate) for name, gate in values["gates"].items())
+    servers = {
+        name: LocalServer(
+            name,
+            table["kind"],
+            table["base_url"] or DEFAULT_BASE_URL[table["kind"]],
+            tuple(table["models"]),
+            table["max_parallel"] or DEFAULT_MAX_PARALLEL[table["kind"]],
+        )
+        for name, table in values["local"].items()
+    }
+    problems = [
+        Diagnostic(str(path), *locate(text, prefix + loc), ".".join(prefix + loc), message)
+        for loc, message in reference_problems(values["agents"], servers)
+    ]
+    if problems:
+        raise ConfigError(problems)
     return Config(
         target=values["target"] or _current_branch(top),
         max_agents=values["max_agents"],
@@ -584,7 +628,7 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         setup=tuple(values["workspace"]["setup"]),
         sparse=values["workspace"]["sparse"],
         env_allow=tuple(values["env"]),
-        agents=values["agents"],
+        agents=with_servers(values["agents"], servers),
         router=RouterSettings.from_dict(values["router"]),
         budget=BudgetSettings(**values["budget"]),
         prices={k: v for k, v in values["prices"].items()},
@@ -596,4 +640,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         ),
         attempt=AttemptSettings(**values["attempt"]),
         merge=MergeSettings(**values["merge"]),
+        local=servers,
     )

@@ -59,6 +59,7 @@ _TOP_KEYS = (
     "default_agent",
     "env",
     "gates",
+    "local",
     "max_agents",
     "planner",
     "prices",
@@ -86,6 +87,7 @@ _SECTION_KEYS = {
     "sandbox": ("enabled", "network", "writable"),
 }
 _ARM_KEYS = ("agent", "model", "tier")
+_LOCAL_KEYS = ("base_url", "kind", "max_parallel", "models")
 _PRICE_KEYS = ("cached", "input", "output")
 
 
@@ -106,6 +108,8 @@ def message(error: Any, loc: tuple[str, ...], tiers: tuple[str, ...]) -> str:
             allowed = _ARM_KEYS
         elif loc[:1] == ("prices",):
             allowed = _PRICE_KEYS
+        elif loc[:1] == ("local",):
+            allowed = _LOCAL_KEYS
         elif len(loc) >= 2 and loc[0] in _SECTION_KEYS:
             allowed = _SECTION_KEYS[loc[0]]
         elif len(loc) == 3:
@@ -113,8 +117,12 @@ def message(error: Any, loc: tuple[str, ...], tiers: tuple[str, ...]) -> str:
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(allowed)}"
         return f"unknown key {loc[-1]!r}{hint}"
+    if kind == "missing" and loc[:1] == ("local",):
+        return f'missing key {loc[-1]!r}; add kind = "ollama" (or "openai")'
     if kind == "missing":
         return f'missing key {loc[-1]!r}; add it, e.g. {loc[-1]} = "pytest -q"'
+    if kind == "string_pattern_mismatch" and loc[:1] == ("local",):
+        return f"local server name {loc[-1]!r} may only use letters, digits, '-' and '_'"
     if kind == "string_pattern_mismatch":
         return f"gate name {loc[-1]!r} may only use letters, digits, '-' and '_'; rename it"
     if kind == "int_type":
@@ -147,11 +155,18 @@ def message(error: Any, loc: tuple[str, ...], tiers: tuple[str, ...]) -> str:
             options = ["finish", "stop"]
         if loc[-1:] == ("credit",):
             options = ["task", "attempt"]
+        if loc[:1] == ("local",):
+            options = ["ollama", "openai"]
         close = difflib.get_close_matches(str(value), options, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"must be {ctx['expected']}, not {describe(value)}{hint}"
     if kind in ("dict_type", "model_type") and loc == ("gates",):
         return f'must be a table, not {describe(value)}; write [gates] then tests = "pytest -q"'
+    if kind in ("dict_type", "model_type") and loc[:1] == ("local",):
+        return (
+            f"must be a table, not {describe(value)}; write [local.ollama] then "
+            'kind = "ollama" and base_url = "http://127.0.0.1:11434"'
+        )
     if kind in ("dict_type", "model_type"):
         table = '{ command = "pytest -q", timeout = 600 }'
         return f"must be a command string or a table such as {table}, not {describe(value)}"

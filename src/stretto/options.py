@@ -44,6 +44,7 @@ class RunOptions:
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)  # [merge]
+    offline: bool = False  # --offline: only agents on local model servers (or no model at all)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -80,6 +81,7 @@ class RunOptions:
             },
             "sandbox": self.sandbox.to_dict(),
             "merge": self.merge.to_dict(),
+            "offline": self.offline,
         }
 
     @classmethod
@@ -109,4 +111,5 @@ class RunOptions:
             else PlannerSettings(),
             sandbox=SandboxSettings.from_dict(data.get("sandbox")),
             merge=MergeSettings.from_dict(data.get("merge")),
+            offline=bool(data.get("offline", False)),
         )

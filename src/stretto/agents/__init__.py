@@ -22,6 +22,7 @@ from stretto.agents.base import (
     used_model,
 )
 from stretto.errors import UsageError
+from stretto.localmodels import server_of
 
 __all__ = [
     "BUILTIN",
@@ -51,8 +52,12 @@ PROVIDERS = {
 
 def provider_of(agent: str, settings: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Which provider an agent's requests go to: per-provider back-off and the price ceiling
-    of unpriced spend (None: none known)."""
+    of unpriced spend (None: none known). An agent on a local server (``local = "NAME"``) goes
+    to ``local:NAME``, whatever its ``provider``."""
     table = settings.get(agent, {})
+    server = server_of(table)
+    if server is not None:
+        return server.provider
     if table.get("provider"):
         return str(table["provider"])
     kind = str(table.get("adapter") or agent)

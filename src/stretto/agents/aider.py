@@ -25,6 +25,8 @@ Settings (``[agents.aider]`` in stretto.toml), all optional::
     map_tokens = 0                     # the repository map's size (0: off)
     model_metadata = {max_input_tokens = 128000, input_cost_per_token = 2e-6, ...}
     args = ["--lint-cmd", "..."]       # extra arguments
+    local = "ollama"                   # a [local.NAME] server: Ollama (ollama_chat/MODEL,
+                                       # OLLAMA_API_BASE) or OpenAI-compatible (openai/MODEL)
 
 aider prints plain text and exits 0 even when the provider refused or no edit applied, so the
 outcome comes from its output: ``litellm.*Error`` lines (and aider's own explanations of them),
@@ -49,8 +51,9 @@ from stretto.agents.base import (
     Launch,
     Outcome,
 )
-from stretto.agents.settings import resolve_command, setting_str
+from stretto.agents.settings import default_model, resolve_command, setting_str
 from stretto.errors import UsageError
+from stretto.localmodels import PLACEHOLDER_KEY, server_of
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_ENV_KEY = "OPENAI_API_KEY"
@@ -160,6 +163,12 @@ class AiderAdapter:
         key = ctx.env.get(env_key)
         if key:
             env["OPENAI_API_KEY"] = key
+        server = server_of(settings)
+        if server is not None and server.kind == "ollama":
+            env["OLLAMA_API_BASE"] = server.ollama_url  # LiteLLM's ollama_chat/ models
+        elif server is not None:
+            env["OPENAI_API_BASE"] = server.openai_url
+            env.setdefault("OPENAI_API_KEY", PLACEHOLDER_KEY)  # local servers ignore keys
         if len(ctx.prompt.encode()) < MAX_PROMPT_ARG:
             argv += ["--message", ctx.prompt]
         else:  # Linux caps one argument at 128 KiB
@@ -170,7 +179,9 @@ class AiderAdapter:
 
     @staticmethod
     def model_for(ctx: AttemptContext) -> str:
-        """``provider/model``: the step's model (or tier), the complexity's tier, then defaults."""
+        """``provider/model``: the step's model (or tier), the complexity's tier, then defaults.
+        On a local server the provider is ``ollama_chat`` (Ollama) or ``openai``, and the
+        default model is the server's first."""
         tiers = ctx.settings.get("models") or {}
         if not isinstance(tiers, Mapping):
             raise UsageError(
@@ -181,7 +192,13 @@ class AiderAdapter:
             chosen = str(tiers.get(ctx.model, ctx.model))
         else:
             tier = COMPLEXITY_TIER.get(getattr(ctx.task, "complexity", ""), "balanced")
-            chosen = str(tiers.get(tier) or _setting_str(ctx.settings, "model") or DEFAULT_MODEL)
+            _setting_str(ctx.settings, "model")  # checks its type
+            chosen = str(tiers.get(tier) or default_model(ctx.settings, DEFAULT_MODEL))
+        server = server_of(ctx.settings)
+        if server is not None:  # a local model's name may hold a "/" (hf.co/org/model)
+            prefix = "ollama_chat" if server.kind == "ollama" else "openai"
+            known = ("ollama_chat/", "ollama/", "openai/")
+            return chosen if chosen.startswith(known) else f"{prefix}/{chosen}"
         if "/" in chosen:
             return chosen
         provider = _setting_str(ctx.settings, "provider") or DEFAULT_PROVIDER

@@ -15,6 +15,8 @@ Settings (``[agents.codex]`` in stretto.toml), all optional::
     base_url = "https://gateway.example/v1"                     # else $OPENAI_BASE_URL
     env_key = "OPENAI_API_KEY"         # the variable holding the key (allow-list it in `env`)
     request_max_retries = 0
+    local = "ollama"                   # a [local.NAME] server: a custom provider whose
+                                       # base_url is its OpenAI-compatible /v1 base
 
 A step's ``model:`` may be a model name or a tier name; without one, the step's complexity
 picks the tier (low: fast, medium: balanced, high: strong) when ``models`` has it.
@@ -50,7 +52,7 @@ from stretto.agents.base import (
     Outcome,
     PlanReply,
 )
-from stretto.agents.settings import resolve_command, setting_str
+from stretto.agents.settings import default_model, local_openai, resolve_command, setting_str
 from stretto.errors import UsageError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -94,6 +96,8 @@ class CodexAdapter:
         home = ctx.log_dir / "codex-home"
         home.mkdir(parents=True, exist_ok=True)
         model = self.model_for(ctx)
+        keys = dict(ctx.env)
+        base_url = local_openai(settings, keys, env_key) or base_url
         (home / "config.toml").write_text(config_toml(model, base_url, env_key, retries))
         # Codex 0.171 refuses to set up its sandbox helper (``codex-linux-sandbox``) when
         # CODEX_HOME is under the temporary folder, and every shell command then fails with
@@ -102,7 +106,7 @@ class CodexAdapter:
         # beside (not above) CODEX_HOME, avoids that.
         tmp = ctx.log_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        env = {**ctx.env, "CODEX_HOME": str(home), "TMPDIR": str(tmp), "NO_COLOR": "1"}
+        env = {**keys, "CODEX_HOME": str(home), "TMPDIR": str(tmp), "NO_COLOR": "1"}
         argv = [
             *argv0,
             "exec",
@@ -131,7 +135,8 @@ class CodexAdapter:
         if ctx.model:
             return str(tiers.get(ctx.model, ctx.model))
         tier = COMPLEXITY_TIER.get(getattr(ctx.task, "complexity", ""), "balanced")
-        chosen = tiers.get(tier) or _setting_str(ctx.settings, "model") or DEFAULT_MODEL
+        _setting_str(ctx.settings, "model")  # checks its type
+        chosen = tiers.get(tier) or default_model(ctx.settings, DEFAULT_MODEL)
         return str(chosen)
 
     @staticmethod
@@ -155,7 +160,12 @@ class CodexAdapter:
     ) -> Launch:
         argv0 = self._command(settings, env.get("PATH"))
         env_key = _setting_str(settings, "env_key") or DEFAULT_ENV_KEY
-        base_url = _setting_str(settings, "base_url") or env.get("OPENAI_BASE_URL")
+        keys = dict(env)
+        base_url = (
+            local_openai(settings, keys, env_key)
+            or _setting_str(settings, "base_url")
+            or env.get("OPENAI_BASE_URL")
+        )
         retries = settings.get("request_max_retries", 0)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise UsageError(
@@ -168,7 +178,8 @@ class CodexAdapter:
                 '{fast = "...", balanced = "...", strong = "..."}'
             )
         wanted = model or _setting_str(settings, "model")
-        chosen = tiers.get(wanted, wanted) if wanted else tiers.get("strong") or DEFAULT_MODEL
+        strongest = tiers.get("strong") or default_model(settings, DEFAULT_MODEL)
+        chosen = tiers.get(wanted, wanted) if wanted else strongest
         home = work_dir / "codex-home"
         home.mkdir(parents=True, exist_ok=True)
         (home / "config.toml").write_text(
@@ -190,7 +201,7 @@ class CodexAdapter:
             str(schema_file),
             "-",
         ]
-        planning_env = {**env, "CODEX_HOME": str(home), "NO_COLOR": "1"}
+        planning_env = {**keys, "CODEX_HOME": str(home), "NO_COLOR": "1"}
         return Launch(argv=argv, env=planning_env, cwd=cwd, stdin=prompt)
 
     def plan_reply(self, stdout: str, exit_code: int | None) -> PlanReply:

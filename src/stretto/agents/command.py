@@ -9,7 +9,15 @@ Configured in stretto.toml under the name steps use as ``agent:``::
     output = "text"         # or "jsonl": one JSON object a line, read for usage, cost and errors
     env = { GOOSE_MODE = "auto" }
 
-Placeholders in ``command``: ``{prompt}``, ``{prompt_file}``, ``{model}``, ``{workspace}``.
+Placeholders in ``command``: ``{prompt}``, ``{prompt_file}``, ``{model}``, ``{workspace}``,
+``{base_url}`` (a local server's address, else empty).
+
+With ``local = "NAME"`` (a ``[local.NAME]`` model server), the command's environment names the
+server: ``STRETTO_LOCAL_SERVER`` (its name), ``STRETTO_LOCAL_KIND`` (``ollama`` or ``openai``),
+``STRETTO_LOCAL_BASE_URL`` (as declared), ``OPENAI_BASE_URL`` / ``OPENAI_API_BASE`` (its
+OpenAI-compatible ``/v1`` base) and, for Ollama, ``OLLAMA_HOST`` and ``OLLAMA_API_BASE``;
+``OPENAI_API_KEY`` gets a placeholder when it has none, and ``{model}`` defaults to the
+server's first model.
 Outcome: a timeout is ``timed_out``; output mentioning HTTP 429 or a rate limit is
 ``rate_limited``; exit status 0 is ``success``; anything else ``failed``. Lines
 ``STRETTO_EVENT {json}`` are events, as for the shell agent.
@@ -24,8 +32,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stretto.agents.base import AgentEvent, AgentResult, AttemptContext, Launch, Outcome
+from stretto.agents.settings import default_model
 from stretto.agents.shell import ShellAdapter
 from stretto.errors import UsageError
+from stretto.localmodels import PLACEHOLDER_KEY, LocalServer, server_of
 
 _RATE_LIMIT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
 _USAGE_KEYS = {
@@ -72,14 +82,19 @@ class CommandAdapter:
         values = {
             "prompt": ctx.prompt,
             "prompt_file": str(ctx.prompt_file),
-            "model": ctx.model or str(settings.get("model", "")),
+            "model": ctx.model or default_model(settings, ""),
             "workspace": str(ctx.workspace),
+            "base_url": "",
         }
+        server = server_of(settings)
+        if server is not None:
+            values["base_url"] = server.base_url
         argv = [_fill(part, values) for part in parts]
         extra = settings.get("env") or {}
         if not isinstance(extra, Mapping):
             raise UsageError(f'[agents.{self.name}] env must be a table of NAME = "value"')
-        env = {**ctx.env, **{str(k): str(v) for k, v in extra.items()}}
+        env = {**ctx.env, **(local_env(server, ctx.env) if server else {})}
+        env.update({str(k): str(v) for k, v in extra.items()})
         return Launch(
             argv=argv,
             env=env,
@@ -122,6 +137,21 @@ class CommandAdapter:
                 base.cost_usd,
             )
         return base
+
+
+def local_env(server: LocalServer, env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that point a command agent at its local model server."""
+    out = {
+        "STRETTO_LOCAL_SERVER": server.name,
+        "STRETTO_LOCAL_KIND": server.kind,
+        "STRETTO_LOCAL_BASE_URL": server.base_url,
+        "OPENAI_BASE_URL": server.openai_url,
+        "OPENAI_API_BASE": server.openai_url,
+        "OPENAI_API_KEY": env.get("OPENAI_API_KEY") or PLACEHOLDER_KEY,
+    }
+    if server.kind == "ollama":
+        out["OLLAMA_HOST"] = out["OLLAMA_API_BASE"] = server.ollama_url
+    return out
 
 
 def _fill(part: str, values: Mapping[str, str]) -> str:

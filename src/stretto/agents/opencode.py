@@ -28,6 +28,7 @@ Settings (``[agents.opencode]`` in stretto.toml), all optional::
     env_key = "OPENAI_API_KEY"         # the variable holding the key (allow-list it in `env`)
     cost = {input = 3.0, output = 15.0, cache_read = 0.3}       # USD per million tokens
     context = 128000                   # the model's context window, in tokens
+    local = "ollama"                   # a [local.NAME] server: its OpenAI-compatible /v1 base
 
 ``cost`` makes opencode report dollars in its ``step_finish`` events; without it the cost stays
 ``None``.
@@ -47,7 +48,7 @@ from stretto.agents.base import (
     Launch,
     Outcome,
 )
-from stretto.agents.settings import resolve_command, setting_str
+from stretto.agents.settings import default_model, local_openai, resolve_command, setting_str
 from stretto.errors import UsageError
 
 PROVIDER = "stretto"
@@ -104,11 +105,13 @@ class OpencodeAdapter:
         (config_dir / "package-lock.json").write_text(json.dumps(lock) + "\n")
         for path in xdg.values():
             path.mkdir(parents=True, exist_ok=True)
+        env = dict(ctx.env)
+        base_url = local_openai(settings, env, env_key) or base_url
         config_file = root / "opencode.json"
         config = config_json(model, base_url, env_key, settings)
         config_file.write_text(json.dumps(config, indent=2) + "\n")
         env = {
-            **ctx.env,
+            **env,
             **QUIET_ENV,
             "HOME": str(home),
             **{key: str(path) for key, path in xdg.items()},
@@ -142,7 +145,8 @@ class OpencodeAdapter:
             chosen = str(tiers.get(ctx.model, ctx.model))
         else:
             tier = COMPLEXITY_TIER.get(getattr(ctx.task, "complexity", ""), "balanced")
-            chosen = str(tiers.get(tier) or _setting_str(ctx.settings, "model") or DEFAULT_MODEL)
+            _setting_str(ctx.settings, "model")  # checks its type
+            chosen = str(tiers.get(tier) or default_model(ctx.settings, DEFAULT_MODEL))
         return chosen.removeprefix(f"{PROVIDER}/")
 
     # ------------------------------------------------------------------ parse

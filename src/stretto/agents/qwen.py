@@ -21,6 +21,7 @@ Settings (``[agents.qwen]`` in stretto.toml), all optional::
     models = {fast = "...", balanced = "...", strong = "..."}   # tier -> model name
     base_url = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"   # else $OPENAI_BASE_URL
     env_key = "DASHSCOPE_API_KEY"      # the variable holding the key (default OPENAI_API_KEY)
+    local = "vllm"                     # a [local.NAME] server: its OpenAI-compatible /v1 base
 
 Qwen Code's ``stream-json`` output follows Claude Code's (``assistant`` messages with ``text``
 and ``tool_use`` blocks, then one ``result``). The trap: an API error ends with exit status 0 and
@@ -43,7 +44,7 @@ from stretto.agents.base import (
     Launch,
     Outcome,
 )
-from stretto.agents.settings import resolve_command, setting_str
+from stretto.agents.settings import default_model, local_openai, resolve_command, setting_str
 from stretto.errors import UsageError
 
 DEFAULT_BASE_URL = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"
@@ -85,6 +86,8 @@ class QwenAdapter:
         home = ctx.log_dir / "qwen-home"
         home.mkdir(parents=True, exist_ok=True)
         (home / "settings.json").write_text(json.dumps(settings_json(model), indent=2) + "\n")
+        keys = dict(ctx.env)
+        base_url = local_openai(settings, keys, env_key) or base_url
         env = {
             **ctx.env,
             **QUIET_ENV,
@@ -93,7 +96,7 @@ class QwenAdapter:
             "OPENAI_BASE_URL": base_url,
             "OPENAI_MODEL": model,
         }
-        key = ctx.env.get(env_key)
+        key = keys.get(env_key)
         if key:
             env["OPENAI_API_KEY"] = key
         argv = [
@@ -120,7 +123,8 @@ class QwenAdapter:
         if ctx.model:
             return str(tiers.get(ctx.model, ctx.model))
         tier = COMPLEXITY_TIER.get(getattr(ctx.task, "complexity", ""), "balanced")
-        return str(tiers.get(tier) or _setting_str(ctx.settings, "model") or DEFAULT_MODEL)
+        _setting_str(ctx.settings, "model")  # checks its type
+        return str(tiers.get(tier) or default_model(ctx.settings, DEFAULT_MODEL))
 
     # ------------------------------------------------------------------ parse
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stretto.errors import UsageError
+from stretto.localmodels import PLACEHOLDER_KEY, server_of
 
 
 def resolve_command(
@@ -57,3 +58,24 @@ def setting_str(agent: str, settings: Mapping[str, Any], key: str) -> str | None
     if not isinstance(value, str) or not value:
         raise UsageError(f"[agents.{agent}] {key}: expected a non-empty string, got {value!r}")
     return value
+
+
+def local_openai(settings: Mapping[str, Any], env: dict[str, str], env_key: str) -> str | None:
+    """For an agent on a local model server (``local = "NAME"``): the server's OpenAI-compatible
+    ``/v1`` base URL, with a placeholder key put in ``env[env_key]`` when it holds none (local
+    servers ignore keys; the OpenAI SDKs refuse to start without one). None for other agents.
+    """
+    server = server_of(settings)
+    if server is None:
+        return None
+    if not env.get(env_key):
+        env[env_key] = PLACEHOLDER_KEY
+    return server.openai_url
+
+
+def default_model(settings: Mapping[str, Any], fallback: str) -> str:
+    """The agent's ``model`` setting, else its local server's first model, else ``fallback``."""
+    server = server_of(settings)
+    local_first = server.models[0] if server is not None and server.models else None
+    value = settings.get("model")
+    return value if isinstance(value, str) and value else local_first or fallback

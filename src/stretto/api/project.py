@@ -64,10 +64,21 @@ def agent_settings(cwd: Path | str) -> Mapping[str, Mapping[str, Any]]:
 
 
 def dry_run(
-    cwd: Path | str, plan_file: Path, *, max_agents: int | None = None, budget: float | None = None
+    cwd: Path | str,
+    plan_file: Path,
+    *,
+    max_agents: int | None = None,
+    budget: float | None = None,
+    offline: bool = False,
 ) -> Any:
-    """The schedule a plan would get (waves, lease waits, critical path) and its cost range."""
+    """The schedule a plan would get (waves, lease waits, critical path) and its cost range.
+    ``offline``: first check the run could go ``--offline`` (raises as the run would)."""
     from stretto.schedule.dryrun import dry_run as make
+
+    if offline:
+        from stretto.engine.runs import prepare_run
+
+        prepare_run(Path(cwd), plan_file, max_agents=max_agents, budget=budget, offline=True)
 
     plan = load_plan(plan_file)
     report = make(plan, max_agents=max_agents, configured=configured_agents(cwd))

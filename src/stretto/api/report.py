@@ -57,6 +57,7 @@ class AttemptSpan:
     tokens: dict[str, int] = field(default_factory=dict)
     cost_usd: float | None = None
     segments: list[Segment] = field(default_factory=list)
+    local: str | None = None  # the local model server it ran on ($0)
 
 
 @dataclass
@@ -354,6 +355,7 @@ def _apply(
         span.tokens = dict(ledger.get("tokens") or {})
         cost = f.get("cost_usd")
         span.cost_usd = float(cost) if isinstance(cost, int | float) else None
+        span.local = ledger.get("local")
         if f.get("outcome") != "success":
             span.reason = str(f.get("reason") or f.get("outcome"))
             if f.get("outcome") not in ("failed", "timed_out"):
@@ -531,9 +533,11 @@ def _costs(records: Sequence[Record]) -> dict[str, list[dict[str, Any]]]:
         }
         for by, key in keys.items():
             row = rows[by].setdefault(
-                key, {"key": key, "attempts": 0, "tokens": 0, "cost_usd": 0.0, "unpriced": 0}
+                key,
+                dict(key=key, attempts=0, tokens=0, cost_usd=0.0, unpriced=0, local=0),
             )
             row["attempts"] += 1
+            row["local"] += 1 if ledger.get("local") else 0
             row["tokens"] += sum(int(v) for v in tokens.values() if isinstance(v, int))
             if isinstance(cost, int | float):
                 row["cost_usd"] = round(row["cost_usd"] + float(cost), 6)

@@ -25,7 +25,7 @@ from stretto.engine.journal import JOURNAL_NAME, Record, is_live, read_journal
 from stretto.engine.outcomes import RunSummary
 from stretto.engine.runs import list_run_ids, new_run_id, resolve_run, runs_root
 from stretto.engine.status import RunStatus, StatusFold, fold_status
-from stretto.errors import ControlError, RunError
+from stretto.errors import ControlError, RunError, UsageError
 
 if TYPE_CHECKING:  # the plan module loads when a plan is started: readers never need it
     from stretto.plans.plan import Plan
@@ -63,6 +63,8 @@ class RunOptions:
         planner: the agent that plans a :class:`Goal` (default: ``[planner] agent``).
         target: the branch verified work lands on (default: the plan's, else stretto.toml's).
         agent: the agent of steps that name none (default: ``default_agent``).
+        offline: only agents on local model servers (or calling no model) may run; a plan
+            that names another is refused before anything happens (docs/local-models.md).
     """
 
     max_agents: int | None = None
@@ -70,6 +72,7 @@ class RunOptions:
     planner: str | None = None
     target: str | None = None
     agent: str | None = None
+    offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -522,6 +525,12 @@ def start_run(
 
     options = options or RunOptions()
     top = _toplevel(repo)
+    if isinstance(plan_or_goal, Goal) and options.offline:
+        raise UsageError(
+            "--offline takes a plan, not a goal, for now: plan the goal first with a local "
+            "planner (stretto plan GOAL --planner AGENT --plan-only, where AGENT has "
+            'local = "NAME"), then run the plan with --offline'
+        )
     if isinstance(plan_or_goal, Goal):
         return _start_goal(top, plan_or_goal, options, detach=detach, sink=sink)
     from stretto.plans.plan import Plan
@@ -536,6 +545,7 @@ def start_run(
             budget=options.budget,
             target=options.target,
             agent=options.agent,
+            offline=options.offline,
         )
     run_id = run_id or engine_runs.new_run_id()
     if detach:
@@ -550,7 +560,7 @@ def start_run(
 
 def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
     from stretto.config import load_config
-    from stretto.engine.preflight import check_target
+    from stretto.engine.preflight import check_offline, check_target
     from stretto.engine.runs import check_agents, options_for
 
     config = load_config(repo)
@@ -561,9 +571,11 @@ def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
         budget=options.budget,
         target=options.target,
         agent=options.agent,
+        offline=options.offline,
     )
     check_target(repo, plan, run_options, config)
     check_agents(plan, run_options)
+    check_offline(plan, run_options, config)
     return run_options
 
 

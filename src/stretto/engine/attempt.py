@@ -56,6 +56,7 @@ from stretto.engine.workspace import (
 from stretto.errors import RepoError
 from stretto.files import full_disk, storage_fault
 from stretto.git import is_ancestor, rev_parse, update_ref_cas
+from stretto.localmodels import is_local_provider
 from stretto.plans.plan import Task
 from stretto.process import run_process, secret_values, write_pid_file
 from stretto.routing.dispatch import Dispatch, Route, adapter_kind
@@ -70,7 +71,7 @@ class Attempts:
         dispatch: routing, budget and cost bookkeeping (books each agent's usage).
         queue: the merge queue verified commits go to.
         context: the plan's context files, read once (pasted into every prompt).
-        stop_reason: why no agent may start now (the budget), or None.
+        stop_reason: why the named agent may not start now (the budget), or None.
         on_spent: called after an agent's cost is booked (the runner checks the budget).
     """
 
@@ -81,7 +82,7 @@ class Attempts:
         queue: MergeQueue,
         context: Sequence[tuple[str, str]],
         *,
-        stop_reason: Callable[[], str | None],
+        stop_reason: Callable[[str], str | None],
         on_spent: Callable[[], None],
     ) -> None:
         self.ctx = ctx
@@ -189,7 +190,12 @@ class Attempts:
             known = price_tokens(model, tokens, prices=self.dispatch.prices)
             return known if known is not None else ceiling_price(tokens, provider)
 
-        meter = AttemptMeter(ctx.options.limits, adapter_kind(agent_name, ctx.options), price)
+        meter = AttemptMeter(
+            ctx.options.limits,
+            adapter_kind(agent_name, ctx.options),
+            price,
+            free=is_local_provider(provider),  # a local model server: no max_cost
+        )
 
         def on_line(line: str, stream: str) -> None:
             parsed = adapter.parse_line(line, stream)
@@ -212,7 +218,7 @@ class Attempts:
             )
             crashpoint("after-spawn")
 
-        stop = self.stop_reason()
+        stop = self.stop_reason(agent_name)
         if stop is not None:
             self.stopping[task.id] = stop  # stopped while its worktree was being made
             return AttemptEnd(False, False, f"stopped: {stop}")
@@ -240,7 +246,14 @@ class Attempts:
                 result = adapter.decide(None, False, events)
                 model = used_model(events, launch, route.model)
                 self.dispatch.book(
-                    task, attempt, route, result.usage, result.cost_usd, "stopped", model=model
+                    task,
+                    attempt,
+                    route,
+                    result.usage,
+                    result.cost_usd,
+                    "stopped",
+                    model=model,
+                    seconds=(time.time_ns() - started_ns) / 1e9,
                 )
                 await asyncio.shield(self._keep_partial(ws, agent_name, task.id, attempt))
             raise
@@ -264,6 +277,7 @@ class Attempts:
             result.outcome.value,
             model=model,
             turns=turns,
+            seconds=finished.duration,
         )
         self.cost_of[task.id] = entry.cost_usd
         self.on_spent()  # the budget may stop others now, not after this attempt's gates

@@ -178,11 +178,13 @@ def plan_goal(
 
 def _book(repo: Path, run_id: str, agent: str, calls: Sequence[Any], config: Config) -> list[Entry]:
     """Write the planning calls' ledger entries (they are paid for, valid answer or not)."""
+    from stretto.localmodels import server_of
     from stretto.routing.dispatch import planner_call_entry
     from stretto.routing.ledger import Ledger, model_prices
 
     ledger = Ledger.for_repo(repo)
     kind = str(config.agents.get(agent, {}).get("adapter") or agent)
+    local = server_of(config.agents.get(agent))
     entries = []
     for number, call in enumerate(calls, 1):
         entry = planner_call_entry(
@@ -193,6 +195,7 @@ def _book(repo: Path, run_id: str, agent: str, calls: Sequence[Any], config: Con
             kind="plan",
             agent_kind=kind,
             prices=model_prices(config.prices),
+            local=local.name if local is not None else None,
         )
         ledger.append(entry)
         entries.append(entry)

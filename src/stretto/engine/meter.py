@@ -9,7 +9,8 @@ stopped at its first output line past a limit, not at the attempt's timeout. Wha
 * tokens: the usage of ``call`` events when they carry it, else the ``usage`` events so far;
   CLIs that report usage only when they finish (Gemini CLI, Qwen Code) are bounded by calls;
 * dollars: the larger of the dollars the agent reported and its tokens priced like the ledger
-  does (an unknown price at its provider's top price).
+  does (an unknown price at its provider's top price); none for an agent on a local model
+  server (``free``), which costs $0 whatever it reports.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ class AttemptMeter:
         limits: the run's ``[attempt]`` settings.
         agent_kind: the adapter (how its usage counts cached tokens: :meth:`Tokens.from_usage`).
         price: dollars of some tokens on the attempt's model (None: unknown).
+        free: the agent runs on a local model server: ``max_cost`` does not apply.
     """
 
-    def __init__(self, limits: AttemptSettings, agent_kind: str, price: Pricer) -> None:
+    def __init__(
+        self, limits: AttemptSettings, agent_kind: str, price: Pricer, *, free: bool = False
+    ) -> None:
         self.limits = limits
+        self.free = free
         self.agent_kind = agent_kind
         self.price = price
         self.calls = 0
@@ -81,7 +86,7 @@ class AttemptMeter:
                 f"used {tokens.total:,} tokens, over the limit of {limits.max_tokens:,} "
                 "([attempt] max_tokens)"
             )
-        if limits.max_cost is not None:
+        if limits.max_cost is not None and not self.free:
             spent = max(self.reported, self.price(tokens) or 0.0)
             if spent > limits.max_cost:
                 return (

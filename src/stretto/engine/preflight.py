@@ -56,6 +56,57 @@ def check_agents(plan: Plan, options: RunOptions, config: Config | None = None) 
             raise UsageError(f"[sandbox] enabled = true, but {problem}")
 
 
+def check_offline(plan: Plan, options: RunOptions, config: Config | None = None) -> None:
+    """With ``--offline``, every agent the run may use must stay on this machine: it uses a
+    local model server (``local = "NAME"``) or calls no model (``shell``). The router's arms
+    were already cut to the local ones (:func:`stretto.engine.runs.options_for`); a step pinned
+    to a hosted agent, a hosted default agent, or no local arm at all is refused.
+
+    Raises:
+        PlanError: a step names an agent that would reach the network (located at its line).
+        ConfigError: ``default_agent`` or every ``[[router.arms]]`` agent would (with ``config``).
+        UsageError: as above, where the name came from no file (``--agent``).
+    """
+    from stretto.agents import provider_of
+    from stretto.localmodels import offline_ok
+
+    if not options.offline:
+        return
+    settings = options.agent_settings
+
+    def why(agent: str) -> str:
+        provider = provider_of(agent, settings)
+        reaches = f"provider {provider}" if provider else "a model of its own choosing"
+        return (
+            f"--offline: agent '{agent}' would reach the network ({reaches}); declare a local "
+            f'model server ([local.NAME] with kind = "ollama" or "openai") and set '
+            f'local = "NAME" in [agents.{agent}], or run without --offline (docs/local-models.md)'
+        )
+
+    routed = bool(options.router.arms)
+    if routed and not any(offline_ok(arm.agent, settings) for arm in options.router.arms):
+        message = (
+            "--offline: no [[router.arms]] agent uses a local model server; add an arm whose "
+            'agent has local = "NAME" (docs/local-models.md), or run without --offline'
+        )
+        where = config_diagnostic(config, ("router", "arms"), message) if config else None
+        raise ConfigError([where]) if where else UsageError(message)
+    problems = [
+        plan.diagnostic(task.id, ("agent",), why(task.agent))
+        for task in plan.tasks
+        if task.agent and not offline_ok(task.agent, settings)
+    ]
+    if problems:
+        raise PlanError(problems)
+    unpinned = any(not task.agent for task in plan.tasks)
+    default = options.default_agent
+    if unpinned and not routed and not offline_ok(default, settings):
+        where = None
+        if config is not None and default == config.default_agent:
+            where = config_diagnostic(config, ("default_agent",), why(default))
+        raise ConfigError([where]) if where else UsageError(why(default))
+
+
 def _raise_located(
     plan: Plan, options: RunOptions, config: Config | None, name: str, message: str
 ) -> None:

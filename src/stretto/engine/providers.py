@@ -12,6 +12,10 @@ pool in the scheduler (``provider:NAME``), which then never starts too many. A r
 provider is known only once its arm is chosen, so the runner asks :meth:`ProviderLimits.admit`
 at spawn time.
 
+An agent on a local model server (``local = "NAME"``) goes to provider ``local:NAME``, whose
+limit never exceeds the server's ``max_parallel``: at most that many of its agents run at once,
+so a GPU that serves one request at a time is not handed a dozen.
+
 A provider that says the account has no credit left gets nothing more in the run
 (:meth:`ProviderLimits.out_of_credit`); the router is told to avoid its agents
 (:meth:`ProviderLimits.unavailable`).
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from stretto.agents import PROVIDERS, provider_of
 from stretto.engine.outcomes import AttemptEnd
+from stretto.localmodels import server_of
 from stretto.options import RunOptions
 from stretto.plans.plan import Plan
 
@@ -59,12 +64,40 @@ class ProviderLimits:
             for t in plan.tasks
             if not routed or t.agent
         }
+        self.agents = {t.id: t.agent or options.default_agent for t in plan.tasks}
         self.arm_agents = tuple(a.agent for a in options.router.arms)
         self.no_credit: dict[str, str] = {}  # provider (or agent) out of credit -> what it said
         arms = (provider_of(a.agent, self.settings) for a in options.router.arms)
-        self.limit = dict.fromkeys(
-            (p for p in (*self.fixed.values(), *arms) if p), options.max_agents
-        )
+        # local:NAME -> the server's max_parallel: its limit's ceiling
+        self.cap = {
+            server.provider: server.max_parallel
+            for server in (server_of(table) for table in self.settings.values())
+            if server is not None
+        }
+        self.limit = {p: self.top(p) for p in (*self.fixed.values(), *arms) if p}
+
+    def top(self, provider: str) -> int:
+        """The most agents ``provider`` may ever run at once: ``max_agents``, or a local
+        server's ``max_parallel`` if smaller."""
+        return min(self.ceiling, self.cap.get(provider, self.ceiling))
+
+    def explain(self, pool: str | None) -> str | None:
+        """Why a task waits for ``pool`` (a scheduler pool name), in words; None: no words."""
+        if not pool or not pool.startswith("provider:"):
+            return None
+        provider = pool.removeprefix("provider:")
+        limit = self.limit.get(provider, self.top(provider))
+        if provider in self.cap:
+            name = provider.removeprefix("local:")
+            return (
+                f"waiting for a slot on local model server {name!r}: {limit} of "
+                f"max_parallel = {self.cap[provider]} in use"
+            )
+        return f"waiting for a slot at provider {provider!r} ({limit} agents at once)"
+
+    def fixed_agent(self, task: str) -> str | None:
+        """The agent of ``task`` when it is fixed (not chosen by the router), else None."""
+        return self.agents.get(task) if task in self.fixed else None
 
     def pools(self) -> dict[str, tuple[str, ...]]:
         """The scheduler pools of the tasks whose agent is fixed."""
@@ -144,7 +177,7 @@ class ProviderLimits:
             if lowered < limit:
                 self.limit[provider] = lowered
                 return LimitChange("backoff", provider, lowered, limit)
-        elif end.landed and limit < self.ceiling:
+        elif end.landed and limit < self.top(provider):
             self.limit[provider] = limit + 1
             return LimitChange("recover", provider, limit + 1, limit)
         return None

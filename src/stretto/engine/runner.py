@@ -34,6 +34,7 @@ from stretto.engine.train import MergeTrain
 from stretto.errors import StorageError
 from stretto.files import full_disk, storage_fault
 from stretto.git import rev_parse
+from stretto.localmodels import offline_ok
 from stretto.options import RunOptions
 from stretto.plans.graph import TaskGraph
 from stretto.plans.plan import Plan, Task
@@ -288,7 +289,7 @@ class Runner(Steering):
             if isinstance(action, Spawn):
                 if self.paused:
                     self._note_wait(Wait(action.task, "paused"))
-                elif self.budget_stop is None:
+                elif self.budget_stop is None or self._free_agent(action.task):
                     self._route_and_spawn(action, in_use)
             elif isinstance(action, Wait):
                 self._note_wait(action)
@@ -378,6 +379,13 @@ class Runner(Steering):
         if route.rule == "give-up":  # no retry is worth its cost: the task ends here
             self._router_gave_up(task.id, attempt, route)
             return
+        if self.options.offline and not offline_ok(route.agent, self.options.agent_settings):
+            # a task added to a running --offline run (preflight checked the plan's)
+            why = f"--offline: agent '{route.agent}' would reach the network; nothing was started"
+            self.record("decision", action="give_up", task=task.id, attempt=attempt, by="offline")
+            self.finish(task.id, "failed", why)
+            self.schedule.gave_up(task.id)
+            return
         broke = self.providers.broke(route.agent)
         if broke is not None:
             self.held.add(task.id)
@@ -448,11 +456,18 @@ class Runner(Steering):
         for record in learned:
             self.record("learned", task=task, **record)
 
-    def _attempt_stop(self) -> str | None:
+    def _free_agent(self, task: str) -> bool:
+        """Whether ``task``'s agent is fixed (pinned, or the default with no router) and on a
+        local model server: it may start after a budget stop, since budgets ignore it."""
+        agent = self.providers.fixed_agent(task)
+        return agent is not None and self.dispatch.local_server(agent) is not None
+
+    def _attempt_stop(self, agent: str) -> str | None:
         """Why an attempt whose worktree is ready may not start its agent now."""
         if self.stop is not None:
             return self.stop[1]
-        if self.budget_stop is not None and self.options.on_exceed == "stop":
+        free = self.dispatch.local_server(agent) is not None  # budgets ignore local models
+        if self.budget_stop is not None and self.options.on_exceed == "stop" and not free:
             return self.budget_stop
         return None
 
@@ -479,6 +494,9 @@ class Runner(Steering):
         self.record("decision", action="stop_budget", reason=self.budget_stop)
         if self.options.on_exceed == "stop":
             for task in sorted(self.attempts.in_agent):
+                route = self.dispatch.routes.get(task)
+                if route is not None and self.dispatch.local_server(route.agent):
+                    continue  # a local model costs nothing: budgets leave it be
                 self.attempts.stopping[task] = self.budget_stop
                 self.active[task].cancel()
 
@@ -519,7 +537,13 @@ class Runner(Steering):
             reason=action.reason,
             holders=list(action.holders),
             conflict=list(action.conflict) if action.conflict else None,
+            **self._wait_words(action.pool),
         )
+
+    def _wait_words(self, pool: str | None) -> dict[str, str]:
+        """``pool`` and ``why`` for a wait on a capacity pool (a provider's, a local server's)."""
+        why = self.providers.explain(pool)
+        return {"pool": str(pool), "why": why} if pool and why else {}
 
     def finish(self, task: str, status: str, reason: str, commit: str | None = None) -> None:
         """Record a task's end (landed, failed, skipped, split, cancelled)."""

@@ -62,11 +62,21 @@ def options_for(
     budget: float | None = None,
     target: str | None = None,
     agent: str | None = None,
+    offline: bool = False,
 ) -> RunOptions:
     """Run options from config, overridden by the plan, overridden by the caller (the command
-    line, an MCP or HTTP request): ``target`` branch, ``agent`` for steps that name none."""
+    line, an MCP or HTTP request): ``target`` branch, ``agent`` for steps that name none.
+    ``offline`` keeps only the router's arms on local model servers (--offline)."""
     if budget is None:
         budget = plan.budget if plan.budget is not None else config.budget.run
+    router = config.router
+    if offline and router.arms:
+        from dataclasses import replace
+
+        from stretto.localmodels import offline_ok
+
+        kept = tuple(a for a in router.arms if offline_ok(a.agent, config.agents))
+        router = replace(router, arms=kept) if kept else router  # none: preflight says so
     return RunOptions(
         target=target or plan.target or config.target,
         max_agents=max_agents or plan.max_agents or config.max_agents,
@@ -80,7 +90,7 @@ def options_for(
         agent_settings=config.agents,
         agent_timeout=float(config.attempt.timeout),
         limits=config.attempt,
-        router=config.router,
+        router=router,
         budget=budget,
         daily_cap=config.budget.daily,
         on_exceed=config.budget.on_exceed,
@@ -88,6 +98,7 @@ def options_for(
         planner=config.planner,
         sandbox=config.sandbox,
         merge=config.merge,
+        offline=offline,
     )
 
 
@@ -99,6 +110,7 @@ def prepare_run(
     budget: float | None = None,
     target: str | None = None,
     agent: str | None = None,
+    offline: bool = False,
 ) -> tuple[Path, Plan, RunOptions]:
     """Validate everything a run needs before any effect: repo, config, plan, target."""
     repo = toplevel(cwd)
@@ -108,12 +120,19 @@ def prepare_run(
     config = load_config(repo)
     plan = load_plan(plan_file)
     options = options_for(
-        config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
+        config,
+        plan,
+        max_agents=max_agents,
+        budget=budget,
+        target=target,
+        agent=agent,
+        offline=offline,
     )
-    from stretto.engine.preflight import check_agents, check_paths, check_target
+    from stretto.engine.preflight import check_agents, check_offline, check_paths, check_target
 
     check_target(repo, plan, options, config)
     check_agents(plan, options, config)
+    check_offline(plan, options, config)
     check_paths(repo, plan)
     from stretto.routing.dispatch import load_policy
 

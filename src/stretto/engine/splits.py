@@ -111,6 +111,7 @@ class Splits:
                 kind=kind,
                 agent_kind=adapter_kind(call.agent, ctx.options),
                 prices=self.dispatch.prices,
+                local=self.dispatch.local_server(call.agent),
             )
             self.dispatch.add(entry)
             ctx.record("planner_call", **planner_call_record(call, entry))

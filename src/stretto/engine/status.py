@@ -237,6 +237,8 @@ class StatusFold:
         elif rec.type == "decision" and f.get("action") == "wait":
             holders = ", ".join(f.get("holders") or [])
             task.waiting_for = f"{f.get('reason')}" + (f" ({holders})" if holders else "")
+            if f.get("why"):  # a capacity pool's words: a provider's, a local server's
+                task.waiting_for = f"{f.get('reason')}: {f['why']}"
         elif rec.type == "task_finished" and (f.get("budget") or f.get("resumable")):
             task.state, task.reason = "skipped", f["reason"]
         elif rec.type == "task_finished":

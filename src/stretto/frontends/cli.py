@@ -277,6 +277,12 @@ def _detached(handle: Any, as_json: bool, *, planning: bool = False) -> None:
     help="Spend limit for this run in USD (overrides the plan's and stretto.toml's).",
 )
 @click.option("--planner", help="Agent that plans a goal (default: [planner] agent).")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Only agents on local model servers ([local.NAME]); refuse any that would reach the "
+    "network.",
+)
 @_reports_errors
 def run(
     plan_file: Path | None,
@@ -288,6 +294,7 @@ def run(
     plain: bool,
     budget: float | None,
     planner: str | None,
+    offline: bool,
 ) -> None:
     """Run PLAN_FILE (or plan and run -g GOAL): agents in parallel worktrees, gates, merge queue.
 
@@ -302,6 +309,11 @@ def run(
     if goal is not None:
         if dry_run:
             raise click.UsageError("--dry-run takes a PLAN_FILE; plan a goal with --plan-only")
+        if offline:
+            raise click.UsageError(
+                "--offline takes a PLAN_FILE for now: plan the goal with a local planner "
+                "(stretto plan GOAL --planner AGENT --plan-only), then stretto run PLAN --offline"
+            )
         _plan_and_run(
             goal, planner=planner, plan_only=False, yes=True, max_agents=max_agents,
             budget=budget, as_json=as_json, plain=plain, detach=detach,
@@ -309,13 +321,15 @@ def run(
         return
     assert plan_file is not None
     if dry_run:
-        report = api.dry_run(Path.cwd(), plan_file, max_agents=max_agents, budget=budget)
+        report = api.dry_run(
+            Path.cwd(), plan_file, max_agents=max_agents, budget=budget, offline=offline
+        )
         if as_json:
             click.echo(json.dumps(report.to_dict()))  # compact: large plans give megabytes
         else:
             click.echo(api.render_dry_run(report, color=sys.stdout.isatty()))
         return
-    options = api.RunOptions(max_agents=max_agents, budget=budget)
+    options = api.RunOptions(max_agents=max_agents, budget=budget, offline=offline)
     if detach:
         _detached(api.start_run(Path.cwd(), plan_file, options, detach=True), as_json)
         return

@@ -122,7 +122,7 @@ def _tooltip(a: Any) -> str:
         f"{a.task} attempt {a.attempt}: {a.outcome}",
         f"agent {arm}",
         f"tokens: {tokens}",
-        f"cost: {_usd(a.cost_usd)}",
+        f"cost: {_usd(a.cost_usd)}" + (f" (local model server {a.local})" if a.local else ""),
         f"{_secs(a.start)} .. {_secs(a.end)} ({_secs(a.end - a.start)})",
     ]
     if a.reason:
@@ -334,7 +334,8 @@ def _costs(r: Any) -> str:
                         f"<code>{_e(row['key'])}</code>",
                         str(row["attempts"]),
                         f"{row['tokens']:,}",
-                        f"${row['cost_usd']:.4f}",
+                        f"${row['cost_usd']:.4f}"
+                        + (f" ({row['local']} local)" if row.get("local") else ""),
                         str(row["unpriced"]),
                     ]
                     for row in shown

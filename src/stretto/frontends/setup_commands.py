@@ -68,6 +68,12 @@ def register(main: click.Group, reports_errors: Callable[[Any], Any]) -> None:
             click.echo("  no test/lint/type commands detected; add gates to stretto.toml by hand")
         if result.excluded:
             click.echo(f"added .stretto/ to {result.exclude_path}")
+        for server in result.local:
+            models = ", ".join(server.models[:4]) or "no models yet"
+            click.echo(
+                f"  local model server: {server.what} at {server.base_url} ({models}); "
+                f"declared as [local.{server.name}], see docs/local-models.md"
+            )
 
     @main.group(name="fake-model")
     def fake_model() -> None:
@@ -97,6 +103,8 @@ def register(main: click.Group, reports_errors: Callable[[Any], Any]) -> None:
                 click.echo(f"  ok    {info.name:<{width}}  {info.version or '?'}  ({info.path})")
             else:
                 click.echo(f"  --    {info.name:<{width}}  {info.problem}")
+            if info.local:
+                click.echo(f"        {'':<{width}}  local model server: {info.local}")
 
     @main.command()
     @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")

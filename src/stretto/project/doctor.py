@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.agents import available
+from stretto.localmodels import server_of
 
 #: The program each built-in adapter runs, and how to install it.
 CLI_PROGRAMS: Mapping[str, tuple[str, str]] = {
@@ -55,6 +56,7 @@ class AgentInfo:
     path: str | None
     version: str | None
     problem: str = ""
+    local: str | None = None  # "NAME (kind at URL)": the local model server it is set up for
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``--json``)."""
@@ -66,6 +68,7 @@ class AgentInfo:
             "version": self.version,
             "installed": self.path is not None,
             "problem": self.problem,
+            "local": self.local,
         }
 
 
@@ -89,23 +92,28 @@ def describe_agents(settings: Mapping[str, Mapping[str, Any]] | None = None) -> 
         if name not in names and isinstance(table, Mapping) and table.get("adapter"):
             names[name] = f"{table['adapter']} (configured)"
     for name, target in names.items():
-        configured = settings.get(name, {}).get("command")
+        table = settings.get(name, {})
+        kind = str(table.get("adapter") or name)  # a profile runs its adapter's program
+        server = server_of(table)
+        local = f"{server.name} ({server.kind} at {server.base_url})" if server else None
+        configured = table.get("command")
         if isinstance(configured, list):
             program: str | None = str(configured[0]) if configured else None
-        elif isinstance(configured, str) and name != "shell":
+        elif isinstance(configured, str) and kind != "shell":
             program = shlex.split(configured)[0] if configured.strip() else None
         else:
-            program = CLI_PROGRAMS.get(name, (None, ""))[0]
+            program = CLI_PROGRAMS.get(kind, (None, ""))[0]
         if program is None:
-            infos.append(AgentInfo(name, target, None, None, None, "a plugin: see its docs"))
+            problem = "a plugin: see its docs"
+            infos.append(AgentInfo(name, target, None, None, None, problem, local))
             continue
         path = shutil.which(program)
         if path is None:
-            how = CLI_PROGRAMS.get(name, ("", "see the adapter's documentation"))[1]
+            how = CLI_PROGRAMS.get(kind, ("", "see the adapter's documentation"))[1]
             problem = f"'{program}' not found on PATH; {how}"
-            infos.append(AgentInfo(name, target, program, None, None, problem))
+            infos.append(AgentInfo(name, target, program, None, None, problem, local))
             continue
-        infos.append(AgentInfo(name, target, program, path, _version(path)))
+        infos.append(AgentInfo(name, target, program, path, _version(path), local=local))
     return infos
 
 
@@ -206,6 +214,10 @@ def run_checks(cwd: Path) -> list[Check]:
                     info.problem.split("; ", 1)[-1],
                 )
             )
+    from stretto.project.localcheck import server_findings
+
+    for server in config.local.values():
+        checks += [Check(*finding) for finding in server_findings(server, config.agents)]
     for gate in config.gates:
         words = shlex.split(gate.command) if gate.command.strip() else []
         program = words[0] if words else ""

@@ -26,6 +26,7 @@ from stretto.config import (
 from stretto.errors import RepoError, UsageError
 from stretto.files import private_dir, write_atomic
 from stretto.git import run_git, toplevel
+from stretto.project.localcheck import Found, detect_local
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class InitResult:
         gates: Detected gates written to it, name -> command.
         excluded: Whether ``.stretto/`` was added to ``exclude_path`` (False: already there).
         exclude_path: The repository's ``info/exclude`` file.
+        local: Local model servers that answered on their default loopback port, declared as
+            ``[local.NAME]`` in the file (with a commented agent profile for each).
     """
 
     config_path: Path
@@ -49,11 +52,13 @@ class InitResult:
     gates: dict[str, str] = field(default_factory=dict)
     excluded: bool = False
     exclude_path: Path = Path()
+    local: tuple[Found, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """Return the result as JSON-ready values (with ``"ok": true``, as the CLI prints)."""
         paths = {"config_path": str(self.config_path), "exclude_path": str(self.exclude_path)}
-        return {"ok": True, **asdict(self), **paths}
+        local = [server.to_dict() for server in self.local]
+        return {"ok": True, **asdict(self), **paths, "local": local}
 
 
 # --- detecting gates ------------------------------------------------------------------------------
@@ -325,8 +330,9 @@ def init_project(repo: Path, *, force: bool = False) -> InitResult:
         raise UsageError(f"{config_path} already exists; use --force to overwrite it")
     target = _current_branch(top)
     gates, left_out = _detect(top)
+    local = tuple(detect_local())
     try:
-        write_atomic(config_path, _render(target, gates, left_out).encode())
+        write_atomic(config_path, (_render(target, gates, left_out) + _local_text(local)).encode())
         excluded, exclude_path = _add_exclude(top)
     except OSError as error:
         raise RepoError(
@@ -340,4 +346,43 @@ def init_project(repo: Path, *, force: bool = False) -> InitResult:
         gates={name: f.command for name, f in gates.items()},
         excluded=excluded,
         exclude_path=exclude_path,
+        local=local,
     )
+
+
+#: The agent each kind of local server is offered with in the written file.
+_LOCAL_AGENT = {"ollama": "aider", "openai": "opencode"}
+
+
+def _local_text(found: tuple[Found, ...]) -> str:
+    """``[local.NAME]`` tables for the servers found, each with a commented agent profile."""
+    if not found:
+        return (
+            "\n# A local model server (Ollama, llama.cpp, vLLM, LM Studio): attempts on it cost\n"
+            "# $0 and `stretto run --offline` uses only such agents (docs/local-models.md).\n"
+            '# [local.ollama]\n# kind = "ollama"\n# base_url = "http://127.0.0.1:11434"\n'
+            '# models = ["qwen2.5-coder:7b"]\n# max_parallel = 1\n'
+        )
+    out = []
+    for server in found:
+        models = ", ".join(_toml_str(m) for m in server.models[:8])
+        agent = _LOCAL_AGENT[server.kind]
+        first = _toml_str(server.models[0]) if server.models else '"MODEL"'
+        out.append(
+            f"""
+# {server.what} answered at {server.base_url} when `stretto init` ran: a local model server.
+# Attempts on it cost $0; `stretto run --offline` uses only such agents (docs/local-models.md).
+[local.{server.name}]
+kind = {_toml_str(server.kind)}
+base_url = {_toml_str(server.base_url)}
+models = [{models}]
+max_parallel = {1 if server.kind == "ollama" else 4}   # model calls it serves at once
+
+# An agent on it: name `agent: {agent}-local` in a step, or make it a router arm.
+# [agents.{agent}-local]
+# adapter = "{agent}"
+# local = "{server.name}"
+# model = {first}
+"""
+        )
+    return "".join(out)

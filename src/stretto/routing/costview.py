@@ -51,9 +51,13 @@ def _row(key: str, entries: Sequence[Entry], landed: Landed = ()) -> dict[str, A
         if e.cost_usd is None:
             name = e.model or NO_MODEL
             unknown[name] = unknown.get(name, 0) + 1
+    local = [e for e in entries if e.source == "local"]
     return {
         "key": key,
         "attempts": len(entries),
+        # on a local model server ([local.NAME]): $0, their agents' time instead
+        "local": len(local),
+        "local_seconds": round(sum(e.seconds or 0.0 for e in local), 3),
         "landed": sum(
             e.kind == "attempt" and (e.run_id, e.task, e.attempt) in landed for e in entries
         ),
@@ -111,7 +115,11 @@ def _count(n: int) -> str:
 def _cost_cell(row: dict[str, Any]) -> str:
     if row["unknown"] and row["unknown"] == row["attempts"]:
         return "?"
-    return _usd(row["cost_usd"]) + (" +?" if row["unknown"] else "")
+    local = row.get("local", 0)
+    if local and local == row["attempts"]:
+        return "local $0"
+    marks = (" +?" if row["unknown"] else "") + (f" ({local} local)" if local else "")
+    return _usd(row["cost_usd"]) + marks
 
 
 def render_cost(
@@ -147,6 +155,12 @@ def render_cost(
     out = [title, line(table[0])]
     out += [line(cells) for cells in table[1:-1]]
     out += ["-" * len(line(table[0])), line(table[-1])]
+    if totals.get("local"):
+        n, seconds = totals["local"], totals.get("local_seconds", 0.0)
+        out.append(
+            f"{n} attempt{'s' if n != 1 else ''} ran on local model servers: $0, "
+            f"{seconds:,.1f} s of agent time, not counted by budgets"
+        )
     return out + _unknown_notes(totals["unknown_models"], totals.get("unknown_bound_usd", 0.0))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from stretto.agents import provider_of
 from stretto.config import RouterSettings
+from stretto.localmodels import server_of
 from stretto.options import RunOptions
 from stretto.plans.plan import Task
 from stretto.routing.arms import Arm, RouterConfig
@@ -111,9 +112,11 @@ def planner_call_entry(
     kind: str,
     agent_kind: str,
     prices: Mapping[str, ModelPrice],
+    local: str | None = None,
 ) -> Entry:
     """The ledger entry of a planning call (a ``stretto.planning.planner.PlannerCall``): ``kind`` is
-    "plan" or "split"; ``number`` counts the run's calls (stored as attempt ``-number``)."""
+    "plan" or "split"; ``number`` counts the run's calls (stored as attempt ``-number``);
+    ``local``: the local model server the planner ran on ($0)."""
     return make_entry(
         run_id=run_id,
         task=task,
@@ -127,6 +130,8 @@ def planner_call_entry(
         reported_cost=call.cost_usd,
         outcome="success" if call.exit_code == 0 else f"exit {call.exit_code}",
         prices=prices,
+        local=local,
+        seconds=getattr(call, "duration", None),
     )
 
 
@@ -299,8 +304,16 @@ class Dispatch:
             (self.tried.get(task.id, ()) if tried is None else tried) if failed else (),
         )
 
+    def local_server(self, agent: str) -> str | None:
+        """The local model server ``agent`` runs on (``local = "NAME"``), if any."""
+        server = server_of(self.options.agent_settings.get(agent))
+        return server.name if server is not None else None
+
     def _estimate(self, agent: str, model: str | None, context: TaskContext) -> float | None:
-        """The median cost of past attempts like this one, else a priced token estimate."""
+        """The median cost of past attempts like this one, else a priced token estimate;
+        $0 on a local server."""
+        if self.local_server(agent) is not None:
+            return 0.0
         typical = past_median(self.past.get((agent, model, context.complexity), []))
         if typical is not None:
             return typical
@@ -324,8 +337,12 @@ class Dispatch:
         return self.options.budget is not None or self.options.daily_cap is not None
 
     def admit(self, route: Route) -> BudgetCheck:
-        """May an attempt on ``route`` start within the run budget and the daily cap?"""
+        """May an attempt on ``route`` start within the run budget and the daily cap? One on a
+        local server always may: it costs nothing, and budgets ignore it."""
         self._roll_day()
+        local = self.local_server(route.agent)
+        if local is not None:
+            return BudgetCheck(True, 0.0, None, f"local model server {local!r}: free, no budget")
         return check_budget(
             estimate=route.estimate,
             run_spent=self.run_spent,
@@ -364,6 +381,7 @@ class Dispatch:
         kind: str = "attempt",
         model: str | None = None,
         turns: int | None = None,
+        seconds: float | None = None,
     ) -> Entry:
         """Write the attempt's ledger entry and count its cost against the budgets; remember
         what the attempt used (``turns``: its agent steps, if known) for a retry's choice.
@@ -387,6 +405,8 @@ class Dispatch:
             prices=self.prices,
             provider=provider_of(route.agent, self.options.agent_settings),
             complexity=task.complexity,
+            local=self.local_server(route.agent),
+            seconds=seconds,
         )
         self.add(entry)
         tokens = entry.tokens.total or None

@@ -40,6 +40,7 @@ class Explanation:
     status: str
     attempts: list[AttemptRoute] = field(default_factory=list)
     merge: list[str] = field(default_factory=list)  # its way through the merge queue / train
+    waits: list[str] = field(default_factory=list)  # why it waited to start, in words
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (``--json``)."""
@@ -49,6 +50,7 @@ class Explanation:
             "status": self.status,
             "attempts": [a.__dict__ for a in self.attempts],
             "merge": list(self.merge),
+            "waits": list(self.waits),
         }
 
     def lines(self) -> list[str]:
@@ -56,6 +58,7 @@ class Explanation:
         from stretto.routing.choice import render_choice
 
         out = [f"task {self.task} in run {self.run_id}: {self.status}"]
+        out += [f"waited: {why}" for why in self.waits]
         if not self.attempts:
             out.append("  no attempt started (it never got an agent)")
         for a in self.attempts:
@@ -134,6 +137,11 @@ def explain_task(records: Sequence[Any], run_id: str, task: str) -> Explanation:
             a = by_attempt[attempt]
             a.outcome, a.reason = f.get("outcome", ""), f.get("reason", "")
             a.cost_usd, a.cost_source = f.get("cost_usd"), f.get("cost_source", "")
+        elif rec.type == "decision" and f.get("action") == "wait":
+            holders = ", ".join(f.get("holders") or [])
+            why = f.get("why") or (f"{f.get('reason')}" + (f" ({holders})" if holders else ""))
+            if why not in story.waits:
+                story.waits.append(str(why))
         elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
             if attempt in by_attempt:
                 by_attempt[attempt].result = str(f["action"])

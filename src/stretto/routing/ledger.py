@@ -17,7 +17,12 @@ Where a cost comes from (``source``):
   ``bound_usd``: its tokens priced as the most expensive model the bundled table knows for the
   agent's provider (e.g. OpenAI's ``o1-pro``); with no such bound (a provider the table does
   not know), a run with a budget stops starting attempts (see :mod:`stretto.routing.dispatch`);
-* ``none``: the agent reported neither tokens nor dollars (a shell script): $0.
+* ``none``: the agent reported neither tokens nor dollars (a shell script): $0;
+* ``local``: the agent ran on a local model server (``local = "NAME"``): $0 whatever it
+  reported, ``local`` names the server; budgets never count it.
+
+Each attempt's entry also keeps ``seconds``: how long its agent ran (what a local attempt
+costs instead of dollars).
 
 Agents count cached tokens differently; :meth:`Tokens.from_usage` brings them to one shape.
 Summaries, the ``stretto cost`` table and budget checks live in :mod:`stretto.routing.costview`,
@@ -78,7 +83,7 @@ __all__ = [
 ]
 
 LEDGER_FILE = "ledger.jsonl"
-SOURCES = frozenset({"reported", "priced", "unknown", "none"})
+SOURCES = frozenset({"reported", "priced", "unknown", "none", "local"})
 SCRIPT_AGENTS = frozenset({"shell"})  # agents that call no model unless they say so
 
 
@@ -108,6 +113,8 @@ class Entry:
     outcome: str
     complexity: str | None = None
     bound_usd: float | None = None  # unknown price: the tokens at the provider's top price
+    local: str | None = None  # the local model server it ran on ([local.NAME]): $0
+    seconds: float | None = None  # how long the agent ran
 
     @property
     def counted_usd(self) -> float:
@@ -166,6 +173,8 @@ class Entry:
             outcome=get("outcome", str),
             complexity=get("complexity", str, optional=True),
             bound_usd=_float_or_none(get("bound_usd", int, float, optional=True)),
+            local=get("local", str, optional=True),
+            seconds=_float_or_none(get("seconds", int, float, optional=True)),
         )
 
 
@@ -189,17 +198,22 @@ def make_entry(
     provider: str | None = None,
     ts: float | None = None,
     complexity: str | None = None,
+    local: str | None = None,
+    seconds: float | None = None,
 ) -> Entry:
     """The ledger entry for one finished agent call, its cost settled (see the module doc).
 
     A reported cost that is negative or not finite is ignored (the tokens are priced instead).
     ``provider`` (genai-prices' id: ``openai``, ``anthropic``, ``google``) looks the model up
     there and, for an unknown price, sets ``bound_usd`` from that provider's top price.
+    ``local`` (a local server's name) makes the entry cost $0, source ``local``.
     """
     tokens = Tokens.from_usage(usage, agent_kind)
     bound: float | None = None
     cost: float | None
-    if reported_cost is not None and math.isfinite(reported_cost) and reported_cost >= 0:
+    if local is not None:
+        cost, source = 0.0, "local"
+    elif reported_cost is not None and math.isfinite(reported_cost) and reported_cost >= 0:
         cost, source = float(reported_cost), "reported"
     elif tokens.total == 0:
         cost, source = 0.0, "none"
@@ -225,6 +239,8 @@ def make_entry(
         outcome=outcome,
         complexity=complexity,
         bound_usd=bound,
+        local=local,
+        seconds=None if seconds is None else round(seconds, 3),
     )
 
 

@@ -18,9 +18,10 @@ _MODEL = re.compile(r"/models/(?P<model>[^/:]+)$")
 class Route:
     """Where a request goes.
 
-    ``endpoint`` is one of ``generate``, ``count_tokens``, ``models``, ``model``, ``head`` or
-    ``unknown``; ``protocol`` is ``chat``, ``responses``, ``anthropic``, ``gemini``, ``openai``
-    (the model list both OpenAI protocols share) or ``None``.
+    ``endpoint`` is one of ``generate``, ``count_tokens``, ``models``, ``model``, ``version``,
+    ``head`` or ``unknown``; ``protocol`` is ``chat``, ``responses``, ``anthropic``, ``gemini``,
+    ``ollama`` (``/api/chat``, ``/api/tags``, ``/api/show``, ``/api/version``), ``openai`` (the
+    model list both OpenAI protocols share) or ``None``.
     """
 
     session: str
@@ -46,6 +47,10 @@ def route(method: str, target: str, headers: Mapping[str, str]) -> Route:
     if method == "HEAD":
         return Route(session, "head")
     if method == "POST":
+        if path.endswith("/api/chat"):
+            return Route(session, "generate", "ollama")
+        if path.endswith("/api/show"):
+            return Route(session, "model", "ollama")
         if path.endswith("/chat/completions"):
             return Route(session, "generate", "chat")
         if path.endswith("/responses"):
@@ -62,6 +67,10 @@ def route(method: str, target: str, headers: Mapping[str, str]) -> Route:
             stream = action == "streamGenerateContent"
             return Route(session, endpoint, "gemini", gemini["model"], stream, sse)
     if method == "GET":
+        if path.endswith("/api/tags"):
+            return Route(session, "models", "ollama")
+        if path.endswith("/api/version"):
+            return Route(session, "version", "ollama")
         style = _list_style(path, url.query, headers)
         if path.endswith("/models"):
             return Route(session, "models", style)

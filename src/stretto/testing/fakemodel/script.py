@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from stretto.errors import InputError
 
-PROTOCOLS = ("chat", "responses", "anthropic", "gemini")
+PROTOCOLS = ("chat", "responses", "anthropic", "gemini", "ollama")
 """Protocol names used by match rules and the request log."""
 
 PastEnd = Literal["done", "last_text"]

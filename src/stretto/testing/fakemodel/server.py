@@ -9,6 +9,7 @@ Every request is kept in :attr:`FakeModelServer.requests` and, optionally, a JSO
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import itertools
 import json
@@ -27,6 +28,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from stretto.errors import UsageError
 from stretto.testing.fakemodel.anthropic import Messages, anthropic_models
 from stretto.testing.fakemodel.gemini import Gemini, gemini_model, gemini_models
+from stretto.testing.fakemodel.inflight import InFlight
+from stretto.testing.fakemodel.ollama import (
+    VERSION,
+    OllamaChat,
+    known_model,
+    ollama_show,
+    ollama_tags,
+)
 from stretto.testing.fakemodel.openai import (
     ChatCompletions,
     Responses,
@@ -50,7 +59,7 @@ from stretto.testing.fakemodel.selection import Facts, choose
 
 HOST = "127.0.0.1"
 APIS: dict[str, Api] = {
-    api.name: api for api in (ChatCompletions(), Responses(), Messages(), Gemini())
+    api.name: api for api in (ChatCompletions(), Responses(), Messages(), Gemini(), OllamaChat())
 }
 SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "proxy-authorization"}
@@ -125,6 +134,7 @@ class FakeModelServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._log: IO[str] | None = None
+        self._flight = InFlight()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,6 +238,20 @@ class FakeModelServer:
                 self._log.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
                 self._log.flush()
 
+    # ------------------------------------------------------------------ requests in flight
+
+    def peak_in_flight(
+        self,
+        *,
+        session: str | None = None,
+        protocol: str | None = None,
+        endpoint: str | None = "generate",
+    ) -> int:
+        """The most requests this server was answering at once, among those of ``session``,
+        ``protocol`` and ``endpoint`` (None: any); see :mod:`.inflight`. E.g.
+        ``peak_in_flight(protocol="ollama")``: model calls to the "local Ollama server"."""
+        return self._flight.peak(session, protocol, endpoint)
+
     # ------------------------------------------------------------------ answering
 
     def _answer(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> _Decision:
@@ -241,6 +265,7 @@ class FakeModelServer:
             except ValueError:
                 body = text
         answer = self._decide(where, body, text)
+        answer = dataclasses.replace(answer, key=(where.session, where.protocol, where.endpoint))
         choice_step, choice_rule, past_end = answer.record_fields
         record = LoggedRequest(
             time=datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -276,10 +301,19 @@ class FakeModelServer:
             return _Decision(fail(404, message, None))
         models = tuple(self.script.models)
         if where.endpoint == "models":
-            listing = {"gemini": gemini_models, "anthropic": anthropic_models}.get(
-                where.protocol or "", openai_models
-            )
+            listing = {
+                "gemini": gemini_models,
+                "anthropic": anthropic_models,
+                "ollama": ollama_tags,
+            }.get(where.protocol or "", openai_models)
             return _Decision(json_reply(200, listing(models)))
+        if where.endpoint == "version":
+            return _Decision(json_reply(200, {"version": VERSION}))
+        if where.endpoint == "model" and where.protocol == "ollama":
+            asked = body.get("model") or body.get("name") if isinstance(body, dict) else None
+            if not isinstance(asked, str) or not known_model(asked, models):
+                return _Decision(fail(404, f"model '{asked}' not found", None))
+            return _Decision(json_reply(200, ollama_show(asked)))
         if where.endpoint == "model":
             model = where.model or models[0]
             one = gemini_model(model) if where.protocol == "gemini" else openai_model(model)
@@ -326,7 +360,8 @@ class FakeModelServer:
 _UNKNOWN_ENDPOINT = (
     "stretto's fake model server has no such endpoint; it serves POST …/chat/completions, "
     "…/responses, …/v1/messages, …/v1/messages/count_tokens, "
-    "…/models/<m>:generateContent|:streamGenerateContent|:countTokens, GET …/models and HEAD /"
+    "…/models/<m>:generateContent|:streamGenerateContent|:countTokens, Ollama's /api/chat, "
+    "/api/show, /api/tags and /api/version, GET …/models and HEAD /"
 )
 
 
@@ -337,6 +372,7 @@ class _Decision:
     reply: Reply | None
     delay: float = 0.0
     record_fields: tuple[int | None, str | None, bool] = (None, None, False)
+    key: tuple[str, str | None, str] = ("default", None, "unknown")  # for peak_in_flight
 
 
 def _error_reply(api: Api, error: HttpError) -> Reply:
@@ -443,6 +479,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
         answer = owner._answer(self.command, self.path, headers, raw)
+        began = owner._flight.began(answer.key)
+        try:
+            self._reply(answer, stopping)
+        finally:
+            owner._flight.ended(answer.key, began)
+
+    def _reply(self, answer: _Decision, stopping: threading.Event) -> None:
         if answer.delay and stopping.wait(answer.delay):
             self.close_connection = True
             return
