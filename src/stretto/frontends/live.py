@@ -1,0 +1,441 @@
+"""``stretto live``: a Textual terminal UI to watch and steer one run.
+
+The app holds a :class:`~stretto.api.RunWatch` (the run's journal, folded as it grows) and redraws
+from its snapshots: a header (progress, spend against the budget, wall time and the critical-path
+estimate of time left, providers backing off), the task table attention first, and tabs about
+the selected task (its agent log following live, its diff, gates, the scheduler's and router's
+decisions, its events, and a timeline of every attempt per agent slot). Each key binding is an
+action that calls the run API (:class:`~stretto.api.RunHandle`) in a worker thread and says
+what the engine answered, or the error. Quitting detaches: the run goes on.
+
+Imported only by the ``live`` command: ``stretto --help`` never loads Textual.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Log, Static, TabbedContent, TabPane
+
+from stretto import api
+from stretto.errors import StrettoError
+from stretto.frontends.live_widgets import (
+    COLUMNS,
+    KEYS,
+    Ask,
+    Confirm,
+    cells,
+    header_lines,
+    timeline_lines,
+)
+from stretto.frontends.view import event_line
+
+TABS = ("log", "diff", "gates", "explain", "events", "timeline")
+
+
+class LiveApp(App[None]):
+    """Watch and steer one run; see the module docstring.
+
+    Args:
+        handle: the run.
+        clock: epoch seconds now (snapshot tests fix it).
+        poll: seconds between looks at the journal while the run goes on.
+        probe: called after the screen refreshed with the records just drawn (benchmarks).
+    """
+
+    TITLE = "stretto live"
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    #header { height: auto; padding: 0 1; background: $boost; }
+    #said { height: auto; padding: 0 1; color: $text-muted; display: none; }
+    #said.shown { display: block; }
+    #filter { display: none; height: 3; }
+    #filter.shown { display: block; }
+    #tasks { height: 1fr; min-height: 5; }
+    #details { height: 1fr; min-height: 7; }
+    Log { scrollbar-size-horizontal: 1; }
+    #keys { dock: bottom; height: auto; padding: 0 1; background: $panel; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "detach"),
+        Binding("slash", "filter", "filter"),
+        Binding("c", "cancel_task", "cancel task"),
+        Binding("r", "retry_task", "retry"),
+        Binding("p", "pause", "pause"),
+        Binding("u", "unpause", "unpause"),
+        Binding("b", "budget", "budget"),
+        Binding("plus,equals_sign", "parallel(1)", "+agent", key_display="+"),
+        Binding("minus", "parallel(-1)", "-agent", key_display="-"),
+        Binding("s", "stop", "stop run"),
+        Binding("w", "worktree", "copy path"),
+        Binding("o", "shell", "shell", show=False),
+        Binding("escape", "unfilter", "clear filter", show=False),
+    ]
+
+    def __init__(
+        self,
+        handle: api.RunHandle,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll: float = 0.05,
+        probe: Callable[[list[api.Record]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.handle = handle
+        self.run_watch = api.RunWatch(handle, clock=clock)
+        self.clock = clock
+        self.poll = poll
+        self.probe = probe
+        self.snap: api.LiveSnapshot | None = None
+        self.shown: list[str] = []  # task ids in table order
+        self.filter_text = ""
+        self.selected: str | None = None
+        self.followed: tuple[Path, int] | None = None  # the agent log shown, and how far read
+        self.drawn_at = 0.0
+        self.last_said = ""
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="header")
+        yield Static("", id="said")
+        yield Input(placeholder="filter tasks (enter: keep, escape: clear)", id="filter")
+        table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
+        yield table
+        with Vertical(id="details"), TabbedContent(id="tabs", initial="log"):
+            for name in TABS:
+                with TabPane(name, id=name):
+                    if name == "timeline":
+                        yield Static("", id="timeline-view")
+                    else:
+                        yield Log(id=f"{name}-view", highlight=False, max_lines=20_000)
+        yield Static(KEYS, id="keys")
+
+    def on_mount(self) -> None:
+        self.main = self.screen  # queries go here, also while a dialog is on top
+        table = self.main.query_one("#tasks", DataTable)
+        for name in COLUMNS:
+            table.add_column(name, key=name or "mark")
+        self.title = f"stretto live {self.handle.run_id}"
+        self._tick(force=True)
+        table.focus()
+        self.set_interval(self.poll, self._tick)
+
+    # ------------------------------------------------------------------ following
+
+    def _tick(self, force: bool = False) -> None:
+        try:
+            batch = self.run_watch.poll()
+        except StrettoError as error:
+            self._say(f"cannot read the run: {error.message}", error=True)
+            return
+        now = time.monotonic()
+        if batch or force or now - self.drawn_at >= 1.0:  # elapsed times tick once a second
+            self.drawn_at = now
+            self._draw(batch)
+        self._follow_log()
+        if batch and self.probe is not None:
+            self.call_after_refresh(self.probe, batch)
+
+    def _draw(self, batch: list[api.Record]) -> None:
+        snap = self.snap = self.run_watch.snapshot()
+        lines = header_lines(snap)
+        width = max(40, self.size.width - 2)
+        if snap.attention:
+            more = f" (+{len(snap.attention) - 1} more)" if len(snap.attention) > 1 else ""
+            lines.append(_fit(f"needs you: {snap.attention[0]}", width - len(more)) + more)
+        lines = [_fit(line, width) for line in lines]
+        self.main.query_one("#header", Static).update(Text("\n".join(lines)))
+        self._fill_table(snap)
+        selected = self.selected
+        if selected is not None and any(r.fields.get("task") == selected for r in batch):
+            self._show_task(selected, batch=[r for r in batch if r.fields.get("task") == selected])
+        if self.main.query_one("#tabs", TabbedContent).active == "timeline":
+            self._draw_timeline()
+
+    def _fill_table(self, snap: api.LiveSnapshot) -> None:
+        table = self.main.query_one("#tasks", DataTable)
+        needle = self.filter_text.lower()
+        rows = [
+            r for r in snap.rows if not needle or any(needle in c.lower() for c in cells(r) if c)
+        ]
+        ids = [r.id for r in rows]
+        room = max(20, self.size.width - 62)  # the detail column fits: no sideways scrolling
+        if ids == self.shown:
+            for row in rows:
+                for key, value in zip(COLUMNS, cells(row, room), strict=True):
+                    if table.get_cell(row.id, key or "mark") != value:
+                        table.update_cell(row.id, key or "mark", value)
+        else:
+            keep = self.selected
+            table.clear()
+            for row in rows:
+                table.add_row(*cells(row, room), key=row.id)
+            self.shown = ids
+            if keep in ids:
+                table.move_cursor(row=ids.index(keep), animate=False)
+        if self.selected is None and ids:
+            self._select(ids[table.cursor_row] if table.cursor_row < len(ids) else ids[0])
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        if key is not None and key != self.selected:
+            self._select(str(key))
+
+    def _select(self, task: str) -> None:
+        self.selected = task
+        self.followed = None
+        for name in TABS[:-1]:
+            self.main.query_one(f"#{name}-view", Log).clear()
+        self._show_task(task)
+        self._follow_log()
+
+    def _show_task(self, task: str, batch: list[api.Record] | None = None) -> None:
+        """Fill the tabs about ``task`` (with ``batch``: only what those records change)."""
+        events = self.main.query_one("#events-view", Log)
+        for record in batch if batch is not None else self.run_watch.task_records(task):
+            events.write_line(event_line(record))
+        if batch is None or any(r.type == "gate_result" for r in batch):
+            self._show_gates(task)
+        if batch is None or any(r.type in ("route", "decision", "control") for r in batch):
+            explain = self.main.query_one("#explain-view", Log)
+            explain.clear()
+            try:
+                explain.write_lines(self.run_watch.explain(task))
+            except StrettoError as error:
+                explain.write_line(error.message)
+        changed = batch is None or any(r.type in ("attempt_finished", "merged") for r in batch)
+        if changed and self.main.query_one("#tabs", TabbedContent).active == "diff":
+            self._load_diff(task)
+
+    def _show_gates(self, task: str) -> None:
+        view = self.main.query_one("#gates-view", Log)
+        view.clear()
+        gates = self.run_watch.gates(task)
+        if not gates:
+            view.write_line("no gate has run for this task yet")
+        for gate in gates:
+            verdict = "pass" if gate["passed"] else "FAIL"
+            stage = f" ({gate['stage']})" if gate["stage"] else ""
+            view.write_line(
+                f"attempt {gate['attempt']}  {verdict}  {gate['gate']}{stage}: {gate['summary']}"
+            )
+            if gate["log"].strip():
+                view.write_lines(["    " + line for line in gate["log"].rstrip().splitlines()])
+
+    def _follow_log(self) -> None:
+        """Append what the selected task's agent wrote since the last look (its last attempt)."""
+        task = self.selected
+        if task is None or self.snap is None or task not in self.snap.status.tasks:
+            return
+        attempt = self.snap.status.tasks[task].attempts
+        view = self.main.query_one("#log-view", Log)
+        if attempt < 1:
+            if self.followed is None:
+                view.clear()
+                view.write("no attempt has started yet\n")
+                self.followed = (Path(), 0)
+            return
+        path = self.handle.run_dir / "tasks" / task / str(attempt) / "agent.log"
+        if self.followed is None or self.followed[0] != path:
+            view.clear()
+            view.write(f"==> {path.relative_to(self.handle.run_dir)}\n")
+            self.followed = (path, max(0, _size(path) - 64_000))
+        offset = self.followed[1]
+        size = _size(path)
+        if size <= offset:
+            return
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size - offset)
+        whole = data.rfind(b"\n") + 1 or len(data)
+        self.followed = (path, offset + whole)
+        text = api.redact_secrets(data[:whole].decode("utf-8", "replace"))
+        view.write(str(text))
+
+    @work(thread=True, exclusive=True, group="diff")
+    def _load_diff(self, task: str) -> None:
+        try:
+            text = api.task_diff(self.handle, task) or "(no change)"
+        except StrettoError as error:
+            text = error.message
+        self.call_from_thread(self._put_diff, task, text)
+
+    def _put_diff(self, task: str, text: str) -> None:
+        if task != self.selected:
+            return
+        view = self.main.query_one("#diff-view", Log)
+        view.clear()
+        view.write(str(api.redact_secrets(text)))
+
+    def _draw_timeline(self) -> None:
+        width = self.main.query_one("#details").size.width or 80
+        lines = timeline_lines(self.run_watch.timeline(), width, self.clock())
+        self.main.query_one("#timeline-view", Static).update(Text("\n".join(lines)))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        pane = event.pane.id
+        if pane == "diff" and self.selected is not None:
+            self._load_diff(self.selected)
+        elif pane == "timeline":
+            self._draw_timeline()
+
+    # ------------------------------------------------------------------ filter
+
+    def action_filter(self) -> None:
+        box = self.main.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.filter_text = event.value.strip()
+            if self.snap is not None:
+                self._fill_table(self.snap)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.main.query_one("#tasks", DataTable).focus()
+
+    def action_unfilter(self) -> None:
+        box = self.main.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("shown")
+        self.filter_text = ""
+        if self.snap is not None:
+            self._fill_table(self.snap)
+        self.main.query_one("#tasks", DataTable).focus()
+
+    # ------------------------------------------------------------------ actions
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        self.last_said = text
+        said = self.main.query_one("#said", Static)
+        said.update(Text(("error: " if error else "") + text))
+        said.add_class("shown")
+        self.notify(text, severity="error" if error else "information", timeout=6)
+
+    @work(thread=True, group="control")
+    def _command(self, action: str, task: str | None = None, value: float | None = None) -> None:
+        what = action + (f" {task}" if task else "") + (f" {value:g}" if value is not None else "")
+        self.call_from_thread(self._say, f"{what}: sent, waiting for the engine...")
+        try:
+            result = self.handle.command(action, task=task, value=value, source="live")
+        except StrettoError as error:
+            self.call_from_thread(self._say, f"{what}: {error.message}", error=True)
+            return
+        extra = ""
+        if result.fields.get("revived"):
+            extra = f" (waiting for it again: {', '.join(result.fields['revived'])})"
+        if result.fields.get("skipped"):
+            extra = f" (skipped with it: {', '.join(result.fields['skipped'])})"
+        self.call_from_thread(self._say, f"{what}: {result.message}{extra}")
+
+    def action_cancel_task(self) -> None:
+        task = self.selected
+        if task is None:
+            self._say("select a task first", error=True)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command("cancel", task=task)
+
+        self.push_screen(
+            Confirm(f"Cancel task {task}? Its agent is stopped; its dependents are skipped."),
+            answered,
+        )
+
+    def action_retry_task(self) -> None:
+        if self.selected is None:
+            self._say("select a task first", error=True)
+            return
+        self._command("retry", task=self.selected)
+
+    def action_pause(self) -> None:
+        self._command("pause")
+
+    def action_unpause(self) -> None:
+        self._command("unpause")
+
+    def action_budget(self) -> None:
+        budget = self.snap.status.budget if self.snap else None
+
+        def answered(value: float | None) -> None:
+            if value is not None:
+                self._command("budget", value=value)
+
+        current = f"{budget:g}" if budget is not None else ""
+        self.push_screen(Ask("New budget for the run, in USD:", current), answered)
+
+    def action_parallel(self, step: int) -> None:
+        now = self.snap.status.max_agents if self.snap else None
+        if not now:
+            self._say("the run's parallelism is not known yet", error=True)
+            return
+        if now + step < 1:
+            self._say("at least one agent runs; use p to pause the run", error=True)
+            return
+        self._command("parallelism", value=float(now + step))
+
+    def action_stop(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._command("cancel")
+
+        self.push_screen(
+            Confirm(
+                f"Stop run {self.handle.run_id}? Running agents are stopped; verified work is "
+                f"kept, and `stretto resume {self.handle.run_id}` goes on with it."
+            ),
+            answered,
+        )
+
+    def _worktree(self) -> str | None:
+        row = self._row()
+        if row is None or not row.worktree:
+            self._say("the selected task has no worktree (it has not started)", error=True)
+            return None
+        if not Path(row.worktree).is_dir():
+            self._say(f"{row.worktree} is gone (its attempt was cleaned up)", error=True)
+            return None
+        return row.worktree
+
+    def _row(self) -> api.TaskRow | None:
+        if self.snap is None:
+            return None
+        return next((r for r in self.snap.rows if r.id == self.selected), None)
+
+    def action_worktree(self) -> None:
+        path = self._worktree()
+        if path is not None:
+            self.copy_to_clipboard(path)
+            self._say(f"worktree of {self.selected}: {path} (copied)")
+
+    def action_shell(self) -> None:
+        path = self._worktree()
+        if path is None:
+            return
+        with self.suspend():
+            subprocess.run([os.environ.get("SHELL", "sh")], cwd=path, check=False)
+
+
+def _fit(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: max(0, width - 3)] + "..."
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,193 @@
+"""Pieces of ``stretto live`` that are not the app itself: the header's words, the table's
+cells, the timeline drawing, and the two small dialogs (confirm, ask for a number).
+
+Plain functions of :class:`~stretto.api.LiveSnapshot` values, so they read the same in a test
+as on screen. Nothing here relies on colour alone: states are words and marks (``NO_COLOR``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label
+
+if TYPE_CHECKING:
+    from stretto.api import LiveSnapshot, TaskRow
+
+#: A mark per row group (needs you, running, waiting, done, landed).
+MARKS = ("!!", ">", ".", "-", "ok")
+COLUMNS = ("", "state", "task", "agent", "try", "time", "tokens", "cost", "detail")
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``2h04m``; "" for None."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def tokens(count: int | None) -> str:
+    """``950``, ``12.3k``, ``4.1M``; "" for None."""
+    if count is None:
+        return ""
+    if count < 1000:
+        return str(count)
+    if count < 1_000_000:
+        return f"{count / 1000:.1f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
+def cells(row: TaskRow, room: int = 160) -> tuple[str, ...]:
+    """The table's cells for one row, in :data:`COLUMNS` order (the detail cut to ``room``)."""
+    agent = row.agent or ""
+    if row.model:
+        agent = f"{agent}/{row.model}"
+    detail = row.attention or row.detail
+    return (
+        MARKS[row.group],
+        row.state,
+        row.id,
+        agent,
+        str(row.attempts) if row.attempts else "",
+        duration(row.elapsed),
+        tokens(row.tokens),
+        f"${row.cost_usd:.2f}" if row.cost_usd else "",
+        _cut(detail.replace("\n", " "), room),
+    )
+
+
+def _cut(text: str, room: int) -> str:
+    return text if len(text) <= room else text[: max(0, room - 3)] + "..."
+
+
+def header_lines(snap: LiveSnapshot) -> list[str]:
+    """The header: run and state, progress, spend against budget, wall time and what is left,
+    agents; then providers backing off or out of credit."""
+    s = snap.status
+    c = snap.counts
+    state = s.state + ("" if s.live or s.over else " (no engine: `stretto resume`)")
+    first = (
+        f"run {s.run_id}: {c['landed']}/{c['total']} landed · {c['failed']} failed · "
+        f"{c['running']} running · {c['waiting']} waiting"
+    )
+    spend = f"${s.cost_usd:.2f}" + (f" of ${s.budget:.2f}" if s.budget is not None else "")
+    second = f"{state}  spend {spend}  wall {duration(snap.wall)}"
+    if snap.left is not None:
+        second += f"  left ~{duration(snap.left)}"
+    if s.max_agents and not s.over:
+        second += f"  agents {s.max_agents}"
+    lines = [first, second]
+    if snap.providers:
+        lines.append("; ".join(f"{p} {said}" for p, said in sorted(snap.providers.items())))
+    return lines
+
+
+def timeline_lines(bars: list[Any], width: int, now: float) -> list[str]:
+    """Attempts per agent slot over time: one line per slot, each attempt drawn as its task id
+    and attempt over the span it ran (``=`` still running, ``x`` failed at its end)."""
+    if not bars:
+        return ["no attempt has started yet"]
+    width = max(20, width - 8)
+    start = min(b.start for b in bars)
+    end = max((b.end if b.end is not None else now) for b in bars)
+    span = max(end - start, 1e-6)
+    slots = max(b.slot for b in bars) + 1
+    grid = [[" "] * width for _ in range(slots)]
+    for bar in bars:
+        left = int((bar.start - start) / span * (width - 1))
+        right = int(((bar.end if bar.end is not None else now) - start) / span * (width - 1))
+        right = max(right, left)
+        fill = "=" if bar.end is None else "-"
+        label = f"{bar.task}#{bar.attempt}"
+        cells_ = list((label + fill * width)[: right - left + 1])
+        if bar.outcome not in ("success", "running"):
+            cells_[-1] = "x"
+        if len(cells_) > 1:
+            cells_[0] = "[" if len(label) >= len(cells_) else cells_[0]
+        grid[bar.slot][left : right + 1] = cells_
+    lines = [f"slot {i + 1:>2} " + "".join(row).rstrip() for i, row in enumerate(grid)]
+    lines.append(f"{'':8}0s{'':>{max(1, width - 12)}}{duration(span):>6}")
+    lines.append("x: attempt failed   =: still running")
+    return lines
+
+
+class Confirm(ModalScreen[bool]):
+    """Ask yes or no; ``y`` confirms, ``n`` or escape declines."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "yes"),
+        Binding("n,escape", "answer(False)", "no"),
+    ]
+    DEFAULT_CSS = """
+    Confirm { align: center middle; }
+    Confirm > Vertical { width: 60; height: auto; border: thick $warning; padding: 1 2;
+                         background: $surface; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Label("y: yes   n / escape: no")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class Ask(ModalScreen[float | None]):
+    """Ask for a number (enter submits, escape cancels); a wrong one is said, not sent."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    DEFAULT_CSS = """
+    Ask { align: center middle; }
+    Ask > Vertical { width: 60; height: auto; border: thick $accent; padding: 1 2;
+                     background: $surface; }
+    Ask #problem { color: $error; }
+    """
+
+    def __init__(self, question: str, value: str = "", *, minimum: float = 0) -> None:
+        super().__init__()
+        self.question = question
+        self.value = value
+        self.minimum = minimum
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Input(self.value, id="number")
+            yield Label("", id="problem")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        if not number >= self.minimum or number == float("inf"):
+            self.query_one("#problem", Label).update(
+                f"{text!r} is not a number of {self.minimum:g} or more"
+            )
+            return
+        self.dismiss(number)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+#: The keys line at the bottom (wraps onto a second line in a narrow terminal).
+KEYS = (
+    "q detach  / filter  c cancel task  r retry  p pause  u unpause  b budget  "
+    "+/- agents  s stop run  w copy worktree path  o shell there  tab: next pane"
+)
