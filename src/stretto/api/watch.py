@@ -96,6 +96,7 @@ class RunWatch:
         self.tokens: dict[str, int] = {}
         self.workspace: dict[str, str] = {}
         self.providers: dict[str, str] = {}
+        self.credit: dict[str, str] = {}  # task -> the provider out of credit it waits for
         self.budget_stop = ""
         self.attempt_records: list[Record] = []  # for the timeline
         self.run_started: Record | None = None
@@ -150,6 +151,8 @@ class RunWatch:
                     self.providers.pop(provider, None)
             elif action == "out_of_credit":
                 self.providers[str(f.get("provider"))] = f"out of credit: {f.get('reason')}"
+                if isinstance(task, str):
+                    self.credit[task] = f"{f.get('provider')} is out of credit: {f.get('reason')}"
             elif action == "stop_budget":
                 self.budget_stop = str(f.get("reason") or "budget reached")
         elif t == "resume_started":
@@ -223,7 +226,8 @@ class RunWatch:
             group, detail = WAITING, waiting
             refused = [g for g in task.gates if not g.get("passed")]
             if task.waiting_for.startswith("out_of_credit"):
-                group, attention = NEEDS_YOU, f"out of credit ({task.waiting_for})"
+                said = self.credit.get(tid) or f"out of credit ({task.waiting_for})"
+                group, attention = NEEDS_YOU, said
             elif self.budget_stop and status.finished is None:
                 group, attention = NEEDS_YOU, f"waiting on the budget: {self.budget_stop}"
             elif refused and task.state == "retrying":

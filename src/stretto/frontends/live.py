@@ -13,6 +13,7 @@ Imported only by the ``live`` command: ``stretto --help`` never loads Textual.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -25,6 +26,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Input, Log, Static, TabbedContent, TabPane
 
 from stretto import api
@@ -68,7 +70,9 @@ class LiveApp(App[None]):
     """
     BINDINGS = [
         Binding("q", "quit", "detach"),
-        Binding("slash", "filter", "filter"),
+        # A priority binding is handled as the app reads the key, before it hands the next
+        # keys to the focused widget: so the keys typed right after `/` reach the filter box.
+        Binding("slash", "filter", "filter", priority=True),
         Binding("c", "cancel_task", "cancel task"),
         Binding("r", "retry_task", "retry"),
         Binding("p", "pause", "pause"),
@@ -134,6 +138,10 @@ class LiveApp(App[None]):
     # ------------------------------------------------------------------ following
 
     def _tick(self, force: bool = False) -> None:
+        with contextlib.suppress(NoMatches):  # the app is closing: its widgets are gone
+            self._look(force)
+
+    def _look(self, force: bool) -> None:
         try:
             batch = self.run_watch.poll()
         except StrettoError as error:
@@ -170,7 +178,7 @@ class LiveApp(App[None]):
             r for r in snap.rows if not needle or any(needle in c.lower() for c in cells(r) if c)
         ]
         ids = [r.id for r in rows]
-        room = max(20, self.size.width - 62)  # the detail column fits: no sideways scrolling
+        room = self._detail_room(rows)
         if ids == self.shown:
             for row in rows:
                 for key, value in zip(COLUMNS, cells(row, room), strict=True):
@@ -186,6 +194,13 @@ class LiveApp(App[None]):
                 table.move_cursor(row=ids.index(keep), animate=False)
         if self.selected is None and ids:
             self._select(ids[table.cursor_row] if table.cursor_row < len(ids) else ids[0])
+
+    def _detail_room(self, rows: list[api.TaskRow]) -> int:
+        """How wide the detail column may be so that the table needs no sideways scrolling."""
+        used = 4  # the table's scrollbar and a margin
+        for i, name in enumerate(COLUMNS[:-1]):
+            used += 2 + max([len(name), *(len(cells(r)[i]) for r in rows)])
+        return max(12, self.size.width - used)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
@@ -211,7 +226,9 @@ class LiveApp(App[None]):
             explain = self.main.query_one("#explain-view", Log)
             explain.clear()
             try:
-                explain.write_lines(self.run_watch.explain(task))
+                explain.write_lines(
+                    [line or " " for line in self.run_watch.explain(task)], scroll_end=False
+                )
             except StrettoError as error:
                 explain.write_line(error.message)
         changed = batch is None or any(r.type in ("attempt_finished", "merged") for r in batch)
@@ -228,10 +245,12 @@ class LiveApp(App[None]):
             verdict = "pass" if gate["passed"] else "FAIL"
             stage = f" ({gate['stage']})" if gate["stage"] else ""
             view.write_line(
-                f"attempt {gate['attempt']}  {verdict}  {gate['gate']}{stage}: {gate['summary']}"
+                f"attempt {gate['attempt']}  {verdict}  {gate['gate']}{stage}: {gate['summary']}",
+                scroll_end=False,
             )
             if gate["log"].strip():
-                view.write_lines(["    " + line for line in gate["log"].rstrip().splitlines()])
+                lines = ["    " + line for line in gate["log"].rstrip().splitlines()]
+                view.write_lines(lines, scroll_end=False)
 
     def _follow_log(self) -> None:
         """Append what the selected task's agent wrote since the last look (its last attempt)."""
@@ -294,8 +313,12 @@ class LiveApp(App[None]):
 
     def action_filter(self) -> None:
         box = self.main.query_one("#filter", Input)
+        if self.focused is box or self.screen is not self.main:
+            if isinstance(self.focused, Input):  # `/` typed into a text box is text
+                self.focused.insert_text_at_cursor("/")
+            return
         box.add_class("shown")
-        box.focus()
+        self.main.set_focus(box)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
