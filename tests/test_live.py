@@ -243,8 +243,12 @@ def test_diff_log_and_gates_of_a_finished_run_and_its_replay_matches_status(repo
             await until(pilot, lambda: app.main.query_one("#tabs").active == "diff", "diff tab")  # type: ignore[attr-defined]
             diff = app.main.query_one("#diff-view")
             await until(pilot, lambda: "+f" in "\n".join(diff.lines), "the diff")  # type: ignore[attr-defined]
-            events = "\n".join(app.main.query_one("#events-view").lines)  # type: ignore[attr-defined]
-            assert "attempt_started" in events and "landed  flaky" in events
+            await pilot.press("right", "right", "right")  # gates, explain, events
+            view = app.main.query_one("#events-view")
+            await until(pilot, lambda: "landed  flaky" in "\n".join(view.lines), "events")  # type: ignore[attr-defined]
+            assert "attempt_started" in "\n".join(view.lines)  # type: ignore[attr-defined]
+            explain = "\n".join(app.main.query_one("#explain-view").lines)  # type: ignore[attr-defined]
+            assert "attempt 2: shell" in explain and "action=retry" in explain, explain
             await pilot.press("q")
 
     asyncio.run(drive())

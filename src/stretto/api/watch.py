@@ -103,6 +103,10 @@ class RunWatch:
         self.graph: TaskGraph | None = None
         self._graph_tried = False
         self._live = False
+        from stretto.api.results import secret_values
+
+        self.secrets = secret_values()  # read once: a scan of the environment per line is slow
+        self._lines: dict[tuple[str, int], tuple[int, str]] = {}  # (task, attempt) -> size, line
 
     # ------------------------------------------------------------------ reading
 
@@ -180,7 +184,7 @@ class RunWatch:
         """What a screen shows now: header figures and the rows, attention first."""
         now = self.clock() if now is None else now
         status = self.status()
-        graph = self._graph()
+        graph = None if status.over else self._graph()  # a replay needs no estimate: no parse
         rows = [self._row(status, graph, tid, now) for tid in status.tasks]
         order = {tid: i for i, tid in enumerate(status.tasks)}
         rows.sort(key=lambda r: (r.group, order[r.id]))
@@ -259,12 +263,22 @@ class RunWatch:
         if attempt < 1:
             return ""
         path = self.handle.run_dir / "tasks" / task / str(attempt) / "agent.log"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return ""
+        known = self._lines.get((task, attempt))
+        if known is not None and known[0] == size:
+            return known[1]  # unchanged since the last look: not read again
+        from stretto.api.results import redact_secrets
+
+        found = ""
         for line in reversed(log_tail(path, 2048).splitlines()):
             if line.strip():
-                from stretto.api.results import redact_secrets
-
-                return str(redact_secrets(line.strip()))[:200]
-        return ""
+                found = str(redact_secrets(line.strip(), self.secrets))[:200]
+                break
+        self._lines[(task, attempt)] = (size, found)
+        return found
 
     def task_records(self, task: str) -> list[Record]:
         """The journal records about ``task``, in order."""
@@ -302,7 +316,7 @@ class RunWatch:
             if path.is_file():
                 from stretto.api.results import redact_secrets
 
-                return str(redact_secrets(log_tail(path, 4000)))
+                return str(redact_secrets(log_tail(path, 4000), self.secrets))
         return ""
 
     def explain(self, task: str) -> list[str]:

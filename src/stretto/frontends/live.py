@@ -43,6 +43,10 @@ from stretto.frontends.live_widgets import (
 from stretto.frontends.view import event_line
 
 TABS = ("log", "diff", "gates", "explain", "events", "timeline")
+#: Rows the table holds at most (attention first; the rest are counted in a last row and
+#: found with the filter): a person does not scroll 2,000 rows, and Textual measures each cell.
+MAX_ROWS = 300
+MORE = "\x00more"  # the key of that last row (no task id can hold a NUL)
 
 
 class LiveApp(App[None]):
@@ -52,7 +56,8 @@ class LiveApp(App[None]):
         handle: the run.
         clock: epoch seconds now (snapshot tests fix it).
         poll: seconds between looks at the journal while the run goes on.
-        probe: called after the screen refreshed with the records just drawn (benchmarks).
+        probe: called with the records just read, once the widgets show them (benchmarks time
+            the next paint of the screen from there).
     """
 
     TITLE = "stretto live"
@@ -106,7 +111,13 @@ class LiveApp(App[None]):
         self.selected: str | None = None
         self.followed: tuple[Path, int] | None = None  # the agent log shown, and how far read
         self.drawn_at = 0.0
+        self.soft_at = 0.0  # when running rows' time and latest line were last redrawn
+        self.cells: dict[str, tuple[str, ...]] = {}  # the table's cells as drawn
         self.last_said = ""
+        self.header_text = ""
+        self.stale: set[str] = set()  # tabs whose content is out of date (rebuilt when shown)
+        self.timeline_at = 0.0
+        self.secrets = api.secret_values()
 
     # ------------------------------------------------------------------ layout
 
@@ -153,7 +164,7 @@ class LiveApp(App[None]):
             self._draw(batch)
         self._follow_log()
         if batch and self.probe is not None:
-            self.call_after_refresh(self.probe, batch)
+            self.probe(batch)
 
     def _draw(self, batch: list[api.Record]) -> None:
         snap = self.snap = self.run_watch.snapshot()
@@ -163,48 +174,131 @@ class LiveApp(App[None]):
             more = f" (+{len(snap.attention) - 1} more)" if len(snap.attention) > 1 else ""
             lines.append(_fit(f"needs you: {snap.attention[0]}", width - len(more)) + more)
         lines = [_fit(line, width) for line in lines]
-        self.main.query_one("#header", Static).update(Text("\n".join(lines)))
+        header = "\n".join(lines)
+        if header != self.header_text:  # an unchanged header is not rendered again
+            self.header_text = header
+            self.main.query_one("#header", Static).update(Text(header))
         self._fill_table(snap)
-        selected = self.selected
-        if selected is not None and any(r.fields.get("task") == selected for r in batch):
-            self._show_task(selected, batch=[r for r in batch if r.fields.get("task") == selected])
-        if self.main.query_one("#tabs", TabbedContent).active == "timeline":
+        task = self.selected
+        mine = [r for r in batch if r.fields.get("task") == task] if task else []
+        if mine:
+            if "events" not in self.stale and self._active() == "events":
+                events = self.main.query_one("#events-view", Log)
+                events.write_lines([event_line(record) for record in mine])
+            else:
+                self.stale.add("events")
+            if any(r.type == "gate_result" for r in mine):
+                self.stale.add("gates")
+            if any(r.type in ("route", "decision", "control") for r in mine):
+                self.stale.add("explain")
+            if any(r.type in ("attempt_finished", "merged") for r in mine):
+                self.stale.add("diff")
+        if batch and self._active() == "timeline" and time.monotonic() - self.timeline_at >= 1:
+            self.stale.add("timeline")
+        self._refresh_active()
+
+    def _active(self) -> str:
+        return str(self.main.query_one("#tabs", TabbedContent).active)
+
+    def _refresh_active(self) -> None:
+        """Rebuild the visible tab if what it shows changed (hidden tabs wait until shown: a
+        busy run must not make the UI redraw what nobody sees)."""
+        name = self._active()
+        task = self.selected
+        if name not in self.stale or task is None:
+            return
+        self.stale.discard(name)
+        if name == "events":
+            events = self.main.query_one("#events-view", Log)
+            events.clear()
+            events.write_lines([event_line(r) for r in self.run_watch.task_records(task)])
+        elif name == "gates":
+            self._show_gates(task)
+        elif name == "explain":
+            explain = self.main.query_one("#explain-view", Log)
+            explain.clear()
+            try:
+                lines = [line or " " for line in self.run_watch.explain(task)]
+                explain.write_lines(lines, scroll_end=False)
+            except StrettoError as error:
+                explain.write_line(error.message)
+        elif name == "diff":
+            self._load_diff(task)
+        elif name == "timeline":
             self._draw_timeline()
 
     def _fill_table(self, snap: api.LiveSnapshot) -> None:
         table = self.main.query_one("#tasks", DataTable)
         needle = self.filter_text.lower()
-        rows = [
-            r for r in snap.rows if not needle or any(needle in c.lower() for c in cells(r) if c)
-        ]
-        ids = [r.id for r in rows]
-        room = self._detail_room(rows)
+        rows: list[tuple[str, tuple[str, ...]]] = []
+        hidden = 0
+        for row in snap.rows:  # attention first: what is cut off is the least urgent
+            row_cells = cells(row, 10_000)
+            if needle and not any(needle in c.lower() for c in row_cells if c):
+                continue
+            if len(rows) >= MAX_ROWS:
+                hidden += 1
+                continue
+            rows.append((row.id, row_cells))
+        room = self._detail_room([c for _, c in rows])
+        shown = [(key, (*c[:-1], _fit(c[-1], room))) for key, c in rows]
+        if hidden:
+            more = f"{hidden} more task(s): / filters them"
+            shown.append((MORE, ("", "", *[""] * (len(COLUMNS) - 3), more)))
+        ids = [key for key, _ in shown]
         if ids == self.shown:
-            for row in rows:
-                for key, value in zip(COLUMNS, cells(row, room), strict=True):
-                    if table.get_cell(row.id, key or "mark") != value:
-                        table.update_cell(row.id, key or "mark", value)
+            self._update_cells(table, shown)
         else:
             keep = self.selected
             table.clear()
-            for row in rows:
-                table.add_row(*cells(row, room), key=row.id)
+            for key, row_cells in shown:
+                table.add_row(*(Text(c) for c in row_cells), key=key)
+            self.cells = dict(shown)
+            self.soft_at = time.monotonic()
             self.shown = ids
             if keep in ids:
                 table.move_cursor(row=ids.index(keep), animate=False)
-        if self.selected is None and ids:
-            self._select(ids[table.cursor_row] if table.cursor_row < len(ids) else ids[0])
+        if self.selected is None and ids and ids[0] != MORE:
+            self._select(ids[min(table.cursor_row, len(ids) - 1)])
 
-    def _detail_room(self, rows: list[api.TaskRow]) -> int:
+    def _update_cells(
+        self, table: DataTable[Any], shown: list[tuple[str, tuple[str, ...]]]
+    ) -> None:
+        """Change the cells that changed. A running task's elapsed time and latest line change
+        all the time: they are redrawn once a second (each change makes Textual render every
+        visible row again), anything else at once."""
+        now = time.monotonic()
+        soft_due = now - self.soft_at >= 1.0
+        changes: list[tuple[str, int, str]] = []
+        for key, row_cells in shown:
+            old = self.cells.get(key)
+            running = row_cells[0] == ">"
+            for i, value in enumerate(row_cells):
+                if old is not None and old[i] == value:
+                    continue
+                soft = running and COLUMNS[i] in ("time", "detail")
+                if soft and not soft_due:
+                    continue
+                changes.append((key, i, value))
+        if not changes:
+            return
+        if soft_due:
+            self.soft_at = now
+        for key, i, value in changes:
+            table.update_cell(key, COLUMNS[i] or "mark", Text(value))
+            old = self.cells.get(key, ("",) * len(COLUMNS))
+            self.cells[key] = (*old[:i], value, *old[i + 1 :])
+
+    def _detail_room(self, rows: list[tuple[str, ...]]) -> int:
         """How wide the detail column may be so that the table needs no sideways scrolling."""
         used = 4  # the table's scrollbar and a margin
         for i, name in enumerate(COLUMNS[:-1]):
-            used += 2 + max([len(name), *(len(cells(r)[i]) for r in rows)])
+            used += 2 + max([len(name), *(len(c[i]) for c in rows)])
         return max(12, self.size.width - used)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
-        if key is not None and key != self.selected:
+        if key is not None and key != self.selected and key != MORE:
             self._select(str(key))
 
     def _select(self, task: str) -> None:
@@ -212,28 +306,9 @@ class LiveApp(App[None]):
         self.followed = None
         for name in TABS[:-1]:
             self.main.query_one(f"#{name}-view", Log).clear()
-        self._show_task(task)
+        self.stale = set(TABS) - {"log", "timeline"}
+        self._refresh_active()
         self._follow_log()
-
-    def _show_task(self, task: str, batch: list[api.Record] | None = None) -> None:
-        """Fill the tabs about ``task`` (with ``batch``: only what those records change)."""
-        events = self.main.query_one("#events-view", Log)
-        for record in batch if batch is not None else self.run_watch.task_records(task):
-            events.write_line(event_line(record))
-        if batch is None or any(r.type == "gate_result" for r in batch):
-            self._show_gates(task)
-        if batch is None or any(r.type in ("route", "decision", "control") for r in batch):
-            explain = self.main.query_one("#explain-view", Log)
-            explain.clear()
-            try:
-                explain.write_lines(
-                    [line or " " for line in self.run_watch.explain(task)], scroll_end=False
-                )
-            except StrettoError as error:
-                explain.write_line(error.message)
-        changed = batch is None or any(r.type in ("attempt_finished", "merged") for r in batch)
-        if changed and self.main.query_one("#tabs", TabbedContent).active == "diff":
-            self._load_diff(task)
 
     def _show_gates(self, task: str) -> None:
         view = self.main.query_one("#gates-view", Log)
@@ -257,6 +332,8 @@ class LiveApp(App[None]):
         task = self.selected
         if task is None or self.snap is None or task not in self.snap.status.tasks:
             return
+        if self._active() != "log":
+            return  # read on from where it was when the tab is shown again
         attempt = self.snap.status.tasks[task].attempts
         view = self.main.query_one("#log-view", Log)
         if attempt < 1:
@@ -279,7 +356,7 @@ class LiveApp(App[None]):
             data = handle.read(size - offset)
         whole = data.rfind(b"\n") + 1 or len(data)
         self.followed = (path, offset + whole)
-        text = api.redact_secrets(data[:whole].decode("utf-8", "replace"))
+        text = api.redact_secrets(data[:whole].decode("utf-8", "replace"), self.secrets)
         view.write(str(text))
 
     @work(thread=True, exclusive=True, group="diff")
@@ -295,19 +372,19 @@ class LiveApp(App[None]):
             return
         view = self.main.query_one("#diff-view", Log)
         view.clear()
-        view.write(str(api.redact_secrets(text)))
+        view.write(str(api.redact_secrets(text, self.secrets)))
 
     def _draw_timeline(self) -> None:
+        self.timeline_at = time.monotonic()
         width = self.main.query_one("#details").size.width or 80
         lines = timeline_lines(self.run_watch.timeline(), width, self.clock())
         self.main.query_one("#timeline-view", Static).update(Text("\n".join(lines)))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        pane = event.pane.id
-        if pane == "diff" and self.selected is not None:
-            self._load_diff(self.selected)
-        elif pane == "timeline":
-            self._draw_timeline()
+        if event.pane.id in ("diff", "timeline"):
+            self.stale.add(str(event.pane.id))  # always fresh when opened
+        self._refresh_active()
+        self._follow_log()
 
     # ------------------------------------------------------------------ filter
 
