@@ -70,10 +70,10 @@ async def until(pilot: Any, check: Callable[[], bool], what: str, timeout: float
 
 
 def table_rows(app: LiveApp) -> dict[str, list[str]]:
-    from textual.widgets import DataTable
+    from stretto.frontends.live_widgets import TaskTable
 
-    table = app.main.query_one("#tasks", DataTable)
-    return {key: [str(c) for c in table.get_row(key)] for key in app.shown}
+    table = app.main.query_one("#tasks", TaskTable)
+    return {key: list(cells) for key, cells in table.rows}
 
 
 def said(app: LiveApp) -> str:

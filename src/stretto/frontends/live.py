@@ -19,7 +19,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rich.text import Text
 from textual import work
@@ -27,7 +26,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.css.query import NoMatches
-from textual.widgets import DataTable, Input, Log, Static, TabbedContent, TabPane
+from textual.widgets import Input, Log, Static, TabbedContent, TabPane
 
 from stretto import api
 from stretto.errors import StrettoError
@@ -36,6 +35,7 @@ from stretto.frontends.live_widgets import (
     KEYS,
     Ask,
     Confirm,
+    TaskTable,
     cells,
     header_lines,
     timeline_lines,
@@ -125,8 +125,7 @@ class LiveApp(App[None]):
         yield Static("", id="header")
         yield Static("", id="said")
         yield Input(placeholder="filter tasks (enter: keep, escape: clear)", id="filter")
-        table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
-        yield table
+        yield TaskTable(COLUMNS, id="tasks")
         with Vertical(id="details"), TabbedContent(id="tabs", initial="log"):
             for name in TABS:
                 with TabPane(name, id=name):
@@ -138,9 +137,7 @@ class LiveApp(App[None]):
 
     def on_mount(self) -> None:
         self.main = self.screen  # queries go here, also while a dialog is on top
-        table = self.main.query_one("#tasks", DataTable)
-        for name in COLUMNS:
-            table.add_column(name, key=name or "mark")
+        table = self.main.query_one("#tasks", TaskTable)
         self.title = f"stretto live {self.handle.run_id}"
         self._tick(force=True)
         table.focus()
@@ -228,7 +225,7 @@ class LiveApp(App[None]):
             self._draw_timeline()
 
     def _fill_table(self, snap: api.LiveSnapshot) -> None:
-        table = self.main.query_one("#tasks", DataTable)
+        table = self.main.query_one("#tasks", TaskTable)
         needle = self.filter_text.lower()
         rows: list[tuple[str, tuple[str, ...]]] = []
         hidden = 0
@@ -242,52 +239,24 @@ class LiveApp(App[None]):
             rows.append((row.id, row_cells))
         room = self._detail_room([c for _, c in rows])
         shown = [(key, (*c[:-1], _fit(c[-1], room))) for key, c in rows]
+        # A running task's elapsed time and latest line change all the time: they are redrawn
+        # once a second; anything else (a state, a new row) at once.
+        now = time.monotonic()
+        if now - self.soft_at >= 1.0:
+            self.soft_at = now
+        else:
+            for i, (key, row_cells) in enumerate(shown):
+                old = self.cells.get(key)
+                if old is not None and row_cells[0] == ">" and old[:5] == row_cells[:5]:
+                    shown[i] = (key, (*row_cells[:5], old[5], *row_cells[6:-1], old[-1]))
+        self.cells = dict(shown)
         if hidden:
             more = f"{hidden} more task(s): / filters them"
             shown.append((MORE, ("", "", *[""] * (len(COLUMNS) - 3), more)))
-        ids = [key for key, _ in shown]
-        if ids == self.shown:
-            self._update_cells(table, shown)
-        else:
-            keep = self.selected
-            table.clear()
-            for key, row_cells in shown:
-                table.add_row(*(Text(c) for c in row_cells), key=key)
-            self.cells = dict(shown)
-            self.soft_at = time.monotonic()
-            self.shown = ids
-            if keep in ids:
-                table.move_cursor(row=ids.index(keep), animate=False)
-        if self.selected is None and ids and ids[0] != MORE:
-            self._select(ids[min(table.cursor_row, len(ids) - 1)])
-
-    def _update_cells(
-        self, table: DataTable[Any], shown: list[tuple[str, tuple[str, ...]]]
-    ) -> None:
-        """Change the cells that changed. A running task's elapsed time and latest line change
-        all the time: they are redrawn once a second (each change makes Textual render every
-        visible row again), anything else at once."""
-        now = time.monotonic()
-        soft_due = now - self.soft_at >= 1.0
-        changes: list[tuple[str, int, str]] = []
-        for key, row_cells in shown:
-            old = self.cells.get(key)
-            running = row_cells[0] == ">"
-            for i, value in enumerate(row_cells):
-                if old is not None and old[i] == value:
-                    continue
-                soft = running and COLUMNS[i] in ("time", "detail")
-                if soft and not soft_due:
-                    continue
-                changes.append((key, i, value))
-        if not changes:
-            return
-        if soft_due:
-            self.soft_at = now
-        for key, i, value in changes:
-            table.update_cell(key, COLUMNS[i] or "mark", Text(value))
-            old = self.cells.get(key, ("",) * len(COLUMNS))
-            self.cells[key] = (*old[:i], value, *old[i + 1 :])
+        table.set_rows(shown)
+        self.shown = [key for key, _ in shown]
+        if self.selected is None and shown and shown[0][0] != MORE:
+            self._select(shown[table.cursor][0])
 
     def _detail_room(self, rows: list[tuple[str, ...]]) -> int:
         """How wide the detail column may be so that the table needs no sideways scrolling."""
@@ -296,10 +265,9 @@ class LiveApp(App[None]):
             used += 2 + max([len(name), *(len(c[i]) for c in rows)])
         return max(12, self.size.width - used)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = event.row_key.value
-        if key is not None and key != self.selected and key != MORE:
-            self._select(str(key))
+    def on_task_table_highlighted(self, event: TaskTable.Highlighted) -> None:
+        if event.key != self.selected and event.key != MORE:
+            self._select(event.key)
 
     def _select(self, task: str) -> None:
         self.selected = task
@@ -405,7 +373,7 @@ class LiveApp(App[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":
-            self.main.query_one("#tasks", DataTable).focus()
+            self.main.query_one("#tasks", TaskTable).focus()
 
     def action_unfilter(self) -> None:
         box = self.main.query_one("#filter", Input)
@@ -414,7 +382,7 @@ class LiveApp(App[None]):
         self.filter_text = ""
         if self.snap is not None:
             self._fill_table(self.snap)
-        self.main.query_one("#tasks", DataTable).focus()
+        self.main.query_one("#tasks", TaskTable).focus()
 
     # ------------------------------------------------------------------ actions
 

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.events import Click
+from textual.geometry import Size
+from textual.message import Message
 from textual.screen import ModalScreen
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 from textual.widgets import Input, Label
 
 if TYPE_CHECKING:
@@ -191,3 +197,125 @@ KEYS = (
     "q detach  / filter  c cancel task  r retry  p pause  u unpause  b budget  "
     "+/- agents  s stop run  w copy worktree path  o shell there  tab: next pane"
 )
+
+
+class TaskTable(ScrollView, can_focus=True):
+    """The task table: a header line and one line per row, drawn line by line.
+
+    Textual's DataTable renders every visible row again when any cell changes; with agents
+    writing all the time that is most of the UI's CPU. Here each line is cached by its content,
+    and a changed row repaints only its own line. Up/down/page keys, home/end and a mouse click
+    move the cursor; :class:`TaskTable.Highlighted` says which row it is on.
+    """
+
+    BINDINGS = [
+        Binding("up", "move(-1)", show=False),
+        Binding("down", "move(1)", show=False),
+        Binding("pageup", "page(-1)", show=False),
+        Binding("pagedown", "page(1)", show=False),
+        Binding("home", "jump(0)", show=False),
+        Binding("end", "jump(-1)", show=False),
+    ]
+    COMPONENT_CLASSES = {"task-table--header", "task-table--cursor"}
+    DEFAULT_CSS = """
+    TaskTable { background: $surface; }
+    TaskTable > .task-table--header { text-style: bold; background: $panel; }
+    TaskTable > .task-table--cursor { background: $block-cursor-background;
+                                      color: $block-cursor-foreground; text-style: bold; }
+    """
+
+    class Highlighted(Message):
+        """The cursor is on the row ``key``."""
+
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+    def __init__(self, columns: tuple[str, ...], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.columns = columns
+        self.rows: list[tuple[str, tuple[str, ...]]] = []
+        self.cursor = 0
+        self.widths = [len(c) for c in columns]
+        self._lines: dict[tuple[Any, ...], Strip] = {}
+
+    def set_rows(self, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Show ``rows`` (key, cells); the cursor stays on its row's key if it is still there."""
+        was = self.rows[self.cursor][0] if self.cursor < len(self.rows) else None
+        old = self.rows
+        self.rows = rows
+        widths = [
+            max([len(name), *(len(cells_[i]) for _, cells_ in rows)])
+            for i, name in enumerate(self.columns)
+        ]
+        keys = [key for key, _ in rows]
+        self.cursor = keys.index(was) if was in keys else min(self.cursor, max(0, len(rows) - 1))
+        self.virtual_size = Size(sum(widths) + 2 * len(widths), len(rows) + 1)
+        if widths != self.widths or len(old) != len(rows):
+            self.widths = widths
+            self._lines.clear()
+            self.refresh()
+        else:
+            for i, row in enumerate(rows):
+                if old[i] != row:
+                    self.refresh_line(i + 1)
+            if was in keys and old[keys.index(was)][0] != was:
+                self.refresh()
+        if rows and rows[self.cursor][0] != was:
+            self.post_message(self.Highlighted(rows[self.cursor][0]))
+
+    def _text(self, cells_: tuple[str, ...]) -> str:
+        return " " + "  ".join(c.ljust(w) for c, w in zip(cells_, self.widths, strict=True))
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        if y == 0:
+            key: tuple[Any, ...] = ("header", tuple(self.widths), scroll_x, width)
+            text = self._text(self.columns)
+            style = self.get_component_rich_style("task-table--header")
+        else:
+            index = scroll_y + y - 1
+            if index >= len(self.rows):
+                return Strip.blank(width, self.rich_style)
+            on = index == self.cursor
+            row = self.rows[index]
+            key = (row, on, tuple(self.widths), scroll_x, width)
+            text = self._text(row[1])
+            style = self.get_component_rich_style("task-table--cursor") if on else self.rich_style
+        cached = self._lines.get(key)
+        if cached is None:
+            if len(self._lines) > 4000:
+                self._lines.clear()
+            strip = Strip([Segment(text, style)]).crop_extend(scroll_x, scroll_x + width, style)
+            cached = self._lines[key] = strip
+        return cached
+
+    def _move_to(self, index: int) -> None:
+        if not self.rows:
+            return
+        index = max(0, min(index, len(self.rows) - 1))
+        if index == self.cursor:
+            return
+        self.cursor = index
+        visible = max(1, self.size.height - 1)
+        scroll_y = self.scroll_offset.y
+        if index < scroll_y:
+            self.scroll_to(y=index, animate=False)
+        elif index >= scroll_y + visible:
+            self.scroll_to(y=index - visible + 1, animate=False)
+        self.refresh()
+        self.post_message(self.Highlighted(self.rows[index][0]))
+
+    def action_move(self, step: int) -> None:
+        self._move_to(self.cursor + step)
+
+    def action_page(self, step: int) -> None:
+        self._move_to(self.cursor + step * max(1, self.size.height - 2))
+
+    def action_jump(self, where: int) -> None:
+        self._move_to(len(self.rows) - 1 if where < 0 else where)
+
+    def on_click(self, event: Click) -> None:
+        if event.y >= 1:
+            self._move_to(self.scroll_offset.y + event.y - 1)

@@ -1,0 +1,146 @@
+"""What ``stretto live`` shows, below the screen: ``api.RunWatch`` and ``engine.progress`` with
+plain values and a run written to disk (tests/_live_runs.py), and the ``live`` command's edges.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _live_runs import NOW, RUN_ID, T0, engine_lock, write_run
+from stretto import api
+from stretto.engine.journal import Record
+from stretto.engine.progress import attempt_bars, time_left, why_waiting
+from stretto.engine.status import RunStatus, TaskStatus
+from stretto.plans.graph import TaskGraph
+from stretto.testing.repo import make_repo
+
+
+def graph() -> TaskGraph:
+    # a -> b -> c, and d alone; 10 estimated minutes each
+    return TaskGraph.build(
+        ["a", "b", "c", "d"],
+        {"a": [], "b": ["a"], "c": ["b"], "d": []},
+        dict.fromkeys("abcd", 10.0),
+    )
+
+
+def status(**states: str) -> RunStatus:
+    tasks = {t: TaskStatus(t, state=states.get(t, "pending")) for t in "abcd"}
+    return RunStatus("r", "running", "p", "main", T0, None, tasks, 1, live=True)
+
+
+def test_time_left_follows_the_critical_path_scaled_by_what_attempts_took() -> None:
+    g = graph()
+    assert time_left(g, status(), {}, NOW) == 30 * 60  # three tasks of 10 minutes in a chain
+    done = status(a="landed")
+    assert time_left(g, done, {}, NOW) == 20 * 60
+    # `a` took 60 s against its 10 estimated minutes: everything is counted at a tenth
+    assert time_left(g, done, {"a": [60.0]}, NOW) == pytest.approx(2 * 60)
+    running = status(a="landed", b="running")
+    running.tasks["b"].started = NOW - 30
+    assert time_left(g, running, {"a": [60.0]}, NOW) == pytest.approx(30 + 60)
+    over = status(a="landed", b="landed", c="landed", d="landed")
+    assert time_left(g, over, {}, NOW) == 0
+    over.state, over.finished = "finished", NOW
+    assert time_left(g, over, {}, NOW) is None and time_left(None, status(), {}, NOW) is None
+
+
+def test_why_a_task_waits() -> None:
+    g = graph()
+    s = status(a="running")
+    assert why_waiting(g, s, "b") == "dependency: a"
+    assert why_waiting(g, s, "a") == ""  # running: it does not wait
+    s.tasks["d"].waiting_for = "lease (a)"
+    assert why_waiting(g, s, "d") == "file lease held by a"
+    s.tasks["d"].waiting_for = "capacity"
+    assert why_waiting(g, s, "d") == "capacity"
+    s.paused = True
+    assert why_waiting(g, s, "b").startswith("paused")
+
+
+def rec(seq: int, ts: float, type_: str, **fields: object) -> Record:
+    return Record(seq, 0, ts, "event", type_, fields)
+
+
+def test_attempts_take_the_lowest_free_slot() -> None:
+    bars = attempt_bars(
+        [
+            rec(1, 0, "attempt_started", task="a", attempt=1, agent="x"),
+            rec(2, 1, "attempt_started", task="b", attempt=1, agent="x"),
+            rec(3, 2, "attempt_finished", task="a", attempt=1, outcome="failed"),
+            rec(4, 3, "attempt_started", task="a", attempt=2, agent="y"),
+            rec(5, 4, "attempt_started", task="c", attempt=1, agent="x"),
+        ]
+    )
+    assert [(b.task, b.attempt, b.slot, b.outcome) for b in bars] == [
+        ("a", 1, 0, "failed"),
+        ("b", 1, 1, "running"),
+        ("a", 2, 0, "running"),
+        ("c", 1, 2, "running"),
+    ]
+
+
+def test_the_watch_of_a_run_on_disk(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n"})
+    run_dir = write_run(repo)
+    with engine_lock(run_dir):
+        watch = api.RunWatch(api.open_run(repo, RUN_ID), clock=lambda: NOW)
+        assert len(watch.poll()) > 20 and watch.poll() == []  # each record read once
+        snap = watch.snapshot()
+    rows = {r.id: r for r in snap.rows}
+    assert [r.id for r in snap.rows] == ["models", "cache", "ui", "cli", "tests", "deploy", "api"]
+    assert rows["models"].attention.startswith("gave up after 2 failed attempts")
+    assert rows["cache"].attention == "openai is out of credit: insufficient_quota"
+    assert rows["ui"].detail == "Editing src/ui/app.py (42 lines)" and rows["ui"].elapsed == 298
+    assert rows["tests"].detail == "file lease held by ui"
+    assert rows["tests"].reason == "waiting: lease (ui)"  # as `stretto status` says it
+    assert rows["deploy"].detail == "dependency: models"
+    assert rows["api"].detail == "1f2e3d4c5b6a" and rows["api"].tokens == 15400
+    assert snap.counts == {"landed": 1, "failed": 1, "running": 2, "waiting": 3, "total": 7}
+    assert snap.providers == {
+        "anthropic": "backing off: 1 agent(s) (was 2)",
+        "openai": "out of credit: insufficient_quota",
+    }
+    assert snap.left is not None and snap.left > 0 and snap.wall == 300
+    gates = watch.gates("models")
+    assert [(g["attempt"], g["passed"]) for g in gates] == [(1, False), (2, False)]
+    assert "README.md is not in src/models/**" in gates[1]["log"]
+    explained = "\n".join(watch.explain("models"))
+    assert "attempt 2: claude/opus" in explained and "action=give_up" in explained
+    assert "waiting now: dependency: models" in "\n".join(watch.explain("deploy"))
+
+
+def test_live_without_a_terminal_says_what_works_there(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n"})
+    write_run(repo)
+    done = subprocess.run(
+        [sys.executable, "-m", "stretto", "live"],
+        cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "stretto live needs a terminal" in done.stderr
+    assert f"`stretto events {RUN_ID} --follow`" in done.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "stretto", "run", "--live", "--json", "plan.yaml"],
+        cwd=repo, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "--live opens the run in a terminal UI" in wrong.stderr
+    nothing = subprocess.run(
+        [sys.executable, "-m", "stretto", "live", "nosuchrun"],
+        cwd=repo, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert nothing.returncode == 2 and "no run 'nosuchrun'" in nothing.stderr
+
+
+def test_help_does_not_import_textual() -> None:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "stretto", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "live" in done.stdout
+    imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines()]
+    assert not [m for m in imported if m.split(".")[0] in ("textual", "rich")]
