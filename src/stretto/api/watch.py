@@ -180,12 +180,15 @@ class RunWatch:
         """The run's status so far (as :meth:`RunHandle.status` gives it)."""
         return self.fold.result(live=self._live)
 
-    def snapshot(self, now: float | None = None) -> LiveSnapshot:
-        """What a screen shows now: header figures and the rows, attention first."""
+    def snapshot(self, now: float | None = None, *, read_logs: bool = True) -> LiveSnapshot:
+        """What a screen shows now: header figures and the rows, attention first.
+
+        ``read_logs=False`` keeps the running agents' latest lines as last read (a screen that
+        redraws them once a second need not look at 50 logs on every record)."""
         now = self.clock() if now is None else now
         status = self.status()
         graph = None if status.over else self._graph()  # a replay needs no estimate: no parse
-        rows = [self._row(status, graph, tid, now) for tid in status.tasks]
+        rows = [self._row(status, graph, tid, now, read_logs) for tid in status.tasks]
         order = {tid: i for i, tid in enumerate(status.tasks)}
         rows.sort(key=lambda r: (r.group, order[r.id]))
         states = status.counts()
@@ -209,7 +212,9 @@ class RunWatch:
             attention,
         )
 
-    def _row(self, status: RunStatus, graph: TaskGraph | None, tid: str, now: float) -> TaskRow:
+    def _row(
+        self, status: RunStatus, graph: TaskGraph | None, tid: str, now: float, read_logs: bool
+    ) -> TaskRow:
         task = status.tasks[tid]
         waiting = why_waiting(graph, status, tid)
         reason = task.reason  # the reason column of `stretto status`
@@ -225,7 +230,12 @@ class RunWatch:
         elif task.state in RUNNING:
             group = RUNNING_NOW
             elapsed = max(0.0, now - task.started) if task.started is not None else None
-            detail = self.latest_line(tid, task.attempts) if self.log_lines else ""
+            if not self.log_lines:
+                detail = ""
+            elif read_logs:
+                detail = self.latest_line(tid, task.attempts)
+            else:
+                detail = self._lines.get((tid, task.attempts), (0, ""))[1]
         elif task.state in ("pending", "retrying"):
             group, detail = WAITING, waiting
             refused = [g for g in task.gates if not g.get("passed")]

@@ -35,6 +35,7 @@ from stretto.frontends.live_widgets import (
     KEYS,
     Ask,
     Confirm,
+    Lines,
     TaskTable,
     cells,
     header_lines,
@@ -63,7 +64,7 @@ class LiveApp(App[None]):
     TITLE = "stretto live"
     ENABLE_COMMAND_PALETTE = False
     CSS = """
-    #header { height: auto; padding: 0 1; background: $boost; }
+    #header { padding: 0 1; background: $boost; }
     #said { height: auto; padding: 0 1; color: $text-muted; display: none; }
     #said.shown { display: block; }
     #filter { display: none; height: 3; }
@@ -122,7 +123,7 @@ class LiveApp(App[None]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="header")
+        yield Lines(id="header")
         yield Static("", id="said")
         yield Input(placeholder="filter tasks (enter: keep, escape: clear)", id="filter")
         yield TaskTable(COLUMNS, id="tasks")
@@ -164,7 +165,8 @@ class LiveApp(App[None]):
             self.probe(batch)
 
     def _draw(self, batch: list[api.Record]) -> None:
-        snap = self.snap = self.run_watch.snapshot()
+        soft_due = time.monotonic() - self.soft_at >= 1.0
+        snap = self.snap = self.run_watch.snapshot(read_logs=soft_due)
         lines = header_lines(snap)
         width = max(40, self.size.width - 2)
         if snap.attention:
@@ -174,7 +176,7 @@ class LiveApp(App[None]):
         header = "\n".join(lines)
         if header != self.header_text:  # an unchanged header is not rendered again
             self.header_text = header
-            self.main.query_one("#header", Static).update(Text(header))
+            self.main.query_one("#header", Lines).show(lines)
         self._fill_table(snap)
         task = self.selected
         mine = [r for r in batch if r.fields.get("task") == task] if task else []

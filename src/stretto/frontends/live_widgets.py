@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.segment import Segment
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -19,6 +20,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Input, Label
 
 if TYPE_CHECKING:
@@ -319,3 +321,23 @@ class TaskTable(ScrollView, can_focus=True):
     def on_click(self, event: Click) -> None:
         if event.y >= 1:
             self._move_to(self.scroll_offset.y + event.y - 1)
+
+
+class Lines(Widget):
+    """A few lines of text whose height is their count: new words repaint it, and only a new
+    number of lines lays the screen out again (Static lays it out on every update)."""
+
+    DEFAULT_CSS = "Lines { height: 1; }"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text = Text()
+
+    def show(self, lines: list[str]) -> None:
+        self.text = Text("\n".join(lines))
+        if self.styles.height is None or self.styles.height.value != len(lines):
+            self.styles.height = len(lines)
+        self.refresh()
+
+    def render(self) -> Text:
+        return self.text
