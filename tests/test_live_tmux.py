@@ -115,3 +115,54 @@ def test_live_in_tmux_pauses_filters_and_detaches(
         assert ended[0].fields["status"] == "finished"
     finally:
         stop_engines(repo)
+
+
+def test_run_live_starts_a_run_and_two_windows_watch_it(
+    tmp_path: Path, tmux: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"README.md": "# t\n"})
+    go = tmp_path / "go"
+    (tmp_path / "plan.yaml").write_text(PLAN.replace("-e GO", f"-e {go}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["TERM"] = "xterm-256color"
+    socket = f"stretto-live-{os.getpid()}"
+
+    def session(name: str, command: str) -> None:
+        script = tmp_path / f"{name}.sh"
+        script.write_text(f"cd {repo}\n{command}\necho EXITED $?\nsleep 60\n")
+        done = subprocess.run(
+            ["tmux", "-L", socket, "new-session", "-d", "-s", name, "-x", "100", "-y", "30",
+             f"sh {script}"],
+            env=env, capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    def until(name: str, check: Callable[[str], bool], what: str) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            shown = tmux("capture-pane", "-p", "-t", name).stdout
+            if check(shown):
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what} in {name}:\n{shown}")
+
+    try:
+        session("first", f"{sys.executable} -m stretto run --live ../plan.yaml")
+        shown = until("first", lambda s: "holding" in s, "the run opened by run --live")
+        run_id = shown.split("run ", 1)[1].split(":", 1)[0]
+        session("second", f"{sys.executable} -m stretto live")  # the latest run: the same one
+        until("second", lambda s: f"run {run_id}:" in s and "holding" in s, "a second window")
+        tmux("send-keys", "-t", "second", "p")  # steered from one window, seen in both
+        until("second", lambda s: "pause: paused" in s, "the answer in the second window")
+        until("first", lambda s: "\n paused " in s, "the paused state in the first window")
+        for name in ("first", "second"):
+            tmux("send-keys", "-t", name, "q")
+            left = until(name, lambda s: "EXITED 0" in s, "live to exit")
+            assert f"detached from run {run_id} (paused)" in left
+        journal = repo / ".stretto" / "runs" / run_id / "journal.jsonl"
+        controls = [r for r in read_journal(journal) if r.type == "control"]
+        assert [(c.fields["action"], c.fields["source"]["frontend"]) for c in controls] == [
+            ("pause", "live")
+        ]
+    finally:
+        stop_engines(repo)
