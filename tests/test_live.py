@@ -151,6 +151,11 @@ def test_attach_retry_pause_budget_parallel_cancel_and_detach(repo: Path) -> Non
             await pilot.press("slash", *"held", "enter")
             await until(pilot, lambda: app.shown == ["held"], "the filter")
             assert app.selected == "held"
+            await pilot.press("w")  # its worktree path, shown and copied
+            worktree = app.snap.rows[[r.id for r in app.snap.rows].index("held")].worktree  # type: ignore[union-attr]
+            assert worktree and Path(worktree).is_dir()
+            await until(pilot, lambda: worktree in said(app), "the worktree path")
+            assert app.clipboard == worktree
             await pilot.press("c")
             await pilot.pause(0.2)
             await pilot.press("n")  # declined: nothing is sent

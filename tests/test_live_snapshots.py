@@ -80,3 +80,23 @@ def test_filter_and_a_running_task_log(app: LiveApp, snap_compare: Any) -> None:
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)
+
+
+def test_a_click_selects_a_row_and_keys_move_the_cursor(app: LiveApp, snap_compare: Any) -> None:
+    async def run_before(pilot: Any) -> None:
+        await pilot.pause(0.3)
+        assert app.selected == "models"
+        await pilot.click("#tasks", offset=(10, 3))  # the header line, then models, cache, ui
+        await pilot.pause(0.2)
+        assert app.selected == "ui"
+        await pilot.press("down", "down")
+        await pilot.pause(0.2)
+        assert app.selected == "tests"
+        await pilot.press("end")
+        await pilot.pause(0.2)
+        assert app.selected == "api"
+        await pilot.press("home", "down")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+    assert app.selected == "cache"
