@@ -144,3 +144,36 @@ def test_help_does_not_import_textual() -> None:
     assert done.returncode == 0 and "live" in done.stdout
     imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines()]
     assert not [m for m in imported if m.split(".")[0] in ("textual", "rich")]
+
+
+def test_a_damaged_journal_is_said_once_and_the_ui_stays_up(tmp_path: Path) -> None:
+    import asyncio
+
+    from stretto.frontends.live import LiveApp
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n"})
+    run_dir = write_run(repo)
+    journal = run_dir / "journal.jsonl"
+    lines = journal.read_text().splitlines()
+    lines[5] = "{not json"
+    journal.write_text("\n".join(lines) + "\n")
+
+    async def drive() -> None:
+        app = LiveApp(api.open_run(repo, RUN_ID), clock=lambda: NOW)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.5)
+            assert app.last_said.startswith("cannot read the run: ")
+            assert "journal.jsonl:6: journal is damaged" in app.last_said
+            assert len(app._notifications) == 1  # said once, not on every look
+            await pilot.press("q")
+
+    asyncio.run(drive())
+    # The reader behind it names the same line on every look (it used to count on from the
+    # records it had read before the damage: "journal.jsonl:17: seq 1 where 6 was expected").
+    from stretto.engine.events import EventReader
+    from stretto.errors import RunError
+
+    reader = EventReader(run_dir)
+    for _ in range(2):
+        with pytest.raises(RunError, match=r"journal\.jsonl:6: journal is damaged: not a JSON"):
+            reader.read_new()

@@ -153,13 +153,15 @@ class LiveApp(App[None]):
     def _look(self, force: bool) -> None:
         try:
             batch = self.run_watch.poll()
-        except StrettoError as error:
-            self._say(f"cannot read the run: {error.message}", error=True)
+            now = time.monotonic()
+            if batch or force or now - self.drawn_at >= 1.0:  # elapsed times tick once a second
+                self.drawn_at = now
+                self._draw(batch)
+        except StrettoError as error:  # a damaged journal, a run not started yet: said once
+            said = f"cannot read the run: {error.message}"
+            if said != self.last_said:
+                self._say(said, error=True)
             return
-        now = time.monotonic()
-        if batch or force or now - self.drawn_at >= 1.0:  # elapsed times tick once a second
-            self.drawn_at = now
-            self._draw(batch)
         self._follow_log()
         if batch and self.probe is not None:
             self.probe(batch)
