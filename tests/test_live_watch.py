@@ -177,3 +177,25 @@ def test_a_damaged_journal_is_said_once_and_the_ui_stays_up(tmp_path: Path) -> N
     for _ in range(2):
         with pytest.raises(RunError, match=r"journal\.jsonl:6: journal is damaged: not a JSON"):
             reader.read_new()
+
+
+def test_a_goal_being_planned_says_so(tmp_path: Path) -> None:
+    import json
+
+    from stretto.frontends.live_widgets import header_lines
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n"})
+    run_dir = repo / ".stretto" / "runs" / RUN_ID
+    run_dir.mkdir(parents=True)
+    head = {"seq": 1, "gen": 0, "ts": T0, "kind": "event", "type": "goal"}
+    goal = {"run_id": RUN_ID, "goal": "add a cache", "target": "main", "pid": 1}
+    (run_dir / "journal.jsonl").write_text(json.dumps({**head, **goal}) + "\n")
+    (run_dir / ".lock").write_text("1\n")
+    with engine_lock(run_dir):
+        watch = api.RunWatch(api.open_run(repo, RUN_ID), clock=lambda: NOW)
+        watch.poll()
+        snap = watch.snapshot()
+    assert snap.status.state == "planning" and snap.rows == []
+    lines = header_lines(snap)
+    assert lines[0] == f"run {RUN_ID}: 0/0 landed · 0 failed · 0 running · 0 waiting"
+    assert lines[2] == "planning the goal (one model call): add a cache"

@@ -94,6 +94,8 @@ def header_lines(snap: LiveSnapshot) -> list[str]:
     if s.max_agents and not s.over:
         second += f"  agents {s.max_agents}"
     lines = [first, second]
+    if s.goal and not s.tasks:
+        lines.append(f"planning the goal (one model call): {s.goal}")
     if snap.providers:
         lines.append("; ".join(f"{p} {said}" for p, said in sorted(snap.providers.items())))
     return lines
