@@ -199,3 +199,52 @@ def test_a_goal_being_planned_says_so(tmp_path: Path) -> None:
     lines = header_lines(snap)
     assert lines[0] == f"run {RUN_ID}: 0/0 landed · 0 failed · 0 running · 0 waiting"
     assert lines[2] == "planning the goal (one model call): add a cache"
+
+
+def test_tasks_waiting_on_the_budget_need_the_person(tmp_path: Path) -> None:
+    import json
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n"})
+    run_dir = repo / ".stretto" / "runs" / RUN_ID
+    run_dir.mkdir(parents=True)
+    records = [
+        ("run_started", {"run_id": RUN_ID, "plan": "p", "tasks": ["a", "b", "c"], "pid": 1,
+                         "options": {"target": "main", "budget": 0.5, "max_agents": 2}}),
+        ("attempt_started", {"task": "a", "attempt": 1, "agent": "claude", "model": "opus",
+                             "workspace": "/w/a", "branch": "b", "base": "0", "pid": 2}),
+        ("decision", {"action": "stop_budget", "task": "b", "attempt": 1,
+                      "reason": "run budget $0.50 reached", "estimate_usd": 0.4, "left_usd": 0.1}),
+    ]  # fmt: skip
+
+    def write(extra: list[tuple[str, dict[str, object]]]) -> None:
+        lines = []
+        for seq, (type_, fields) in enumerate([*records, *extra], start=1):
+            head = {"seq": seq, "gen": 0, "ts": T0 + seq, "kind": "event", "type": type_}
+            lines.append(json.dumps({**head, **fields}))
+        (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+
+    write([])
+    (run_dir / ".lock").write_text("1\n")
+    with engine_lock(run_dir):
+        watch = api.RunWatch(api.open_run(repo, RUN_ID), clock=lambda: NOW)
+        watch.poll()
+        rows = {r.id: r for r in watch.snapshot().rows}
+    assert rows["b"].attention == "waiting on the budget: run budget $0.50 reached"
+    assert rows["a"].attention == "" and rows["a"].state == "running"
+    left = "budget reached: run budget $0.50 reached"
+    write([
+        ("attempt_finished", {"task": "a", "attempt": 1, "outcome": "success", "cost_usd": 0.45,
+                              "duration": 30.0, "usage": {"input": 10, "output": 5}}),
+        ("task_finished", {"task": "b", "status": "skipped", "reason": left, "attempts": 0,
+                           "commit": None, "budget": True}),
+        ("task_finished", {"task": "c", "status": "skipped", "attempts": 0, "commit": None,
+                           "reason": "dependency 'x' did not land"}),
+        ("run_finished", {"status": "budget_reached", "head": None, "notes": []}),
+    ])  # fmt: skip
+    watch = api.RunWatch(api.open_run(repo, RUN_ID), clock=lambda: NOW)
+    watch.poll()
+    snap = watch.snapshot()
+    rows = {r.id: r for r in snap.rows}
+    assert rows["b"].attention == f"left for `stretto resume`: {left}"
+    assert rows["c"].attention == "" and rows["c"].group == 3  # skipped by a dependency
+    assert snap.status.state == "budget_reached" and snap.left is None

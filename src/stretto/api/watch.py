@@ -97,6 +97,7 @@ class RunWatch:
         self.workspace: dict[str, str] = {}
         self.providers: dict[str, str] = {}
         self.credit: dict[str, str] = {}  # task -> the provider out of credit it waits for
+        self.undone: dict[str, str] = {}  # task -> why it was left for `stretto resume`
         self.budget_stop = ""
         self.attempt_records: list[Record] = []  # for the timeline
         self.run_started: Record | None = None
@@ -129,6 +130,7 @@ class RunWatch:
             self.run_started = rec
             self._graph_tried = False
         elif t == "attempt_started":
+            self.undone.pop(str(task), None)
             self.workspace[str(task)] = str(f.get("workspace") or "")
             self.attempt_records.append(rec)
         elif t == "attempt_finished":
@@ -161,6 +163,11 @@ class RunWatch:
                 self.budget_stop = str(f.get("reason") or "budget reached")
         elif t == "resume_started":
             self.budget_stop = ""
+            self.undone.clear()
+        elif t == "task_finished" and (f.get("budget") or f.get("resumable")):
+            self.undone[str(task)] = str(f.get("reason") or "")
+        elif t == "task_finished":
+            self.undone.pop(str(task), None)
 
     def _graph(self) -> TaskGraph | None:
         if not self._graph_tried and self.run_started is not None:
@@ -225,8 +232,8 @@ class RunWatch:
         elapsed = None
         if task.state in ("failed", "cancelled"):
             group, attention = NEEDS_YOU, task.reason or task.state
-        elif task.state == "skipped" and (self.budget_stop or "budget" in task.reason):
-            group, attention = NEEDS_YOU, f"waiting on the budget: {task.reason}"
+        elif task.state == "skipped" and tid in self.undone:  # budget or credit ran out
+            group, attention = NEEDS_YOU, f"left for `stretto resume`: {task.reason}"
         elif task.state in RUNNING:
             group = RUNNING_NOW
             elapsed = max(0.0, now - task.started) if task.started is not None else None
