@@ -129,6 +129,15 @@ def test_live_without_a_terminal_says_what_works_there(tmp_path: Path) -> None:
         cwd=repo, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert wrong.returncode == 2 and "--live opens the run in a terminal UI" in wrong.stderr
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("stages:\n  - name: s\n    steps:\n      - {id: t, goal: g, command: 'true'}\n")
+    runs = sorted((repo / ".stretto" / "runs").iterdir())
+    piped = subprocess.run(
+        [sys.executable, "-m", "stretto", "run", "--live", str(plan)],
+        cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert piped.returncode == 2 and "stretto run --live needs a terminal" in piped.stderr
+    assert sorted((repo / ".stretto" / "runs").iterdir()) == runs  # no run was started
     nothing = subprocess.run(
         [sys.executable, "-m", "stretto", "live", "nosuchrun"],
         cwd=repo, capture_output=True, text=True, timeout=60,

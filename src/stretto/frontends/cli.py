@@ -310,8 +310,9 @@ def run(
             "--live opens the run in a terminal UI: no --dry-run, --detach, --json"
         )
     if live:
-        from stretto.frontends.live_commands import open_live
+        from stretto.frontends.live_commands import check_terminal, open_live
 
+        check_terminal(None)  # before the run starts, not after
         what = api.Goal(goal) if goal is not None else plan_file
         assert what is not None
         options = api.RunOptions(max_agents=max_agents, budget=budget, planner=planner)

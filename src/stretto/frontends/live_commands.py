@@ -18,13 +18,24 @@ from stretto import api
 from stretto.errors import UsageError
 
 
+def check_terminal(run_id: str | None) -> None:
+    """Raise UsageError unless stdin and stdout are a terminal (before anything is started)."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return
+    if run_id is None:  # `stretto run --live`: nothing has started
+        raise UsageError(
+            "stretto run --live needs a terminal; without one start the run with --detach and "
+            "follow it with `stretto events RUN --follow`"
+        )
+    raise UsageError(
+        f"stretto live needs a terminal; without one follow run {run_id} with "
+        f"`stretto events {run_id} --follow` or `stretto status {run_id}`"
+    )
+
+
 def open_live(handle: Any, *, mouse: bool = True) -> None:
     """Show ``handle``'s run until the person presses ``q`` (the run goes on)."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError(
-            f"stretto live needs a terminal; without one follow run {handle.run_id} with "
-            f"`stretto events {handle.run_id} --follow` or `stretto status {handle.run_id}`"
-        )
+    check_terminal(handle.run_id)
     from stretto.frontends.live import LiveApp
 
     LiveApp(handle).run(mouse=mouse)
