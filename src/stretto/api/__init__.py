@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         run_planned_detached,
         start_run,
     )
+    from stretto.api.watch import LiveSnapshot, RunWatch, TaskRow
     from stretto.engine.journal import Record
     from stretto.engine.outcomes import RunSummary, TaskReport
     from stretto.engine.status import RunStatus, TaskStatus
@@ -133,6 +134,7 @@ _WHERE = {
         "secret_values",
     ),
     "stretto.api.report": ("RunReport", "run_report"),
+    "stretto.api.watch": ("LiveSnapshot", "RunWatch", "TaskRow"),
     "stretto.engine.journal": ("Record",),
     "stretto.engine.outcomes": ("RunSummary", "TaskReport"),
     "stretto.engine.status": ("RunStatus", "TaskStatus"),
@@ -143,6 +145,7 @@ __all__ = [
     "AsyncRunHandle",
     "ControlResult",
     "Goal",
+    "LiveSnapshot",
     "PlanCheck",
     "Record",
     "RunHandle",
@@ -151,8 +154,10 @@ __all__ = [
     "RunResult",
     "RunStatus",
     "RunSummary",
+    "RunWatch",
     "TaskReport",
     "TaskResult",
+    "TaskRow",
     "TaskStatus",
     "WaitResult",
     "agent_settings",

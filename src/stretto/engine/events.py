@@ -87,7 +87,17 @@ class EventReader:
             data = handle.read()
         whole = data.rfind(b"\n") + 1
         out: list[Record] = []
-        for raw in data[:whole].split(b"\n")[:-1]:
+        kept = (self.line, self.last_seq, self.ended)
+        try:
+            self._parse(data[:whole], out)
+        except RunError:  # nothing of this read counts: the next one says the same line again
+            self.line, self.last_seq, self.ended = kept
+            raise
+        self.offset += whole
+        return out
+
+    def _parse(self, data: bytes, out: list[Record]) -> None:
+        for raw in data.split(b"\n")[:-1]:
             self.line += 1
             try:
                 record = parse_record(raw)
@@ -102,8 +112,6 @@ class EventReader:
             self.ended = record.type == "run_finished"
             if record.seq > self.after_seq:
                 out.append(record)
-        self.offset += whole
-        return out
 
     def finished(self) -> bool:
         """Whether the run is over: its last record is ``run_finished`` and no engine runs it."""

@@ -72,8 +72,8 @@ def _goal_options(func: F) -> F:
 
 SECTIONS = (
     ("Plan and run", ("run", "plan", "validate", "schema", "resume", "demo")),
-    ("Watch and steer a run", ("status", "events", "log", "cancel", "retry", "add", "pause",
-                               "unpause", "budget", "parallelism", "runs")),
+    ("Watch and steer a run", ("live", "status", "events", "log", "cancel", "retry", "add",
+                               "pause", "unpause", "budget", "parallelism", "runs")),
     ("See a run", ("report", "trace")),
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
@@ -268,6 +268,11 @@ def _detached(handle: Any, as_json: bool, *, planning: bool = False) -> None:
 @click.option(
     "--detach", is_flag=True, help="Run in the background; print the run id and return at once."
 )
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Run in the background and watch it in `stretto live` (q detaches).",
+)
 @click.option("--max-agents", type=click.IntRange(min=1), help="Agents running at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print events (or the dry run) as JSON.")
 @click.option("--plain", is_flag=True, help="Plain timestamped lines even on a terminal.")
@@ -289,6 +294,7 @@ def run(
     goal: str | None,
     dry_run: bool,
     detach: bool,
+    live: bool,
     max_agents: int | None,
     as_json: bool,
     plain: bool,
@@ -306,6 +312,19 @@ def run(
     """
     if (plan_file is None) == (goal is None):
         raise click.UsageError("give a PLAN_FILE or -g GOAL (one of them)")
+    if live and (dry_run or detach or as_json):
+        raise click.UsageError(
+            "--live opens the run in a terminal UI: no --dry-run, --detach, --json"
+        )
+    if live:
+        from stretto.frontends.live_commands import check_terminal, open_live
+
+        check_terminal(None)  # before the run starts, not after
+        what = api.Goal(goal) if goal is not None else plan_file
+        assert what is not None
+        options = api.RunOptions(max_agents=max_agents, budget=budget, planner=planner)
+        open_live(api.start_run(Path.cwd(), what, options, detach=True))
+        return
     if goal is not None:
         if dry_run:
             raise click.UsageError("--dry-run takes a PLAN_FILE; plan a goal with --plan-only")
@@ -414,32 +433,9 @@ def status(run_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(state.to_dict(), indent=2))
         return
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(state.counts().items()))
-    extra: list[str] = []
-    if state.over:
-        pass  # what it ended with is in the counts and the notes
-    elif state.budget is not None:
-        extra.append(f"${state.cost_usd:.2f} of ${state.budget:.2f}")
-    if state.max_agents and not state.over:
-        extra.append(f"{state.max_agents} agents")
-    more = f"; {', '.join(extra)}" if extra else ""
-    click.echo(
-        f"run {state.run_id}: {state.state} ({state.plan}; target {state.target}; {counts}{more})"
-    )
-    width = max((len(t) for t in state.tasks), default=8)
-    for task in state.tasks.values():
-        reason = f"  {task.reason}" if task.reason else ""
-        if not reason and task.waiting_for and task.state in ("pending", "retrying", "merging"):
-            reason = f"  waiting: {task.waiting_for}"
-        click.echo(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
-    if state.train and state.train.get("cars") and not state.over:
-        train = state.train
-        click.echo(
-            f"merge train: {len(train['cars'])} car(s), up to {train.get('batch')} branch(es) "
-            f"a car, {train.get('lanes')} lane(s), failure rate {train.get('failure_rate')}"
-        )
-        for car in train["cars"]:
-            click.echo(f"  car {car['car']} {car['state']:<8} {', '.join(car['branches'])}")
+    from stretto.frontends.view import status_lines
+
+    click.echo("\n".join(status_lines(state)))
     rid = state.run_id
     if state.state == "interrupted":
         click.echo(f"this run was interrupted; finish it with `stretto resume {rid}`")
@@ -567,6 +563,7 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
 from stretto.frontends import (  # noqa: E402
     add_commands,
     control_commands,
+    live_commands,
     mcp_commands,
     report_commands,
     serve_commands,
@@ -579,3 +576,4 @@ mcp_commands.register(main, _reports_errors)
 report_commands.register(main, _reports_errors)
 serve_commands.register(main, _reports_errors)
 add_commands.register(main, _reports_errors)
+live_commands.register(main, _reports_errors)

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from stretto.api import Record, RunSummary
+    from stretto.api import Record, RunStatus, RunSummary
 
 
 def _task_line(rec: Record) -> str | None:
@@ -213,6 +213,38 @@ class LiveView:
         with self.lock:
             self._clear()
             self.out.flush()
+
+
+def status_lines(state: RunStatus) -> list[str]:
+    """``stretto status``'s table: the run's line, then one line per task (state, id,
+    attempts, reason or why it waits). ``stretto live`` shows the same rows."""
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(state.counts().items()))
+    extra: list[str] = []
+    if state.over:
+        pass  # what it ended with is in the counts and the notes
+    elif state.budget is not None:
+        extra.append(f"${state.cost_usd:.2f} of ${state.budget:.2f}")
+    if state.max_agents and not state.over:
+        extra.append(f"{state.max_agents} agents")
+    more = f"; {', '.join(extra)}" if extra else ""
+    lines = [
+        f"run {state.run_id}: {state.state} ({state.plan}; target {state.target}; {counts}{more})"
+    ]
+    width = max((len(t) for t in state.tasks), default=8)
+    for task in state.tasks.values():
+        reason = f"  {task.reason}" if task.reason else ""
+        if not reason and task.waiting_for and task.state in ("pending", "retrying", "merging"):
+            reason = f"  waiting: {task.waiting_for}"
+        lines.append(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
+    if state.train and state.train.get("cars") and not state.over:
+        train = state.train
+        lines.append(
+            f"merge train: {len(train['cars'])} car(s), up to {train.get('batch')} branch(es) "
+            f"a car, {train.get('lanes')} lane(s), failure rate {train.get('failure_rate')}"
+        )
+        for car in train["cars"]:
+            lines.append(f"  car {car['car']} {car['state']:<8} {', '.join(car['branches'])}")
+    return lines
 
 
 def render_summary(summary: RunSummary, *, serial_hint: bool = True) -> str:
