@@ -270,6 +270,9 @@ def test_doctor_reports_a_missing_model_and_how_to_pull_it(
     assert code == 1 and "does not answer" in output and "fix: ollama serve" in output
     code, listing = invoke(["agents"])
     assert f"local model server: ollama (ollama at {url})" in listing
+    # a profile runs its adapter's program: it used to be listed as "a plugin: see its docs"
+    [line] = [x for x in listing.splitlines() if x.split()[1:2] == ["aider-local"]]
+    assert "'aider' not found on PATH; pipx install aider-chat" in line
 
 
 # --------------------------------------------------------------------------- mixed, escalating

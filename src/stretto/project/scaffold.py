@@ -311,7 +311,9 @@ def init_project(repo: Path, *, force: bool = False) -> InitResult:
 
     The target is the current branch (``main`` when HEAD is detached); gates are detected from the
     repository's files (see :func:`detect_gates`). ``.stretto/`` is added to the repository's
-    ``info/exclude`` (shared by all its worktrees) unless already there.
+    ``info/exclude`` (shared by all its worktrees) unless already there. A local model server
+    answering on its default loopback port (Ollama, llama.cpp, vLLM, LM Studio; see
+    :func:`stretto.project.localcheck.detect_local`) is declared as ``[local.NAME]``.
 
     Args:
         repo: Any directory inside a git work tree.
