@@ -23,6 +23,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [planner]              # agent = "claude", model, timeout, split_depth
     [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
     [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
+    [cluster]              # scheduler = "tcp://build-1:8786": attempts on Dask workers
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -214,6 +215,8 @@ class Config:
         planner: ``[planner]``: the planning agent for ``stretto -g``.
         sandbox: ``[sandbox]``: run agents and command gates under bubblewrap (docs/sandbox.md).
         attempt: ``[attempt]``: the timeout and limits of every attempt.
+        cluster: ``[cluster] scheduler``: a Dask scheduler's address; attempts run on its
+            workers (docs/cluster.md). ``None``: here.
     """
 
     target: str
@@ -233,6 +236,7 @@ class Config:
     planner: PlannerSettings = PlannerSettings()
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     attempt: AttemptSettings = AttemptSettings()
+    cluster: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -297,6 +301,14 @@ def _config_validator() -> SchemaValidator:
             if not path.strip() or path.startswith(("/", "~")) or ".." in parts:
                 raise ValueError(f"{path!r} is not a path inside the repository; {fix}")
         return tuple(value)
+
+    def scheduler(value: str) -> str:
+        if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://\S+", value):
+            raise ValueError(
+                f"{value!r} is not a Dask scheduler address; write e.g. "
+                'scheduler = "tcp://build-1:8786" (or tls://...)'
+            )
+        return value
 
     def command_only(data: Any) -> Any:
         return {"command": data} if isinstance(data, str) else data
@@ -397,6 +409,7 @@ def _config_validator() -> SchemaValidator:
             "network": field(flag, True),
         }
     )
+    cluster = table({"scheduler": maybe(validator(scheduler, text))})
     attempt = table(
         {
             "timeout": field(seconds, DEFAULT_ATTEMPT_TIMEOUT),
@@ -418,6 +431,7 @@ def _config_validator() -> SchemaValidator:
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
             "sandbox": field(sandbox, factory=dict),
+            "cluster": field(cluster, factory=dict),
             "agents": field(
                 core.dict_schema(text, validator(finite, core.dict_schema(text))), factory=dict
             ),
@@ -549,4 +563,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
             values["sandbox"]["network"],
         ),
         attempt=AttemptSettings(**values["attempt"]),
+        cluster=values["cluster"]["scheduler"],
     )

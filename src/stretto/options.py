@@ -42,6 +42,7 @@ class RunOptions:
     prices: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    cluster: str | None = None  # a Dask scheduler's address: attempts run on its workers
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -77,6 +78,7 @@ class RunOptions:
                 "split_depth": self.planner.split_depth,
             },
             "sandbox": self.sandbox.to_dict(),
+            "cluster": self.cluster,
         }
 
     @classmethod
@@ -105,4 +107,5 @@ class RunOptions:
             if data.get("planner")
             else PlannerSettings(),
             sandbox=SandboxSettings.from_dict(data.get("sandbox")),
+            cluster=data.get("cluster"),
         )

@@ -26,6 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from stretto.api.cluster import clean_cluster, start_local_cluster
     from stretto.api.project import (
         agent_settings,
         build_demo_repo,
@@ -133,6 +134,7 @@ _WHERE = {
         "secret_values",
     ),
     "stretto.api.report": ("RunReport", "run_report"),
+    "stretto.api.cluster": ("clean_cluster", "start_local_cluster"),
     "stretto.engine.journal": ("Record",),
     "stretto.engine.outcomes": ("RunSummary", "TaskReport"),
     "stretto.engine.status": ("RunStatus", "TaskStatus"),
@@ -159,6 +161,7 @@ __all__ = [
     "build_demo_repo",
     "check_plan",
     "clean",
+    "clean_cluster",
     "configured_agents",
     "cost_report",
     "describe_agents",
@@ -187,6 +190,7 @@ __all__ = [
     "secret_values",
     "serve_fake_model",
     "server_token",
+    "start_local_cluster",
     "start_run",
     "task_diff",
     "task_log",

@@ -61,6 +61,8 @@ class RunOptions:
         planner: the agent that plans a :class:`Goal` (default: ``[planner] agent``).
         target: the branch verified work lands on (default: the plan's, else stretto.toml's).
         agent: the agent of steps that name none (default: ``default_agent``).
+        cluster: a Dask scheduler's address: attempts run on its workers (default:
+            ``[cluster] scheduler``, else here).
     """
 
     max_agents: int | None = None
@@ -68,6 +70,7 @@ class RunOptions:
     planner: str | None = None
     target: str | None = None
     agent: str | None = None
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,7 @@ def start_run(
             budget=options.budget,
             target=options.target,
             agent=options.agent,
+            cluster=options.cluster,
         )
     run_id = run_id or engine_runs.new_run_id()
     if detach:
@@ -458,6 +462,7 @@ def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
         budget=options.budget,
         target=options.target,
         agent=options.agent,
+        cluster=options.cluster,
     )
     check_target(repo, plan, run_options, config)
     check_agents(plan, run_options)

@@ -82,6 +82,10 @@ class Runner(Steering):
             stop_reason=self._attempt_stop,
             on_spent=self._check_budget,
         )
+        if options.cluster:  # attempts on a Dask cluster's workers (imports Dask)
+            from stretto.engine.remote_attempt import open_backend
+
+            self.attempts.backend = open_backend(options.cluster, self._cluster_lost)
         self.splits = Splits(self.ctx, self.dispatch)
         self.inbox = Inbox(self.ctx.run_dir, journal.history)
         self.budget_stop: str | None = None  # why no new attempt may start
@@ -139,6 +143,7 @@ class Runner(Steering):
             self.queue.synced_at = await self.ctx.blocking(self.ctx.target_head)
         loop = asyncio.get_running_loop()
         handled = self._catch_signals(loop)
+        await self.attempts.backend.start()  # a cluster that cannot be reached: nothing started
         watcher = asyncio.create_task(self._watch_inbox())
         try:
             self._read_inbox()  # commands sent before the engine started
@@ -160,6 +165,7 @@ class Runner(Steering):
                 job.cancel()
             if self.active:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
+            await self.attempts.backend.close()
             self.ctx.pool.shutdown(wait=False)
         try:
             summary = self._finish_run(time.monotonic() - started)
@@ -559,6 +565,12 @@ class Runner(Steering):
                 error = again
         self.halt(error)
         return AttemptEnd(False, False, f"stopped: {self.halted}")
+
+    def _cluster_lost(self, why: str) -> None:
+        """The cluster's scheduler is gone: stop the run (resumably), as a signal would."""
+        if self.stop is None:
+            self.record("stop_requested", status="interrupted", reason=why)
+        self.request_stop("interrupted", why)
 
     def halt(self, error: BaseException) -> None:
         """Stop the run because stretto cannot write what it must (disk full, read-only, the

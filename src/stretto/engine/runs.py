@@ -62,6 +62,7 @@ def options_for(
     budget: float | None = None,
     target: str | None = None,
     agent: str | None = None,
+    cluster: str | None = None,
 ) -> RunOptions:
     """Run options from config, overridden by the plan, overridden by the caller (the command
     line, an MCP or HTTP request): ``target`` branch, ``agent`` for steps that name none."""
@@ -87,6 +88,7 @@ def options_for(
         prices=config.prices,
         planner=config.planner,
         sandbox=config.sandbox,
+        cluster=cluster or config.cluster,
     )
 
 
@@ -98,13 +100,20 @@ def prepare_run(
     budget: float | None = None,
     target: str | None = None,
     agent: str | None = None,
+    cluster: str | None = None,
 ) -> tuple[Path, Plan, RunOptions]:
     """Validate everything a run needs before any effect: repo, config, plan, target."""
     repo = toplevel(cwd)
     config = load_config(repo)
     plan = load_plan(plan_file)
     options = options_for(
-        config, plan, max_agents=max_agents, budget=budget, target=target, agent=agent
+        config,
+        plan,
+        max_agents=max_agents,
+        budget=budget,
+        target=target,
+        agent=agent,
+        cluster=cluster,
     )
     from stretto.engine.preflight import check_agents, check_paths, check_target
 

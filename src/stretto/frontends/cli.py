@@ -277,6 +277,11 @@ def _detached(handle: Any, as_json: bool, *, planning: bool = False) -> None:
     help="Spend limit for this run in USD (overrides the plan's and stretto.toml's).",
 )
 @click.option("--planner", help="Agent that plans a goal (default: [planner] agent).")
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run attempts on this Dask scheduler's workers (tcp://host:8786; docs/cluster.md).",
+)
 @_reports_errors
 def run(
     plan_file: Path | None,
@@ -288,6 +293,7 @@ def run(
     plain: bool,
     budget: float | None,
     planner: str | None,
+    cluster: str | None,
 ) -> None:
     """Run PLAN_FILE (or plan and run -g GOAL): agents in parallel worktrees, gates, merge queue.
 
@@ -299,6 +305,8 @@ def run(
     """
     if (plan_file is None) == (goal is None):
         raise click.UsageError("give a PLAN_FILE or -g GOAL (one of them)")
+    if cluster is not None and goal is not None:
+        raise click.UsageError("--cluster takes a PLAN_FILE (plan the goal first with --plan-only)")
     if goal is not None:
         if dry_run:
             raise click.UsageError("--dry-run takes a PLAN_FILE; plan a goal with --plan-only")
@@ -315,7 +323,7 @@ def run(
         else:
             click.echo(api.render_dry_run(report, color=sys.stdout.isatty()))
         return
-    options = api.RunOptions(max_agents=max_agents, budget=budget)
+    options = api.RunOptions(max_agents=max_agents, budget=budget, cluster=cluster)
     if detach:
         _detached(api.start_run(Path.cwd(), plan_file, options, detach=True), as_json)
         return
@@ -482,9 +490,16 @@ def log(task: str, run_id: str | None, attempt: int | None) -> None:
     help="Also drop verified, unlanded work of interrupted runs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Also end agents and remove worktrees of dead workers on this cluster's workers.",
+)
 @_reports_errors
-def clean(everything: bool, as_json: bool) -> None:
+def clean(everything: bool, as_json: bool, cluster: str | None) -> None:
     """Remove worktrees, branches and processes left by runs that are not running."""
+    if cluster is not None:
+        cluster_commands.show_clean(cluster, as_json)
     report = api.clean(Path.cwd(), everything=everything)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -543,6 +558,7 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
 
 
 from stretto.frontends import (  # noqa: E402
+    cluster_commands,
     control_commands,
     mcp_commands,
     report_commands,
@@ -555,3 +571,4 @@ setup_commands.register(main, _reports_errors)
 mcp_commands.register(main, _reports_errors)
 report_commands.register(main, _reports_errors)
 serve_commands.register(main, _reports_errors)
+cluster_commands.register(main, _reports_errors)
