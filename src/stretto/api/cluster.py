@@ -92,13 +92,14 @@ def start_worker(
     """Start one more ``dask worker`` in ``<directory>/<name>``."""
     home = cluster.directory / name
     home.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        worker_argv(cluster.address, home, slots, name, prefix=prefix),
-        stdin=subprocess.DEVNULL,
-        stdout=_log(cluster.directory, name),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with _log(cluster.directory, name) as log:  # the worker keeps its own copy
+        proc = subprocess.Popen(
+            worker_argv(cluster.address, home, slots, name, prefix=prefix),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     cluster.workers.append(proc)
     return proc
 
@@ -116,24 +117,25 @@ def start_local_cluster(
     base.mkdir(parents=True, exist_ok=True)
     info = base / "scheduler.json"
     info.unlink(missing_ok=True)
-    scheduler = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-dashboard",
-            "--scheduler-file",
-            str(info),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=_log(base, "scheduler"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with _log(base, "scheduler") as log:
+        scheduler = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                "--scheduler-file",
+                str(info),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + START_TIMEOUT
     while not info.is_file():
         if scheduler.poll() is not None or time.monotonic() > deadline:

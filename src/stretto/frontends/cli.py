@@ -425,6 +425,8 @@ def status(run_id: str | None, as_json: bool) -> None:
         reason = f"  {task.reason}" if task.reason else ""
         if not reason and task.waiting_for and task.state in ("pending", "retrying"):
             reason = f"  waiting: {task.waiting_for}"
+        if task.worker:
+            reason = f"  on {task.worker}{reason}"
         click.echo(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
     rid = state.run_id
     if state.state == "interrupted":
