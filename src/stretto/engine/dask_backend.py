@@ -35,6 +35,7 @@ from stretto.errors import RunError
 POLL_SECONDS = 0.5  # how often the engine looks at the cluster's workers
 LOST_AFTER = 6.0  # seconds the scheduler may not answer before the run stops
 CONNECT_TIMEOUT = 10.0
+CLEAN_TIMEOUT = 4.0  # `stretto clean --cluster`: a scheduler that is down is said at once
 
 
 def worker_home() -> Path:
@@ -71,6 +72,10 @@ def sweep_on_worker(run_id: str | None) -> dict[str, Any]:
     done["worker"] = get_worker().address
     done["pid"] = os.getpid()
     return done
+
+
+class _TaskFailed(Exception):
+    """The attempt's Dask task raised on the worker (a bug, or the worker's environment)."""
 
 
 class DaskCluster:
@@ -154,6 +159,8 @@ class DaskCluster:
             self.client.subscribe_topic(job["topic"], self._on_topic)
         loop = asyncio.get_running_loop()
         waited = 0.0
+        if self.client.status in ("closing", "closed"):
+            raise ClusterLost(f"the client lost the scheduler at {self.address}")
         while (address := self.pick(set())) is None:
             if self.lost is not None or waited > LOST_AFTER * 5:
                 raise ClusterLost(self.lost or f"no worker joined the scheduler at {self.address}")
@@ -165,11 +172,11 @@ class DaskCluster:
         self.listeners[job["key"]] = on_event
         self.busy[address] = self.busy.get(address, 0) + 1
         try:
-            result = await self._submit(address, {**job, "bundle": bundle})
+            result = await self._on(address, {**job, "bundle": bundle})
             if result.get("need_full"):  # the worker lost its clone: send the base whole
                 haves.clear()
                 bundle = await loop.run_in_executor(None, make_bundle, repo, job["base"], [], name)
-                result = await self._submit(address, {**job, "bundle": bundle})
+                result = await self._on(address, {**job, "bundle": bundle})
         finally:
             self.busy[address] -= 1
             self.listeners.pop(job["key"], None)
@@ -177,18 +184,27 @@ class DaskCluster:
             haves.append(job["base"])
         return result
 
+    async def _on(self, address: str, job: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._submit(address, job)
+        except _TaskFailed as failed:
+            return {"worker": address, "error": str(failed)}
+
     async def _submit(self, address: str, job: dict[str, Any]) -> dict[str, Any]:
         info = self.workers.get(address) or {}
         resources = {"agents": 1} if "agents" in (info.get("resources") or {}) else None
-        future = self.client.submit(
-            on_worker,
-            job,
-            key=f"{job['key']}-{os.urandom(4).hex()}",
-            workers=[address],
-            allow_other_workers=False,
-            resources=resources,
-            pure=False,
-        )
+        try:
+            future = self.client.submit(
+                on_worker,
+                job,
+                key=f"{job['key']}-{os.urandom(4).hex()}",
+                workers=[address],
+                allow_other_workers=False,
+                resources=resources,
+                pure=False,
+            )
+        except Exception as error:  # a closed client: the scheduler is gone
+            raise ClusterLost(f"{type(error).__name__}: {error}") from None
         waiting = asyncio.ensure_future(future)
         try:
             while True:
@@ -205,12 +221,23 @@ class DaskCluster:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(future.cancel(), 2.0)
             raise
-        except (OSError, TimeoutError) as error:
-            raise ClusterLost(f"{type(error).__name__}: {error}") from None
-        except Exception as error:  # the task itself failed on the worker
-            if type(error).__name__ in ("KilledWorker", "FutureCancelledError", "CancelledError"):
-                raise WorkerLost(address) from None
-            return {"worker": address, "error": f"{type(error).__name__}: {error}"}
+        except Exception as error:
+            raise await self._why_failed(address, error) from None
+
+    async def _why_failed(self, address: str, error: Exception) -> Exception:
+        """What a failed task means: the scheduler gone (ClusterLost), its worker gone or the
+        task dropped (WorkerLost: not the attempt's fault), else the task's own error."""
+        name = type(error).__name__
+        dropped = name in ("KilledWorker", "FutureCancelledError", "CancelledError")
+        if dropped or isinstance(error, OSError | TimeoutError):
+            try:
+                await self._refresh()
+            except Exception as again:
+                return ClusterLost(f"the scheduler at {self.address} is unreachable ({again!r})")
+            if self.client.status != "running":
+                return ClusterLost(f"the client lost the scheduler at {self.address}")
+            return WorkerLost(address)
+        return _TaskFailed(f"{name}: {error}")
 
     async def close(self) -> None:
         """End this run's leftovers on every worker's machine, then disconnect."""
@@ -229,7 +256,7 @@ class DaskCluster:
 def clean_cluster(address: str) -> list[dict[str, Any]]:
     """``stretto clean --cluster``: on every worker, end what dead workers' attempts left."""
     try:
-        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)  # type: ignore[no-untyped-call]
+        client = Client(address, timeout=CLEAN_TIMEOUT, set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError, ValueError) as error:
         raise RunError(f"cannot reach the Dask scheduler at {address} ({error})") from None
     try:

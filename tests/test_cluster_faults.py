@@ -1,0 +1,164 @@
+"""Faults of cluster runs: a worker SIGKILLed mid-attempt, the engine killed and resumed,
+a result delivered again after a crash (tests/_cluster.py has the cluster; the scheduler
+lost: test_cluster_scheduler.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from _cluster import (
+    FILES,
+    PLAN,
+    _bwrap_prefix,
+    _journal,
+    _merges,
+    _repo,
+    _stretto,
+    _wait_for,
+    running_cluster,
+)
+from stretto.api.cluster import LocalCluster, start_worker, worker_pids
+from stretto.process import processes_with_token
+from stretto.testing.repo import git
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every test repository lives in (hidden from the workers)."""
+    return tmp_path_factory.mktemp("repos")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, repos: Path) -> Iterator[LocalCluster]:
+    yield from running_cluster(tmp_path_factory, repos)
+
+
+def test_orchestrator_killed_and_resumed(cluster: LocalCluster, repos: Path) -> None:
+    plan = PLAN.replace(
+        'command: "echo alpha > alpha.txt"', 'command: "sleep 3; echo alpha > alpha.txt"'
+    )
+    repo = _repo(repos, "resumed", {**FILES, "plan.yaml": plan})
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stretto",
+            "run",
+            "--plain",
+            "--cluster",
+            cluster.address,
+            "plan.yaml",
+        ],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(repo, "attempt_started")
+        engine.send_signal(signal.SIGKILL)
+    finally:
+        engine.wait()
+    run_id = next(r for r in _journal(repo) if r.type == "run_started").fields["run_id"]
+    resumed = _stretto(repo, "resume", str(run_id))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for task in ("alpha", "beta", "gamma"):
+        assert _merges(repo, task) == 1, task
+    assert git(repo, "show", "main:alpha.txt").split() == ["alpha", "gamma"]
+    deadline = time.monotonic() + 10  # the engine's old attempt is ended on its worker
+    while processes_with_token(str(run_id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_with_token(str(run_id))
+
+
+def test_worker_killed_mid_attempt(cluster: LocalCluster, repos: Path) -> None:
+    plan = """\
+stages:
+  - name: work
+    steps:
+      - id: slow
+        goal: x
+        files: [slow.txt]
+        max_attempts: 1
+        command: 'if [ "$STRETTO_ATTEMPT" = 1 ]; then sleep 60; fi; echo done > slow.txt'
+"""
+    repo = _repo(repos, "killed", {"README.md": "x\n", "plan.yaml": plan})
+    pids = worker_pids(cluster.address)
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stretto",
+            "run",
+            "--json",
+            "--cluster",
+            cluster.address,
+            "plan.yaml",
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = _wait_for(repo, "attempt_started")
+        victim = str(started.fields["worker"])
+        os.kill(pids[victim], signal.SIGKILL)
+        out, err = engine.communicate(timeout=60)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+    assert engine.returncode == 0, out[-3000:] + err[-3000:]
+    records = _journal(repo)
+    lost = [r for r in records if r.type == "attempt_lost"]
+    assert [r.fields["worker"] for r in lost] == [victim]
+    second = [r for r in records if r.type == "attempt_started"][-1]
+    assert second.fields["attempt"] == 2 and second.fields["worker"] != victim
+    retry = [r for r in records if r.type == "decision" and r.fields.get("action") == "retry"]
+    assert retry and retry[0].fields["counted"] is False  # max_attempts 1, and it still landed
+    assert _merges(repo, "slow") == 1
+    run_id = str(records[0].fields.get("run_id") or records[1].fields["run_id"])
+    assert not processes_with_token(run_id)  # the dead worker's agent was ended at the run's end
+    leftovers = [p for p in cluster.directory.rglob("*") if p.name.startswith(f"{run_id}-")]
+    assert not leftovers
+    # the cluster gets a worker back for what follows
+    start_worker(cluster, "worker-2", 2, prefix=_bwrap_prefix(repos))
+
+
+def test_result_delivered_again_after_a_crash_lands_once(
+    cluster: LocalCluster, repos: Path
+) -> None:
+    repo = _repo(repos, "twice")
+    env = {**os.environ, "STRETTO_CRASHPOINT": "after-advance@1"}
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stretto",
+            "run",
+            "--plain",
+            "--cluster",
+            cluster.address,
+            "plan.yaml",
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert crashed.returncode != 0
+    run_id = next(r for r in _journal(repo) if r.type == "run_started").fields["run_id"]
+    resumed = _stretto(repo, "resume", str(run_id))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for task in ("alpha", "beta", "gamma"):
+        assert _merges(repo, task) == 1, task

@@ -1,0 +1,82 @@
+"""A cluster's scheduler lost mid-run: the run stops cleanly (interrupted, resumable), and
+`stretto resume` goes on once a scheduler answers at the same address again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _cluster import _bwrap_prefix, _journal, _merges, _repo, _stretto, _wait_for
+from stretto.api.cluster import start_local_cluster
+from stretto.process import processes_with_token
+from stretto.testing.repo import git
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> Path:
+    return tmp_path / "repos"
+
+
+def test_scheduler_lost_stops_the_run_and_resume_goes_on(tmp_path: Path, repos: Path) -> None:
+    plan = """\
+stages:
+  - name: work
+    steps:
+      - id: long
+        goal: x
+        files: [long.txt]
+        command: 'if [ "$STRETTO_ATTEMPT" = 1 ]; then sleep 60; fi; echo done > long.txt'
+"""
+    repo = _repo(repos, "nosched", {"README.md": "x\n", "plan.yaml": plan})
+    first = start_local_cluster(1, 2, directory=tmp_path / "c1", worker_prefix=_bwrap_prefix(repos))
+    port = first.address.rsplit(":", 1)[1]
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stretto",
+            "run",
+            "--plain",
+            "--cluster",
+            first.address,
+            "plan.yaml",
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(repo, "attempt_started")
+        os.killpg(first.scheduler.pid, signal.SIGKILL)
+        out, _ = engine.communicate(timeout=40)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+        first.stop()
+    assert engine.returncode != 0
+    assert "cluster is lost" in out and "stretto resume" in out, out
+    finished = [r for r in _journal(repo) if r.type == "run_finished"]
+    assert finished and finished[-1].fields["status"] == "interrupted"
+    second = start_local_cluster(
+        1, 2, directory=tmp_path / "c2", port=int(port), worker_prefix=_bwrap_prefix(repos)
+    )
+    try:
+        run_id = str(finished[-1].fields.get("run_id") or _journal(repo)[0].fields["run_id"])
+        resumed = _stretto(repo, "resume", run_id)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert git(repo, "show", "main:long.txt").strip() == "done"
+        assert _merges(repo, "long") == 1
+        deadline = time.monotonic() + 10  # the first worker's agent, orphaned, is ended
+        while processes_with_token(run_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not processes_with_token(run_id)
+    finally:
+        second.stop()
