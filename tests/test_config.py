@@ -442,6 +442,7 @@ DEFAULT_SECTIONS = {
         "max_turns": None,
         "max_rate_limited": 10,
     },
+    "cluster": None,
 }
 
 
@@ -807,3 +808,12 @@ def test_workspace_sparse_errors_are_located(repo: Path, value: str, message: st
     assert (diag.line, diag.column, diag.field) == (3, 1, "workspace.sparse")
     assert message in diag.message
     assert 'sparse = ["tests", "docs"]' in diag.message  # the fix
+
+
+def test_cluster_scheduler(repo: Path) -> None:
+    (repo / "stretto.toml").write_text('[cluster]\nscheduler = "tls://build-1:8786"\n')
+    assert load_config(repo).cluster == "tls://build-1:8786"
+    (repo / "stretto.toml").write_text('[cluster]\nscheduler = "build-1"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(repo)
+    assert "cluster.scheduler" in str(caught.value) and "tcp://" in str(caught.value)
