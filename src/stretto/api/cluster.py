@@ -137,12 +137,15 @@ def start_local_cluster(
             start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT
-    while not info.is_file():
-        if scheduler.poll() is not None or time.monotonic() > deadline:
+    address = None
+    while address is None:  # the file appears before it is written: read until it parses
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            address = str(json.loads(info.read_text())["address"])
+        if address is None and (scheduler.poll() is not None or time.monotonic() > deadline):
             scheduler.kill()
             raise RunError(f"the Dask scheduler did not start; see {base / 'scheduler.log'}")
-        time.sleep(0.05)
-    address = str(json.loads(info.read_text())["address"])
+        if address is None:
+            time.sleep(0.05)
     cluster = LocalCluster(address, base, scheduler)
     try:
         for index in range(workers):

@@ -89,6 +89,7 @@ class DaskCluster:
         self.haves: dict[str, list[str]] = {}  # address -> base commits it already got
         self.listeners: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self.lost: str | None = None
+        self.workers_lost: set[str] = set()  # workers that left while running our attempts
         self.topic: str | None = None
         self._watch: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -214,6 +215,7 @@ class DaskCluster:
                 if self.lost is not None:
                     raise ClusterLost(self.lost)
                 if address not in self.workers:
+                    self.workers_lost.add(address)
                     raise WorkerLost(address)
             return dict(waiting.result())
         except (ClusterLost, WorkerLost, asyncio.CancelledError):
@@ -236,17 +238,23 @@ class DaskCluster:
                 return ClusterLost(f"the scheduler at {self.address} is unreachable ({again!r})")
             if self.client.status != "running":
                 return ClusterLost(f"the client lost the scheduler at {self.address}")
+            self.workers_lost.add(address)
             return WorkerLost(address)
         return _TaskFailed(f"{name}: {error}")
 
     async def close(self) -> None:
-        """End this run's leftovers on every worker's machine, then disconnect."""
+        """End this run's leftovers on every worker's machine, then disconnect.
+
+        Every attempt that ended on a live worker cleaned up after itself; a worker that died
+        left its agent and worktree (and the record naming them): the live workers of each
+        machine end those, and, when one of this run's workers was lost, also every process
+        still carrying the run's token there (a scan of /proc: only then)."""
         if self._watch is not None:
             self._watch.cancel()
         if self.client is None:
             return
         if self.lost is None and self.topic is not None:
-            run_id = self.topic.removeprefix("stretto-")
+            run_id = self.topic.removeprefix("stretto-") if self.workers_lost else None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.client.run(sweep_on_worker, run_id), 15)
         with contextlib.suppress(Exception):

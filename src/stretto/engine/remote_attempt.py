@@ -58,6 +58,7 @@ class RemoteBackend:
         self.stop = stop
         self.cluster: DaskCluster = DaskCluster(address)
         self.key: str | None = None
+        self.identity: tuple[str, str] | None = None  # the user's git name and email
 
     async def start(self) -> None:
         await self.cluster.connect()
@@ -80,7 +81,9 @@ class RemoteBackend:
             context=attempts.context,
             failure=attempts.failures.get(task.id),
         )
-        name, email = user_identity(ctx.repo)
+        if self.identity is None:
+            self.identity = user_identity(ctx.repo)
+        name, email = self.identity
         env = {
             TOKEN_VAR: ctx.run_id,
             "STRETTO_RUN_ID": ctx.run_id,
@@ -259,6 +262,7 @@ class RemoteBackend:
             ledger=entry.to_dict(),
             head=head,
             worker=worker,
+            phases=result.get("phases"),
         )
         if decided.outcome is not Outcome.SUCCESS:
             counts = decided.outcome.counts_as_failure

@@ -203,15 +203,33 @@ def run_job(
     ``home``; return what the engine needs to journal, judge and land it."""
     if job.get("v") != JOB_VERSION:
         return {"error": f"worker {worker} runs another stretto (job format {job.get('v')!r})"}
+    began = time.monotonic()
     sweep(home)  # what a worker that died here left behind
     clone = clone_of(home, str(job["repo_key"]))
     with _locked(clone / ".git" / "stretto-fetch.lock"):
         why = receive_base(clone, str(job["base"]), job.get("bundle"), str(job["bundle_ref"]))
+    _TIMES.phases = {"receive": time.monotonic() - began}
     if why == "missing":
         return {"need_full": True, "worker": worker}
     if why is not None:
         return {"error": f"the base commit's bundle could not be read on {worker}: {why}"}
-    return asyncio.run(_attempt(job, home, clone, worker, publish, cancelled))
+    result = asyncio.run(_attempt(job, home, clone, worker, publish, cancelled))
+    result["phases"] = {k: round(v, 3) for k, v in _TIMES.phases.items()}
+    return result
+
+
+class _Phases(threading.local):
+    phases: dict[str, float]
+
+
+_TIMES = _Phases()
+
+
+def _phase(name: str, since: float) -> float:
+    """Note how long ``name`` took on this worker (returned to the engine); now."""
+    now = time.monotonic()
+    _TIMES.phases[name] = _TIMES.phases.get(name, 0.0) + now - since
+    return now
 
 
 def _env(job: dict[str, Any]) -> dict[str, str]:
@@ -243,6 +261,7 @@ async def _attempt(
         env = _env(job)
         branch = branch_name(run_id, task.id, attempt)
         run_git(["branch", "-D", "-q", branch], clone, check=False)  # a cancelled earlier try
+        mark = time.monotonic()
         try:
             ws = create_workspace(
                 clone,
@@ -258,6 +277,7 @@ async def _attempt(
             )
         except Exception as error:
             return {"worker": worker, "workspace_error": f"{type(error).__name__}: {error}"}
+        _phase("workspace", mark)
         _record(home, job, scratch=str(scratch), workspace=str(ws.path))
         prompt_file = scratch / "prompt.md"
         prompt_file.write_text(job["prompt"])
@@ -297,12 +317,14 @@ async def _attempt(
         )
     finally:
         _free_slot(slot)
+        mark = time.monotonic()
         if ws is not None:
             head = rev_parse(clone, f"refs/heads/{ws.branch}")
             with contextlib.suppress(Exception):
                 remove_workspace(clone, ws, delete_branch=bool(head), expected_sha=head)
         shutil.rmtree(scratch, ignore_errors=True)
         record.unlink(missing_ok=True)
+        _phase("cleanup", mark)
 
 
 async def _run_agent(
@@ -341,6 +363,7 @@ async def _run_agent(
         publish({"key": job["key"], "started": pid, "branch": ws.branch, "base": ws.base})
 
     log = scratch / "agent.log"
+    mark = time.monotonic()
     running = asyncio.ensure_future(
         run_process(
             list(launch.argv),
@@ -364,6 +387,7 @@ async def _run_agent(
                 await running
             return {"worker": worker, "cancelled": True}
     finished = running.result()
+    mark = _phase("agent", mark)
     flush()
     events = [e for line, stream in lines for e in adapter.parse_line(line, stream)]
     result = adapter.decide(finished.exit_code, finished.timed_out, events)
@@ -387,6 +411,7 @@ async def _run_agent(
     except RepoError as error:
         out["commit_error"] = error.message
         return out
+    mark = _phase("commit", mark)
     out["head"] = head
     out["rewritten"] = head != ws.base and not is_ancestor(ws.path, ws.base, head)
     if result.outcome is not Outcome.SUCCESS or head == ws.base or out["rewritten"]:
@@ -394,12 +419,14 @@ async def _run_agent(
     changed = changed_files(ws)
     inp = GateInput(ws.path, task, changed, scratch / "gates", env, None)
     verdicts = await run_gates(attempt_gates(task, job["scope"], job["gates"]), inp)
+    mark = _phase("gates", mark)
     out["verdicts"] = [
         {**v.to_dict(), "log_text": v.log.read_bytes() if v.log and v.log.is_file() else None}
         for v in verdicts
     ]
     if all(v.passed for v in verdicts):
         out["bundle"] = bundle_branch(ws.path, ws.branch, ws.base)
+        _phase("bundle", mark)
     return out
 
 
