@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
+import subprocess
 from pathlib import Path
 
 from stretto.errors import RunError
-from stretto.git import rev_parse, run_git
+from stretto.git import run_git
 
 
 def repo_key(repo: Path) -> str:
@@ -18,21 +18,26 @@ def repo_key(repo: Path) -> str:
 
 
 def make_bundle(repo: Path, base: str, haves: list[str], name: str) -> bytes | None:
-    """``base`` as a bundle, without what the worker already has (``haves``); None when it has
-    ``base`` itself. A temporary ref names the commit (a bundle needs one) and is removed."""
+    """``base`` as a git bundle (v2) under ``refs/stretto/bundle/<name>``, without what the
+    worker already has (``haves``, its prerequisites); None when it has ``base`` itself.
+
+    One ``git pack-objects`` and a header written here: ``git bundle create`` would need a
+    ref in the user's repository and a few more processes per attempt."""
     if base in haves:
         return None
-    ref = f"refs/stretto/bundle/{name}"
-    run_git(["update-ref", ref, base], repo)
-    try:
-        with tempfile.TemporaryDirectory(prefix="stretto-bundle-") as tmp:
-            out = Path(tmp) / "base.bundle"
-            known = [f"^{h}" for h in haves[-16:] if rev_parse(repo, f"{h}^{{commit}}")]
-            made = run_git(["bundle", "create", "-q", str(out), ref, *known], repo, check=False)
-            if made.returncode != 0 and known:  # e.g. nothing new: send it whole
-                made = run_git(["bundle", "create", "-q", str(out), ref], repo)
-            elif made.returncode != 0:
-                raise RunError(f"git bundle create failed: {made.stderr.strip()}")
-            return out.read_bytes()
-    finally:
-        run_git(["update-ref", "-d", ref], repo, check=False)
+    known = haves[-8:]
+    revs = "".join(f"^{have}\n" for have in known) + f"{base}\n"
+    packed = subprocess.run(
+        ["git", "pack-objects", "--stdout", "--revs", "-q", "--delta-base-offset"],
+        cwd=repo,
+        input=revs.encode(),
+        capture_output=True,
+        check=False,
+    )
+    if packed.returncode != 0 and known:  # a have this repository lacks: send it whole
+        return make_bundle(repo, base, [], name)
+    if packed.returncode != 0:
+        raise RunError(f"git pack-objects failed: {packed.stderr.decode(errors='replace')}")
+    head = "# v2 git bundle\n" + "".join(f"-{have} stretto: the worker has it\n" for have in known)
+    head += f"{base} refs/stretto/bundle/{name}\n\n"
+    return head.encode() + packed.stdout

@@ -256,7 +256,6 @@ async def _attempt(
     record = _record(home, job, scratch=str(scratch))
     slot = _slot()
     ws: Workspace | None = None
-    head: str | None = None
     try:
         env = _env(job)
         branch = branch_name(run_id, task.id, attempt)
@@ -317,14 +316,21 @@ async def _attempt(
         )
     finally:
         _free_slot(slot)
-        mark = time.monotonic()
-        if ws is not None:
-            head = rev_parse(clone, f"refs/heads/{ws.branch}")
-            with contextlib.suppress(Exception):
-                remove_workspace(clone, ws, delete_branch=bool(head), expected_sha=head)
-        shutil.rmtree(scratch, ignore_errors=True)
-        record.unlink(missing_ok=True)
-        _phase("cleanup", mark)
+        # After the result is sent: the engine need not wait for the worktree to go (the
+        # record stays until it has, so a sweep can finish the job if this worker dies).
+        threading.Thread(
+            target=_clean_up, args=(clone, ws, scratch, record), name="stretto-cleanup"
+        ).start()
+
+
+def _clean_up(clone: Path, ws: Workspace | None, scratch: Path, record: Path) -> None:
+    """Remove an attempt's worktree, branch, scratch folder, then its record."""
+    if ws is not None:
+        head = rev_parse(clone, f"refs/heads/{ws.branch}")
+        with contextlib.suppress(Exception):
+            remove_workspace(clone, ws, delete_branch=bool(head), expected_sha=head)
+    shutil.rmtree(scratch, ignore_errors=True)
+    record.unlink(missing_ok=True)
 
 
 async def _run_agent(
