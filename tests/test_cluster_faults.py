@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,7 +130,13 @@ stages:
     run_id = str(records[0].fields.get("run_id") or records[1].fields["run_id"])
     assert not processes_with_token(run_id)  # the dead worker's agent was ended at the run's end
     leftovers = [p for p in cluster.directory.rglob("*") if p.name.startswith(f"{run_id}-")]
-    assert not leftovers
+    assert not leftovers  # scratch folders and records of its attempts
+    dead_pool = [p for p in cluster.directory.rglob(f"{pids[victim]}-*") if p.parent.name == "pool"]
+    assert not dead_pool  # the dead worker's warm worktree was removed by a live one
+    live_pools = [p for p in cluster.directory.rglob("*") if p.parent.name == "pool"]
+    assert live_pools  # (the live workers keep theirs: the test above can see a pool)
+    registry = Path(tempfile.gettempdir()) / f"stretto-attempts-{os.getuid()}"
+    assert not [r for r in registry.glob("*.json") if run_id in r.read_text()]
     # the cluster gets a worker back for what follows
     start_worker(cluster, "worker-2", 2, prefix=_bwrap_prefix(repos))
 

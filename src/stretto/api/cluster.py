@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,9 +87,15 @@ def _log(directory: Path, name: str) -> Any:
 
 
 def start_worker(
-    cluster: LocalCluster, name: str, slots: int, *, prefix: Sequence[str] = ()
+    cluster: LocalCluster,
+    name: str,
+    slots: int,
+    *,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start one more ``dask worker`` in ``<directory>/<name>``."""
+    """Start one more ``dask worker`` in ``<directory>/<name>`` (with ``env``: its own
+    environment, e.g. another PATH or other credentials)."""
     home = cluster.directory / name
     home.mkdir(parents=True, exist_ok=True)
     with _log(cluster.directory, name) as log:  # the worker keeps its own copy
@@ -99,6 +105,7 @@ def start_worker(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if env is None else dict(env),
         )
     cluster.workers.append(proc)
     return proc

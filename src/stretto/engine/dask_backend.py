@@ -90,6 +90,7 @@ class DaskCluster:
         self.listeners: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self.lost: str | None = None
         self.workers_lost: set[str] = set()  # workers that left while running our attempts
+        self.unfit: dict[str, set[str]] = {}  # agent -> workers found without its CLI
         self.topic: str | None = None
         self._watch: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -160,9 +161,11 @@ class DaskCluster:
             self.client.subscribe_topic(job["topic"], self._on_topic)
         loop = asyncio.get_running_loop()
         waited = 0.0
+        if self.workers and all(a in self.unfit.get(job["agent"], ()) for a in self.workers):
+            self.unfit.pop(job["agent"], None)  # every worker lacks it: say so again, counted
         if self.client.status in ("closing", "closed"):
             raise ClusterLost(f"the client lost the scheduler at {self.address}")
-        while (address := self.pick(set())) is None:
+        while (address := self.pick(self.unfit.get(job["agent"], set()))) is None:
             if self.lost is not None or waited > LOST_AFTER * 5:
                 raise ClusterLost(self.lost or f"no worker joined the scheduler at {self.address}")
             await asyncio.sleep(POLL_SECONDS)

@@ -208,11 +208,22 @@ class RemoteBackend:
             program = result["missing_cli"]
             why = (
                 f"worker {worker} (host {result.get('host')}) has no `{program}` on its PATH: "
-                f"install the {route.agent} agent's CLI there (or start that worker without "
-                "the agents resource)"
+                f"install the {route.agent} agent's CLI there (and its credentials)"
             )
             ctx.journal.fail(spawn, why)
-            ctx.record("worker_unfit", task=task.id, attempt=attempt, worker=worker, reason=why)
+            unfit = self.cluster.unfit.setdefault(route.agent, set())
+            unfit.add(worker)
+            others = [w for w in self.cluster.workers if w not in unfit]
+            ctx.record(
+                "worker_unfit",
+                task=task.id,
+                attempt=attempt,
+                worker=worker,
+                reason=why,
+                others=len(others),
+            )
+            if others:  # not the task's fault: another worker may have it
+                return AttemptEnd(False, False, why)
             return AttemptEnd(False, True, why)
         (folder / "agent.log").write_bytes(result.get("log", b""))  # the whole log, in order
         events: list[AgentEvent] = []

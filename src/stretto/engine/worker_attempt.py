@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from stretto.agents import AttemptContext, Outcome, get_adapter, used_model
+from stretto.engine import worker_pool
 from stretto.engine.gates import GateInput, attempt_gates, run_gates
 from stretto.engine.workspace import (
     Workspace,
@@ -157,7 +158,7 @@ def sweep(home: Path, run_id: str | None = None) -> dict[str, list[str]]:
     """
     done: dict[str, list[str]] = {"processes": [], "worktrees": []}
     folder = registry(home)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("stretto-*.json")) if folder.is_dir() else []:  # attempts
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -188,6 +189,7 @@ def sweep(home: Path, run_id: str | None = None) -> dict[str, list[str]]:
     if run_id is not None:
         for killed in kill_token(run_id, grace=0.5):
             done["processes"].append(str(killed))
+    done["worktrees"].extend(worker_pool.sweep_pools(folder, _alive))
     return done
 
 
@@ -262,18 +264,24 @@ async def _attempt(
         run_git(["branch", "-D", "-q", branch], clone, check=False)  # a cancelled earlier try
         mark = time.monotonic()
         try:
-            ws = create_workspace(
-                clone,
-                run_id,
-                task.id,
-                attempt,
-                str(job["base"]),
-                link_dirs=job["link_dirs"],
-                setup=job["setup"],
-                setup_env=env,
-                sparse=job["sparse"],
-                adopt=False,
-            )
+            if job["sparse"] is None:  # the slot's warm worktree: only what differs is written
+                ids = (run_id, task.id, attempt)
+                ws = worker_pool.checkout(
+                    clone, registry(home), slot, ids, str(job["base"]), setup=job["setup"], env=env
+                )
+            else:
+                ws = create_workspace(
+                    clone,
+                    run_id,
+                    task.id,
+                    attempt,
+                    str(job["base"]),
+                    link_dirs=job["link_dirs"],
+                    setup=job["setup"],
+                    setup_env=env,
+                    sparse=job["sparse"],
+                    adopt=False,
+                )
         except Exception as error:
             return {"worker": worker, "workspace_error": f"{type(error).__name__}: {error}"}
         _phase("workspace", mark)
@@ -315,22 +323,29 @@ async def _attempt(
             job, home, ws, scratch, adapter, launch, env, worker, publish, cancelled
         )
     finally:
-        _free_slot(slot)
         # After the result is sent: the engine need not wait for the worktree to go (the
-        # record stays until it has, so a sweep can finish the job if this worker dies).
+        # record stays until it has, so a sweep can finish the job if this worker dies); the
+        # slot is free once it has.
         threading.Thread(
-            target=_clean_up, args=(clone, ws, scratch, record), name="stretto-cleanup"
+            target=_clean_up, args=(clone, ws, scratch, record, slot), name="stretto-cleanup"
         ).start()
 
 
-def _clean_up(clone: Path, ws: Workspace | None, scratch: Path, record: Path) -> None:
-    """Remove an attempt's worktree, branch, scratch folder, then its record."""
-    if ws is not None:
-        head = rev_parse(clone, f"refs/heads/{ws.branch}")
-        with contextlib.suppress(Exception):
-            remove_workspace(clone, ws, delete_branch=bool(head), expected_sha=head)
-    shutil.rmtree(scratch, ignore_errors=True)
-    record.unlink(missing_ok=True)
+def _clean_up(clone: Path, ws: Workspace | None, scratch: Path, record: Path, slot: int) -> None:
+    """Release (warm) or remove (sparse) an attempt's worktree, delete its branch, its
+    scratch folder, then its record; free its slot."""
+    try:
+        if ws is not None and ws.path.parent.name == "pool":
+            with contextlib.suppress(Exception):
+                worker_pool.release(clone, ws)
+        elif ws is not None:
+            head = rev_parse(clone, f"refs/heads/{ws.branch}")
+            with contextlib.suppress(Exception):
+                remove_workspace(clone, ws, delete_branch=bool(head), expected_sha=head)
+        shutil.rmtree(scratch, ignore_errors=True)
+        record.unlink(missing_ok=True)
+    finally:
+        _free_slot(slot)
 
 
 async def _run_agent(
