@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from _cluster import _bwrap_prefix, _journal, _merges, _repo, _stretto, _wait_for
-from stretto.api.cluster import start_local_cluster
+from stretto.api.cluster import start_local_cluster, worker_pids
 from stretto.process import processes_with_token
 from stretto.testing.repo import git
 
@@ -80,3 +81,37 @@ stages:
         assert not processes_with_token(run_id)
     finally:
         second.stop()
+
+
+def test_cluster_local_prints_its_address_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    command = ["cluster", "local", "--workers", "1", "--slots", "2", "--json"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "stretto", *command, "--dir", str(tmp_path / "c")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            info = json.loads(proc.stdout.readline())
+            assert info["address"].startswith("tcp://127.0.0.1:")
+            pids = [info["scheduler_pid"], *info["worker_pids"]]
+            assert len(worker_pids(info["address"])) == 1  # the worker has joined
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
