@@ -78,6 +78,7 @@ SECTIONS = (
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
     ("Serve", ("mcp", "serve")),
+    ("Clusters", ("cluster",)),
 )  # fmt: skip
 
 
