@@ -69,7 +69,7 @@ def running_cluster(
         os.environ.clear()
         os.environ.update(old)
     yield running
-    running.stop()
+    running.stop(grace=3)
 
 
 def _repo(repos: Path, name: str, files: dict[str, str] | None = None) -> Path:

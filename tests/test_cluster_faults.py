@@ -1,6 +1,6 @@
 """Faults of cluster runs: a worker SIGKILLed mid-attempt, the engine killed and resumed,
-a result delivered again after a crash (tests/_cluster.py has the cluster; the scheduler
-lost: test_cluster_scheduler.py).
+a result delivered again after a crash, workers without the agent's CLI (tests/_cluster.py has
+the cluster; the scheduler lost: test_cluster_scheduler.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from _cluster import (
     _wait_for,
     running_cluster,
 )
-from stretto.api.cluster import LocalCluster, start_worker, worker_pids
+from stretto.api.cluster import LocalCluster, start_worker, wait_for_workers, worker_pids
 from stretto.process import processes_with_token
 from stretto.testing.repo import git
 
@@ -169,3 +169,53 @@ def test_result_delivered_again_after_a_crash_lands_once(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     for task in ("alpha", "beta", "gamma"):
         assert _merges(repo, task) == 1, task
+
+
+def test_worker_without_the_agents_cli_is_named(cluster: LocalCluster, repos: Path) -> None:
+    plan = """\
+stages:
+  - name: work
+    steps:
+      - {id: lonely, goal: x, files: [x.txt], agent: ghost, max_attempts: 1}
+"""
+    repo = _repo(repos, "nocli", {"README.md": "x\n", "plan.yaml": plan})
+    (repo / "stretto.toml").write_text(
+        '[agents.ghost]\nadapter = "command"\ncommand = ["ghost-agent-cli", "{prompt}"]\n'
+    )
+    git(repo, "commit", "-q", "-am", "ghost agent")
+    ran = _stretto(repo, "run", "--plain", "--cluster", cluster.address, "plan.yaml")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "has no `ghost-agent-cli` on its PATH" in ran.stdout
+    assert "tcp://127.0.0.1:" in ran.stdout
+    unfit = [r for r in _journal(repo) if r.type == "worker_unfit"]
+    assert unfit and str(unfit[0].fields["worker"]).startswith("tcp://")
+
+
+def test_a_worker_without_the_cli_is_avoided(cluster: LocalCluster, repos: Path) -> None:
+    """A third worker has the agent's CLI on its PATH, the two others do not: attempts sent to
+    those fail uncounted (max_attempts 1) and the task lands on the one that has it."""
+    tools = repos.parent / "tools"
+    tools.mkdir()
+    cli = tools / "ghost-agent-cli"
+    cli.write_text("#!/bin/sh\necho ghost > x.txt\n")
+    cli.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    start_worker(cluster, "worker-with-cli", 1, prefix=_bwrap_prefix(repos), env=env)
+    wait_for_workers(cluster.address, 3)
+    plan = """\
+stages:
+  - name: work
+    steps:
+      - {id: lonely, goal: x, files: [x.txt], agent: ghost, max_attempts: 1}
+"""
+    repo = _repo(repos, "somecli", {"README.md": "x\n", "plan.yaml": plan})
+    (repo / "stretto.toml").write_text(
+        '[agents.ghost]\nadapter = "command"\ncommand = ["ghost-agent-cli", "{prompt}"]\n'
+    )
+    git(repo, "commit", "-q", "-am", "ghost agent")
+    ran = _stretto(repo, "run", "--plain", "--cluster", cluster.address, "plan.yaml")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert git(repo, "show", "main:x.txt").strip() == "ghost"
+    unfit = [r for r in _journal(repo) if r.type == "worker_unfit"]
+    assert len(unfit) <= 2 and all(r.fields["others"] >= 1 for r in unfit)
+    assert len({r.fields["worker"] for r in unfit}) == len(unfit)  # never the same one twice

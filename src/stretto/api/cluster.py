@@ -36,12 +36,12 @@ class LocalCluster:
     scheduler: subprocess.Popen[bytes]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def stop(self) -> None:
-        """End the workers, then the scheduler (SIGTERM, then SIGKILL)."""
+    def stop(self, grace: float = 10.0) -> None:
+        """End the workers, then the scheduler (SIGTERM, then SIGKILL after ``grace`` s)."""
         for proc in [*self.workers, self.scheduler]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace
         for proc in [*self.workers, self.scheduler]:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
