@@ -29,6 +29,7 @@ from _cluster import (
     running_cluster,
 )
 from stretto.api.cluster import LocalCluster, worker_pids
+from stretto.process import processes_with_token
 from stretto.testing.repo import git
 
 
@@ -162,3 +163,32 @@ stages:
         if engine.poll() is None:
             engine.kill()
             engine.wait()
+
+
+def test_attempt_limits_stop_an_agent_on_a_worker(cluster: LocalCluster, repos: Path) -> None:
+    """``[attempt] max_tokens``: judged here on the streamed output; the worker ends the agent."""
+    loop = (
+        "while true; do "
+        'echo \'STRETTO_EVENT {"kind": "usage", "input_tokens": 1000, "output_tokens": 100}\'; '
+        "sleep 0.05; done"
+    )
+    plan = (
+        "stages:\n  - name: s\n    steps:\n      - id: a\n        goal: g\n"
+        "        files: [a.txt]\n        max_attempts: 1\n        command: |\n"
+        f"          {loop}\n"
+    )
+    repo = _repo(repos, "limits", {"README.md": "x\n", "plan.yaml": plan})
+    (repo / "stretto.toml").write_text("[attempt]\nmax_tokens = 5000\ntimeout = 60\n")
+    git(repo, "commit", "-q", "-am", "limits")
+    started = time.monotonic()
+    ran = _stretto(repo, "run", "--plain", "--cluster", cluster.address, "plan.yaml")
+    assert time.monotonic() - started < 40, ran.stdout
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    (finished,) = [r.fields for r in _journal(repo) if r.type == "attempt_finished"]
+    assert finished["outcome"] == "over_limit"
+    assert "over the limit of 5,000 ([attempt] max_tokens)" in str(finished["reason"])
+    run_id = str(next(r for r in _journal(repo) if r.type == "run_started").fields["run_id"])
+    deadline = time.monotonic() + 10  # the worker ended the loop
+    while processes_with_token(run_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_with_token(run_id)

@@ -25,13 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stretto.agents import AgentEvent, Outcome, delay_in_text, get_adapter
+from stretto.agents import AgentEvent, Outcome, delay_in_text, get_adapter, provider_of
+from stretto.agents.base import reported_model
 from stretto.engine import merge as merging
 from stretto.engine import prompt as prompting
 from stretto.engine.backend import Backend, ClusterLost, LocalBackend, WorkerLost
 from stretto.engine.bundles import repo_key
 from stretto.engine.gates import Verdict
 from stretto.engine.journal import crashpoint
+from stretto.engine.meter import AttemptMeter
 from stretto.engine.outcomes import AttemptEnd, log_tail
 from stretto.engine.worker_attempt import JOB_VERSION
 from stretto.engine.workspace import branch_name
@@ -39,7 +41,8 @@ from stretto.errors import RunError
 from stretto.git import rev_parse, run_git, user_identity
 from stretto.plans.plan import Task
 from stretto.process import TOKEN_VAR
-from stretto.routing.dispatch import Route
+from stretto.routing.dispatch import Route, adapter_kind
+from stretto.routing.prices import Tokens, ceiling_price, price_tokens
 
 if TYPE_CHECKING:
     from stretto.engine.attempt import Attempts
@@ -147,6 +150,10 @@ class RemoteBackend:
         )
         crashpoint("after-intent:spawn")
         streamed = log.open("ab", buffering=0)
+        events: list[AgentEvent] = []
+        meter = self._meter(attempts, route, events)
+        over: list[str] = []  # why the meter stopped the agent ([attempt] limits)
+        running: asyncio.Future[dict[str, Any]] | None = None
 
         def on_event(worker: str, msg: dict[str, Any]) -> None:
             if "started" in msg:
@@ -163,13 +170,29 @@ class RemoteBackend:
                     pid=msg["started"],
                     worker=worker,
                 )
-            for line, _stream in msg.get("lines", ()):
+            for line, stream in msg.get("lines", ()):
                 with contextlib.suppress(OSError):
                     streamed.write(line.encode() + b"\n")
+                if meter.active and not over:  # the limits, judged here as the lines arrive
+                    parsed = adapter.parse_line(line, stream)
+                    events.extend(parsed)
+                    meter.add(parsed)
+                    why = meter.over()
+                    if why is not None and running is not None:
+                        over.append(why)
+                        running.cancel()  # the worker sees it and ends the agent
 
         attempts.in_agent.add(task.id)
         try:
-            result = await self.cluster.execute(ctx.repo, job, on_event)
+            running = asyncio.ensure_future(self.cluster.execute(ctx.repo, job, on_event))
+            try:
+                result = await running
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not over or (current is not None and current.cancelling()):
+                    raise
+                ctx.journal.done(spawn, stopped=over[0])
+                return self._over_limit(attempts, task, attempt, route, adapter, events, over[0])
         except WorkerLost as lost:
             ctx.journal.fail(spawn, f"worker {lost.address} lost")
             ctx.record("attempt_lost", task=task.id, attempt=attempt, worker=lost.address)
@@ -186,6 +209,64 @@ class RemoteBackend:
             attempts.in_agent.discard(task.id)
             streamed.close()
         return await self._judge(attempts, task, attempt, route, adapter, result, spawn, folder)
+
+    def _meter(self, attempts: Attempts, route: Route, events: list[AgentEvent]) -> AttemptMeter:
+        """The ``[attempt]`` limits of one attempt (``events``: what its agent reported so
+        far), priced as a local attempt is."""
+        options = attempts.ctx.options
+        provider = provider_of(route.agent, options.agent_settings)
+
+        def price(tokens: Tokens) -> float | None:
+            model = reported_model(events) or route.model
+            known = price_tokens(model, tokens, prices=attempts.dispatch.prices)
+            return known if known is not None else ceiling_price(tokens, provider)
+
+        return AttemptMeter(options.limits, adapter_kind(route.agent, options), price)
+
+    def _over_limit(
+        self,
+        attempts: Attempts,
+        task: Task,
+        attempt: int,
+        route: Route,
+        adapter: Any,
+        events: list[AgentEvent],
+        why: str,
+    ) -> AttemptEnd:
+        """The meter stopped the agent on its worker: book what it used, journal the end."""
+        ctx = attempts.ctx
+        decided = adapter.decide(None, False, events)
+        model = reported_model(events) or route.model
+        entry = attempts.dispatch.book(
+            task, attempt, route, decided.usage, decided.cost_usd, "over_limit", model=model
+        )
+        attempts.cost_of[task.id] = entry.cost_usd
+        attempts.on_spent()
+        reason = f"stopped: {why}"
+        ctx.record(
+            "attempt_finished",
+            task=task.id,
+            attempt=attempt,
+            outcome=Outcome.OVER_LIMIT.value,
+            model=model,
+            exit_code=None,
+            reason=reason,
+            duration=None,
+            usage=dict(decided.usage),
+            turns=sum(1 for event in events if event.kind == "tool") or None,
+            cost_usd=entry.cost_usd,
+            cost_source=entry.source,
+            reported_cost_usd=decided.cost_usd,
+            ledger=entry.to_dict(),
+            head=None,
+        )
+        folder = ctx.attempt_dir(task.id, attempt)
+        return AttemptEnd(
+            False,
+            Outcome.OVER_LIMIT.counts_as_failure,
+            f"agent {route.agent}: over_limit ({reason})",
+            log_tail(folder / "agent.log"),
+        )
 
     async def _judge(
         self,
