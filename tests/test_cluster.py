@@ -192,3 +192,44 @@ def test_attempt_limits_stop_an_agent_on_a_worker(cluster: LocalCluster, repos: 
     while processes_with_token(run_id) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not processes_with_token(run_id)
+
+
+def test_a_cancelled_remote_attempt_is_booked(cluster: LocalCluster, repos: Path) -> None:
+    """`stretto cancel --task` ends the agent on its worker; what it used is in the ledger."""
+    usage = 'echo \'STRETTO_EVENT {"kind": "usage", "input_tokens": 1000, "output_tokens": 100}\''
+    plan = (
+        "stages:\n  - name: s\n    steps:\n      - id: a\n        goal: g\n"
+        f"        files: [a.txt]\n        command: |\n          {usage}; sleep 60\n"
+    )
+    repo = _repo(repos, "cancel", {"README.md": "x\n", "plan.yaml": plan})
+    command = ["run", "--plain", "--cluster", cluster.address, "plan.yaml"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "stretto", *command],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as engine:
+        try:
+            _wait_for(repo, "attempt_started")
+            (run_dir,) = (repo / ".stretto" / "runs").iterdir()
+            log = run_dir / "tasks" / "a" / "1" / "agent.log"
+            deadline = time.monotonic() + 20  # the usage line has streamed in
+            while b"usage" not in (log.read_bytes() if log.is_file() else b""):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            cancelled = _stretto(repo, "cancel", run_dir.name, "--task", "a")
+            assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+            assert engine.wait(timeout=40) == 1
+        finally:
+            if engine.poll() is None:
+                engine.kill()
+                engine.wait()
+    lines = (repo / ".stretto" / "ledger.jsonl").read_text().splitlines()
+    ledger = [json.loads(line) for line in lines]
+    (entry,) = [e for e in ledger if e.get("task") == "a"]
+    assert entry["outcome"] == "stopped", entry
+    assert entry["tokens"]["input"] == 1000, entry
+    deadline = time.monotonic() + 10
+    while processes_with_token(run_dir.name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_with_token(run_dir.name)

@@ -173,11 +173,11 @@ class RemoteBackend:
             for line, stream in msg.get("lines", ()):
                 with contextlib.suppress(OSError):
                     streamed.write(line.encode() + b"\n")
-                if meter.active and not over:  # the limits, judged here as the lines arrive
+                if not over:  # usage and the limits, judged here as the lines arrive
                     parsed = adapter.parse_line(line, stream)
                     events.extend(parsed)
                     meter.add(parsed)
-                    why = meter.over()
+                    why = meter.over() if meter.active else None
                     if why is not None and running is not None:
                         over.append(why)
                         running.cancel()  # the worker sees it and ends the agent
@@ -190,6 +190,13 @@ class RemoteBackend:
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if not over or (current is not None and current.cancelling()):
+                    if task.id in attempts.stopping:  # stopped (budget, cancel): still spent
+                        stopped = adapter.decide(None, False, events)
+                        model = reported_model(events) or route.model
+                        attempts.dispatch.book(
+                            task, attempt, route, stopped.usage, stopped.cost_usd, "stopped",
+                            model=model,
+                        )  # fmt: skip
                     raise
                 ctx.journal.done(spawn, stopped=over[0])
                 return self._over_limit(attempts, task, attempt, route, adapter, events, over[0])
