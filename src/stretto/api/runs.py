@@ -566,11 +566,15 @@ def resume_run(
     sink: Sink | None = None,
     max_agents: int | None = None,
     budget: float | None = None,
+    cluster: str | None = None,
 ) -> RunHandle:
     """Go on with an interrupted, cancelled or stopped run (default: the latest), here, to its
-    end; commands sent while it was down are applied once."""
+    end; commands sent while it was down are applied once. ``cluster``: another Dask
+    scheduler's address than the one the run started with (for this resume)."""
     from stretto.engine.resume import resume_run as engine_resume
 
     top = _toplevel(repo)
-    summary = engine_resume(top, run_id, sink=sink, max_agents=max_agents, budget=budget)
+    summary = engine_resume(
+        top, run_id, sink=sink, max_agents=max_agents, budget=budget, cluster=cluster
+    )
     return RunHandle(top, runs_root(top) / summary.run_id, summary=summary)

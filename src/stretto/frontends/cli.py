@@ -352,15 +352,27 @@ def _new_run_id() -> str:
     type=click.FloatRange(min=0),
     help="New spend limit for the run in USD (to go on after 'budget reached').",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Go on with the Dask scheduler at ADDRESS (default: the one the run started with).",
+)
 @_reports_errors
 def resume(
-    run_id: str | None, max_agents: int | None, as_json: bool, plain: bool, budget: float | None
+    run_id: str | None,
+    max_agents: int | None,
+    as_json: bool,
+    plain: bool,
+    budget: float | None,
+    cluster: str | None,
 ) -> None:
     """Finish an interrupted, cancelled or stopped run (default: the latest)."""
     view = _view(as_json, plain)
     handle = _drive(
         view,
-        lambda: api.resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents, budget=budget),
+        lambda: api.resume_run(
+            Path.cwd(), run_id, sink=view, max_agents=max_agents, budget=budget, cluster=cluster
+        ),
         run_id,
     )
     _finish(handle, view, as_json)
