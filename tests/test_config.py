@@ -445,6 +445,7 @@ DEFAULT_SECTIONS = {
     },
     "merge": {"strategy": "serial", "max_batch": 8, "max_lanes": 4, "flaky_retries": 1},
     "local": {},
+    "cluster": None,
 }
 
 
@@ -810,3 +811,12 @@ def test_workspace_sparse_errors_are_located(repo: Path, value: str, message: st
     assert (diag.line, diag.column, diag.field) == (3, 1, "workspace.sparse")
     assert message in diag.message
     assert 'sparse = ["tests", "docs"]' in diag.message  # the fix
+
+
+def test_cluster_scheduler(repo: Path) -> None:
+    (repo / "stretto.toml").write_text('[cluster]\nscheduler = "tls://build-1:8786"\n')
+    assert load_config(repo).cluster == "tls://build-1:8786"
+    (repo / "stretto.toml").write_text('[cluster]\nscheduler = "build-1"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(repo)
+    assert "cluster.scheduler" in str(caught.value) and "tcp://" in str(caught.value)

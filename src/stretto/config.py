@@ -27,6 +27,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
                            # flaky_retries = 1 (docs/merging.md)
     [local.ollama]         # a local model server: kind = "ollama" | "openai", base_url,
                            # models = [...], max_parallel; agents use it with local = "ollama"
+    [cluster]              # scheduler = "tcp://build-1:8786": attempts on Dask workers
 
 Writing the file (``stretto init``, gate detection) lives in :mod:`stretto.project.scaffold`.
 """
@@ -263,6 +264,8 @@ class Config:
         merge: ``[merge]``: serial queue or merge train, and the train's sizes.
         local: ``[local.NAME]``: local model servers (Ollama, OpenAI-compatible) that agents
             refer to with ``local = "NAME"`` (docs/local-models.md).
+        cluster: ``[cluster] scheduler``: a Dask scheduler's address; attempts run on its
+            workers (docs/cluster.md). ``None``: here.
     """
 
     target: str
@@ -284,6 +287,7 @@ class Config:
     attempt: AttemptSettings = AttemptSettings()
     merge: MergeSettings = MergeSettings()
     local: dict[str, LocalServer] = field(default_factory=dict)
+    cluster: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Return the configuration as JSON-ready values."""
@@ -350,6 +354,14 @@ def _config_validator() -> SchemaValidator:
             if not path.strip() or path.startswith(("/", "~")) or ".." in parts:
                 raise ValueError(f"{path!r} is not a path inside the repository; {fix}")
         return tuple(value)
+
+    def scheduler(value: str) -> str:
+        if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://\S+", value):
+            raise ValueError(
+                f"{value!r} is not a Dask scheduler address; write e.g. "
+                'scheduler = "tcp://build-1:8786" (or tls://...)'
+            )
+        return value
 
     def command_only(data: Any) -> Any:
         return {"command": data} if isinstance(data, str) else data
@@ -450,6 +462,7 @@ def _config_validator() -> SchemaValidator:
             "network": field(flag, True),
         }
     )
+    cluster = table({"scheduler": maybe(validator(scheduler, text))})
     attempt = table(
         {
             "timeout": field(seconds, DEFAULT_ATTEMPT_TIMEOUT),
@@ -492,6 +505,7 @@ def _config_validator() -> SchemaValidator:
             "env": field(texts, factory=list),
             "workspace": field(workspace, factory=dict),
             "sandbox": field(sandbox, factory=dict),
+            "cluster": field(cluster, factory=dict),
             "agents": field(
                 core.dict_schema(text, validator(finite, core.dict_schema(text))), factory=dict
             ),
@@ -641,4 +655,5 @@ def _validated(path: Path, text: str, prefix: tuple[str, ...], data: object, top
         attempt=AttemptSettings(**values["attempt"]),
         merge=MergeSettings(**values["merge"]),
         local=servers,
+        cluster=values["cluster"]["scheduler"],
     )

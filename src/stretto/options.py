@@ -45,6 +45,7 @@ class RunOptions:
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)  # [merge]
     offline: bool = False  # --offline: only agents on local model servers (or no model at all)
+    cluster: str | None = None  # a Dask scheduler's address: attempts run on its workers
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the journal's run_started record."""
@@ -82,6 +83,7 @@ class RunOptions:
             "sandbox": self.sandbox.to_dict(),
             "merge": self.merge.to_dict(),
             "offline": self.offline,
+            "cluster": self.cluster,
         }
 
     @classmethod
@@ -112,4 +114,5 @@ class RunOptions:
             sandbox=SandboxSettings.from_dict(data.get("sandbox")),
             merge=MergeSettings.from_dict(data.get("merge")),
             offline=bool(data.get("offline", False)),
+            cluster=data.get("cluster"),
         )

@@ -26,6 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from stretto.api.cluster import clean_cluster, start_local_cluster
     from stretto.api.project import (
         agent_settings,
         build_demo_repo,
@@ -135,6 +136,7 @@ _WHERE = {
     ),
     "stretto.api.report": ("RunReport", "run_report"),
     "stretto.api.watch": ("LiveSnapshot", "RunWatch", "TaskRow"),
+    "stretto.api.cluster": ("clean_cluster", "start_local_cluster"),
     "stretto.engine.journal": ("Record",),
     "stretto.engine.outcomes": ("RunSummary", "TaskReport"),
     "stretto.engine.status": ("RunStatus", "TaskStatus"),
@@ -164,6 +166,7 @@ __all__ = [
     "build_demo_repo",
     "check_plan",
     "clean",
+    "clean_cluster",
     "configured_agents",
     "cost_report",
     "describe_agents",
@@ -192,6 +195,7 @@ __all__ = [
     "secret_values",
     "serve_fake_model",
     "server_token",
+    "start_local_cluster",
     "start_run",
     "task_diff",
     "task_log",

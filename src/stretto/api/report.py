@@ -58,6 +58,7 @@ class AttemptSpan:
     cost_usd: float | None = None
     segments: list[Segment] = field(default_factory=list)
     local: str | None = None  # the local model server it ran on ($0)
+    worker: str | None = None  # the cluster worker that ran it (None: this machine)
 
 
 @dataclass
@@ -345,6 +346,7 @@ def _apply(
         span.end = max(span.end, at + seconds)
     elif rec.type == "attempt_started":
         span.agent, span.model, span.tier = str(f.get("agent")), f.get("model"), f.get("tier")
+        span.worker = f.get("worker")
         span.segments.append(Segment("agent", at, at, None, str(f.get("agent"))))
     elif rec.type == "attempt_finished":
         seg = _open_segment(span, "agent")
@@ -360,6 +362,8 @@ def _apply(
             span.reason = str(f.get("reason") or f.get("outcome"))
             if f.get("outcome") not in ("failed", "timed_out"):
                 span.outcome = str(f.get("outcome"))
+    elif rec.type == "attempt_lost":
+        span.outcome, span.reason = "stopped", f"worker {f.get('worker')} lost"
     elif rec.type == "merge_refused":
         span.reason = str(f.get("reason") or "merge refused")
     elif rec.type == "gate_result" and not f.get("passed"):

@@ -65,6 +65,8 @@ class RunOptions:
         agent: the agent of steps that name none (default: ``default_agent``).
         offline: only agents on local model servers (or calling no model) may run; a plan
             that names another is refused before anything happens (docs/local-models.md).
+        cluster: a Dask scheduler's address: attempts run on its workers (default:
+            ``[cluster] scheduler``, else here).
     """
 
     max_agents: int | None = None
@@ -73,6 +75,7 @@ class RunOptions:
     target: str | None = None
     agent: str | None = None
     offline: bool = False
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -546,6 +549,7 @@ def start_run(
             target=options.target,
             agent=options.agent,
             offline=options.offline,
+            cluster=options.cluster,
         )
     run_id = run_id or engine_runs.new_run_id()
     if detach:
@@ -572,6 +576,7 @@ def _options_for(repo: Path, plan: Plan, options: RunOptions) -> Any:
         target=options.target,
         agent=options.agent,
         offline=options.offline,
+        cluster=options.cluster,
     )
     check_target(repo, plan, run_options, config)
     check_agents(plan, run_options)
@@ -676,11 +681,15 @@ def resume_run(
     sink: Sink | None = None,
     max_agents: int | None = None,
     budget: float | None = None,
+    cluster: str | None = None,
 ) -> RunHandle:
     """Go on with an interrupted, cancelled or stopped run (default: the latest), here, to its
-    end; commands sent while it was down are applied once."""
+    end; commands sent while it was down are applied once. ``cluster``: another Dask
+    scheduler's address than the one the run started with (for this resume)."""
     from stretto.engine.resume import resume_run as engine_resume
 
     top = _toplevel(repo)
-    summary = engine_resume(top, run_id, sink=sink, max_agents=max_agents, budget=budget)
+    summary = engine_resume(
+        top, run_id, sink=sink, max_agents=max_agents, budget=budget, cluster=cluster
+    )
     return RunHandle(top, runs_root(top) / summary.run_id, summary=summary)

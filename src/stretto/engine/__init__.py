@@ -5,8 +5,12 @@ lifecycle (:mod:`~stretto.engine.attempt`: worktree, prompt, agent, commit, gate
 (:mod:`~stretto.engine.workspace`, their setup commands and sparse checkouts),
 gates, the merge queue, the journal, resume and clean, control commands
 (:mod:`~stretto.engine.control`), detached engines (:mod:`~stretto.engine.detach`), reading
-runs and their events (:mod:`~stretto.engine.runs`, :mod:`~stretto.engine.events`), and
-planning from a goal for a run (:mod:`~stretto.engine.goal`).
+runs and their events (:mod:`~stretto.engine.runs`, :mod:`~stretto.engine.events`),
+planning from a goal for a run (:mod:`~stretto.engine.goal`), and where attempts run
+(:mod:`~stretto.engine.backend`: here, or on Dask workers through
+:mod:`~stretto.engine.remote_attempt`, :mod:`~stretto.engine.dask_backend` (the only module
+that imports Dask, and only for a cluster run) and, on the worker,
+:mod:`~stretto.engine.worker_attempt` and :mod:`~stretto.engine.worker_pool`).
 
 May import :mod:`stretto.routing`, :mod:`stretto.planning`, :mod:`stretto.project`,
 :mod:`stretto.schedule`, :mod:`stretto.agents`, :mod:`stretto.plans` and the base modules.

@@ -28,15 +28,12 @@ from stretto.agents import (
 from stretto.engine import git_guard
 from stretto.engine import merge as merging
 from stretto.engine import prompt as prompting
+from stretto.engine.backend import Backend, LocalBackend
 from stretto.engine.context import RunContext
 from stretto.engine.gates import (
     Gate,
     GateInput,
-    command_gate,
-    config_unchanged,
-    files_exist,
-    no_deleted_tests,
-    scope_gate,
+    attempt_gates,
 )
 from stretto.engine.journal import crashpoint
 from stretto.engine.merge_queue import MergeQueue
@@ -107,9 +104,15 @@ class Attempts:
         self.git_files = git_guard.snapshot(self.git_dir)  # hooks and config at the start
         self.running_since: dict[str, int] = {}  # task -> when its agent started (ns)
         self.suspected: dict[str, str] = {}  # task -> why: git files changed while it ran
+        self.backend: Backend = LocalBackend()  # the runner sets the run's own
 
     async def run(self, task: Task, attempt: int, route: Route) -> AttemptEnd:
-        """Run one attempt of ``task`` on ``route`` to its end (landed, or why not)."""
+        """Run one attempt of ``task`` on ``route`` to its end (landed, or why not), on the
+        run's backend (here, or a cluster's worker: :mod:`stretto.engine.backend`)."""
+        return await self.backend.run(self, task, attempt, route)
+
+    async def run_here(self, task: Task, attempt: int, route: Route) -> AttemptEnd:
+        """The local backend: a worktree of the repository, the agent as a child process."""
         ctx = self.ctx
         folder = ctx.attempt_dir(task.id, attempt)
         folder.mkdir(parents=True, exist_ok=True)
@@ -527,17 +530,5 @@ class Attempts:
 
     def attempt_gates(self, task: Task) -> list[tuple[str, Gate]]:
         """The gates an attempt must pass in its own worktree, in order."""
-        gates: list[tuple[str, Gate]] = [
-            ("scope", scope_gate(self.ctx.options.scope)),
-            ("no_deleted_tests", no_deleted_tests),
-            ("config", config_unchanged),
-        ]
-        if task.outputs:
-            gates.insert(0, ("files_exist", files_exist))
-        for gate in self.ctx.options.gates:
-            if gate.when in ("attempt", "both"):
-                gates.append((gate.name, command_gate(gate.name, gate.command, gate.timeout)))
-        for index, command in enumerate(task.gates, 1):
-            name = f"step-{index}"
-            gates.append((name, command_gate(name, command)))
-        return gates
+        configured = [(g.name, g.command, g.timeout, g.when) for g in self.ctx.options.gates]
+        return attempt_gates(task, self.ctx.options.scope, configured)

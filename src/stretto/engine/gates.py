@@ -292,3 +292,25 @@ async def run_gates(gates: Sequence[tuple[str, Gate]], inp: GateInput) -> list[V
             )
         verdicts.append(verdict)
     return verdicts
+
+
+def attempt_gates(
+    task: Task, scope: str, configured: Sequence[tuple[str, str, float, str]]
+) -> list[tuple[str, Gate]]:
+    """The gates an attempt must pass in its own worktree, in order: the built-ins, the
+    configured gates that run on attempts (``(name, command, timeout, when)``), the step's own.
+    The same list wherever the attempt runs (here, or on a cluster's worker)."""
+    gates: list[tuple[str, Gate]] = [
+        ("scope", scope_gate(scope)),
+        ("no_deleted_tests", no_deleted_tests),
+        ("config", config_unchanged),
+    ]
+    if task.outputs:
+        gates.insert(0, ("files_exist", files_exist))
+    for name, command, timeout, when in configured:
+        if when in ("attempt", "both"):
+            gates.append((name, command_gate(name, command, timeout)))
+    for index, command in enumerate(task.gates, 1):
+        step = f"step-{index}"
+        gates.append((step, command_gate(step, command)))
+    return gates

@@ -48,6 +48,11 @@ def check_agents(plan: Plan, options: RunOptions, config: Config | None = None) 
     _check_shell_commands(
         plan, options.default_agent, options.agent_settings, routed=bool(options.router.arms)
     )
+    if options.sandbox.enabled and options.cluster:
+        raise UsageError(
+            "[sandbox] enabled = true is not supported with a cluster yet: attempts on Dask "
+            "workers run without bubblewrap; turn the sandbox off, or run without --cluster"
+        )
     if options.sandbox.enabled:
         from stretto.sandbox import unavailable
 

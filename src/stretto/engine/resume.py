@@ -122,8 +122,10 @@ def resume_run(
     sink: Sink | None = None,
     max_agents: int | None = None,
     budget: float | None = None,
+    cluster: str | None = None,
 ) -> RunSummary:
-    """Finish an interrupted run (default: the latest), or go on with one that hit its budget."""
+    """Finish an interrupted run (default: the latest), or go on with one that hit its budget
+    (``cluster``: on another Dask scheduler than the run's own, this time)."""
     from stretto.git import toplevel
 
     repo = toplevel(cwd)
@@ -162,6 +164,8 @@ def resume_run(
             options = RunOptions.from_dict({**options.to_dict(), "max_agents": max_agents})
         if budget is not None:
             options = RunOptions.from_dict({**options.to_dict(), "budget": budget})
+        if cluster:
+            options = RunOptions.from_dict({**options.to_dict(), "cluster": cluster})
         run = str(start.fields["run_id"])
         killed = kill_token(run)
         runner = Runner(repo, plan, options, journal, run, sink=sink)

@@ -28,6 +28,7 @@ from stretto.engine.journal import Journal, Record
 from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
+from stretto.engine.spending import Spending
 from stretto.engine.splits import Splits
 from stretto.engine.steering import Steering
 from stretto.engine.train import MergeTrain
@@ -47,7 +48,7 @@ __all__ = ["MAX_BACKOFF", "Runner", "Sink"]
 MAX_BACKOFF = MAX_STATED  # never wait longer than this for a provider's retry-after
 
 
-class Runner(Steering):
+class Runner(Steering, Spending):
     """Drives one run to its end; see the module docstring."""
 
     def __init__(
@@ -86,6 +87,10 @@ class Runner(Steering):
             stop_reason=self._attempt_stop,
             on_spent=self._check_budget,
         )
+        if options.cluster:  # attempts on a Dask cluster's workers (imports Dask)
+            from stretto.engine.remote_attempt import open_backend
+
+            self.attempts.backend = open_backend(options.cluster, self._cluster_lost)
         self.splits = Splits(self.ctx, self.dispatch)
         self.inbox = Inbox(self.ctx.run_dir, journal.history)
         self.budget_stop: str | None = None  # why no new attempt may start
@@ -144,6 +149,7 @@ class Runner(Steering):
             self.queue.synced_at = await self.ctx.blocking(self.ctx.target_head)
         loop = asyncio.get_running_loop()
         handled = self._catch_signals(loop)
+        await self.attempts.backend.start()  # a cluster that cannot be reached: nothing started
         watcher = asyncio.create_task(self._watch_inbox())
         try:
             self._read_inbox()  # commands sent before the engine started
@@ -166,6 +172,7 @@ class Runner(Steering):
                 job.cancel()
             if self.active:
                 await asyncio.gather(*self.active.values(), return_exceptions=True)
+            await self.attempts.backend.close()
             self.ctx.pool.shutdown(wait=False)
         try:
             summary = self._finish_run(time.monotonic() - started)
@@ -471,60 +478,6 @@ class Runner(Steering):
             return self.budget_stop
         return None
 
-    def _check_budget(self) -> None:
-        if self.budget_stop is None and self.dispatch.exceeded():
-            self._stop_for_budget()
-
-    def _stop_for_budget(self) -> None:
-        """The budget is spent: start nothing new; with on_exceed = "stop", end running agents."""
-        spent, budget = self.dispatch.run_spent, self.options.budget
-        over_run = budget is not None and spent >= budget
-        over_day = (
-            self.options.daily_cap is not None and self.dispatch.day_spent >= self.options.daily_cap
-        )
-        if self.dispatch.unbounded is not None and not (over_run or over_day):
-            self.budget_stop = f"budget cannot be kept: {self.dispatch.unbounded}"
-        elif over_run:
-            self.budget_stop = f"budget reached: ${spent:.2f} of the ${budget:.2f} run budget spent"
-        else:
-            self.budget_stop = (
-                f"budget reached: ${self.dispatch.day_spent:.2f} of the "
-                f"${self.options.daily_cap:.2f} daily cap spent"
-            )
-        self.record("decision", action="stop_budget", reason=self.budget_stop)
-        if self.options.on_exceed == "stop":
-            for task in sorted(self.attempts.in_agent):
-                route = self.dispatch.routes.get(task)
-                if route is not None and self.dispatch.local_server(route.agent):
-                    continue  # a local model costs nothing: budgets leave it be
-                self.attempts.stopping[task] = self.budget_stop
-                self.active[task].cancel()
-
-    def _leave_undone(self, reason: str, **flag: bool) -> None:
-        """The tasks that cannot start now (budget spent, provider out of credit), marked so
-        that ``stretto resume`` takes them up again (``budget=True`` or ``resumable=True``)."""
-        for task in self.plan.tasks:
-            if not self.schedule.state[task.id].finished:
-                attempts = self.schedule.attempts[task.id]
-                self.reports[task.id] = TaskReport(task.id, "skipped", attempts, reason)
-                self.record(
-                    "task_finished",
-                    task=task.id,
-                    status="skipped",
-                    reason=reason,
-                    attempts=attempts,
-                    commit=None,
-                    **flag,
-                )
-
-    def _out_of_credit(self, task: str, reason: str) -> None:
-        """``task``'s provider said the account has no credit left: start nothing more there."""
-        route = self.dispatch.routes.get(task)
-        agent = route.agent if route is not None else self.options.default_agent
-        key = self.providers.out_of_credit(agent, reason)
-        if key is not None:
-            self.record("decision", action="out_of_credit", provider=key, task=task, reason=reason)
-
     def _note_wait(self, action: Wait) -> None:
         key = action.holders or ((action.pool,) if action.pool else (action.reason,))
         if self.waiting.get(action.task) == key:
@@ -588,6 +541,12 @@ class Runner(Steering):
                 error = again
         self.halt(error)
         return AttemptEnd(False, False, f"stopped: {self.halted}")
+
+    def _cluster_lost(self, why: str) -> None:
+        """The cluster's scheduler is gone: stop the run (resumably), as a signal would."""
+        if self.stop is None:
+            self.record("stop_requested", status="interrupted", reason=why)
+        self.request_stop("interrupted", why)
 
     def halt(self, error: BaseException) -> None:
         """Stop the run because stretto cannot write what it must (disk full, read-only, the

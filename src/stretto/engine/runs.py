@@ -63,6 +63,7 @@ def options_for(
     target: str | None = None,
     agent: str | None = None,
     offline: bool = False,
+    cluster: str | None = None,
 ) -> RunOptions:
     """Run options from config, overridden by the plan, overridden by the caller (the command
     line, an MCP or HTTP request): ``target`` branch, ``agent`` for steps that name none.
@@ -99,6 +100,7 @@ def options_for(
         sandbox=config.sandbox,
         merge=config.merge,
         offline=offline,
+        cluster=cluster or config.cluster,
     )
 
 
@@ -111,6 +113,7 @@ def prepare_run(
     target: str | None = None,
     agent: str | None = None,
     offline: bool = False,
+    cluster: str | None = None,
 ) -> tuple[Path, Plan, RunOptions]:
     """Validate everything a run needs before any effect: repo, config, plan, target."""
     repo = toplevel(cwd)
@@ -127,6 +130,7 @@ def prepare_run(
         target=target,
         agent=agent,
         offline=offline,
+        cluster=cluster,
     )
     from stretto.engine.preflight import check_agents, check_offline, check_paths, check_target
 

@@ -40,6 +40,7 @@ class TaskStatus:
     model: str | None = None
     cost_usd: float = 0.0
     waiting_for: str = ""  # why it waits (lease held by, paused, capacity), when it does
+    worker: str | None = None  # the cluster worker of its last attempt (None: ran here)
 
 
 @dataclass
@@ -223,6 +224,7 @@ class StatusFold:
         if rec.type == "attempt_started":
             task.state, task.attempts, task.agent = "running", f["attempt"], f["agent"]
             task.started, task.gates, task.model = rec.ts, [], f.get("model")
+            task.worker = f.get("worker")
             task.waiting_for = ""
         elif rec.type == "attempt_finished" and isinstance(f.get("cost_usd"), int | float):
             task.cost_usd += float(f["cost_usd"])

@@ -78,6 +78,7 @@ SECTIONS = (
     ("Costs and routing", ("cost", "explain")),
     ("Set up", ("init", "doctor", "agents", "clean", "fake-model")),
     ("Serve", ("mcp", "serve")),
+    ("Clusters", ("cluster",)),
 )  # fmt: skip
 
 
@@ -288,6 +289,11 @@ def _detached(handle: Any, as_json: bool, *, planning: bool = False) -> None:
     help="Only agents on local model servers ([local.NAME]); refuse any that would reach the "
     "network.",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Run attempts on this Dask scheduler's workers (tcp://host:8786; docs/cluster.md).",
+)
 @_reports_errors
 def run(
     plan_file: Path | None,
@@ -301,6 +307,7 @@ def run(
     budget: float | None,
     planner: str | None,
     offline: bool,
+    cluster: str | None,
 ) -> None:
     """Run PLAN_FILE (or plan and run -g GOAL): agents in parallel worktrees, gates, merge queue.
 
@@ -312,6 +319,8 @@ def run(
     """
     if (plan_file is None) == (goal is None):
         raise click.UsageError("give a PLAN_FILE or -g GOAL (one of them)")
+    if cluster is not None and goal is not None:
+        raise click.UsageError("--cluster takes a PLAN_FILE (plan the goal first with --plan-only)")
     if live and (dry_run or detach or as_json):
         raise click.UsageError(
             "--live opens the run in a terminal UI: no --dry-run, --detach, --json"
@@ -322,7 +331,9 @@ def run(
         check_terminal(None)  # before the run starts, not after
         what = api.Goal(goal) if goal is not None else plan_file
         assert what is not None
-        options = api.RunOptions(max_agents=max_agents, budget=budget, planner=planner)
+        options = api.RunOptions(
+            max_agents=max_agents, budget=budget, planner=planner, offline=offline, cluster=cluster
+        )
         open_live(api.start_run(Path.cwd(), what, options, detach=True))
         return
     if goal is not None:
@@ -348,7 +359,7 @@ def run(
         else:
             click.echo(api.render_dry_run(report, color=sys.stdout.isatty()))
         return
-    options = api.RunOptions(max_agents=max_agents, budget=budget, offline=offline)
+    options = api.RunOptions(max_agents=max_agents, budget=budget, offline=offline, cluster=cluster)
     if detach:
         _detached(api.start_run(Path.cwd(), plan_file, options, detach=True), as_json)
         return
@@ -376,15 +387,27 @@ def _new_run_id() -> str:
     type=click.FloatRange(min=0),
     help="New spend limit for the run in USD (to go on after 'budget reached').",
 )
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Go on with the Dask scheduler at ADDRESS (default: the one the run started with).",
+)
 @_reports_errors
 def resume(
-    run_id: str | None, max_agents: int | None, as_json: bool, plain: bool, budget: float | None
+    run_id: str | None,
+    max_agents: int | None,
+    as_json: bool,
+    plain: bool,
+    budget: float | None,
+    cluster: str | None,
 ) -> None:
     """Finish an interrupted, cancelled or stopped run (default: the latest)."""
     view = _view(as_json, plain)
     handle = _drive(
         view,
-        lambda: api.resume_run(Path.cwd(), run_id, sink=view, max_agents=max_agents, budget=budget),
+        lambda: api.resume_run(
+            Path.cwd(), run_id, sink=view, max_agents=max_agents, budget=budget, cluster=cluster
+        ),
         run_id,
     )
     _finish(handle, view, as_json)
@@ -500,9 +523,16 @@ def log(task: str, run_id: str | None, attempt: int | None) -> None:
     help="Also drop verified, unlanded work of interrupted runs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Also end agents and remove worktrees of dead workers on this cluster's workers.",
+)
 @_reports_errors
-def clean(everything: bool, as_json: bool) -> None:
+def clean(everything: bool, as_json: bool, cluster: str | None) -> None:
     """Remove worktrees, branches and processes left by runs that are not running."""
+    if cluster is not None:
+        cluster_commands.show_clean(cluster, as_json)
     report = api.clean(Path.cwd(), everything=everything)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -562,6 +592,7 @@ def demo(directory: Path | None, as_json: bool, plain: bool) -> None:
 
 from stretto.frontends import (  # noqa: E402
     add_commands,
+    cluster_commands,
     control_commands,
     live_commands,
     mcp_commands,
@@ -577,3 +608,4 @@ report_commands.register(main, _reports_errors)
 serve_commands.register(main, _reports_errors)
 add_commands.register(main, _reports_errors)
 live_commands.register(main, _reports_errors)
+cluster_commands.register(main, _reports_errors)

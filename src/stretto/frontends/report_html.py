@@ -120,7 +120,7 @@ def _tooltip(a: Any) -> str:
     tokens = ", ".join(f"{k} {v}" for k, v in a.tokens.items() if v) or "none reported"
     lines = [
         f"{a.task} attempt {a.attempt}: {a.outcome}",
-        f"agent {arm}",
+        f"agent {arm}" + (f" on worker {a.worker}" if a.worker else ""),
         f"tokens: {tokens}",
         f"cost: {_usd(a.cost_usd)}" + (f" (local model server {a.local})" if a.local else ""),
         f"{_secs(a.start)} .. {_secs(a.end)} ({_secs(a.end - a.start)})",

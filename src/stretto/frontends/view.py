@@ -235,6 +235,8 @@ def status_lines(state: RunStatus) -> list[str]:
         reason = f"  {task.reason}" if task.reason else ""
         if not reason and task.waiting_for and task.state in ("pending", "retrying", "merging"):
             reason = f"  waiting: {task.waiting_for}"
+        if task.worker:
+            reason = f"  on {task.worker}{reason}"
         lines.append(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
     if state.train and state.train.get("cars") and not state.over:
         train = state.train

@@ -29,6 +29,7 @@ class AttemptRoute:
     cost_source: str = ""
     result: str = ""  # landed | retry | give_up | stopped
     learned: dict[str, Any] | None = None
+    worker: str | None = None  # the cluster worker that ran it (None: the engine's machine)
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Explanation:
                 continue
             out.append(f"attempt {a.attempt}: {arm}{tier}{est}")
             out.append(f"  rule: {r['rule']}: {r['reason']}")
+            if a.worker:
+                out.append(f"  ran on worker {a.worker}")
             if r.get("choice"):
                 out.extend(f"  {line}" for line in render_choice(r["choice"]))
             cost = f"${a.cost_usd:.4f} ({a.cost_source})" if a.cost_usd is not None else "unknown"
@@ -133,6 +136,11 @@ def explain_task(records: Sequence[Any], run_id: str, task: str) -> Explanation:
             keep = {k: v for k, v in f.items() if k not in ("task", "attempt")}
             by_attempt[attempt] = AttemptRoute(attempt, keep)
             story.attempts.append(by_attempt[attempt])
+        elif rec.type in ("attempt_started", "attempt_lost") and attempt in by_attempt:
+            by_attempt[attempt].worker = f.get("worker")
+            if rec.type == "attempt_lost":
+                by_attempt[attempt].outcome = "lost"
+                by_attempt[attempt].reason = "its worker left the cluster; not counted"
         elif rec.type == "attempt_finished" and attempt in by_attempt:
             a = by_attempt[attempt]
             a.outcome, a.reason = f.get("outcome", ""), f.get("reason", "")
