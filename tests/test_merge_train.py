@@ -355,3 +355,13 @@ def test_train_resumes_after_a_crash_at_each_step(tmp_path: Path, point: str) ->
     }
     assert not retested, f"trees that had passed were tested again: {retested}"
     assert_target_only_at_passed_trees(repo, records)
+
+
+def test_train_is_the_default_and_old_runs_resume_serial() -> None:
+    from stretto.config import MergeSettings
+    from stretto.options import RunOptions
+
+    assert MergeSettings().strategy == "train"
+    old = RunOptions(target="main").to_dict()
+    del old["merge"]  # a journal written before [merge] existed
+    assert RunOptions.from_dict(old).merge.strategy == "serial"
