@@ -365,3 +365,40 @@ def test_train_is_the_default_and_old_runs_resume_serial() -> None:
     old = RunOptions(target="main").to_dict()
     del old["merge"]  # a journal written before [merge] existed
     assert RunOptions.from_dict(old).merge.strategy == "serial"
+
+
+def test_stopped_mid_train_then_resumed(tmp_path: Path) -> None:
+    """SIGTERM while a car's gates run: the attempts waiting in the train are stopped (they
+    leave it), nothing lands half-way, and resume lands everything once."""
+    import signal
+    import time
+
+    config = 'target = "main"\n' + TRAIN + merge_gate("sleep 3")
+    repo = make_repo(tmp_path / "repo", {"README.md": "hi\n", "stretto.toml": config})
+    (tmp_path / "plan.yaml").write_text(PLAN)
+    env = {k: v for k, v in os.environ.items() if k != "STRETTO_CRASHPOINT"}
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "stretto", "run", "../plan.yaml", "--plain"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = list((repo / ".stretto" / "runs").glob("*/journal.jsonl"))
+        if runs and any(
+            r.type == "gates" and r.kind == "intent" and "car" in r.fields
+            for r in read_journal(runs[0])
+        ):
+            journal = runs[0]
+            break
+        time.sleep(0.1)
+    assert journal is not None, "no car's gates started"
+    engine.send_signal(signal.SIGTERM)
+    assert engine.wait(timeout=60) != -9
+    run = only_run(repo)
+    resumed = stretto(repo, "resume", "--plain")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    check_invariants(repo, run, tasks=TASKS)
