@@ -315,13 +315,13 @@ def stretto(repo: Path, *args: str, crash: str | None = None) -> subprocess.Comp
 
 
 TRAIN_CRASH_POINTS = [
-    "after-intent:merge@2",  # building a car
     "after-intent:gates-merge@2",  # a car's gates starting, one car tested already
     "after-intent:advance",  # landing cars: intent written, ref not moved
     "after-advance@2",  # ref moved, nothing recorded after
 ]
 if os.environ.get("STRETTO_TRAIN_SOAK"):  # ~20 s each: the rest of the train's crash points
     TRAIN_CRASH_POINTS += [
+        "after-intent:merge@2",  # building a car
         "after-verified@2",  # a branch verified, not yet in the train
         "after-intent:merge@4",
         "after-intent:gates-merge",
