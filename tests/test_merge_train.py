@@ -367,9 +367,8 @@ def test_train_is_the_default_and_old_runs_resume_serial() -> None:
     assert RunOptions.from_dict(old).merge.strategy == "serial"
 
 
-def test_stopped_mid_train_then_resumed(tmp_path: Path) -> None:
-    """SIGTERM while a car's gates run: the attempts waiting in the train are stopped (they
-    leave it), nothing lands half-way, and resume lands everything once."""
+def stop_mid_train(tmp_path: Path) -> Path:
+    """A run of PLAN stopped with SIGTERM while a car's gates run; its repository."""
     import signal
     import time
 
@@ -384,21 +383,35 @@ def test_stopped_mid_train_then_resumed(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    journal = None
+    started = False
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while not started and time.monotonic() < deadline:
         runs = list((repo / ".stretto" / "runs").glob("*/journal.jsonl"))
-        if runs and any(
+        started = bool(runs) and any(
             r.type == "gates" and r.kind == "intent" and "car" in r.fields
             for r in read_journal(runs[0])
-        ):
-            journal = runs[0]
-            break
+        )
         time.sleep(0.1)
-    assert journal is not None, "no car's gates started"
+    assert started, "no car's gates started"
     engine.send_signal(signal.SIGTERM)
     assert engine.wait(timeout=60) != -9
+    return repo
+
+
+def test_stopped_mid_train_then_resumed(tmp_path: Path) -> None:
+    """SIGTERM while a car's gates run: the attempts waiting in the train are stopped (they
+    leave it), nothing lands half-way, and resume lands everything once."""
+    repo = stop_mid_train(tmp_path)
     run = only_run(repo)
     resumed = stretto(repo, "resume", "--plain")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     check_invariants(repo, run, tasks=TASKS)
+
+
+def test_clean_removes_the_lanes_of_a_stopped_train(tmp_path: Path) -> None:
+    repo = stop_mid_train(tmp_path)
+    assert "-lane-" in git(repo, "worktree", "list")  # a stopped run keeps its lanes...
+    cleaned = stretto(repo, "clean")
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert "-lane-" not in git(repo, "worktree", "list")  # ...until `stretto clean`
+    assert not list((repo / ".stretto" / "integration").glob("*-lane-*"))
