@@ -30,6 +30,7 @@ run benchmarks/bench_startup.py "${startup[@]}"
 run benchmarks/bench_scheduler.py "${scheduler[@]}"
 run benchmarks/bench_dryrun.py "${dryrun[@]}"
 run benchmarks/bench_events.py $([ "$quick" = 1 ] && echo --quick)
+run benchmarks/bench_merge.py $([ "$quick" = 1 ] && echo --seeds 1)
 if [ "$with_run" = 1 ]; then
     run benchmarks/bench_run.py $([ "$quick" = 1 ] && echo --quick)
 fi

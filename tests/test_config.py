@@ -443,7 +443,7 @@ DEFAULT_SECTIONS = {
         "max_turns": None,
         "max_rate_limited": 10,
     },
-    "merge": {"strategy": "serial", "max_batch": 8, "max_lanes": 4, "flaky_retries": 1},
+    "merge": {"strategy": "train", "max_batch": 8, "max_lanes": 4, "flaky_retries": 1},
     "local": {},
     "cluster": None,
 }

@@ -315,13 +315,13 @@ def stretto(repo: Path, *args: str, crash: str | None = None) -> subprocess.Comp
 
 
 TRAIN_CRASH_POINTS = [
-    "after-intent:merge@2",  # building a car
     "after-intent:gates-merge@2",  # a car's gates starting, one car tested already
     "after-intent:advance",  # landing cars: intent written, ref not moved
     "after-advance@2",  # ref moved, nothing recorded after
 ]
 if os.environ.get("STRETTO_TRAIN_SOAK"):  # ~20 s each: the rest of the train's crash points
     TRAIN_CRASH_POINTS += [
+        "after-intent:merge@2",  # building a car
         "after-verified@2",  # a branch verified, not yet in the train
         "after-intent:merge@4",
         "after-intent:gates-merge",
@@ -355,3 +355,63 @@ def test_train_resumes_after_a_crash_at_each_step(tmp_path: Path, point: str) ->
     }
     assert not retested, f"trees that had passed were tested again: {retested}"
     assert_target_only_at_passed_trees(repo, records)
+
+
+def test_train_is_the_default_and_old_runs_resume_serial() -> None:
+    from stretto.config import MergeSettings
+    from stretto.options import RunOptions
+
+    assert MergeSettings().strategy == "train"
+    old = RunOptions(target="main").to_dict()
+    del old["merge"]  # a journal written before [merge] existed
+    assert RunOptions.from_dict(old).merge.strategy == "serial"
+
+
+def stop_mid_train(tmp_path: Path) -> Path:
+    """A run of PLAN stopped with SIGTERM while a car's gates run; its repository."""
+    import signal
+    import time
+
+    config = 'target = "main"\n' + TRAIN + merge_gate("sleep 3")
+    repo = make_repo(tmp_path / "repo", {"README.md": "hi\n", "stretto.toml": config})
+    (tmp_path / "plan.yaml").write_text(PLAN)
+    env = {k: v for k, v in os.environ.items() if k != "STRETTO_CRASHPOINT"}
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "stretto", "run", "../plan.yaml", "--plain"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = False
+    deadline = time.monotonic() + 60
+    while not started and time.monotonic() < deadline:
+        runs = list((repo / ".stretto" / "runs").glob("*/journal.jsonl"))
+        started = bool(runs) and any(
+            r.type == "gates" and r.kind == "intent" and "car" in r.fields
+            for r in read_journal(runs[0])
+        )
+        time.sleep(0.1)
+    assert started, "no car's gates started"
+    engine.send_signal(signal.SIGTERM)
+    assert engine.wait(timeout=60) != -9
+    return repo
+
+
+def test_stopped_mid_train_then_resumed(tmp_path: Path) -> None:
+    """SIGTERM while a car's gates run: the attempts waiting in the train are stopped (they
+    leave it), nothing lands half-way, and resume lands everything once."""
+    repo = stop_mid_train(tmp_path)
+    run = only_run(repo)
+    resumed = stretto(repo, "resume", "--plain")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    check_invariants(repo, run, tasks=TASKS)
+
+
+def test_clean_removes_the_lanes_of_a_stopped_train(tmp_path: Path) -> None:
+    repo = stop_mid_train(tmp_path)
+    assert "-lane-" in git(repo, "worktree", "list")  # a stopped run keeps its lanes...
+    cleaned = stretto(repo, "clean")
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    assert "-lane-" not in git(repo, "worktree", "list")  # ...until `stretto clean`
+    assert not list((repo / ".stretto" / "integration").glob("*-lane-*"))

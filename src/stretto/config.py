@@ -23,7 +23,7 @@ Schema (every key optional; ``stretto init`` writes it with a comment on each ke
     [planner]              # agent = "claude", model, timeout, split_depth
     [sandbox]              # enabled = true (bubblewrap), writable = ["~/.m2"], network = true
     [attempt]              # timeout = 1800, max_cost, max_tokens, max_turns, max_rate_limited
-    [merge]                # strategy = "serial" | "train", max_batch = 8, max_lanes = 4,
+    [merge]                # strategy = "train" | "serial", max_batch = 8, max_lanes = 4,
                            # flaky_retries = 1 (docs/merging.md)
     [local.ollama]         # a local model server: kind = "ollama" | "openai", base_url,
                            # models = [...], max_parallel; agents use it with local = "ollama"
@@ -167,7 +167,7 @@ class BudgetSettings:
 
 
 MERGE_STRATEGIES = ("serial", "train")
-DEFAULT_MERGE_STRATEGY = "serial"
+DEFAULT_MERGE_STRATEGY = "train"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,16 +175,16 @@ class MergeSettings:
     """``[merge]``: how verified work lands (docs/merging.md).
 
     Attributes:
-        strategy: ``"serial"`` (one attempt at a time, gates on each merged tree) or
-            ``"train"`` (cars of branches tested in lanes at once; see
-            :mod:`stretto.engine.train_policy`).
+        strategy: ``"train"`` (the default: cars of branches tested in lanes at once; see
+            :mod:`stretto.engine.train_policy`) or ``"serial"`` (one attempt at a time, gates
+            on each merged tree).
         max_batch: The most branches in one car of the train.
         max_lanes: The most cars whose gates run at once.
         flaky_retries: How often a one-branch car that fails is tested again on the same tree
             before its branch is sent back.
     """
 
-    strategy: Literal["serial", "train"] = "serial"
+    strategy: Literal["serial", "train"] = "train"
     max_batch: int = 8
     max_lanes: int = 4
     flaky_retries: int = 1

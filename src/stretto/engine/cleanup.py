@@ -84,16 +84,15 @@ def clean_repo(repo: Path, *, everything: bool = False) -> CleanReport:
                 if facts.finished.get(task) is None:
                     pending.add((run_id, task, attempt))
         integration = integration_path(repo, run_id)
-        if integration.exists():
+        lanes = sorted(integration.parent.glob(f"{run_id}-lane-*"))  # the merge train's lanes
+        for path in [integration, *lanes]:
+            if not path.exists():
+                continue
             with worktree_lock(repo):
-                run_git(
-                    ["worktree", "remove", "--force", "--force", str(integration)],
-                    repo,
-                    check=False,
-                )
+                run_git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
             with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(integration)
-            report.removed_worktrees.append(str(integration))
+                shutil.rmtree(path)
+            report.removed_worktrees.append(str(path))
 
     known = set(list_run_ids(repo))
 

@@ -211,6 +211,13 @@ class MergeTrain(MergeQueue):
                 if not request.done.done():
                     request.done.set_exception(error)
             self.requests.clear()
+            for run in self.cars.values():
+                if run.job is not None:
+                    run.job.cancel()
+            self.cars.clear()
+            rate = self.policy.rate  # a fresh train for the attempts that come next
+            self.policy = TrainPolicy(self.policy.settings, rate=rate)
+            self.base = None
 
     async def _pump(self) -> None:
         while actions := self.policy.decide():
@@ -260,7 +267,9 @@ class MergeTrain(MergeQueue):
         tree = ""
         keys = []
         for key in action.branches:
-            request = self.requests[key]
+            request = self.requests.get(key)
+            if request is None or not self.policy.has_car(car):
+                continue  # its attempt was stopped while this car was being built
             merged = await self._merge(car, request, commit)
             if merged is None:
                 continue
@@ -363,7 +372,10 @@ class MergeTrain(MergeQueue):
             finally:
                 self.free_lanes.append(slot)
                 self.free_lanes.sort()
-        results = [self.cache[cache_key(run.tree, n, c)] for n, c, _ in gates]
+        missing = {"passed": False, "summary": "not run (the car was cancelled)"}
+        results = [
+            self.cache.get(cache_key(run.tree, n, c), {**missing, "gate": n}) for n, c, _ in gates
+        ]
         run.failed = [r for r in results if not r.get("passed")]
         return not run.failed
 
@@ -382,6 +394,8 @@ class MergeTrain(MergeQueue):
     ) -> None:
         """Run the gates without a usable cached result in lane ``slot``; journal each."""
         requests = [self.requests[k] for k in run.keys if k in self.requests]
+        if not requests:
+            return  # every attempt of the car was stopped: the car is being cancelled
         first = requests[0]
         tasks = [r.task.id for r in requests]
         workspace = self.lane_path(slot)

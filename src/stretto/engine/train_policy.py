@@ -6,16 +6,19 @@ the target's head). The post-merge gates of several cars run at once, one car pe
 car whose gates passed lands, together with every car ahead of it, as soon as they have all
 passed, so the target only ever moves to a commit whose exact tree passed.
 
-What happens when a car fails (:meth:`TrainPolicy.failed`):
+What happens when a car fails (:meth:`TrainPolicy.failed`, judged in :meth:`decide`):
 
 * every car behind it is cancelled (its tree contains the failing car's) and its branches go
-  back to the front of the queue, in their order;
-* a car of several branches is split in two: the first half on the failing car's base, the
-  second half on top of the first. The second half's tree is the failing car's tree, so the
-  executor's (tree, gate) cache answers it without a test run: only the first half costs one.
-  A passing first half lands at once, and the split goes on in the half that holds the fault;
+  back to the front of the queue, in their order. A failing car of one branch is most likely
+  that branch's fault, so new cars are built behind it, without it (as a Zuul queue does);
+* the car is judged only once every car ahead of it has landed (until then the fault may be
+  theirs). A car of several branches is split into up to ``max_lanes`` parts, each on the part
+  before it, tested at once; the last part's tree is the failing car's tree, so the executor's
+  (tree, gate) cache answers it without a test run. Parts that pass land at once, and the split
+  goes on in the part that fails;
 * a car of one branch is tested again on the same tree (``flaky_retries`` times) before its
-  branch is blamed; a second verdict that passes marks the gate flaky on that tree;
+  branch is blamed; a verdict that then passes marks the gate flaky on that tree, the branch
+  lands first and the cars built behind it without it are rebuilt;
 * a blamed branch goes back to its task (:class:`Reject`), and only that one.
 
 Textual conflicts never cost a test run: the executor merges each branch as its car is built
@@ -28,7 +31,8 @@ Adaptation: the share of branches sent back for failing gates is tracked (a movi
 cars hold about ``0.5 / rate`` branches (at most ``max_batch``) and the train is as deep as
 the lanes whose speculation is likely to hold (at most ``max_lanes``), so with many failures it
 degenerates to one branch per car (a Zuul-like queue) and with none it is a deep train of large
-cars.
+cars. While a car is under way, a free lane waits for a full car rather than start a small one
+(branches trickling in would otherwise fill every lane with one-branch cars).
 
 Fairness: branches are taken in verification order and land in that order; only a parked
 branch is passed, by at most the branches then in the train (``max_lanes * max_batch``).
