@@ -257,3 +257,49 @@ def test_tasks_waiting_on_the_budget_need_the_person(tmp_path: Path) -> None:
     assert rows["b"].attention == f"left for `stretto resume`: {left}"
     assert rows["c"].attention == "" and rows["c"].group == 3  # skipped by a dependency
     assert snap.status.state == "budget_reached" and snap.left is None
+
+
+def test_the_merge_train_shows_in_the_header_and_rows(tmp_path: Path) -> None:
+    """A task waiting in the merge train says why on its row; the header sums up the train."""
+    import json
+
+    from stretto.frontends.live_widgets import header_lines
+
+    repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n"})
+    run_dir = repo / ".stretto" / "runs" / RUN_ID
+    run_dir.mkdir(parents=True)
+    started = {"agent": "claude", "model": "opus", "workspace": "/w", "base": "0", "pid": 2}
+    train = {
+        "cars": [
+            {"car": 1, "state": "testing", "branches": ["a"]},
+            {"car": 2, "state": "waiting", "branches": ["b"]},
+        ],
+        "batch": 2,
+        "lanes": 2,
+        "failure_rate": 0.0,
+        "waits": {"b": "car 2 waits for car 1 ahead to pass"},
+    }
+    records = [
+        ("run_started", {"run_id": RUN_ID, "plan": "p", "tasks": ["a", "b"], "pid": 1,
+                         "options": {"target": "main", "max_agents": 2}}),
+        ("attempt_started", {"task": "a", "attempt": 1, "branch": "ba", **started}),
+        ("attempt_started", {"task": "b", "attempt": 1, "branch": "bb", **started}),
+        ("verified", {"task": "a", "attempt": 1, "commit": "1" * 40}),
+        ("verified", {"task": "b", "attempt": 1, "commit": "2" * 40}),
+        ("train", train),
+    ]  # fmt: skip
+    lines = []
+    for seq, (type_, fields) in enumerate(records, start=1):
+        head = {"seq": seq, "gen": 0, "ts": T0 + seq, "kind": "event", "type": type_}
+        lines.append(json.dumps({**head, **fields}))
+    (run_dir / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    (run_dir / ".lock").write_text("1\n")
+    with engine_lock(run_dir):
+        watch = api.RunWatch(api.open_run(repo, RUN_ID), clock=lambda: NOW)
+        watch.poll()
+        snap = watch.snapshot()
+    rows = {r.id: r for r in snap.rows}
+    assert rows["b"].detail == "merge train: car 2 waits for car 1 ahead to pass"
+    assert "merge train: 2 car(s), up to 2 branch(es) a car, 2 lane(s)" in "\n".join(
+        header_lines(snap)
+    )

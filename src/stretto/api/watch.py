@@ -243,6 +243,8 @@ class RunWatch:
                 detail = self.latest_line(tid, task.attempts)
             else:
                 detail = self._lines.get((tid, task.attempts), (0, ""))[1]
+            if task.state == "merging" and task.waiting_for:  # in the merge train: why it waits
+                detail = task.waiting_for
         elif task.state in ("pending", "retrying"):
             group, detail = WAITING, waiting
             refused = [g for g in task.gates if not g.get("passed")]

@@ -23,6 +23,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input, Label
 
+from stretto.frontends.view import train_line
+
 if TYPE_CHECKING:
     from stretto.api import LiveSnapshot, TaskRow
 
@@ -98,6 +100,9 @@ def header_lines(snap: LiveSnapshot) -> list[str]:
         lines.append(f"planning the goal (one model call): {s.goal}")
     if snap.providers:
         lines.append("; ".join(f"{p} {said}" for p, said in sorted(snap.providers.items())))
+    train = train_line(s)
+    if train:
+        lines.append(train)
     return lines
 
 

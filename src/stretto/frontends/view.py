@@ -238,15 +238,24 @@ def status_lines(state: RunStatus) -> list[str]:
         if task.worker:
             reason = f"  on {task.worker}{reason}"
         lines.append(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
-    if state.train and state.train.get("cars") and not state.over:
-        train = state.train
-        lines.append(
-            f"merge train: {len(train['cars'])} car(s), up to {train.get('batch')} branch(es) "
-            f"a car, {train.get('lanes')} lane(s), failure rate {train.get('failure_rate')}"
-        )
-        for car in train["cars"]:
+    head = train_line(state)
+    if head:
+        lines.append(head)
+        for car in state.train["cars"]:
             lines.append(f"  car {car['car']} {car['state']:<8} {', '.join(car['branches'])}")
     return lines
+
+
+def train_line(state: RunStatus) -> str:
+    """The merge train in one line (its cars, batch size, lanes, failure rate), or "" when no
+    train runs; ``stretto status`` and ``stretto live``'s header show it."""
+    train = state.train
+    if not train or not train.get("cars") or state.over:
+        return ""
+    return (
+        f"merge train: {len(train['cars'])} car(s), up to {train.get('batch')} branch(es) "
+        f"a car, {train.get('lanes')} lane(s), failure rate {train.get('failure_rate')}"
+    )
 
 
 def render_summary(summary: RunSummary, *, serial_hint: bool = True) -> str:
