@@ -239,7 +239,7 @@ def status_lines(state: RunStatus) -> list[str]:
             reason = f"  on {task.worker}{reason}"
         lines.append(f"  {task.state:<11} {task.id:<{width}}  attempts {task.attempts}{reason}")
     head = train_line(state)
-    if head:
+    if head and state.train:
         lines.append(head)
         for car in state.train["cars"]:
             lines.append(f"  car {car['car']} {car['state']:<8} {', '.join(car['branches'])}")
