@@ -188,6 +188,12 @@ def test_an_invalid_plan_is_422_with_its_line_and_field(server: Server) -> None:
     assert status == 400 and "'plan'" in body["message"]
     status, body = server.json("POST", "/runs", {"plan": PLAN, "max_agents": 0})
     assert status == 400 and "max_agents" in body["message"]
+    status, body = server.json("POST", "/runs", {"plan": PLAN, "offline": "yes"})
+    assert status == 400 and "offline" in body["message"]
+    hosted = PLAN.replace("max_attempts: 1}", "max_attempts: 1, agent: claude}")
+    status, body = server.json("POST", "/runs", {"plan": hosted, "offline": True})
+    assert 400 <= status < 500 and "offline" in json.dumps(body), body
+    assert server.runs() == before
 
 
 def test_a_run_started_followed_and_inspected_over_http(server: Server) -> None:

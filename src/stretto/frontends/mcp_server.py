@@ -177,15 +177,19 @@ def build_server(repo: Path, allowed: Sequence[Path] = ()) -> MCPServer:
         target: str | None = None,
         agent: str | None = None,
         repo: str | None = None,
+        offline: bool = False,
     ) -> Started:
         """Start a run of a plan (YAML text or a path) or of a goal (planned first, with one
         model call) and return its run_id at once; the run goes on in the background, past
         restarts of this server. Options: max_agents (agents at once), budget (USD), target
-        (branch), agent (for steps that name none)."""
+        (branch), agent (for steps that name none), offline (only agents on local model
+        servers; a plan naming a hosted agent is refused)."""
         where = ctx.repo_for(repo)
         if (goal is None) == (plan is None):
             raise ToolError("give a plan (YAML text or a path) or a goal, one of them")
-        options = api.RunOptions(max_agents=max_agents, budget=budget, target=target, agent=agent)
+        options = api.RunOptions(
+            max_agents=max_agents, budget=budget, target=target, agent=agent, offline=offline
+        )
         what: Any
         if goal is not None:
             what = api.Goal(goal)

@@ -113,6 +113,7 @@ def build_app(repo: Path, token: str, hosts: list[str] | None) -> ASGI:
             max_agents=_number(body, "max_agents", int),
             budget=_number(body, "budget", float),
             target=_text(body, "target"),
+            offline=_flag(body, "offline"),
         )
         plan, goal = _text(body, "plan"), _text(body, "goal")
         if (plan is None) == (goal is None):
@@ -343,6 +344,13 @@ def _text(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise UsageError(f"'{key}' must be a non-empty string")
+    return value
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"'{key}' must be true or false")
     return value
 
 
