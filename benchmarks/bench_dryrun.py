@@ -23,7 +23,9 @@ import random
 import subprocess
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 from _common import (
     CPU_TIMES,
@@ -50,9 +52,10 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
     """A plan of STAGES x STEPS steps as YAML text, and how many steps it has."""
     rng = random.Random(seed)
     lines = ["name: benchmark plan", "max_agents: 8", "target: main", "stages:"]
-    explicit: list[tuple[int, str]] = []  # (stage, id) of steps that have an id
+    explicit: list[str] = []  # ids of the steps that have one, in file order
     count = 0
     for s in range(STAGES):
+        other = _Prefix(explicit, len(explicit))  # those of earlier stages
         area = AREAS[s % len(AREAS)]
         pkg = f"src/app/{area}{s // len(AREAS)}"
         lines.append(f"  - name: {area}-{s:02d}")
@@ -73,7 +76,7 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
             if rng.random() < 0.5:
                 step_id = f"{area}{s:02d}-{thing}-{t:02d}"
                 lines.append(f"        id: {step_id}")
-                explicit.append((s, step_id))
+                explicit.append(step_id)
                 mine.append(step_id)
             if rng.random() < 0.3:
                 lines.append(f'        title: "{verb} {area} {thing} {t}"')
@@ -96,7 +99,6 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
             deps = []
             if mine[:-1] and rng.random() < 0.15:
                 deps.append(rng.choice(mine[:-1]))
-            other = [i for stage, i in explicit if stage < s]
             if other and rng.random() < 0.08:
                 deps.append(rng.choice(other))
             if deps:
@@ -104,6 +106,27 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
             if rng.random() < 0.1:
                 lines.append(f"        timeout: {rng.choice(['15m', '1h', 900])}")
     return "\n".join(lines) + "\n", count
+
+
+class _Prefix(Sequence[str]):
+    """The first ``length`` items of a list, without a copy (``rng.choice`` needs a sequence)."""
+
+    def __init__(self, items: list[str], length: int) -> None:
+        self.items, self.length = items, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return self.items[: self.length][index]
+        if not -self.length <= index < self.length:
+            raise IndexError(index)
+        return self.items[index % self.length]
 
 
 PROBE = """
