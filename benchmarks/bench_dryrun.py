@@ -12,7 +12,11 @@ or goal. Then, interleaved, as fresh processes (median of ``--repeat`` runs):
 * a probe process that runs the same pipeline step by step and reports how long each step took,
   imports included (YAML load, pydantic-core validation, resolution, graph, simulation, rendering).
 
-    .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR]
+    .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR] [--stages 40]
+
+``--stages 200`` makes the 10,000-step plan and ``--stages 2000`` the 100,000-step one of issue 16
+(targets: validate and dry run each <= 5 s and <= 400 MB peak RSS at 100,000 steps); the peak
+resident memory of every command is printed beside its time.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import overload
 
 from _common import (
     CPU_TIMES,
+    MAX_RSS,
     PYTHON,
     STRETTO,
     child_env,
@@ -108,6 +113,12 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
     return "\n".join(lines) + "\n", count
 
 
+def set_size(stages: int) -> None:
+    """Generate plans of ``stages`` stages of 50 steps from now on."""
+    global STAGES
+    STAGES = stages
+
+
 class _Prefix(Sequence[str]):
     """The first ``length`` items of a list, without a copy (``rng.choice`` needs a sequence)."""
 
@@ -181,7 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per command (>= 10)")
     parser.add_argument("--keep", type=Path, help="write the plan here instead of a temp dir")
+    parser.add_argument("--stages", type=int, default=STAGES, help="stages of 50 steps")
     args = parser.parse_args()
+    set_size(args.stages)
     print(f"machine: {machine()}")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,10 +245,15 @@ def main() -> None:
                     f"{mid / floor:.1f}x",
                     f"{mid / validate:.2f}x",
                     ms(median(CPU_TIMES[name])),
+                    f"{median(MAX_RSS[name]) / 2**20:.0f} MB",
                 ]
             )
         print(f"\n{args.repeat} runs each, interleaved; medians")
-        print(table(["command", "wall", "wall IQR", "vs python", "vs validate", "CPU"], rows))
+        print(
+            table(
+                ["command", "wall", "wall IQR", "vs python", "vs validate", "CPU", "peak RSS"], rows
+            )
+        )
 
         steps_times: dict[str, list[float]] = defaultdict(list)
         for _ in range(args.repeat):
@@ -257,6 +275,14 @@ def main() -> None:
         print(f"\nin one process, step by step (median of {args.repeat} probe runs)")
         print(table(["step", "median", "share"], rows))
         print()
+        if steps > 2000:  # issue 16: plans of cluster size
+            limit = TARGET_MS * 5
+            for name in ("stretto validate", "stretto run --dry-run"):
+                target(f"{name} {steps} steps", limit, median(times[name]))
+                target(f"{name} {steps} steps, CPU", limit, median(CPU_TIMES[name]))
+                peak = median(MAX_RSS[name]) / 2**20
+                target(f"{name} {steps} steps, peak RSS", 400, peak, unit="MB", scale=1)
+            return
         target(f"dry run {steps} steps", TARGET_MS, median(times["stretto run --dry-run"]))
         target(
             f"dry run --json {steps} steps",

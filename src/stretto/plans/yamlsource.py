@@ -182,6 +182,8 @@ def _load_located(
     """Parse and build; with ``outline``, keep only the outline's positions (see
     :class:`Located`), and return None at the first thing to report (an outline load leaves
     every problem to the full one)."""
+    if outline:
+        return _outline(text, file)
     loader = _FastLoader(text)
     problems: list[Diagnostic] = []
     try:
@@ -228,15 +230,6 @@ def _load_located(
     if node is None:
         return located, problems
     budget = _Budget(value_limit(text))
-    if outline:
-        located = Located(None, file, source=text)
-        try:
-            located.data = _outline(node, (), located, loader, budget)
-        except _TooBig as error:  # found at the same node as the full build would find it
-            return Located(None, file), [Diagnostic(file, *error.mark, "", error.message)]
-        except (_Unusual, RecursionError, yaml.YAMLError):
-            return None
-        return located, problems
     try:
         located.data = _build(node, (), located, loader, problems, budget)
     except _TooBig as error:
@@ -290,12 +283,15 @@ class _Budget:
     def spend(self, node: yaml.Node) -> None:
         self.left -= 1
         if self.left < 0:
-            raise _TooBig(
-                f"the YAML expands to more than {self.limit:,} values (each alias, '*name', "
-                "counts as a copy of what '&name' marks); a plan is never that large: remove the "
-                "aliases that repeat big parts, or split the work into several plans",
-                _mark(node),
-            )
+            raise self.too_big(_mark(node))
+
+    def too_big(self, mark: tuple[int, int]) -> _TooBig:
+        return _TooBig(
+            f"the YAML expands to more than {self.limit:,} values (each alias, '*name', "
+            "counts as a copy of what '&name' marks); a plan is never that large: remove the "
+            "aliases that repeat big parts, or split the work into several plans",
+            mark,
+        )
 
 
 #: Positions of paths up to this long are kept by an outline load: the plan's keys, its stages
@@ -308,79 +304,100 @@ class _Unusual(Exception):
     duplicate key, an unsupported tag) or a merge key (``<<``), whose positions are copied."""
 
 
-def _outline(
-    node: yaml.Node, path: Path_, located: Located, loader: yaml.SafeLoader, budget: _Budget
+def _outline(text: str, file: str) -> tuple[Located, list[Diagnostic]] | None:
+    """The outline load: built from the parser's events, so no tree of nodes is kept (for a
+    large plan the nodes and their marks took more memory than the data); None when the
+    document has something only the full load handles (aliases, tags, problems)."""
+    loader = _FastLoader(text)
+    try:
+        loader.get_event()  # the stream's start
+        if loader.check_event(yaml.StreamEndEvent):
+            return Located(None, file), []
+        loader.get_event()  # the document's start
+        located = Located(None, file, source=text)
+        budget = _Budget(value_limit(text))
+        data = _from_events(loader, loader.get_event(), (), located, budget)
+        loader.get_event()  # the document's end
+        if not loader.check_event(yaml.StreamEndEvent):
+            return None  # another document: the full load reports it
+        located.data = data
+        return located, []
+    except _TooBig as error:  # the same value as the full load would stop at
+        return Located(None, file), [Diagnostic(file, *error.mark, "", error.message)]
+    except (_Unusual, RecursionError, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _from_events(
+    loader: Any, event: Any, path: Path_ | None, located: Located, budget: _Budget
 ) -> Any:
-    """:func:`_build` keeping the positions of paths up to :data:`OUTLINE_DEPTH` parts only."""
-    budget.spend(node)
-    mark = node.start_mark
-    located._values[path] = (mark.line + 1, mark.column + 1)
-    kind = type(node)
-    if kind is yaml.MappingNode:
-        if node.tag != _MAP_TAG:
-            raise _Unusual
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                raise _Unusual
-            key = _scalar(key_node, loader)
-            if not isinstance(key, str):
-                key = str(key)
-            if key in result:
-                raise _Unusual
-            child = (*path, key)
-            mark = key_node.start_mark
-            located._keys[child] = (mark.line + 1, mark.column + 1)
-            result[key] = _child(value_node, child, located, loader, budget)
-        return result
-    if kind is yaml.SequenceNode:
-        if node.tag != _SEQ_TAG:
-            raise _Unusual
-        return [
-            _child(item, (*path, index), located, loader, budget)
-            for index, item in enumerate(node.value)
-        ]
-    return _scalar(node, loader)
-
-
-def _child(
-    node: yaml.Node, path: Path_, located: Located, loader: yaml.SafeLoader, budget: _Budget
-) -> Any:
-    if len(path) < OUTLINE_DEPTH:
-        return _outline(node, path, located, loader, budget)
-    mark = node.start_mark
-    located._values[path] = (mark.line + 1, mark.column + 1)
-    return _value(node, loader, budget)
-
-
-def _value(node: yaml.Node, loader: yaml.SafeLoader, budget: _Budget) -> Any:
-    """The value of a node below the outline: no path, no position."""
+    """The value that starts with ``event``; its position is kept when ``path`` is given
+    (a path of the outline), and so are its children's while they are in the outline too."""
+    mark = event.start_mark
     budget.left -= 1
     if budget.left < 0:
-        budget.left += 1
-        budget.spend(node)
-    kind = type(node)
-    if kind is yaml.ScalarNode:
-        if node.tag == _STR_TAG:
-            return node.value
+        raise budget.too_big((mark.line + 1, mark.column + 1))
+    if path is not None:
+        located._values[path] = (mark.line + 1, mark.column + 1)
+    kind = type(event)
+    if event.anchor is not None or kind is yaml.AliasEvent:
+        raise _Unusual  # copies are counted and built by the full load
+    tag = event.tag
+    if kind is yaml.ScalarEvent:
+        value = event.value
+        if tag is None or tag == "!":
+            if event.implicit[0] and value and value[0] not in _MAYBE_TYPED:
+                return value  # what _FastLoader.resolve says, without the call
+            tag = loader.resolve(yaml.ScalarNode, value, event.implicit)
+        if tag == _STR_TAG:
+            return value
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         return loader.construct_object(node, deep=True)
-    if kind is yaml.SequenceNode:
-        if node.tag != _SEQ_TAG:
+    deeper = path is not None and len(path) < OUTLINE_DEPTH
+    if kind is yaml.SequenceStartEvent:
+        if (tag if tag not in (None, "!") else _SEQ_TAG) != _SEQ_TAG:
             raise _Unusual
-        return [_value(item, loader, budget) for item in node.value]
-    if kind is yaml.MappingNode and node.tag == _MAP_TAG:
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                raise _Unusual
-            key = _scalar(key_node, loader)
+        items: list[Any] = []
+        while True:
+            event = loader.get_event()
+            if type(event) is yaml.SequenceEndEvent:
+                return items
+            child = (*path, len(items)) if deeper else None  # type: ignore[misc]
+            items.append(_from_events(loader, event, child, located, budget))
+    if kind is not yaml.MappingStartEvent or (
+        (tag if tag not in (None, "!") else _MAP_TAG) != _MAP_TAG
+    ):
+        raise _Unusual
+    result: dict[Any, Any] = {}
+    while True:
+        event = loader.get_event()
+        kind = type(event)
+        if kind is yaml.MappingEndEvent:
+            return result
+        if kind is not yaml.ScalarEvent or event.anchor is not None:
+            raise _Unusual
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            key = event.value
+        elif tag == _MERGE_TAG:
+            raise _Unusual
+        else:
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+            key = loader.construct_object(node, deep=True)
             if not isinstance(key, str):
                 key = str(key)
-            if key in result:
-                raise _Unusual
-            result[key] = _value(value_node, loader, budget)
-        return result
-    raise _Unusual
+        if key in result:
+            raise _Unusual  # a duplicate: the full load reports it
+        child = None
+        if deeper:
+            child = (*path, key)  # type: ignore[misc]
+            mark = event.start_mark
+            located._keys[child] = (mark.line + 1, mark.column + 1)
+        result[key] = _from_events(loader, loader.get_event(), child, located, budget)
 
 
 def _build(
