@@ -187,7 +187,9 @@ def load_plan(path: Path | str) -> Plan:
     path = Path(path)
     raw = read_input(path, MAX_PLAN_BYTES, PlanError, what="plan")
     text = decode_utf8(raw, str(path), PlanError)
-    return parse_plan(text, str(path), digest=hashlib.sha256(raw).hexdigest())
+    digest = hashlib.sha256(raw).hexdigest()
+    del raw  # 24 MB for a 100,000-step plan, not needed while it is parsed
+    return parse_plan(text, str(path), digest=digest)
 
 
 def parse_plan(text: str, file: str = "<plan>", *, digest: str | None = None) -> Plan:
@@ -235,6 +237,8 @@ def _parse_plan(text: str, file: str, digest: str | None) -> Plan:
     except ValidationError as error:
         found = problems + validation_problems(error, located)
         raise PlanError(sorted(found, key=lambda d: (d.line, d.column))) from None
+    # The model has what resolution needs; the plan keeps `located` for its positions only.
+    located.data = data = None
     resolved, more = _resolve(model, located, digest)
     problems += more
     if problems or resolved is None:
