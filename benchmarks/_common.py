@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ def child_env() -> dict[str, str]:
 
 #: CPU seconds (user + system) of each timed command or call, by name.
 CPU_TIMES: dict[str, list[float]] = {}
+#: Peak resident memory (bytes) of each timed command, by name.
+MAX_RSS: dict[str, list[int]] = {}
 
 
 def time_commands(
@@ -52,26 +53,27 @@ def time_commands(
     times: dict[str, list[float]] = {name: [] for name in names}
     for name in names:
         CPU_TIMES[name] = []
+        MAX_RSS[name] = []
     for round_ in range(warmup + repeat):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            subprocess.run(
+            child = subprocess.Popen(
                 commands[name],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=env,
                 cwd=cwd,
-                check=True,
             )
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own CPU time and peak RSS
             elapsed = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            if child.returncode:
+                raise subprocess.CalledProcessError(child.returncode, commands[name])
             if round_ >= warmup:
                 times[name].append(elapsed)
-                CPU_TIMES[name].append(
-                    after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-                )
+                CPU_TIMES[name].append(usage.ru_utime + usage.ru_stime)
+                MAX_RSS[name].append(usage.ru_maxrss * 1024)  # Linux reports KiB
     return times
 
 

@@ -12,7 +12,11 @@ or goal. Then, interleaved, as fresh processes (median of ``--repeat`` runs):
 * a probe process that runs the same pipeline step by step and reports how long each step took,
   imports included (YAML load, pydantic-core validation, resolution, graph, simulation, rendering).
 
-    .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR]
+    .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR] [--stages 40]
+
+``--stages 200`` makes the 10,000-step plan and ``--stages 2000`` the 100,000-step one of issue 16
+(targets: validate and dry run each <= 5 s and <= 400 MB peak RSS at 100,000 steps); the peak
+resident memory of every command is printed beside its time.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import random
 import subprocess
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 from _common import (
     CPU_TIMES,
+    MAX_RSS,
     PYTHON,
     STRETTO,
     child_env,
@@ -50,9 +57,10 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
     """A plan of STAGES x STEPS steps as YAML text, and how many steps it has."""
     rng = random.Random(seed)
     lines = ["name: benchmark plan", "max_agents: 8", "target: main", "stages:"]
-    explicit: list[tuple[int, str]] = []  # (stage, id) of steps that have an id
+    explicit: list[str] = []  # ids of the steps that have one, in file order
     count = 0
     for s in range(STAGES):
+        other = _Prefix(explicit, len(explicit))  # those of earlier stages
         area = AREAS[s % len(AREAS)]
         pkg = f"src/app/{area}{s // len(AREAS)}"
         lines.append(f"  - name: {area}-{s:02d}")
@@ -73,7 +81,7 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
             if rng.random() < 0.5:
                 step_id = f"{area}{s:02d}-{thing}-{t:02d}"
                 lines.append(f"        id: {step_id}")
-                explicit.append((s, step_id))
+                explicit.append(step_id)
                 mine.append(step_id)
             if rng.random() < 0.3:
                 lines.append(f'        title: "{verb} {area} {thing} {t}"')
@@ -96,7 +104,6 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
             deps = []
             if mine[:-1] and rng.random() < 0.15:
                 deps.append(rng.choice(mine[:-1]))
-            other = [i for stage, i in explicit if stage < s]
             if other and rng.random() < 0.08:
                 deps.append(rng.choice(other))
             if deps:
@@ -104,6 +111,33 @@ def make_plan(seed: int = 2026) -> tuple[str, int]:
             if rng.random() < 0.1:
                 lines.append(f"        timeout: {rng.choice(['15m', '1h', 900])}")
     return "\n".join(lines) + "\n", count
+
+
+def set_size(stages: int) -> None:
+    """Generate plans of ``stages`` stages of 50 steps from now on."""
+    global STAGES
+    STAGES = stages
+
+
+class _Prefix(Sequence[str]):
+    """The first ``length`` items of a list, without a copy (``rng.choice`` needs a sequence)."""
+
+    def __init__(self, items: list[str], length: int) -> None:
+        self.items, self.length = items, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return self.items[: self.length][index]
+        if not -self.length <= index < self.length:
+            raise IndexError(index)
+        return self.items[index % self.length]
 
 
 PROBE = """
@@ -158,7 +192,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per command (>= 10)")
     parser.add_argument("--keep", type=Path, help="write the plan here instead of a temp dir")
+    parser.add_argument("--stages", type=int, default=STAGES, help="stages of 50 steps")
     args = parser.parse_args()
+    set_size(args.stages)
     print(f"machine: {machine()}")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,10 +245,15 @@ def main() -> None:
                     f"{mid / floor:.1f}x",
                     f"{mid / validate:.2f}x",
                     ms(median(CPU_TIMES[name])),
+                    f"{median(MAX_RSS[name]) / 2**20:.0f} MB",
                 ]
             )
         print(f"\n{args.repeat} runs each, interleaved; medians")
-        print(table(["command", "wall", "wall IQR", "vs python", "vs validate", "CPU"], rows))
+        print(
+            table(
+                ["command", "wall", "wall IQR", "vs python", "vs validate", "CPU", "peak RSS"], rows
+            )
+        )
 
         steps_times: dict[str, list[float]] = defaultdict(list)
         for _ in range(args.repeat):
@@ -234,6 +275,14 @@ def main() -> None:
         print(f"\nin one process, step by step (median of {args.repeat} probe runs)")
         print(table(["step", "median", "share"], rows))
         print()
+        if steps > 2000:  # issue 16: plans of cluster size
+            limit = TARGET_MS * 5
+            for name in ("stretto validate", "stretto run --dry-run"):
+                target(f"{name} {steps} steps", limit, median(times[name]))
+                target(f"{name} {steps} steps, CPU", limit, median(CPU_TIMES[name]))
+                peak = median(MAX_RSS[name]) / 2**20
+                target(f"{name} {steps} steps, peak RSS", 400, peak, unit="MB", scale=1)
+            return
         target(f"dry run {steps} steps", TARGET_MS, median(times["stretto run --dry-run"]))
         target(
             f"dry run --json {steps} steps",

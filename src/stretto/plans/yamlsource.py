@@ -11,8 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -26,23 +25,65 @@ except AttributeError:  # pragma: no cover - PyYAML without libyaml
     _Loader = yaml.SafeLoader
 
 
-@dataclass
 class Located:
-    """Data loaded from YAML, with the 1-based line and column of each key and value."""
+    """Data loaded from YAML, with the 1-based line and column of each key and value.
 
-    data: Any
-    file: str
-    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    A large plan is loaded keeping only the positions of its outline (the plan's keys, each
+    stage, each step: paths of up to :data:`OUTLINE_DEPTH` parts); the first question about a
+    deeper position reads the text again, this time keeping every position. Valid plans never
+    ask, so they do not pay for a million positions; an error's position is the same either way.
+    """
+
+    __slots__ = ("_keys", "_source", "_values", "data", "file")
+
+    def __init__(
+        self,
+        data: Any,
+        file: str,
+        values: dict[Path_, tuple[int, int]] | None = None,
+        keys: dict[Path_, tuple[int, int]] | None = None,
+        *,
+        source: str | None = None,
+    ) -> None:
+        self.data = data
+        self.file = file
+        self._values: dict[Path_, tuple[int, int]] = {} if values is None else values
+        self._keys: dict[Path_, tuple[int, int]] = {} if keys is None else keys
+        #: The text to read again for the positions not kept (None: every position is kept).
+        self._source = source
+
+    def __repr__(self) -> str:
+        return f"Located(file={self.file!r}, positions={len(self._values)})"
+
+    @property
+    def values(self) -> dict[Path_, tuple[int, int]]:
+        """Position of every value, by path."""
+        self._complete()
+        return self._values
+
+    @property
+    def keys(self) -> dict[Path_, tuple[int, int]]:
+        """Position of every mapping key, by the path of its value."""
+        self._complete()
+        return self._keys
+
+    def _complete(self) -> None:
+        if self._source is None:
+            return
+        with paused_gc():
+            full, _ = _load_located(self._source, self.file, outline=False)
+        self._values, self._keys, self._source = full._values, full._keys, None
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """Position of the value at ``path`` (or of its key), falling back to the nearest parent."""
+        if self._source is not None and path not in (self._keys if key else self._values):
+            self._complete()
         probe = path
         while True:
-            if key and probe in self.keys:
-                return self.keys[probe]
-            if probe in self.values:
-                return self.values[probe]
+            if key and probe in self._keys:
+                return self._keys[probe]
+            if probe in self._values:
+                return self._values[probe]
             if not probe:
                 return (0, 0)
             probe = probe[:-1]
@@ -84,7 +125,9 @@ class _FastLoader(_Loader):  # type: ignore[valid-type,misc]
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_COLLECTION_TAGS = frozenset(("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"))
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_COLLECTION_TAGS = frozenset((_MAP_TAG, _SEQ_TAG))
 
 
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
@@ -119,10 +162,28 @@ def load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
     duplicate keys are reported as diagnostics while the first occurrence is kept.
     """
     with paused_gc():
-        return _load_located(text, file)
+        loaded = _load_located(text, file, outline=True)
+        # Called from here, not from the outline load, so a document nested too deeply to be
+        # built fails at the same depth as it always did.
+        return loaded if loaded is not None else _load_located(text, file, outline=False)
 
 
-def _load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
+@overload
+def _load_located(
+    text: str, file: str, *, outline: Literal[False]
+) -> tuple[Located, list[Diagnostic]]: ...
+@overload
+def _load_located(
+    text: str, file: str, *, outline: bool
+) -> tuple[Located, list[Diagnostic]] | None: ...
+def _load_located(
+    text: str, file: str, *, outline: bool
+) -> tuple[Located, list[Diagnostic]] | None:
+    """Parse and build; with ``outline``, keep only the outline's positions (see
+    :class:`Located`), and return None at the first thing to report (an outline load leaves
+    every problem to the full one)."""
+    if outline:
+        return _outline(text, file)
     loader = _FastLoader(text)
     problems: list[Diagnostic] = []
     try:
@@ -168,7 +229,7 @@ def _load_located(text: str, file: str) -> tuple[Located, list[Diagnostic]]:
     located = Located(None, file)
     if node is None:
         return located, problems
-    budget = _Budget(MAX_VALUES)
+    budget = _Budget(value_limit(text))
     try:
         located.data = _build(node, (), located, loader, problems, budget)
     except _TooBig as error:
@@ -192,10 +253,17 @@ def _line_and_column(text: str, position: int) -> tuple[int, int]:
     return before.count("\n") + 1, len(before.rsplit("\n", 1)[-1]) + 1
 
 
-#: The most values a document may expand to. Aliases (``*name``) repeat a node without copying
-#: it, so a few hundred bytes can stand for billions of values (a "billion laughs" bomb); a
-#: 2,000-step plan has about 16,000, a 10,000-step one about 80,000.
+#: The fewest values a document may always expand to. Aliases (``*name``) repeat a node without
+#: copying it, so a few hundred bytes can stand for billions of values (a "billion laughs"
+#: bomb); a 2,000-step plan has about 23,000 values, a 100,000-step one about 1.1 million.
 MAX_VALUES = 250_000
+
+
+def value_limit(text: str) -> int:
+    """The most values ``text`` may expand to: :data:`MAX_VALUES`, or one per two characters
+    of a larger file. Every value written out takes at least two characters (``a,``), so only
+    aliases can exceed it, and the file's size (``MAX_PLAN_BYTES``) bounds it."""
+    return max(MAX_VALUES, len(text) // 2)
 
 
 class _TooBig(Exception):
@@ -207,20 +275,129 @@ class _TooBig(Exception):
 class _Budget:
     """How many more values :func:`_build` may make."""
 
-    __slots__ = ("left",)
+    __slots__ = ("left", "limit")
 
     def __init__(self, left: int) -> None:
-        self.left = left
+        self.left = self.limit = left
 
     def spend(self, node: yaml.Node) -> None:
         self.left -= 1
         if self.left < 0:
-            raise _TooBig(
-                f"the YAML expands to more than {MAX_VALUES:,} values (each alias, '*name', "
-                "counts as a copy of what '&name' marks); a plan is never that large: remove the "
-                "aliases that repeat big parts, or split the work into several plans",
-                _mark(node),
-            )
+            raise self.too_big(_mark(node))
+
+    def too_big(self, mark: tuple[int, int]) -> _TooBig:
+        return _TooBig(
+            f"the YAML expands to more than {self.limit:,} values (each alias, '*name', "
+            "counts as a copy of what '&name' marks); a plan is never that large: remove the "
+            "aliases that repeat big parts, or split the work into several plans",
+            mark,
+        )
+
+
+#: Positions of paths up to this long are kept by an outline load: the plan's keys, its stages
+#: and their keys, and its steps (``("stages", 0, "steps", 1)``).
+OUTLINE_DEPTH = 4
+
+
+class _Unusual(Exception):
+    """Something an outline load leaves to the full one: it has a problem to report (a
+    duplicate key, an unsupported tag) or a merge key (``<<``), whose positions are copied."""
+
+
+def _outline(text: str, file: str) -> tuple[Located, list[Diagnostic]] | None:
+    """The outline load: built from the parser's events, so no tree of nodes is kept (for a
+    large plan the nodes and their marks took more memory than the data); None when the
+    document has something only the full load handles (aliases, tags, problems)."""
+    loader = _FastLoader(text)
+    try:
+        loader.get_event()  # the stream's start
+        if loader.check_event(yaml.StreamEndEvent):
+            return Located(None, file), []
+        loader.get_event()  # the document's start
+        located = Located(None, file, source=text)
+        budget = _Budget(value_limit(text))
+        data = _from_events(loader, loader.get_event(), (), located, budget)
+        loader.get_event()  # the document's end
+        if not loader.check_event(yaml.StreamEndEvent):
+            return None  # another document: the full load reports it
+        located.data = data
+        return located, []
+    except _TooBig as error:  # the same value as the full load would stop at
+        return Located(None, file), [Diagnostic(file, *error.mark, "", error.message)]
+    except (_Unusual, RecursionError, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _from_events(
+    loader: Any, event: Any, path: Path_ | None, located: Located, budget: _Budget
+) -> Any:
+    """The value that starts with ``event``; its position is kept when ``path`` is given
+    (a path of the outline), and so are its children's while they are in the outline too."""
+    mark = event.start_mark
+    budget.left -= 1
+    if budget.left < 0:
+        raise budget.too_big((mark.line + 1, mark.column + 1))
+    if path is not None:
+        located._values[path] = (mark.line + 1, mark.column + 1)
+    kind = type(event)
+    if event.anchor is not None or kind is yaml.AliasEvent:
+        raise _Unusual  # copies are counted and built by the full load
+    tag = event.tag
+    if kind is yaml.ScalarEvent:
+        value = event.value
+        if tag is None or tag == "!":
+            if event.implicit[0] and value and value[0] not in _MAYBE_TYPED:
+                return value  # what _FastLoader.resolve says, without the call
+            tag = loader.resolve(yaml.ScalarNode, value, event.implicit)
+        if tag == _STR_TAG:
+            return value
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return loader.construct_object(node, deep=True)
+    deeper = path is not None and len(path) < OUTLINE_DEPTH
+    if kind is yaml.SequenceStartEvent:
+        if (tag if tag not in (None, "!") else _SEQ_TAG) != _SEQ_TAG:
+            raise _Unusual
+        items: list[Any] = []
+        while True:
+            event = loader.get_event()
+            if type(event) is yaml.SequenceEndEvent:
+                return items
+            child = (*path, len(items)) if deeper else None  # type: ignore[misc]
+            items.append(_from_events(loader, event, child, located, budget))
+    if kind is not yaml.MappingStartEvent or (
+        (tag if tag not in (None, "!") else _MAP_TAG) != _MAP_TAG
+    ):
+        raise _Unusual
+    result: dict[Any, Any] = {}
+    while True:
+        event = loader.get_event()
+        kind = type(event)
+        if kind is yaml.MappingEndEvent:
+            return result
+        if kind is not yaml.ScalarEvent or event.anchor is not None:
+            raise _Unusual
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            key = event.value
+        elif tag == _MERGE_TAG:
+            raise _Unusual
+        else:
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+            key = loader.construct_object(node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+        if key in result:
+            raise _Unusual  # a duplicate: the full load reports it
+        child = None
+        if deeper:
+            child = (*path, key)  # type: ignore[misc]
+            mark = event.start_mark
+            located._keys[child] = (mark.line + 1, mark.column + 1)
+        result[key] = _from_events(loader, loader.get_event(), child, located, budget)
 
 
 def _build(

@@ -14,6 +14,7 @@ from typing import Any
 from stretto.plans.graph import ESTIMATED_MINUTES, TaskGraph
 from stretto.plans.paths import EVERYTHING_PATTERN
 from stretto.plans.plan import Plan
+from stretto.plans.yamlsource import paused_gc
 from stretto.schedule.simulate import SimEvent, Simulation, simulate
 
 DEFAULT_MAX_AGENTS = 4
@@ -106,10 +107,11 @@ class DryRun:
 def dry_run(plan: Plan, *, max_agents: int | None = None, configured: int | None = None) -> DryRun:
     """Simulate ``plan`` with ``max_agents``, else the plan's, else ``configured``, else 4."""
     agents = max_agents or plan.max_agents or configured or DEFAULT_MAX_AGENTS
-    graph = TaskGraph.from_plan(plan)
-    leases = {task.id: task.lease for task in plan.tasks}
-    attempts = {task.id: task.max_attempts for task in plan.tasks}
-    simulation = simulate(graph, leases, agents, max_attempts=attempts)
+    with paused_gc():  # the graph and events form no cycles; see paused_gc
+        graph = TaskGraph.from_plan(plan)
+        leases = {task.id: task.lease for task in plan.tasks}
+        attempts = {task.id: task.max_attempts for task in plan.tasks}
+        simulation = simulate(graph, leases, agents, max_attempts=attempts)
     return DryRun(plan=plan, graph=graph, max_agents=agents, simulation=simulation)
 
 
