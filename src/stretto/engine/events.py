@@ -19,7 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-from stretto.engine.journal import JOURNAL_NAME, LOCK_NAME, Record, is_live, parse_record
+from stretto.engine.journal import (
+    JOURNAL_NAME,
+    LOCK_NAME,
+    Record,
+    is_live,
+    parse_lines,
+    parse_record,
+)
 from stretto.errors import RunError
 
 POLL = 0.01  # seconds between looks at the journal while following
@@ -97,12 +104,10 @@ class EventReader:
         return out
 
     def _parse(self, data: bytes, out: list[Record]) -> None:
-        for raw in data.split(b"\n")[:-1]:
+        for record in parse_lines(data):
             self.line += 1
-            try:
-                record = parse_record(raw)
-            except ValueError as exc:
-                raise RunError(f"{self.path}:{self.line}: journal is damaged: {exc}") from None
+            if isinstance(record, str):
+                raise RunError(f"{self.path}:{self.line}: journal is damaged: {record}")
             if record.seq != self.last_seq + 1:
                 raise RunError(
                     f"{self.path}:{self.line}: journal is damaged: seq {record.seq} where "
