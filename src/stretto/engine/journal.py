@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn, Self, TypeAlias, TypeGuard, TypeVar
@@ -122,7 +121,6 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _DECODE = _DECODER.decode
 #: The C scanner: one JSON value from an index, (value, end); no whitespace skipped.
 _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
-_HEADER_LIST = list(_HEADER)
 _NUMBER = (int, float)
 
 
@@ -137,7 +135,7 @@ _SET_SEQ, _SET_GEN, _SET_TS, _SET_KIND, _SET_TYPE, _SET_FIELDS = (
 def _record(obj: Any) -> Record:
     """The Record a decoded line holds; _Damage if it is not one (``obj`` loses its header)."""
     # JSON gives exact dicts, ints, floats and bools: type() is both exact and cheap here.
-    if type(obj) is not dict or list(islice(obj, 5)) != _HEADER_LIST:
+    if type(obj) is not dict or tuple(obj)[:5] != _HEADER:  # a tuple is cheaper than islice
         raise _Damage(f"not a record: the first keys must be {', '.join(_HEADER)}")
     pop = obj.pop
     seq, gen, ts, kind, type_ = pop("seq"), pop("gen"), pop("ts"), pop("kind"), pop("type")
