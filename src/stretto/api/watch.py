@@ -28,6 +28,14 @@ from stretto.plans.graph import TaskGraph
 NEEDS_YOU, RUNNING_NOW, WAITING, OTHER, LANDED = range(5)
 GROUP_NAMES = ("needs you", "running", "waiting", "done", "landed")
 
+#: The record types :meth:`RunWatch._note` reads beyond filing them by task.
+_NOTED = frozenset(
+    {
+        "run_started", "attempt_started", "attempt_finished", "run_finished",
+        "journal_reopened", "decision", "resume_started", "task_finished",
+    }
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class TaskRow:
@@ -126,6 +134,8 @@ class RunWatch:
         if isinstance(task, str):
             self.by_task.setdefault(task, []).append(rec)
         t = rec.type
+        if t not in _NOTED:  # nothing below looks at any other type (most of a journal)
+            return
         if t == "run_started":
             self.run_started = rec
             self._graph_tried = False

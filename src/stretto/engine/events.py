@@ -19,7 +19,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-from stretto.engine.journal import JOURNAL_NAME, LOCK_NAME, Record, is_live, parse_record
+from stretto.engine.journal import (
+    JOURNAL_NAME,
+    LOCK_NAME,
+    Record,
+    is_live,
+    parse_lines,
+    parse_record,
+)
 from stretto.errors import RunError
 
 POLL = 0.01  # seconds between looks at the journal while following
@@ -97,21 +104,24 @@ class EventReader:
         return out
 
     def _parse(self, data: bytes, out: list[Record]) -> None:
-        for raw in data.split(b"\n")[:-1]:
-            self.line += 1
-            try:
-                record = parse_record(raw)
-            except ValueError as exc:
-                raise RunError(f"{self.path}:{self.line}: journal is damaged: {exc}") from None
-            if record.seq != self.last_seq + 1:
+        records, damage = parse_lines(data)
+        line, last, after = self.line, self.last_seq, self.after_seq
+        for record in records:
+            line += 1
+            if record.seq != last + 1:
+                self.line = line
                 raise RunError(
-                    f"{self.path}:{self.line}: journal is damaged: seq {record.seq} where "
-                    f"{self.last_seq + 1} was expected"
+                    f"{self.path}:{line}: journal is damaged: seq {record.seq} where "
+                    f"{last + 1} was expected"
                 )
-            self.last_seq = record.seq
-            self.ended = record.type == "run_finished"
-            if record.seq > self.after_seq:
+            last = record.seq
+            if last > after:
                 out.append(record)
+        if records:
+            self.line, self.last_seq = line, last
+            self.ended = records[-1].type == "run_finished"
+        if damage is not None:
+            raise RunError(f"{self.path}:{line + 1}: journal is damaged: {damage}")
 
     def finished(self) -> bool:
         """Whether the run is over: its last record is ``run_finished`` and no engine runs it."""

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import gc
 import json
 import math
 import os
@@ -27,10 +28,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn, Self, TypeAlias, TypeGuard, TypeVar, cast
+from typing import Any, Literal, NoReturn, Self, TypeAlias, TypeGuard, TypeVar
 
 from stretto.errors import RunError, StorageError
 from stretto.files import STORAGE_ERRNOS, fsync_dir, storage_fault
@@ -118,9 +118,48 @@ def _reject_constant(name: str) -> NoReturn:
 
 #: One decoder for every line (``json.loads`` with an argument builds a new one per call, which
 #: was a third of the time to read a journal); NaN and Infinity are not JSON.
-_DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
-_HEADER_LIST = list(_HEADER)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODE = _DECODER.decode
+#: The C scanner: one JSON value from an index, (value, end); no whitespace skipped.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 _NUMBER = (int, float)
+
+
+#: Records are built through their slots' own setters: a frozen dataclass's ``__init__`` goes
+#: through ``object.__setattr__`` for each field, three times slower (100,000 records a journal).
+_NEW_RECORD = object.__new__
+_SET_SEQ, _SET_GEN, _SET_TS, _SET_KIND, _SET_TYPE, _SET_FIELDS = (
+    getattr(Record, name).__set__ for name in ("seq", "gen", "ts", "kind", "type", "fields")
+)
+
+
+def _record(obj: Any) -> Record:
+    """The Record a decoded line holds; _Damage if it is not one (``obj`` loses its header)."""
+    # JSON gives exact dicts, ints, floats and bools: type() is both exact and cheap here.
+    if type(obj) is not dict or tuple(obj)[:5] != _HEADER:  # a tuple is cheaper than islice
+        raise _Damage(f"not a record: the first keys must be {', '.join(_HEADER)}")
+    pop = obj.pop
+    seq, gen, ts, kind, type_ = pop("seq"), pop("gen"), pop("ts"), pop("kind"), pop("type")
+    if not (type(seq) is int and type(gen) is int and seq >= 0 and gen >= 0):
+        raise _Damage("seq and gen must be non-negative integers")
+    if type(ts) not in _NUMBER:
+        raise _Damage("ts must be a number")
+    try:
+        ts = float(ts)  # an integer too large for a float is no time either
+    except OverflowError:
+        raise _Damage("ts must be a number") from None
+    if not math.isfinite(ts):
+        raise _Damage("ts must be a number")
+    if kind not in KINDS or type(type_) is not str or not type_:
+        raise _Damage(f"kind must be one of {sorted(KINDS)} and type a non-empty string")
+    record = _NEW_RECORD(Record)
+    _SET_SEQ(record, seq)
+    _SET_GEN(record, gen)
+    _SET_TS(record, ts)
+    _SET_KIND(record, kind)
+    _SET_TYPE(record, type_)
+    _SET_FIELDS(record, MappingProxyType(obj))
+    return record
 
 
 def _parse(line: bytes) -> Record:
@@ -128,18 +167,49 @@ def _parse(line: bytes) -> Record:
         obj = _DECODE(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise _Damage(f"not a JSON line: {exc}") from None
-    # JSON gives exact dicts, ints, floats and bools: type() is both exact and cheap here.
-    if type(obj) is not dict or list(islice(obj, 5)) != _HEADER_LIST:
-        raise _Damage(f"not a record: the first keys must be {', '.join(_HEADER)}")
-    pop = obj.pop
-    seq, gen, ts, kind, type_ = pop("seq"), pop("gen"), pop("ts"), pop("kind"), pop("type")
-    if not (type(seq) is int and type(gen) is int and seq >= 0 and gen >= 0):
-        raise _Damage("seq and gen must be non-negative integers")
-    if type(ts) not in _NUMBER or not math.isfinite(ts):
-        raise _Damage("ts must be a number")
-    if kind not in KINDS or type(type_) is not str or not type_:
-        raise _Damage(f"kind must be one of {sorted(KINDS)} and type a non-empty string")
-    return Record(seq, gen, float(ts), cast(Kind, kind), type_, MappingProxyType(obj))
+    return _record(obj)
+
+
+def parse_lines(data: bytes) -> tuple[list[Record], str | None]:
+    """The lines of ``data`` (whole lines, each ending with a newline) as Records, up to the
+    first damaged one, and what is wrong with that one (as :func:`parse_record` words it; None
+    when every line is a record): its line number in ``data`` is ``len(records) + 1``.
+
+    The same verdicts and messages as :func:`parse_record` line by line, faster: the block is
+    decoded from UTF-8 once and the decoder's scanner is run at each line's start. A line is
+    taken on this path only when one JSON value spans it exactly (no whitespace around it, no
+    value running on to the next line); any other line, and a block that is not UTF-8, goes
+    through :func:`_parse` itself, which decides and words the verdict. The cyclic garbage
+    collector is paused meanwhile (decoded JSON holds no cycles; with 100,000 records kept
+    alive, its passes over them were a third of the time).
+    """
+    records: list[Record] = []
+    add = records.append
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            for line in data.split(b"\n")[:-1]:
+                add(_parse(line))
+            return records, None
+        scan, find, record, pos, size = _SCAN, text.find, _record, 0, len(text)
+        while pos < size:
+            end = find("\n", pos)
+            try:
+                obj, stop = scan(text, pos)
+            except (StopIteration, ValueError):  # _parse says whether and why the line is bad
+                stop = -1
+            add(record(obj) if stop == end else _parse(text[pos:end].encode("utf-8")))
+            pos = end + 1
+        return records, None
+    except _Damage as exc:
+        return records, str(exc)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def parse_record(line: bytes) -> Record:
@@ -196,24 +266,27 @@ def _load(path: Path) -> tuple[list[Record], int]:
     except OSError as exc:
         raise RunError(f"cannot read journal {path}: {exc.strerror}") from None
     intact = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
-    records: list[Record] = []
     intents: dict[int, str] = {}
-    for lineno, line in enumerate(data[:intact].split(b"\n")[:-1], start=1):
-        try:
-            record = _parse(line)
-            problem = _follows(record, records[-1] if records else None, intents)
-            if problem:
-                raise _Damage(problem)
-        except _Damage as exc:
-            raise RunError(
-                f"{path}:{lineno}: journal is damaged: {exc}. Only a torn last line can be"
-                " repaired, so resume refuses to continue; inspect that line, or move the file"
-                " aside to abandon the run"
-            ) from None
-        records.append(record)
+    prev: Record | None = None
+    records, damage = parse_lines(data[:intact])
+    for lineno, record in enumerate(records, start=1):
+        problem = _follows(record, prev, intents)
+        if problem:
+            raise _damaged(path, lineno, problem)
         if record.kind == "intent":
             intents[record.seq] = record.type
+        prev = record
+    if damage is not None:
+        raise _damaged(path, len(records) + 1, damage)
     return records, intact
+
+
+def _damaged(path: Path, lineno: int, problem: str) -> RunError:
+    return RunError(
+        f"{path}:{lineno}: journal is damaged: {problem}. Only a torn last line can be"
+        " repaired, so resume refuses to continue; inspect that line, or move the file"
+        " aside to abandon the run"
+    )
 
 
 def read_journal(path: Path) -> list[Record]:
