@@ -415,3 +415,33 @@ def test_clean_removes_the_lanes_of_a_stopped_train(tmp_path: Path) -> None:
     assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     assert "-lane-" not in git(repo, "worktree", "list")  # ...until `stretto clean`
     assert not list((repo / ".stretto" / "integration").glob("*-lane-*"))
+
+
+def test_a_full_disk_while_a_car_is_tested_stops_the_run_cleanly(tmp_path: Path) -> None:
+    """The journal write that fails is the merge gate's result, written by a lane of the train
+    (not the driver): the run stops with the storage error and no traceback (the lane's error
+    went unretrieved and asyncio printed it), and resume finishes the work."""
+    plan = 'stages:\n  - name: s\n    steps:\n      - {id: a, goal: A, files: [a.txt], command: "echo a > a.txt"}\n'  # noqa: E501
+    config = 'target = "main"\n' + TRAIN + merge_gate("sleep 0.2; test -e a.txt")
+    probe = make_repo(tmp_path / "probe", {"README.md": "hi\n", "stretto.toml": config})
+    (probe / "plan.yaml").write_text(plan)
+    assert stretto(probe, "run", "plan.yaml", "--plain").returncode == 0
+    journal = read_journal(probe / ".stretto" / "runs" / only_run(probe) / "journal.jsonl")
+    nth = 1 + next(
+        i
+        for i, r in enumerate(journal)
+        if r.type == "gate_result" and r.fields.get("stage") == "merge"
+    )
+    repo = make_repo(tmp_path / "repo", {"README.md": "hi\n", "stretto.toml": config})
+    (repo / "plan.yaml").write_text(plan)
+    ran = stretto(repo, "run", "plan.yaml", "--plain", crash=f"journal-write-enospc@{nth}")
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 1, output
+    assert "Traceback" not in output and "never retrieved" not in output, output
+    assert "No space left on device" in output, output
+    run = only_run(repo)
+    records = read_journal(repo / ".stretto" / "runs" / run / "journal.jsonl")
+    assert records[-1].type == "gates" and records[-1].fields.get("stage") == "merge", records[-1]
+    resumed = stretto(repo, "resume", "--plain")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert git(repo, "show", "main:a.txt").strip() == "a"

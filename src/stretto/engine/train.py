@@ -102,7 +102,7 @@ class MergeTrain(MergeQueue):
         for rec in ctx.journal.history:  # resume: the failure rate the train had learned
             if rec.type == "train" and isinstance(rec.fields.get("failure_rate"), int | float):
                 self.policy.rate = float(rec.fields["failure_rate"])
-        self.inbox: asyncio.Queue[tuple[int, bool] | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[tuple[int, bool | Exception] | None] = asyncio.Queue()
         self.driver: asyncio.Task[None] | None = None
         self.base: str | None = None  # the target head the first car is built on
         self.last_snapshot: dict[str, Any] | None = None
@@ -200,6 +200,8 @@ class MergeTrain(MergeQueue):
                 message = await self.inbox.get()
                 if message is not None:
                     car, passed = message
+                    if isinstance(passed, Exception):
+                        raise passed
                     run = self.cars.get(car)
                     if run is not None:
                         run.job = None
@@ -348,9 +350,11 @@ class MergeTrain(MergeQueue):
         run.job = asyncio.create_task(self._run_gates(car, run, retest))
 
     async def _run_gates(self, car: int, run: CarRun, retest: bool) -> None:
-        passed = False
+        passed: bool | Exception = False
         try:
             passed = await self._judge(car, run, retest)
+        except Exception as error:  # a full disk: raised again by the driver, which tells
+            passed = error  # every waiter (left here, no one would ever see it)
         finally:
             self.inbox.put_nowait((car, passed))
 
