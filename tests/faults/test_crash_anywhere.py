@@ -52,9 +52,10 @@ def faults_for(campaign: int, total: int, timers: int) -> list[Fault]:
     mixed so that the named points come while there is work left."""
     rng = random.Random(1000 + campaign)
     mine = [p for i, p in enumerate(named_points()) if i % total == campaign % total]
-    kills = seeded_faults(rng, timers, 0.2, 1.5)
+    kills = seeded_faults(rng, timers, 0.1, 1.0)  # the train lands fast: kill often
     for point in mine:
-        at = 0 if point in ONLY_AT_START else rng.randint(1, timers // 2)
+        # early: the merge train lands work fast, and a point armed after the run ended never fires
+        at = 0 if point in ONLY_AT_START else rng.randint(1, min(3, timers // 2))
         kills.insert(at, Fault(point=occurrence(point, rng)))
     return kills
 
