@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,21 @@ def _wait_for(repo: Path, kind: str, timeout: float = 40) -> Record:
 def _merges(repo: Path, task: str) -> int:
     log = git(repo, "log", "--format=%B%x00", "main")
     return sum(1 for body in log.split("\0") if f"Stretto-Task: {task}" in body)
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every test repository lives in (hidden from the workers)."""
+    return tmp_path_factory.mktemp("repos")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, repos: Path) -> Iterator[LocalCluster]:
+    """A module's loopback cluster (see :func:`running_cluster`)."""
+    yield from running_cluster(tmp_path_factory, repos)
+
+
+def _engine(repo: Path, address: str, **popen: Any) -> subprocess.Popen[Any]:
+    """``stretto run --plain --cluster ADDRESS plan.yaml`` in ``repo``, in the background."""
+    command = [sys.executable, "-m", "stretto", "run", "--plain", "--cluster", address, "plan.yaml"]
+    return subprocess.Popen(command, cwd=repo, **popen)

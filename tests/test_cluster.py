@@ -13,35 +13,25 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from _cluster import (
     CLIENT_CRED,
     WORKER_CRED,
+    _engine,
     _journal,
     _merges,
     _repo,
     _stretto,
     _wait_for,
-    running_cluster,
+    cluster,
+    repos,
 )
 from stretto.api.cluster import LocalCluster, worker_pids
 from stretto.process import processes_with_token
 from stretto.testing.repo import git
 
-
-@pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder every test repository lives in (hidden from the workers)."""
-    return tmp_path_factory.mktemp("repos")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, repos: Path) -> Iterator[LocalCluster]:
-    yield from running_cluster(tmp_path_factory, repos)
+__all__ = ["cluster", "repos"]  # the module fixtures of tests/_cluster.py
 
 
 def test_workers_cannot_see_the_repositories(cluster: LocalCluster, repos: Path) -> None:
@@ -130,21 +120,7 @@ stages:
       - {id: talk, goal: x, files: [t.txt], command: "echo streamed-early; sleep 6; echo x > t.txt"}
 """
     repo = _repo(repos, "stream", {"README.md": "x\n", "plan.yaml": plan})
-    engine = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stretto",
-            "run",
-            "--plain",
-            "--cluster",
-            cluster.address,
-            "plan.yaml",
-        ],
-        cwd=repo,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    engine = _engine(repo, cluster.address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         started = _wait_for(repo, "attempt_started")
         (run_dir,) = (repo / ".stretto" / "runs").iterdir()

@@ -11,36 +11,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from _cluster import (
     FILES,
     PLAN,
     _bwrap_prefix,
+    _engine,
     _journal,
     _merges,
     _repo,
     _stretto,
     _wait_for,
-    running_cluster,
+    cluster,
+    repos,
 )
 from stretto.api.cluster import LocalCluster, start_worker, wait_for_workers, worker_pids
 from stretto.process import processes_with_token
 from stretto.testing.repo import git
 
-
-@pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder every test repository lives in (hidden from the workers)."""
-    return tmp_path_factory.mktemp("repos")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, repos: Path) -> Iterator[LocalCluster]:
-    yield from running_cluster(tmp_path_factory, repos)
+__all__ = ["cluster", "repos"]  # the module fixtures of tests/_cluster.py
 
 
 def test_orchestrator_killed_and_resumed(cluster: LocalCluster, repos: Path) -> None:
@@ -48,21 +38,7 @@ def test_orchestrator_killed_and_resumed(cluster: LocalCluster, repos: Path) -> 
         'command: "echo alpha > alpha.txt"', 'command: "sleep 3; echo alpha > alpha.txt"'
     )
     repo = _repo(repos, "resumed", {**FILES, "plan.yaml": plan})
-    engine = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stretto",
-            "run",
-            "--plain",
-            "--cluster",
-            cluster.address,
-            "plan.yaml",
-        ],
-        cwd=repo,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    engine = _engine(repo, cluster.address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(repo, "attempt_started")
         engine.send_signal(signal.SIGKILL)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _cluster import _bwrap_prefix, _journal, _merges, _repo, _stretto, _wait_for
+from _cluster import _bwrap_prefix, _engine, _journal, _merges, _repo, _stretto, _wait_for
 from stretto.api.cluster import start_local_cluster, worker_pids
 from stretto.process import processes_with_token
 from stretto.testing.repo import git
@@ -36,21 +36,8 @@ stages:
 """
     repo = _repo(repos, "nosched", {"README.md": "x\n", "plan.yaml": plan})
     first = start_local_cluster(1, 2, directory=tmp_path / "c1", worker_prefix=_bwrap_prefix(repos))
-    engine = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stretto",
-            "run",
-            "--plain",
-            "--cluster",
-            first.address,
-            "plan.yaml",
-        ],
-        cwd=repo,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    engine = _engine(
+        repo, first.address, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         _wait_for(repo, "attempt_started")
