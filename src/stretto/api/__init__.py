@@ -67,12 +67,14 @@ if TYPE_CHECKING:
     from stretto.api.runs import (
         AsyncRunHandle,
         ControlResult,
-        Goal,
         RunHandle,
-        RunOptions,
         list_runs,
         new_run_id,
         open_run,
+    )
+    from stretto.api.starting import (
+        Goal,
+        RunOptions,
         resume_run,
         run_planned,
         run_planned_detached,
@@ -87,12 +89,14 @@ _WHERE = {
     "stretto.api.runs": (
         "AsyncRunHandle",
         "ControlResult",
-        "Goal",
         "RunHandle",
-        "RunOptions",
         "list_runs",
         "new_run_id",
         "open_run",
+    ),
+    "stretto.api.starting": (
+        "Goal",
+        "RunOptions",
         "resume_run",
         "run_planned",
         "run_planned_detached",
