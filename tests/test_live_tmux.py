@@ -66,6 +66,7 @@ def test_live_in_tmux_pauses_filters_and_detaches(
         journal = repo / ".stretto" / "runs" / run_id / "journal.jsonl"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env["TERM"] = "xterm-256color"
+        env["SHELL"] = "/bin/sh"  # what `o` opens
         script = tmp_path / "live.sh"
         script.write_text(
             f"cd {repo}\n{sys.executable} -m stretto live {run_id}\necho EXITED $?\nsleep 60\n"
@@ -103,6 +104,17 @@ def test_live_in_tmux_pauses_filters_and_detaches(
         until(lambda s: "holding" in s and "quick" not in s.split("detail")[0], "no filter")
         tmux("send-keys", "-t", "live", "u")
         until(lambda s: "unpause: running" in s, "the engine's answer to unpause")
+        # `o`: a shell in the selected task's worktree, the UI suspended until it exits
+        was_in = tmp_path / "shell-was-in"
+        tmux("send-keys", "-t", "live", "Home")  # the cursor stayed on quick: up to held
+        until(lambda s: "==> tasks/held/1/agent.log" in s, "held selected")
+        tmux("send-keys", "-t", "live", "o")
+        until(lambda s: "q detach" not in s, "the shell instead of the UI")
+        tmux("send-keys", "-t", "live", f"pwd > {was_in}; exit", "Enter")
+        until(lambda s: "q detach" in s and "holding" in s, "the UI back after the shell")
+        held = next(r for r in read_journal(journal) if r.type == "attempt_started"
+                    and r.fields["task"] == "held")  # fmt: skip
+        assert was_in.read_text().strip() == held.fields["workspace"]
         tmux("send-keys", "-t", "live", "q")
         left = until(lambda s: "EXITED 0" in s, "live to exit")
         assert f"detached from run {run_id}" in left and "it goes on" in left

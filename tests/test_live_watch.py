@@ -4,9 +4,11 @@ plain values and a run written to disk (tests/_live_runs.py), and the ``live`` c
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -303,3 +305,54 @@ def test_the_merge_train_shows_in_the_header_and_rows(tmp_path: Path) -> None:
     assert "merge train: 2 car(s), up to 2 branch(es) a car, 2 lane(s)" in "\n".join(
         header_lines(snap)
     )
+
+
+def test_a_growing_log_repaints_itself_without_laying_the_screen_out() -> None:
+    """An agent's log gains lines all the time: each must be scrolled to and shown, with the
+    scrollbar following, and none may cost a layout of the whole screen (a plain Textual Log
+    asks for one on every line; that was most of the UI's paint time under a busy run)."""
+    from textual.app import App, ComposeResult
+    from textual.screen import Screen
+    from textual.widgets import Static
+
+    from stretto.frontends.live_widgets import FollowLog
+
+    layouts: list[int] = []
+    real = Screen._refresh_layout
+
+    def counting(self: Screen[Any], *args: Any, **kwargs: Any) -> None:
+        layouts.append(1)
+        real(self, *args, **kwargs)
+
+    class Holder(App[None]):
+        CSS = "FollowLog { height: 6; overflow-y: auto; } Static { height: 1; }"
+
+        def compose(self) -> ComposeResult:
+            yield Static("above")
+            yield FollowLog(id="log")
+
+    async def drive() -> None:
+        app = Holder()
+        async with app.run_test(size=(40, 12)) as pilot:
+            log = app.query_one(FollowLog)
+            log.write_lines(["one", "two"])
+            await pilot.pause()
+            assert log.max_scroll_y == 0
+            log.write_lines([f"line {i}" for i in range(20)])
+            await pilot.pause()
+            assert log.scroll_y == log.max_scroll_y > 0
+            Screen._refresh_layout = counting  # type: ignore[method-assign]
+            try:
+                for i in range(10):
+                    log.write_line(f"more {i}")
+                    await pilot.pause()
+            finally:
+                Screen._refresh_layout = real  # type: ignore[method-assign]
+            assert layouts == []
+            height = log.scrollable_content_region.height
+            assert log.scroll_y == log.max_scroll_y == log.line_count - height
+            assert log.vertical_scrollbar.window_virtual_size == log.line_count
+            shown = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+            assert "more 9" in shown and "line 0" not in shown
+
+    asyncio.run(drive())

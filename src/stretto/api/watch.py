@@ -23,6 +23,7 @@ from stretto.engine.outcomes import log_tail
 from stretto.engine.progress import RUNNING, Bar, attempt_bars, time_left, why_waiting
 from stretto.engine.status import RunStatus, StatusFold
 from stretto.plans.graph import TaskGraph
+from stretto.plans.yamlsource import paused_gc
 
 #: Row groups, in the order they are listed.
 NEEDS_YOU, RUNNING_NOW, WAITING, OTHER, LANDED = range(5)
@@ -122,10 +123,11 @@ class RunWatch:
     def poll(self) -> list[Record]:
         """Read and fold what was written since the last call; return those records."""
         self._live = is_live(self.handle.run_dir)  # before reading: a run seen over is read whole
-        batch = self.reader.read_new()
-        self.fold.feed(batch)
-        for rec in batch:
-            self._note(rec)
+        with paused_gc():  # records form no cycles; a long journal read whole made many passes
+            batch = self.reader.read_new()
+            self.fold.feed(batch)
+            for rec in batch:
+                self._note(rec)
         return batch
 
     def _note(self, rec: Record) -> None:

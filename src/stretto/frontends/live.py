@@ -14,6 +14,7 @@ Imported only by the ``live`` command: ``stretto --help`` never loads Textual.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import time
@@ -35,6 +36,7 @@ from stretto.frontends.live_widgets import (
     KEYS,
     Ask,
     Confirm,
+    FollowLog,
     Lines,
     TaskTable,
     cells,
@@ -133,7 +135,7 @@ class LiveApp(App[None]):
                     if name == "timeline":
                         yield Static("", id="timeline-view")
                     else:
-                        yield Log(id=f"{name}-view", highlight=False, max_lines=20_000)
+                        yield FollowLog(id=f"{name}-view", highlight=False, max_lines=20_000)
         yield Static(KEYS, id="keys")
 
     def on_mount(self) -> None:
@@ -141,6 +143,10 @@ class LiveApp(App[None]):
         table = self.main.query_one("#tasks", TaskTable)
         self.title = f"stretto live {self.handle.run_id}"
         self._tick(force=True)
+        # What exists now (the journal read so far, the widgets) lives as long as the app: out
+        # of the collector's sight, a long run's records are not walked again at every full
+        # collection (a pause of the screen each time).
+        gc.freeze()
         table.focus()
         self.set_interval(self.poll, self._tick)
 

@@ -17,11 +17,12 @@ from textual.containers import Vertical
 from textual.events import Click
 from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import Reactive
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Input, Label
+from textual.widgets import Input, Label, Log
 
 from stretto.frontends.view import train_line
 
@@ -328,6 +329,24 @@ class TaskTable(ScrollView, can_focus=True):
     def on_click(self, event: Click) -> None:
         if event.y >= 1:
             self._move_to(self.scroll_offset.y + event.y - 1)
+
+
+class FollowLog(Log):
+    """A :class:`~textual.widgets.Log` that grows without laying the screen out again.
+
+    Textual's ``virtual_size`` asks for a layout of the whole screen whenever it changes, so a
+    log gaining a line every quarter of a second (an agent's output) made the screen lay out
+    and repaint everything four times a second, most of the UI's time and the long tail of its
+    record-to-screen latency. The log's own height is set by the layout, not by its content:
+    a new line needs only the log's scrollbars updated and the log repainted.
+    """
+
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0))
+
+    def watch_virtual_size(self, size: Size) -> None:
+        if self.is_mounted:
+            self._scroll_update(size)  # a scrollbar appearing still lays the screen out
+        self.refresh()
 
 
 class Lines(Widget):
