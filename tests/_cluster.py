@@ -102,7 +102,8 @@ def _wait_for(repo: Path, kind: str, timeout: float = 40) -> Record:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = repo / ".stretto" / "runs"
-        if runs.is_dir() and any(runs.iterdir()):
+        # the run's directory exists a moment before its journal does
+        if runs.is_dir() and any((run / "journal.jsonl").exists() for run in runs.iterdir()):
             found = [r for r in _journal(repo) if r.type == kind]
             if found:
                 return found[0]

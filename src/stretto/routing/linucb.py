@@ -39,6 +39,9 @@ RETRY_FEATURES = (
     *(n for n in FEATURE_NAMES if n.startswith("lang_")),
 )
 RETRY_INDEX = tuple(FEATURE_NAMES.index(n) for n in RETRY_FEATURES)
+#: The most a retry's cost may count as, relative to the arm's mean cost: one outlier (or a
+#: mean of next to nothing, a tiny first price) must not make the model infinite.
+MAX_COST_RATIO = 100.0
 
 
 def _dot(u: Sequence[float], v: Sequence[float]) -> float:
@@ -121,7 +124,8 @@ class ArmState:
         self.retry_b_landed = _add(self.retry_b_landed, float(landed) - LANDED_PRIOR, z)
         mean = self.mean_cost
         if cost_usd is not None and mean:
-            self.retry_b_cost = _add(self.retry_b_cost, cost_usd / mean - 1.0, z)
+            ratio = min(cost_usd / mean, MAX_COST_RATIO)
+            self.retry_b_cost = _add(self.retry_b_cost, ratio - 1.0, z)
         self.retries += 1
 
     def estimate(self, x: Sequence[float], alpha: float) -> tuple[float, float]:
