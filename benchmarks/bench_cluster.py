@@ -14,7 +14,7 @@ processes with 4 agent slots each (``--resources agents=4``), started once.
    max(critical path 2 s, 40 x 2 s / 8 slots) = 10 s; target <= 1.3x. The same plan with 8
    local agents beside it.
 
-Run: .venv/bin/python benchmarks/bench_cluster.py [--quick]
+Run: .venv/bin/python benchmarks/bench_cluster.py [--quick] [--makespan-only]
 """
 
 from __future__ import annotations
@@ -177,6 +177,7 @@ def event_latency(address: str, count: int = 50) -> list[float]:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    makespan_only = "--makespan-only" in sys.argv  # figure 2 alone
     rounds, tasks = (1, 4) if quick else (3, 8)
     print(machine())
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
@@ -186,90 +187,98 @@ def main() -> None:
         print(f"cluster {cluster.address}: 2 workers x 4 slots, up in "
               f"{time.perf_counter() - started:.1f} s")  # fmt: skip
         try:
-            local_repo, remote_repo = big_repo(root, "local"), big_repo(root, "remote")
-            per: dict[str, list[float]] = {"local": [], "cluster": []}
-            cold: dict[str, list[float]] = {"local": [], "cluster": []}
-            fixed: dict[str, list[tuple[float, float]]] = {"local": [], "cluster": []}
-            for r in range(rounds):  # interleaved: local, cluster, local, cluster...
-                plan = one_at_a_time_plan(root / f"plan-o{r}.yaml", tasks, f"r{r}_")
-                for name, repo, extra in (
-                    ("local", local_repo, ()),
-                    ("cluster", remote_repo, ("--cluster", cluster.address)),
-                ):
-                    records = run_records(repo, plan, "--max-agents", "1", *extra)
-                    took, before, after, _ = attempt_times(records)
-                    cold[name].append(took[0])
-                    per[name].extend(took[1:])
-                    fixed[name].append((before, after))
-            overhead = median(per["cluster"]) - median(per["local"])
-            steps = parts(root, big_repo(root, "parts"))
-            latency = event_latency(cluster.address)
-            print("\n1. one attempt at a time, 1,000-file repository, shell agent writing one file")
-            n, r_ = str(len(per["local"])), str(rounds)
-            p95 = sorted(latency)[max(0, int(len(latency) * 0.95) - 1)]
-
-            def fix(name: str, k: int) -> str:
-                return f"{median([f[k] for f in fixed[name]]):.2f} s"
-
-            rows = [
-                ["local: attempt, spawn to landed", f"{median(per['local']):.3f} s", n],
-                ["cluster: attempt, spawn to landed", f"{median(per['cluster']):.3f} s", n],
-                ["overhead of the cluster path per attempt", f"{overhead:.3f} s", "difference"],
-                ["  base bundle out, incremental", f"{median(steps['incr']):.3f} s", "4"],
-                ["  base into the worker's clone", f"{median(steps['in']):.3f} s", "5"],
-                ["  branch bundle back, fetched here", f"{median(steps['back']):.3f} s", "5"],
-                ["  event delivery, p50", f"{median(latency) * 1000:.1f} ms", str(len(latency))],
-                ["  event delivery, p95", f"{p95 * 1000:.1f} ms", ""],
-                ["first attempt of a run, local", f"{median(cold['local']):.2f} s", r_],
-                ["first attempt of a run, cluster", f"{median(cold['cluster']):.2f} s", r_],
-                ["  base bundle out, whole repo", f"{median(steps['full']):.3f} s", "1"],
-                ["run start to first spawn, local", fix("local", 0), r_],
-                ["run start to first spawn, cluster", fix("cluster", 0), r_],
-                ["last landing to run end, local", fix("local", 1), r_],
-                ["last landing to run end, cluster", fix("cluster", 1), r_],
-            ]
-            print(table(["figure", "value", "samples"], rows))
-            target("cluster overhead per attempt", 0.3, overhead, "s", 1)
-
-            print(
-                "\n2. 40 independent 2 s agents, 8 at once: 2 workers x 4 slots vs 8 local agents"
-            )
-            sleepy = sleepy_plan(root / "plan-s.yaml", 40, 2)
-            bound = max(2.0, 40 * 2.0 / 8)
-            walls: dict[str, list[float]] = {"local": [], "cluster": []}
-            spans: dict[str, list[float]] = {"local": [], "cluster": []}
-            merging: list[float] = []
-            for k in range(1 if quick else 2):
-                for name, extra in (("local", ()), ("cluster", ("--cluster", cluster.address))):
-                    small = big_repo(root, f"s{name}{k}", 10)
-                    records = run_records(small, sleepy, "--max-agents", "8", *extra)
-                    walls[name].append(float(records[-1]["wall"]))
-                    spans[name].append(attempt_times(records)[3])
-                    merging.extend(merge_seconds(records))
-            rows = []
-            for name, label in (("local", "local, 8 agents"), ("cluster", "cluster, 2 x 4 slots")):
-                wall, span = median(walls[name]), median(spans[name])
-                rows.append([label, f"{wall:.2f} s", f"{wall / bound:.2f}x", f"{span:.2f} s",
-                             f"{span / bound:.2f}x", len(walls[name])])  # fmt: skip
-            header = [
-                "backend",
-                "run wall",
-                "/ 10 s",
-                "first spawn to last landing",
-                "/ 10 s",
-                "runs",
-            ]
-            print(table(header, rows))
-            target("cluster run wall / lower bound", 1.3, median(walls["cluster"]) / bound, "x", 1)
-            serial = 40 * median(merging)
-            print(
-                f"the merge queue lands one task at a time: median {median(merging):.3f} s a "
-                f"landing here, so 40 landings take {serial:.1f} s; with that, the bound is "
-                f"max(10 s, {serial:.1f} s) = {max(bound, serial):.1f} s and the cluster's "
-                f"run wall is {median(walls['cluster']) / max(bound, serial):.2f}x of it"
-            )
+            if not makespan_only:
+                overhead_figures(root, cluster.address, rounds, tasks)
+            makespan_figures(root, cluster.address, quick)
         finally:
             cluster.stop()
+
+
+def overhead_figures(root: Path, address: str, rounds: int, tasks: int) -> None:
+    """Figure 1: the cluster path's overhead per attempt, and its parts."""
+    local_repo, remote_repo = big_repo(root, "local"), big_repo(root, "remote")
+    per: dict[str, list[float]] = {"local": [], "cluster": []}
+    cold: dict[str, list[float]] = {"local": [], "cluster": []}
+    fixed: dict[str, list[tuple[float, float]]] = {"local": [], "cluster": []}
+    for r in range(rounds):  # interleaved: local, cluster, local, cluster...
+        plan = one_at_a_time_plan(root / f"plan-o{r}.yaml", tasks, f"r{r}_")
+        for name, repo, extra in (
+            ("local", local_repo, ()),
+            ("cluster", remote_repo, ("--cluster", address)),
+        ):
+            records = run_records(repo, plan, "--max-agents", "1", *extra)
+            took, before, after, _ = attempt_times(records)
+            cold[name].append(took[0])
+            per[name].extend(took[1:])
+            fixed[name].append((before, after))
+    overhead = median(per["cluster"]) - median(per["local"])
+    steps = parts(root, big_repo(root, "parts"))
+    latency = event_latency(address)
+    print("\n1. one attempt at a time, 1,000-file repository, shell agent writing one file")
+    n, r_ = str(len(per["local"])), str(rounds)
+    p95 = sorted(latency)[max(0, int(len(latency) * 0.95) - 1)]
+
+    def fix(name: str, k: int) -> str:
+        return f"{median([f[k] for f in fixed[name]]):.2f} s"
+
+    rows = [
+        ["local: attempt, spawn to landed", f"{median(per['local']):.3f} s", n],
+        ["cluster: attempt, spawn to landed", f"{median(per['cluster']):.3f} s", n],
+        ["overhead of the cluster path per attempt", f"{overhead:.3f} s", "difference"],
+        ["  base bundle out, incremental", f"{median(steps['incr']):.3f} s", "4"],
+        ["  base into the worker's clone", f"{median(steps['in']):.3f} s", "5"],
+        ["  branch bundle back, fetched here", f"{median(steps['back']):.3f} s", "5"],
+        ["  event delivery, p50", f"{median(latency) * 1000:.1f} ms", str(len(latency))],
+        ["  event delivery, p95", f"{p95 * 1000:.1f} ms", ""],
+        ["first attempt of a run, local", f"{median(cold['local']):.2f} s", r_],
+        ["first attempt of a run, cluster", f"{median(cold['cluster']):.2f} s", r_],
+        ["  base bundle out, whole repo", f"{median(steps['full']):.3f} s", "1"],
+        ["run start to first spawn, local", fix("local", 0), r_],
+        ["run start to first spawn, cluster", fix("cluster", 0), r_],
+        ["last landing to run end, local", fix("local", 1), r_],
+        ["last landing to run end, cluster", fix("cluster", 1), r_],
+    ]
+    print(table(["figure", "value", "samples"], rows))
+    target("cluster overhead per attempt", 0.3, overhead, "s", 1)
+
+
+def makespan_figures(root: Path, address: str, quick: bool) -> None:
+    """Figure 2: 40 independent 2 s agents on 2 workers x 4 slots, and on 8 local agents."""
+    print("\n2. 40 independent 2 s agents, 8 at once: 2 workers x 4 slots vs 8 local agents")
+    sleepy = sleepy_plan(root / "plan-s.yaml", 40, 2)
+    bound = max(2.0, 40 * 2.0 / 8)
+    walls: dict[str, list[float]] = {"local": [], "cluster": []}
+    spans: dict[str, list[float]] = {"local": [], "cluster": []}
+    merging: list[float] = []
+    for k in range(1 if quick else 2):
+        for name, extra in (("local", ()), ("cluster", ("--cluster", address))):
+            small = big_repo(root, f"s{name}{k}", 10)
+            records = run_records(small, sleepy, "--max-agents", "8", *extra)
+            walls[name].append(float(records[-1]["wall"]))
+            spans[name].append(attempt_times(records)[3])
+            merging.extend(merge_seconds(records))
+    rows = []
+    for name, label in (("local", "local, 8 agents"), ("cluster", "cluster, 2 x 4 slots")):
+        wall, span = median(walls[name]), median(spans[name])
+        rows.append([label, f"{wall:.2f} s", f"{wall / bound:.2f}x", f"{span:.2f} s",
+                     f"{span / bound:.2f}x", len(walls[name])])  # fmt: skip
+    header = [
+        "backend",
+        "run wall",
+        "/ 10 s",
+        "first spawn to last landing",
+        "/ 10 s",
+        "runs",
+    ]
+    print(table(header, rows))
+    target("cluster run wall / lower bound", 1.3, median(walls["cluster"]) / bound, "x", 1)
+    serial = 40 * median(merging)
+    print(
+        f"the merge queue lands one task at a time: median {median(merging):.3f} s a "
+        f"landing here, so 40 landings take {serial:.1f} s; with that, the bound is "
+        f"max(10 s, {serial:.1f} s) = {max(bound, serial):.1f} s and the cluster's "
+        f"run wall is {median(walls['cluster']) / max(bound, serial):.2f}x of it"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from _cluster import (
@@ -209,3 +210,29 @@ def test_a_cancelled_remote_attempt_is_booked(cluster: LocalCluster, repos: Path
     while processes_with_token(run_dir.name) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not processes_with_token(run_dir.name)
+
+
+def test_the_first_wave_spreads_over_the_workers_and_each_clones_once(
+    cluster: LocalCluster, repos: Path
+) -> None:
+    """A run's first attempts start together: they spread over the workers (each picks the
+    least busy, counting the others picked in the same moment), and the two that arrive at a
+    worker with no clone of this repository yet make it once between them (two `git init` in
+    one directory used to fail one of them, retried later)."""
+    steps = "\n".join(
+        f"      - {{id: w{i}, goal: g, files: [w{i}.txt], command: 'sleep 1; echo {i} > w{i}.txt'}}"
+        for i in range(4)
+    )
+    plan = f"stages:\n  - name: s\n    steps:\n{steps}\n"
+    repo = _repo(repos, "wave", {"README.md": "x\n", "plan.yaml": plan})
+    ran = _stretto(repo, "run", "--plain", "--max-agents", "4", "--cluster", cluster.address,
+                   "plan.yaml")  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    records = _journal(repo)
+    assert not [r for r in records if r.kind == "fail"], [
+        r.fields for r in records if r.kind == "fail"
+    ]
+    started = [r for r in records if r.type == "attempt_started"]
+    assert len(started) == 4  # each task's first attempt, none retried
+    per_worker = Counter(str(r.fields["worker"]) for r in started)
+    assert sorted(per_worker.values()) == [2, 2], per_worker

@@ -445,3 +445,47 @@ def test_a_full_disk_while_a_car_is_tested_stops_the_run_cleanly(tmp_path: Path)
     resumed = stretto(repo, "resume", "--plain")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert git(repo, "show", "main:a.txt").strip() == "a"
+
+
+@pytest.mark.parametrize("strategy", ["train", "serial"])
+def test_a_task_in_the_merge_queue_frees_its_agent_slot(tmp_path: Path, strategy: str) -> None:
+    """One agent at a time and a merge gate of 2 s: the second agent starts while the first
+    task waits in the merge queue (it keeps its file lease, not an agent slot), and never
+    more than one agent runs."""
+    config = f'[merge]\nstrategy = "{strategy}"\n' + merge_gate("sleep 2")
+    repo = repo_with(tmp_path, {}, config)
+    ran = run_plan(
+        repo,
+        [
+            step("a", "echo a > a.txt", files=["a.txt"]),
+            step("b", "echo b > b.txt", files=["b.txt"]),
+        ],
+        max_agents=1,
+    )
+    assert ran.task("a").status == ran.task("b").status == "landed", ran.summary.tasks
+    at = {(r.type, r.fields.get("task")): r.ts for r in ran.journal}
+    first, second = sorted(("a", "b"), key=lambda t: at[("attempt_started", t)])
+    assert at[("attempt_started", second)] < at[("merged", first)]  # while first was landing
+    running = peak = 0
+    for record in ran.journal:  # agents running at once, from the journal
+        running += {"attempt_started": 1, "attempt_finished": 1 - 2}.get(record.type, 0)
+        peak = max(peak, running)
+    assert peak == 1
+
+
+def test_tasks_in_the_merge_queue_keep_their_leases(tmp_path: Path) -> None:
+    """A task waiting to land still owns its files: a task of the same file waits for it to
+    land, though an agent slot is free."""
+    repo = repo_with(tmp_path, {}, TRAIN + merge_gate("sleep 1"))
+    ran = run_plan(
+        repo,
+        [
+            step("a", "echo a > s.txt", files=["s.txt"]),
+            step("b", "echo b >> s.txt", files=["s.txt"]),
+        ],
+        max_agents=2,
+    )
+    assert ran.task("a").status == ran.task("b").status == "landed", ran.summary.tasks
+    at = {(r.type, r.fields.get("task")): r.ts for r in ran.journal}
+    first, second = sorted(("a", "b"), key=lambda t: at[("attempt_started", t)])
+    assert at[("attempt_started", second)] > at[("merged", first)]

@@ -70,6 +70,8 @@ class Attempts:
         context: the plan's context files, read once (pasted into every prompt).
         stop_reason: why the named agent may not start now (the budget), or None.
         on_spent: called after an agent's cost is booked (the runner checks the budget).
+        on_landing: called when a verified attempt joins the merge queue (its agent slot is
+            free from then on: the runner may start another agent).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Attempts:
         *,
         stop_reason: Callable[[str], str | None],
         on_spent: Callable[[], None],
+        on_landing: Callable[[], None] = lambda: None,
     ) -> None:
         self.ctx = ctx
         self.dispatch = dispatch
@@ -88,6 +91,10 @@ class Attempts:
         self.context = context
         self.stop_reason = stop_reason
         self.on_spent = on_spent
+        self.on_landing = on_landing
+        # Verified attempts waiting in the merge queue: their tasks hold their file leases
+        # until they land, but no agent runs for them, so they take no agent slot.
+        self.landing: set[str] = set()
         self.in_agent: set[str] = set()  # tasks whose agent process is running
         self.stopping: dict[str, str] = {}  # task -> why its attempt is being stopped
         self.failures: dict[str, prompting.Failure] = {}  # task -> its last failure (prompt)
@@ -378,7 +385,7 @@ class Attempts:
         tree = merging.tree_of(ctx.repo, head) or ""
         ctx.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
         crashpoint("after-verified")
-        end = await self.queue.land(task, attempt, head, tree, env, ws.base)
+        end = await self.land(task, attempt, head, tree, env, ws.base)
         if end.landed:
             # Off the critical path: dependents need not wait for the worktree to go.
             self.cleanups.append(
@@ -492,6 +499,18 @@ class Attempts:
                 "partial_kept", task=task, attempt=attempt, branch=ws.branch, commit=head
             )
 
+    async def land(
+        self, task: Task, attempt: int, head: str, tree: str, env: dict[str, str], base: str | None
+    ) -> AttemptEnd:
+        """Hand a verified commit to the merge queue and wait for its verdict; meanwhile the
+        task is in :attr:`landing` (it frees its agent slot, keeps its lease)."""
+        self.landing.add(task.id)
+        self.on_landing()
+        try:
+            return await self.queue.land(task, attempt, head, tree, env, base)
+        finally:
+            self.landing.discard(task.id)
+
     async def land_only(self, task: Task, attempt: int, commit: str, tree: str) -> AttemptEnd:
         """Resume: land an attempt that was verified before the crash."""
         ctx = self.ctx
@@ -508,7 +527,7 @@ class Attempts:
             ),
             None,
         )
-        end = await self.queue.land(task, attempt, commit, tree, env, base)
+        end = await self.land(task, attempt, commit, tree, env, base)
         if end.landed:
             path = worktrees_root(ctx.repo) / f"{ctx.run_id}-{task.id}-{attempt}"
             ws = Workspace(

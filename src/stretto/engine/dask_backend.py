@@ -170,12 +170,14 @@ class DaskCluster:
                 raise ClusterLost(self.lost or f"no worker joined the scheduler at {self.address}")
             await asyncio.sleep(POLL_SECONDS)
             waited += POLL_SECONDS
-        haves = self.haves.setdefault(address, [])
-        name = str(job["bundle_ref"]).rsplit("/", 1)[-1]
-        bundle = await loop.run_in_executor(None, make_bundle, repo, job["base"], haves, name)
-        self.listeners[job["key"]] = on_event
+        # Counted busy at once, before the bundle is made: attempts started together (the
+        # first wave of a run) each see the others' choices and spread over the workers.
         self.busy[address] = self.busy.get(address, 0) + 1
         try:
+            haves = self.haves.setdefault(address, [])
+            name = str(job["bundle_ref"]).rsplit("/", 1)[-1]
+            bundle = await loop.run_in_executor(None, make_bundle, repo, job["base"], haves, name)
+            self.listeners[job["key"]] = on_event
             result = await self._on(address, {**job, "bundle": bundle})
             if result.get("need_full"):  # the worker lost its clone: send the base whole
                 haves.clear()

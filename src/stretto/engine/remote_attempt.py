@@ -410,7 +410,7 @@ class RemoteBackend:
         ctx.record("verified", task=task.id, attempt=attempt, commit=head, tree=tree)
         crashpoint("after-verified")
         env = ctx.env(task, attempt)
-        end = await attempts.queue.land(task, attempt, head, tree, env, base)
+        end = await attempts.land(task, attempt, head, tree, env, base)
         if end.landed:
             await ctx.blocking(
                 run_git, ["update-ref", "-d", f"refs/heads/{branch}", head], ctx.repo, check=False

@@ -86,6 +86,7 @@ class Runner(Steering, Spending):
             prompting.read_context(repo, plan.context_files, refused),
             stop_reason=self._attempt_stop,
             on_spent=self._check_budget,
+            on_landing=lambda: self.ended.put_nowait(None),  # a slot is free: decide again
         )
         if options.cluster:  # attempts on a Dask cluster's workers (imports Dask)
             from stretto.engine.remote_attempt import open_backend
@@ -289,8 +290,10 @@ class Runner(Steering, Spending):
         """One round: ask the schedule, carry out its actions."""
         sched = self.schedule
         self.held.clear()
-        in_use = self.providers.in_use(self.active)
-        free = Capacity(self.options.max_agents - len(self.active), self.providers.free(in_use))
+        # Tasks in the merge queue hold their leases (the schedule knows) but no agent slot.
+        agents = [task for task in self.active if task not in self.attempts.landing]
+        in_use = self.providers.in_use(agents)
+        free = Capacity(self.options.max_agents - len(agents), self.providers.free(in_use))
         actions = sched.decide(free)
         for action in actions:
             if isinstance(action, Spawn):

@@ -92,12 +92,24 @@ def _free_slot(slot: int) -> None:
 
 
 def clone_of(home: Path, repo_key: str) -> Path:
-    """The worker's cached clone of a repository (created empty on first use)."""
+    """The worker's cached clone of a repository (created empty on first use).
+
+    A worker's first attempts of a run arrive together, one per slot: the clone is made once,
+    under a lock, in a directory of its own that is renamed into place when it is whole (two
+    ``git init`` at once in one directory, or a fetch into a half-made one, fail).
+    """
     path = home / "repos" / repo_key
-    if not (path / ".git").is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        run_git(["init", "-q", "--initial-branch=stretto-cache"], path)
-        run_git(["config", "gc.auto", "0"], path)  # bases are kept by refs; gc runs on clean
+    if (path / ".git" / "HEAD").is_file():
+        return path
+    with _locked(home / "repos" / f".{repo_key}.lock"):
+        if not (path / ".git" / "HEAD").is_file():
+            fresh = path.with_name(f".{repo_key}.new-{os.getpid()}")
+            shutil.rmtree(fresh, ignore_errors=True)
+            fresh.mkdir(parents=True)
+            run_git(["init", "-q", "--initial-branch=stretto-cache"], fresh)
+            run_git(["config", "gc.auto", "0"], fresh)  # bases are kept by refs; gc on clean
+            shutil.rmtree(path, ignore_errors=True)  # what a worker killed mid-init left
+            fresh.rename(path)
     return path
 
 
