@@ -266,7 +266,7 @@ def test_trace_is_valid_trace_event_json_consistent_with_the_journal(ran: Ran) -
             e
             for e in events
             if e["ph"] == "X"
-            and e.get("cat") != "attempt"
+            and e.get("cat") not in ("attempt", "landing")
             and e["args"].get("task") == task
             and e["args"].get("attempt") == attempt
         ]
@@ -274,13 +274,26 @@ def test_trace_is_valid_trace_event_json_consistent_with_the_journal(ran: Ran) -
             {"gates"} if finished.fields["outcome"] == "success" else set()
         )
         assert {e["cat"] for e in inner} >= kinds
-        for e in inner:  # nested: inside the attempt, on its thread
-            assert e["tid"] == slice_["tid"]
+        lands = [
+            e
+            for e in events
+            if e.get("cat") == "landing"
+            and (e["args"]["task"], e["args"]["attempt"]) == (task, attempt)
+        ]
+        verified = ran.of("verified", task=task, attempt=attempt)
+        assert len(lands) == (1 if verified else 0)  # a verified attempt then waits to land
+        for land in lands:  # from where it left its slot, on a row of the merge queue
+            assert slots[land["tid"]].startswith("landing ")
+            assert land["ts"] == pytest.approx(slice_["ts"] + slice_["dur"], abs=2)
+            assert land["ts"] == pytest.approx((verified[0].ts - t0) * 1e6, abs=2)
+        for e in inner:  # nested: inside the attempt on its slot, or inside its landing
+            outer = (
+                slice_
+                if e["tid"] == slice_["tid"]
+                else next(x for x in lands if x["tid"] == e["tid"])
+            )
             assert (
-                slice_["ts"] - 1
-                <= e["ts"]
-                <= e["ts"] + e["dur"]
-                <= slice_["ts"] + slice_["dur"] + 1
+                outer["ts"] - 1 <= e["ts"] <= e["ts"] + e["dur"] <= outer["ts"] + outer["dur"] + 1
             )
     by_slot: dict[int, list[dict[str, float]]] = {}
     for slice_ in attempts:

@@ -14,6 +14,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,8 +64,31 @@ class Disk:
         self.filler.unlink(missing_ok=True)
 
     def read_only(self, on: bool) -> None:
+        """Remount read-only (or writable again). A file still open for writing keeps the
+        mount busy (a killed engine's git child exiting a moment later): asked again for up
+        to 10 s, then the processes holding files there are named."""
         flag = "ro" if on else "rw"
-        subprocess.run(["mount", "-o", f"remount,{flag}", str(self.path)], check=True)
+        deadline = time.monotonic() + 10
+        while True:
+            done = subprocess.run(
+                ["mount", "-o", f"remount,{flag}", str(self.path)], capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"remount,{flag} failed: {done.stderr}; {self.holders()}")
+            time.sleep(0.1)
+
+    def holders(self) -> str:
+        """Processes with a file open under the mount (what keeps it busy)."""
+        found = []
+        for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+            try:
+                if any(str(os.readlink(fd)).startswith(str(self.path)) for fd in fd_dir.iterdir()):
+                    found.append(fd_dir.parent.name)
+            except OSError:
+                continue
+        return f"open there by pids {found}" if found else "no process has a file open there"
 
     def unmount(self) -> None:
         if self.mounted:

@@ -5,9 +5,11 @@ a :class:`RunReport`: plain values the HTML report, the trace and the dashboard 
 are seconds from the run's start. Nothing here renders; :mod:`stretto.frontends.report_html`
 and :mod:`stretto.frontends.trace` do.
 
-Slots are not journaled: an attempt occupies a slot from its ``spawn`` decision to its end (its
-task's next decision, or the end of its merge), and attempts are packed on the lowest free slot
-in start order, so the number of slots is the most agents that ran at once.
+Slots are not journaled: an attempt occupies a slot from its ``spawn`` decision until it is
+verified (then it waits in the merge queue without a slot) or ends (its task's next decision),
+and attempts are packed on the lowest free slot in start order, so the number of slots is the
+most agents that ran at once. The time a verified attempt waits to land is packed apart, on
+rows of the merge queue.
 """
 
 from __future__ import annotations
@@ -59,6 +61,23 @@ class AttemptSpan:
     segments: list[Segment] = field(default_factory=list)
     local: str | None = None  # the local model server it ran on ($0)
     worker: str | None = None  # the cluster worker that ran it (None: this machine)
+    released: float | None = None  # verified: its slot was free from then on, while it landed
+    landing_row: int | None = None  # the row of the merge queue it waited on (see _pack)
+
+    @property
+    def slot_end(self) -> float:
+        """When the attempt left its agent slot: verified (then it waits in the merge queue
+        without one), else its end."""
+        return self.released if self.released is not None else self.end
+
+    def on_slot(self) -> list[Segment]:
+        """Its segments while on its agent slot (worktree, agent, its own gates, back-off)."""
+        return [seg for seg in self.segments if seg.start < self.slot_end or seg.kind == "agent"]
+
+    def landing(self) -> list[Segment]:
+        """Its segments in the merge queue, after it was verified (the merge, its gates)."""
+        mine = set(map(id, self.on_slot()))
+        return [seg for seg in self.segments if id(seg) not in mine]
 
 
 @dataclass
@@ -131,6 +150,7 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     goal: str | None = None
     merge_train: dict[str, Any] | None = None  # strategy "train": cars, landings, cache, flakes
+    landing_rows: int = 0  # rows of verified attempts waiting to land at once (see _pack)
 
     @property
     def saved_seconds(self) -> float:
@@ -159,7 +179,7 @@ def run_report(handle: RunHandle) -> RunReport:
     critical = _critical_path(tasks)
     for node in tasks:
         node.critical = node.id in critical
-    agent_seconds = sum(a.end - a.start for a in attempts)
+    agent_seconds = sum(a.slot_end - a.start for a in attempts)
     left = [t.id for t in tasks if t.state not in ("landed", "split")]
     report = RunReport(
         run_id=status.run_id,
@@ -174,6 +194,8 @@ def run_report(handle: RunHandle) -> RunReport:
         budget=status.budget,
         agent_seconds=round(agent_seconds, 3),
         slots=1 + max((a.slot for a in attempts), default=-1),
+        landing_rows=1
+        + max((a.landing_row for a in attempts if a.landing_row is not None), default=-1),
         attempts=attempts,
         waits=waits,
         tasks=tasks,
@@ -368,6 +390,8 @@ def _apply(
         span.reason = str(f.get("reason") or "merge refused")
     elif rec.type == "gate_result" and not f.get("passed"):
         span.reason = span.reason or f"gate {f.get('gate')}: {f.get('summary')}"
+    elif rec.type == "verified":
+        span.released = at
     elif rec.type == "merged":
         span.outcome = "landed"
     elif rec.type == "decision" and f.get("action") in ("retry", "give_up"):
@@ -387,16 +411,29 @@ def _open_segment(span: AttemptSpan, kind: str) -> Segment | None:
 
 
 def _pack(spans: list[AttemptSpan]) -> None:
-    """Put each attempt on the lowest slot free at its start (spans in start order)."""
+    """Put each attempt on the lowest slot free at its start (spans in start order), and the
+    time each verified attempt then waited to land on the lowest free row of the merge queue.
+
+    A verified attempt leaves its agent slot (the engine starts another agent there) and keeps
+    its file lease until it lands: its slot is taken until :attr:`AttemptSpan.slot_end`."""
     free_at: list[float] = []
     for span in spans:
         for slot, until in enumerate(free_at):
             if until <= span.start:
-                span.slot, free_at[slot] = slot, span.end
+                span.slot, free_at[slot] = slot, span.slot_end
                 break
         else:
             span.slot = len(free_at)
-            free_at.append(span.end)
+            free_at.append(span.slot_end)
+    rows: list[float] = []
+    for span in sorted(spans, key=lambda s: (s.slot_end, s.task, s.attempt)):
+        if span.released is None or not span.landing():
+            continue
+        row = next((i for i, until in enumerate(rows) if until <= span.released), len(rows))
+        if row == len(rows):
+            rows.append(span.end)
+        rows[row] = span.end
+        span.landing_row = row
 
 
 # --------------------------------------------------------------------------- graph

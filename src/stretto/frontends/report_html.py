@@ -137,8 +137,9 @@ def _timeline(r: Any) -> str:
     span = max(r.wall, 1e-3)
     scale = (WIDTH - LEFT - 10) / span
     rows = max(r.slots, 1)
+    landing_rows = r.landing_rows
     wait_rows = _pack_waits(r.waits)
-    total = rows + (len(set(wait_rows.values())) if r.waits else 0)
+    total = rows + landing_rows + (len(set(wait_rows.values())) if r.waits else 0)
     height = 24 + total * ROW + 10
     out = [
         f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
@@ -157,16 +158,16 @@ def _timeline(r: Any) -> str:
     out.append("</g>")
     for slot in range(rows):
         out.append(f'<text x="4" y="{24 + slot * ROW + BAR - 3}">slot {slot + 1}</text>')
-    for a in r.attempts:
-        y = 24 + a.slot * ROW
-        x, w = LEFT + a.start * scale, max((a.end - a.start) * scale, 1.0)
+
+    def bar(cls: str, a: Any, y: int, start: float, end: float, segments: list[Any]) -> str:
+        x, w = LEFT + start * scale, max((end - start) * scale, 1.0)
         parts = [
-            f'<g class="attempt" data-task="{_e(a.task)}"><title>{_e(_tooltip(a))}</title>',
+            f'<g class="{cls}" data-task="{_e(a.task)}"><title>{_e(_tooltip(a))}</title>',
             f'<rect class="span {_e(a.outcome)}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
             f'height="{BAR}" rx="2"/>',
         ]
-        for seg in a.segments:
-            sx, sw = LEFT + seg.start * scale, max((seg.end - seg.start) * scale, 0.8)
+        for seg in segments:
+            sx, sw = LEFT + seg.start * scale, max((min(seg.end, end) - seg.start) * scale, 0.8)
             ok = {True: "ok", False: "fail", None: "open"}[seg.ok]
             inset = 2 if seg.kind in ("agent", "setup", "backoff") else 4
             parts.append(
@@ -179,9 +180,19 @@ def _timeline(r: Any) -> str:
                 f'<text x="{x + 3:.1f}" y="{y + BAR - 4}" pointer-events="none">{_e(label)}</text>'
             )
         parts.append("</g>")
-        out.append("".join(parts))
-    if r.waits:
+        return "".join(parts)
+
+    for a in r.attempts:  # on its agent slot until verified
+        out.append(bar("attempt", a, 24 + a.slot * ROW, a.start, a.slot_end, a.on_slot()))
+    if landing_rows:  # then in the merge queue, its slot free for the next agent
         base = 24 + rows * ROW
+        out.append(f'<text x="4" y="{base + BAR - 3}">landing</text>')
+        for a in r.attempts:
+            if a.landing_row is not None:
+                y = base + a.landing_row * ROW
+                out.append(bar("landing", a, y, a.slot_end, a.end, a.landing()))
+    if r.waits:
+        base = 24 + (rows + landing_rows) * ROW
         out.append(f'<text x="4" y="{base + BAR - 3}">waiting</text>')
         for index, wait in enumerate(r.waits):
             y = base + wait_rows[index] * ROW
@@ -205,7 +216,9 @@ def _timeline(r: Any) -> str:
     )
     return (
         '<section id="timeline"><h2>Timeline</h2><p class="muted">Each bar is one attempt on '
-        "one agent slot; hover a bar for its task, model, tokens and cost.</p>"
+        "one agent slot until it is verified; then, on the landing rows, its wait in the merge "
+        "queue (its slot is free for the next agent meanwhile). Hover a bar for its task, "
+        "model, tokens and cost.</p>"
         f'<div class="scroll">{"".join(out)}</div>{legend}</section>'
     )
 

@@ -1,9 +1,12 @@
 """``stretto trace``: a run in Chrome's trace-event format, for Perfetto and chrome://tracing.
 
 One process (the run); one thread per agent slot (``tid`` = slot + 1), named with metadata
-events, plus one thread per row of waits (``tid`` from 1001). Every attempt is a complete event
-(``ph: "X"``, category ``attempt``) with its segments (worktree, agent, gates, merge,
-back-off) nested inside it as complete events of their own category. Times are microseconds
+events, plus one thread per row of the merge queue (``tid`` from 2001) and one per row of waits
+(``tid`` from 1001). Every attempt is a complete event (``ph: "X"``, category ``attempt``) on
+its slot until it was verified, with its segments there (worktree, agent, its gates, back-off)
+nested inside it as complete events of their own category; a verified attempt's wait to land
+is a complete event of category ``landing`` on a merge-queue row, with its merge and
+post-merge gates nested inside. Times are microseconds
 from the run's start. See the format's description, "Trace Event Format" (Google, 2016).
 """
 
@@ -13,10 +16,43 @@ from typing import Any
 
 PID = 1
 WAIT_TID = 1001
+LANDING_TID = 2001
 
 
 def _us(seconds: float) -> float:
     return round(seconds * 1_000_000, 1)
+
+
+def _nested(
+    a: Any,
+    cat: str,
+    name: str,
+    start: float,
+    end: float,
+    tid: int,
+    args: dict[str, Any],
+    segments: list[Any],
+) -> list[dict[str, Any]]:
+    """A complete event from ``start`` to ``end`` on ``tid``, and ``segments`` inside it."""
+    out: list[dict[str, Any]] = [
+        {"name": name, "cat": cat, "ph": "X", "ts": _us(start), "dur": _us(end - start),
+         "pid": PID, "tid": tid, "args": args},
+    ]  # fmt: skip
+    for seg in segments:
+        s_start, s_end = max(seg.start, start), min(seg.end, end)
+        out.append(
+            {
+                "name": seg.label or seg.kind,
+                "cat": seg.kind,
+                "ph": "X",
+                "ts": _us(s_start),
+                "dur": _us(max(s_end - s_start, 0.0)),
+                "pid": PID,
+                "tid": tid,
+                "args": {"task": a.task, "attempt": a.attempt, "ok": seg.ok},
+            }
+        )
+    return out
 
 
 def trace_events(report: Any) -> dict[str, Any]:
@@ -27,43 +63,27 @@ def trace_events(report: Any) -> dict[str, Any]:
     for slot in range(report.slots):
         events.append(_meta("thread_name", slot + 1, f"slot {slot + 1}"))
         events.append(_meta("thread_sort_index", slot + 1, slot + 1, key="sort_index"))
+    for row in range(report.landing_rows):
+        events.append(_meta("thread_name", LANDING_TID + row, f"landing {row + 1}"))
+        events.append(_meta("thread_sort_index", LANDING_TID + row, 500 + row, key="sort_index"))
     for a in report.attempts:
-        events.append(
-            {
-                "name": f"{a.task} #{a.attempt}",
-                "cat": "attempt",
-                "ph": "X",
-                "ts": _us(a.start),
-                "dur": _us(a.end - a.start),
-                "pid": PID,
-                "tid": a.slot + 1,
-                "args": {
-                    "task": a.task,
-                    "attempt": a.attempt,
-                    "agent": a.agent,
-                    "model": a.model,
-                    "tier": a.tier,
-                    "outcome": a.outcome,
-                    "reason": a.reason,
-                    "tokens": dict(a.tokens),
-                    "cost_usd": a.cost_usd,
-                },
-            }
-        )
-        for seg in a.segments:
-            start, end = max(seg.start, a.start), min(seg.end, a.end)
-            events.append(
-                {
-                    "name": seg.label or seg.kind,
-                    "cat": seg.kind,
-                    "ph": "X",
-                    "ts": _us(start),
-                    "dur": _us(max(end - start, 0.0)),
-                    "pid": PID,
-                    "tid": a.slot + 1,
-                    "args": {"task": a.task, "attempt": a.attempt, "ok": seg.ok},
-                }
-            )
+        args = {
+            "task": a.task,
+            "attempt": a.attempt,
+            "agent": a.agent,
+            "model": a.model,
+            "tier": a.tier,
+            "outcome": a.outcome,
+            "reason": a.reason,
+            "tokens": dict(a.tokens),
+            "cost_usd": a.cost_usd,
+        }
+        events += _nested(a, "attempt", f"{a.task} #{a.attempt}", a.start, a.slot_end,
+                          a.slot + 1, args, a.on_slot())  # fmt: skip
+        if a.landing_row is not None:
+            events += _nested(a, "landing", f"{a.task} #{a.attempt} lands", a.slot_end, a.end,
+                              LANDING_TID + a.landing_row, {"task": a.task, "attempt": a.attempt,
+                              "outcome": a.outcome}, a.landing())  # fmt: skip
     rows: list[float] = []
     for wait in sorted(report.waits, key=lambda w: w.start):
         row = next((i for i, end in enumerate(rows) if end <= wait.start), len(rows))
