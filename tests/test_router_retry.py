@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from stretto.routing.arms import Arm, RouterConfig
 from stretto.routing.choice import render_choice
 from stretto.routing.features import FailedAttempt, TaskContext, features, repo_bucket
@@ -120,3 +122,94 @@ def test_a_policy_saved_over_other_retry_features_keeps_its_bandit(tmp_path: Pat
     assert arms[STRONG.key]["b"] == p.to_dict()["arms"][STRONG.key]["b"]
     assert arms[STRONG.key]["retry_features"] == list(RETRY_FEATURES)
     assert "too few retries learned" in again.choose(context(4.0), failed=FAST).reason
+
+
+HOPELESS = """\
+#!/bin/bash
+echo 'STRETTO_EVENT {"kind": "usage", "input_tokens": 100000, "output_tokens": 10000}'
+for step in 1 2 3; do echo 'STRETTO_EVENT {"kind": "tool", "name": "edit"}'; done
+echo "no model can do $STRETTO_TASK_ID"
+exit 1
+"""
+
+# cheap-1: 100k in x $1/M + 10k out x $2/M = $0.12 an attempt; pro-1: ten times that, $1.20.
+RUN_CONFIG = """\
+[agents.cheap]
+adapter = "shell"
+command = "bash {agent}"
+
+[agents.pro]
+adapter = "shell"
+command = "bash {agent}"
+
+[router]
+warmup = 0
+cost_ceiling = 2.0
+landed_value_usd = 2.0
+
+[[router.arms]]
+agent = "cheap"
+model = "cheap-1"
+tier = "fast"
+
+[[router.arms]]
+agent = "pro"
+model = "pro-1"
+tier = "strong"
+
+[prices."cheap-1"]
+input = 1.0
+output = 2.0
+
+[prices."pro-1"]
+input = 10.0
+output = 20.0
+"""
+
+
+def test_stretto_run_gives_up_a_retry_that_does_not_pay_and_explain_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy whose strong arm's retries never landed (as earlier runs would leave it): the
+    cheap arm fails, the retry on the strong arm is weighed and given up, and ``stretto
+    explain`` shows the chance, the optimism, the landed value and the expected cost."""
+    from click.testing import CliRunner
+
+    from stretto.frontends.cli import main
+    from stretto.routing.dispatch import POLICY_FILE
+    from stretto.testing.repo import make_repo
+
+    agent = tmp_path / "hopeless.sh"
+    agent.write_text(HOPELESS)
+    repo = make_repo(
+        tmp_path / "repo",
+        {"stretto.toml": RUN_CONFIG.format(agent=agent), "main.py": "print('hi')\n"},
+    )
+    monkeypatch.chdir(repo)
+    cheap, pro = Arm("cheap", "cheap-1", "fast"), Arm("pro", "pro-1", "strong")
+    config = RouterConfig(arms=(cheap, pro), warmup=0, cost_ceiling=2.0, landed_value_usd=2.0)
+    learned = Policy.fresh(config)
+    for n in range(20):  # the cheap arm lands first attempts; the strong arm's retries never do
+        first = TaskContext("medium", "general", (f"f{n}.py",), 1, 120_000, "repo", "python")
+        learned.update(cheap, first, 0.9, 0.12, landed=True)
+        failed = FailedAttempt(cheap.key, 3, 110_000, 0.12)
+        retry = TaskContext(
+            "medium", "general", (f"f{n}.py",), 2, 120_000, "repo", "python", failed
+        )
+        learned.update(pro, retry, 0.0, 1.2, landed=False)
+    learned.save(repo / POLICY_FILE)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "name: p\nstages:\n  - name: work\n    steps:\n"
+        "      - {id: job, goal: do it, complexity: medium, files: [job.py]}\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(plan), "--plain"])
+    assert result.exit_code != 0, result.output  # the task failed
+    explained = CliRunner().invoke(main, ["explain", "job"])
+    assert explained.exit_code == 0, explained.output
+    text = explained.output
+    assert "attempt 1: cheap/cheap-1 (fast)" in text, text
+    assert "attempt 2: not started: the router gave the task up" in text
+    assert "give up: a retry on pro/pro-1 would not pay:" in text
+    assert "for what its retries cannot tell) x $2.00" in text and "expected cost $1.20" in text
+    assert "failed attempt: cheap/cheap-1, 3 turns, 110,000 tokens, cost $0.1200" in text
