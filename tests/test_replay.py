@@ -252,3 +252,43 @@ def test_the_offline_router_learns_online_and_decides_the_same_every_time(
     assert router.policy.completed >= len(world.tasks)  # one per task at least, either credit
     assert all(len({s.arm for s in p.attempts}) == len(p.attempts) for p in first)  # no re-run
     assert not router.routes and not router.costs  # every task's bookkeeping ended
+
+
+def test_held_out_replays_every_split_on_its_own(tmp_path: Path) -> None:
+    data = world_file(tmp_path)
+    done = bench("--data", str(data), "--orders", "2", "--held-out", "--json")
+    assert done.returncode in (0, 1), done.stderr  # 1: a target missed on this tiny world
+    splits = json.loads(done.stdout)["splits"]
+    assert list(splits) == [
+        "whole file",
+        "tasks 0/2",
+        "tasks 1/2",
+        "repos 0/2",
+        "repos 1/2",
+        "tasks 0/3",
+        "tasks 1/3",
+        "tasks 2/3",
+    ]
+    assert splits["whole file"]["tasks"] == 60
+    assert splits["tasks 0/2"]["tasks"] + splits["tasks 1/2"]["tasks"] == 60
+    assert sum(splits[f"tasks {k}/3"]["tasks"] for k in range(3)) == 60
+    assert splits["repos 0/2"]["tasks"] + splits["repos 1/2"]["tasks"] == 60
+    for split in splits.values():
+        if split["tasks"]:
+            router = split["policies"]["router"]
+            cascade = split["policies"]["cascade_cheap_first"]
+            assert split["cost_vs_cascade"] == router["cost_usd"] / cascade["cost_usd"]
+            assert split["met"] == (
+                split["landed_vs_strongest"] >= 1.05
+                and split["cost_vs_strongest"] <= 0.75
+                and split["landed_vs_cascade"] >= 0.95
+                and split["cost_vs_cascade"] <= 0.85
+            )
+    alone = bench("--data", str(data), "--orders", "2", "--part", "0/2", "--json")
+    same = json.loads(alone.stdout)["policies"]
+    assert splits["tasks 0/2"]["policies"] == same  # the same replay as --part 0/2
+    text = bench("--data", str(data), "--orders", "2", "--held-out")
+    assert "tasks 2/3" in text.stdout and "cost vs cascade" in text.stdout
+    assert text.returncode == (0 if all(s.get("met") is not False for s in splits.values()) else 1)
+    refused = bench("--data", str(data), "--held-out", "--part", "0/2")
+    assert refused.returncode == 2 and "--held-out replays its own splits" in refused.stderr

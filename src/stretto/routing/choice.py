@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 #: Each arm's estimate and confidence bound, by arm key.
 Stats = Mapping[str, tuple[float, float]]
-#: A retry's estimated chance to land and cost on each arm (None: cost unknown; the pair is
-#: None while the arm's retry model has too little data), by arm key.
-Landing = Mapping[str, tuple[float, float | None] | None]
+#: A retry's estimated chance to land, the optimism added to that chance for what the retries
+#: so far cannot tell, and its cost on each arm (None: cost unknown; the triple is None while
+#: the arm's retry model has too little data), by arm key.
+Landing = Mapping[str, tuple[float, float, float | None] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,9 @@ def choose_arm(
 
     ``completed`` (attempts learned so far) says whether the warm-up cascade still applies;
     ``x`` is the attempt's feature vector and ``stats`` every configured arm's estimate and
-    confidence bound for it, by arm key; ``landing`` every arm's estimated chance to land in
-    this context and its mean cost (for the give-up rule; None: no give-up).
+    confidence bound for it, by arm key; ``landing`` every arm's estimated chance that a retry
+    lands in this context, the optimism added to it and its cost (for the give-up rule; None:
+    no give-up).
     """
     arms = sorted(config.arms, key=_rank)
     warm = completed < config.warmup
@@ -168,18 +170,21 @@ def choose_arm(
         if figures is None:
             why += "; too few retries learned on it to judge whether a retry pays"
             return done(arm, rule, why, eligible)
-        chance, cost = figures
+        chance, optimism, cost = figures
         if cost is None:
             return done(arm, rule, f"{why}; its cost is not known yet, so no give-up", eligible)
-        worth = f"{chance:.0%} to land x ${value:,.2f} = ${chance * value:,.2f}"
-        if chance * value >= cost:
+        hope = chance + optimism
+        unsure = f" (estimated {chance:.0%} + {optimism:.0%} for what its retries cannot tell)"
+        worth = f"{hope:.0%} to land{unsure if optimism >= 0.005 else ''} x ${value:,.2f} = "
+        worth += f"${hope * value:,.2f}"
+        if hope * value >= cost:
             why += f"; worth it: {worth} >= expected cost ${cost:,.2f}"
             return done(arm, rule, why, eligible)
         notes[arm.key] = "given up: not worth its cost"
         return done(
             arm,
             "give-up",
-            f"give up: a retry on {arm.key} would not pay: an estimated {worth} (landed value) "
+            f"give up: a retry on {arm.key} would not pay: {worth} (landed value) "
             f"< its expected cost ${cost:,.2f}",
             eligible,
         )

@@ -6,10 +6,12 @@ identity. Learning one reward updates ``A^-1`` by Sherman-Morrison (no solve); a
 ``theta . x`` with the confidence bound ``alpha * sqrt(x' A^-1 x)``. Over the same ``A``,
 ``b_landed`` estimates the arm's chance to land (:meth:`ArmState.landing`), which caps the
 bandit's optimism. A second, smaller model learns from the arm's retries only, over
-:data:`RETRY_FEATURES` (the failed attempt's turns, tokens and cost, and the language): the
-chance that a retry on this arm lands (:meth:`ArmState.retry_landing`) and what it costs
-relative to the arm's mean (:meth:`ArmState.retry_cost`); the give-up rule weighs the two.
-Chances shrink towards 1/2 where there is little data, costs towards the arm's mean. Sums are
+:data:`RETRY_FEATURES` (the failed attempt's turns and tokens, its cost against its own arm's
+mean, the language and the repository; :func:`retry_vector`): the chance that a retry on this
+arm lands (:meth:`ArmState.retry_landing`), how sure that chance is
+(:meth:`ArmState.retry_spread`) and what the retry costs relative to the arm's mean
+(:meth:`ArmState.retry_cost`); the give-up rule weighs them. Chances shrink towards 1/2 where
+there is little data, costs towards the arm's mean. Sums are
 exact (``math.fsum``; zero features are skipped, which changes no sum), so the same lessons
 give the same figures everywhere. Also the arm's counters and its form in the policy file
 (:meth:`ArmState.to_dict`, :func:`parse_state`).
@@ -30,18 +32,38 @@ if TYPE_CHECKING:
 
 #: Where a chance to land is shrunk to without data: neither written off nor assumed.
 LANDED_PRIOR = 0.5
-#: What a retry's chance and cost are learned over: the failed attempt and the language.
+#: What a retry's chance and cost are learned over: the failed attempt (its turns and tokens,
+#: and its cost against what its arm's attempts cost on average: a failure that ran long for
+#: its arm is rarely rescued), the language and the repository (:func:`retry_vector`).
 RETRY_FEATURES = (
     "bias",
     "failed_turns",
     "failed_tokens",
-    "failed_cost",
-    *(n for n in FEATURE_NAMES if n.startswith("lang_")),
+    "failed_cost_vs_mean",
+    *(n for n in FEATURE_NAMES if n.startswith(("lang_", "repo_"))),
 )
-RETRY_INDEX = tuple(FEATURE_NAMES.index(n) for n in RETRY_FEATURES)
+#: Where each retry feature but ``failed_cost_vs_mean`` comes from in the feature vector.
+RETRY_INDEX = tuple(FEATURE_NAMES.index(n) if n in FEATURE_NAMES else -1 for n in RETRY_FEATURES)
+#: How many doublings of the failed arm's mean cost span ``failed_cost_vs_mean`` each way.
+COST_RATIO_DOUBLINGS = 2.0
 #: The most a retry's cost may count as, relative to the arm's mean cost: one outlier (or a
 #: mean of next to nothing, a tiny first price) must not make the model infinite.
 MAX_COST_RATIO = 100.0
+
+
+def cost_vs_mean(cost_usd: float | None, mean_usd: float | None) -> float:
+    """``failed_cost_vs_mean``: 1/2 when the failed attempt cost its arm's mean (or either is
+    unknown), 0 at a quarter of the mean or less, 1 at four times or more (log scale)."""
+    if not cost_usd or not mean_usd or cost_usd <= 0 or mean_usd <= 0:
+        return 0.5
+    ratio = math.log2(cost_usd / mean_usd) / (2 * COST_RATIO_DOUBLINGS)
+    return min(1.0, max(0.0, 0.5 + ratio))
+
+
+def retry_vector(x: Sequence[float], cost_ratio: float) -> list[float]:
+    """The retry model's inputs (:data:`RETRY_FEATURES`) from a feature vector ``x`` and the
+    failed attempt's :func:`cost_vs_mean`."""
+    return [cost_ratio if i < 0 else x[i] for i in RETRY_INDEX]
 
 
 def _dot(u: Sequence[float], v: Sequence[float]) -> float:
@@ -116,10 +138,10 @@ class ArmState:
         self.b_landed = _add(self.b_landed, hit - LANDED_PRIOR, x)
         self._solve()
 
-    def learn_retry(self, x: Sequence[float], landed: bool, cost_usd: float | None) -> None:
-        """A retry on this arm ended: the retry model learns whether it landed and (when
-        priced) its cost relative to the arm's mean cost so far."""
-        z = [x[i] for i in RETRY_INDEX]
+    def learn_retry(self, z: Sequence[float], landed: bool, cost_usd: float | None) -> None:
+        """A retry on this arm ended: the retry model learns, over ``z`` (a
+        :func:`retry_vector`), whether it landed and (when priced) its cost relative to the
+        arm's mean cost so far."""
         _sherman_morrison(self.retry_a_inv, z)
         self.retry_b_landed = _add(self.retry_b_landed, float(landed) - LANDED_PRIOR, z)
         mean = self.mean_cost
@@ -136,19 +158,26 @@ class ArmState:
         """The estimated chance that the arm lands in context ``x``, clamped to [0, 1]."""
         return min(1.0, max(0.0, LANDED_PRIOR + _dot(self.theta_landed, x)))
 
-    def retry_landing(self, x: Sequence[float]) -> float:
-        """The retry model's chance that a retry on this arm lands in context ``x``."""
-        z = [x[i] for i in RETRY_INDEX]
+    def retry_landing(self, z: Sequence[float]) -> float:
+        """The retry model's chance that a retry on this arm lands, ``z`` a
+        :func:`retry_vector`."""
         theta = [_dot(row, self.retry_b_landed) for row in self.retry_a_inv]
         return min(1.0, max(0.0, LANDED_PRIOR + _dot(theta, z)))
 
-    def retry_cost(self, x: Sequence[float]) -> float | None:
-        """The retry model's cost of a retry on this arm in context ``x`` (None: no priced
-        attempt yet): the mean cost times the learned ratio, at least a tenth of the mean."""
+    def retry_spread(self, z: Sequence[float]) -> float:
+        """``sqrt(z' A^-1 z)`` of the retry model: how little its retries say about ``z``
+        (1 for a context alone before any retry, shrinking about as ``1 / sqrt(n)`` with the
+        retries learned there; times a chance's standard deviation it is the chance's
+        standard error)."""
+        return math.sqrt(max(0.0, _dot(_times(self.retry_a_inv, z), z)))
+
+    def retry_cost(self, z: Sequence[float]) -> float | None:
+        """The retry model's cost of a retry on this arm, ``z`` a :func:`retry_vector` (None:
+        no priced attempt yet): the mean cost times the learned ratio, at least a tenth of the
+        mean."""
         mean = self.mean_cost
         if mean is None:
             return None
-        z = [x[i] for i in RETRY_INDEX]
         theta = [_dot(row, self.retry_b_cost) for row in self.retry_a_inv]
         return mean * max(0.1, 1.0 + _dot(theta, z))
 
@@ -197,10 +226,17 @@ def _vector(raw: Any, d: int, name: str, key: object) -> list[float]:
 
 
 def parse_state(key: object, raw: Any) -> ArmState:
-    """One arm's state from the policy file (ValueError, KeyError or TypeError if malformed)."""
+    """One arm's state from the policy file (ValueError, KeyError or TypeError if malformed).
+
+    A retry model learned over other :data:`RETRY_FEATURES` (a file saved before they changed)
+    starts afresh; the rest of the arm's state is kept.
+    """
     d, k = len(FEATURE_NAMES), len(RETRY_INDEX)
     a_inv = _matrix(raw["a_inverse"], d, "a_inverse", key)
     b, b_landed = (_vector(raw[n], d, n, key) for n in ("b", "b_landed"))
+    if raw.get("retry_features") != list(RETRY_FEATURES):
+        raw = {**raw, "retries": 0, "retry_a_inverse": _identity(k)}
+        raw.update({n: [0.0] * k for n in ("retry_b_landed", "retry_b_cost")})
     retry_a_inv = _matrix(raw["retry_a_inverse"], k, "retry_a_inverse", key)
     retry = [_vector(raw[n], k, n, key) for n in ("retry_b_landed", "retry_b_cost")]
     counts = [int(raw[n]) for n in ("pulls", "successes", "costed_pulls", "retries")]

@@ -27,13 +27,18 @@ from stretto.files import write_atomic
 from stretto.routing.arms import Arm, RouterConfig
 from stretto.routing.choice import Choice, choose_arm
 from stretto.routing.features import FEATURE_NAMES, TaskContext, features
-from stretto.routing.linucb import ArmState, parse_state
+from stretto.routing.linucb import ArmState, cost_vs_mean, parse_state, retry_vector
 
 POLICY_FORMAT = "stretto-router-policy"
-#: Retries an arm's retry model learns before the give-up rule trusts it: a chance near 0.2
-#: estimated from fewer has a standard error above 0.07, as large as the gaps it must tell
-#: apart, and a model that gives up too early never sees the retries that would correct it.
-MIN_RETRIES = 30
+#: Retries an arm's retry model learns before the give-up rule weighs it at all: a floor
+#: against a model of one or two retries; the optimism below keeps retrying where the model
+#: is unsure (in the replay of docs/routing.md a floor of 0 and of 5 chose alike).
+MIN_RETRIES = 5
+#: Standard errors of the retry model's chance added to it before the give-up rule weighs it:
+#: a retry given up teaches nothing, so a context whose chance is unsure is retried until
+#: its retries say otherwise (0: greedy, which stops retrying for good after unlucky first
+#: retries; 1: almost never gives up; docs/routing.md).
+RETRY_OPTIMISM = 0.5
 
 
 class PolicyError(RunError):
@@ -162,7 +167,7 @@ class Policy:
         state = self._states[arm.key]
         x, hit = list(features(ctx).values()), reward > 0 if landed is None else landed
         if ctx.attempt > 1:  # before the mean cost takes this attempt in: a fair ratio
-            state.learn_retry(x, hit, cost_usd)
+            state.learn_retry(self._retry_vector(ctx, x), hit, cost_usd)
         state.learn(x, reward, hit)
         state.pulls += 1
         state.successes += int(hit)
@@ -220,7 +225,8 @@ class Policy:
                 self.update(arm, ctx, value, cost, landed=landed and n == len(attempts))
             elif why == "a retry":  # the give-up rule's retry model learns from it all the same
                 hit = landed and n == len(attempts)
-                self._states[arm.key].learn_retry(list(features(ctx).values()), hit, cost)
+                z = self._retry_vector(ctx, list(features(ctx).values()))
+                self._states[arm.key].learn_retry(z, hit, cost)
             records.append(
                 {
                     "attempt": n,
@@ -274,7 +280,8 @@ class Policy:
         vector = list(x.values())
         alpha = self.config.alpha
         stats = {a.key: self._capped(a, vector, alpha) for a in self.config.arms}
-        landing = {a.key: self._retry_figures(a, vector) for a in self.config.arms}
+        z = self._retry_vector(ctx, vector)
+        landing = {a.key: self._retry_figures(a, z) for a in self.config.arms}
         return choose_arm(
             self.config,
             self.completed,
@@ -305,13 +312,27 @@ class Policy:
             best *= min(1.0, state.landing(x) + bound)
         return mean, max(0.0, min(bound, best - mean))
 
-    def _retry_figures(self, arm: Arm, x: list[float]) -> tuple[float, float | None] | None:
-        """A retry on ``arm`` here: its chance to land and its cost, by the arm's retry model;
-        None while that model has learned fewer than :data:`MIN_RETRIES` retries."""
+    def _retry_vector(self, ctx: TaskContext, x: list[float]) -> list[float]:
+        """The retry model's inputs for ``ctx``: the failed attempt's cost is weighed against
+        the mean cost of its own arm (an arm the policy has not priced: 1/2, average)."""
+        failed = ctx.failed
+        state = self._states.get(failed.arm) if failed else None
+        mean = state.mean_cost if state else None
+        return retry_vector(x, cost_vs_mean(failed.cost_usd if failed else None, mean))
+
+    def _retry_figures(self, arm: Arm, z: list[float]) -> tuple[float, float, float | None] | None:
+        """A retry on ``arm`` here (``z`` a retry vector): its estimated chance to land, the
+        optimism added to it (:data:`RETRY_OPTIMISM` standard errors) and its cost, by the
+        arm's retry model; None while that model has learned fewer than :data:`MIN_RETRIES`
+        retries."""
         state = self._states[arm.key]
         if state.retries < MIN_RETRIES:
             return None
-        return state.retry_landing(x), state.retry_cost(x)
+        chance = state.retry_landing(z)
+        # a landed-or-not outcome's standard deviation, at least 0.2: a chance estimated at
+        # (or clamped to) 0 from a few retries is not certain
+        error = math.sqrt(max(chance * (1.0 - chance), 0.04)) * state.retry_spread(z)
+        return chance, min(1.0 - chance, RETRY_OPTIMISM * error), state.retry_cost(z)
 
 
 def _json(value: Any, depth: int = 0) -> str:
