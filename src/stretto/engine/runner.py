@@ -29,7 +29,7 @@ from stretto.engine.merge_queue import MergeQueue
 from stretto.engine.outcomes import AttemptEnd, RunSummary, TaskReport
 from stretto.engine.providers import ProviderLimits
 from stretto.engine.spending import Spending
-from stretto.engine.splits import Splits
+from stretto.engine.splits import Splits, Splitting
 from stretto.engine.steering import Steering
 from stretto.engine.train import MergeTrain
 from stretto.errors import StorageError
@@ -48,7 +48,7 @@ __all__ = ["MAX_BACKOFF", "Runner", "Sink"]
 MAX_BACKOFF = MAX_STATED  # never wait longer than this for a provider's retry-after
 
 
-class Runner(Steering, Spending):
+class Runner(Steering, Spending, Splitting):
     """Drives one run to its end; see the module docstring."""
 
     def __init__(
@@ -579,29 +579,3 @@ class Runner(Steering, Spending):
             return
         for record in learned:
             self.record("learned", task=task, **record)
-
-    # ------------------------------------------------------------------ splits
-
-    def _start_split(self, task: str) -> None:
-        """Begin splitting ``task``: it holds its lease while the planner answers."""
-        self.credit_failed(task)
-        self.schedule.splitting(task)
-        self.splits.running.add(task)
-        job = self.splits.call(self.plan.task(task), set(self.plan.by_id))
-        self.active[task] = asyncio.create_task(self.guard(task, job))
-
-    def _end_split(self, task: str, end: AttemptEnd) -> None:
-        """The split call ended: apply its steps, or fail the task with the reason."""
-        self.splits.running.discard(task)
-        if end.children:
-            self.apply_split(task, list(end.children))
-            return
-        self.finish(task, "failed", end.reason)
-        self.schedule.gave_up(task)
-
-    def apply_split(self, parent: str, children: list[Task], *, record: bool = True) -> None:
-        """Put ``children`` in the place of ``parent`` (live, or rebuilt by resume)."""
-        self.plan, edit = self.splits.apply(self.plan, parent, children)
-        self.schedule.split(parent, edit)
-        if record:
-            self.finish(parent, "split", f"split into {', '.join(c.id for c in children)}")

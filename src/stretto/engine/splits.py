@@ -5,12 +5,13 @@ has, and ``[planner] split_depth`` allows it, one planning call
 (:func:`stretto.planning.planner.split_task`) asks for smaller steps. The answer is journaled (a
 fsynced ``split`` record) before it is used; :func:`stretto.planning.splitting.child_tasks` turns
 it into tasks, and :meth:`Splits.apply` puts them in the parent's place in the plan. The runner
-hands the children to its schedule. Resume calls :meth:`Splits.apply` with the journaled answer,
-so a split is never paid for twice.
+hands the children to its schedule (:class:`Splitting`, its part of the runner). Resume calls
+:meth:`Splits.apply` with the journaled answer, so a split is never paid for twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from stretto.engine.journal import crashpoint
 from stretto.engine.outcomes import AttemptEnd
 from stretto.plans.plan import Plan, Task
 from stretto.routing.dispatch import Dispatch
+from stretto.schedule.scheduler import Schedule
 
 
 class Splits:
@@ -128,3 +130,46 @@ class Splits:
         for child in children:  # their provider's limit is checked at spawn, from the route
             self.depth[child.id] = self.depth.get(parent_id, 0) + 1
         return replace(plan, tasks=tasks, by_id=by_id), split_children(parent, children)
+
+
+class Splitting:
+    """The runner's part in splitting (a mixin: the runner owns the state): start the planning
+    call for a task given up on, and put its answer in the task's place."""
+
+    plan: Plan
+    schedule: Schedule
+    splits: Splits
+    active: dict[str, asyncio.Task[None]]
+
+    def credit_failed(self, task: str) -> None:
+        raise NotImplementedError
+
+    def finish(self, task: str, status: str, reason: str, commit: str | None = None) -> None:
+        raise NotImplementedError
+
+    async def guard(self, task: str, job: Any) -> None:
+        raise NotImplementedError
+
+    def _start_split(self, task: str) -> None:
+        """Begin splitting ``task``: it holds its lease while the planner answers."""
+        self.credit_failed(task)
+        self.schedule.splitting(task)
+        self.splits.running.add(task)
+        job = self.splits.call(self.plan.task(task), set(self.plan.by_id))
+        self.active[task] = asyncio.create_task(self.guard(task, job))
+
+    def _end_split(self, task: str, end: AttemptEnd) -> None:
+        """The split call ended: apply its steps, or fail the task with the reason."""
+        self.splits.running.discard(task)
+        if end.children:
+            self.apply_split(task, list(end.children))
+            return
+        self.finish(task, "failed", end.reason)
+        self.schedule.gave_up(task)
+
+    def apply_split(self, parent: str, children: list[Task], *, record: bool = True) -> None:
+        """Put ``children`` in the place of ``parent`` (live, or rebuilt by resume)."""
+        self.plan, edit = self.splits.apply(self.plan, parent, children)
+        self.schedule.split(parent, edit)
+        if record:
+            self.finish(parent, "split", f"split into {', '.join(c.id for c in children)}")
