@@ -13,6 +13,14 @@ or goal. Then, interleaved, as fresh processes (median of ``--repeat`` runs):
   imports included (YAML load, pydantic-core validation, resolution, graph, simulation, rendering).
 
     .venv/bin/python benchmarks/bench_dryrun.py [--repeat 15] [--keep DIR] [--stages 40]
+        [--baseline TREE] [--warmup 2] [--no-json] [--no-probe]
+
+``--baseline TREE`` (another checkout, e.g. ``git worktree add /tmp/base main``) also runs
+``validate`` and the dry runs from ``TREE/src``, interleaved with this tree's, and prints CPU
+seconds and peak RSS side by side as ratios; both trees are then started the same way
+(``python -c`` with the tree's ``src`` first on ``sys.path``). ``--warmup``, ``--no-json`` and
+``--no-probe`` keep a 100,000-step comparison affordable (one unfolded dry run there took
+minutes and gigabytes).
 
 ``--stages 200`` makes the 10,000-step plan and ``--stages 2000`` the 100,000-step one of issue 16
 (targets: validate and dry run each <= 5 s and <= 400 MB peak RSS at 100,000 steps); the peak
@@ -35,6 +43,7 @@ from _common import (
     CPU_TIMES,
     MAX_RSS,
     PYTHON,
+    ROOT,
     STRETTO,
     child_env,
     machine,
@@ -188,11 +197,24 @@ print(json.dumps({"tasks": len(plan.tasks), "events": len(sim.events),
 """
 
 
+def launcher(src: Path) -> list[str]:
+    """``stretto`` run from the tree ``src`` (first on ``sys.path``), as the entry point does."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(src)!r}); sys.argv[0] = 'stretto'; "
+        "from stretto.frontends.cli import main; sys.exit(main())"
+    )
+    return [PYTHON, "-c", code]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per command (>= 10)")
     parser.add_argument("--keep", type=Path, help="write the plan here instead of a temp dir")
     parser.add_argument("--stages", type=int, default=STAGES, help="stages of 50 steps")
+    parser.add_argument("--baseline", type=Path, help="a checkout to compare with (its src/)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--no-json", action="store_true", help="leave out run --dry-run --json")
+    parser.add_argument("--no-probe", action="store_true", help="leave out the step-by-step probe")
     args = parser.parse_args()
     set_size(args.stages)
     print(f"machine: {machine()}")
@@ -224,13 +246,22 @@ def main() -> None:
             f"{facts['json'] // 1024} KiB JSON"
         )
 
-        commands = {
-            "python -c pass": [PYTHON, "-c", "pass"],
-            "stretto validate": [STRETTO, "validate", str(plan_file)],
-            "stretto run --dry-run": [STRETTO, "run", "--dry-run", str(plan_file)],
-            "stretto run --dry-run --json": [STRETTO, "run", "--dry-run", "--json", str(plan_file)],
+        stretto = [STRETTO]
+        if args.baseline:
+            stretto = launcher(ROOT / "src")
+        variants = {
+            "stretto validate": ["validate", str(plan_file)],
+            "stretto run --dry-run": ["run", "--dry-run", str(plan_file)],
         }
-        times = time_commands(commands, args.repeat, cwd=folder)
+        if not args.no_json:
+            json_run = ["run", "--dry-run", "--json", str(plan_file)]
+            variants["stretto run --dry-run --json"] = json_run
+        commands: dict[str, list[str]] = {"python -c pass": [PYTHON, "-c", "pass"]}
+        for name, rest in variants.items():
+            commands[name] = [*stretto, *rest]
+            if args.baseline:
+                commands[f"{name} (baseline)"] = [*launcher(args.baseline / "src"), *rest]
+        times = time_commands(commands, args.repeat, warmup=args.warmup, cwd=folder)
         floor = median(times["python -c pass"])
         validate = median(times["stretto validate"])
         rows = []
@@ -255,8 +286,33 @@ def main() -> None:
             )
         )
 
+        if args.baseline:
+            rows = []
+            for name in variants:
+                before, after = f"{name} (baseline)", name
+                cpu0, cpu1 = median(CPU_TIMES[before]), median(CPU_TIMES[after])
+                rss0, rss1 = median(MAX_RSS[before]) / 2**20, median(MAX_RSS[after]) / 2**20
+                rows.append(
+                    [
+                        name,
+                        f"{cpu0:.2f} s",
+                        f"{cpu1:.2f} s",
+                        f"{cpu1 / cpu0:.2f}",
+                        f"{rss0:.0f} MB",
+                        f"{rss1:.0f} MB",
+                        f"{rss1 / rss0:.2f}",
+                    ]
+                )
+            print(f"\nagainst the baseline {args.baseline}: CPU seconds and peak RSS, medians")
+            print(
+                table(
+                    ["command", "CPU base", "CPU now", "ratio", "RSS base", "RSS now", "ratio"],
+                    rows,
+                )
+            )
+
         steps_times: dict[str, list[float]] = defaultdict(list)
-        for _ in range(args.repeat):
+        for _ in range(0 if args.no_probe else args.repeat):
             out = subprocess.run(
                 [PYTHON, str(probe_file), str(plan_file)],
                 cwd=folder,
@@ -267,23 +323,26 @@ def main() -> None:
             ).stdout.splitlines()
             for name, seconds in json.loads(out[0]):
                 steps_times[name].append(seconds)
-        total = sum(median(v) for v in steps_times.values())
-        rows = [
-            [name, ms(median(v)), f"{median(v) / total:.0%}"] for name, v in steps_times.items()
-        ]
-        rows.append(["sum (after interpreter start)", ms(total), "100%"])
-        print(f"\nin one process, step by step (median of {args.repeat} probe runs)")
-        print(table(["step", "median", "share"], rows))
+        if steps_times:
+            total = sum(median(v) for v in steps_times.values())
+            rows = [
+                [name, ms(median(v)), f"{median(v) / total:.0%}"] for name, v in steps_times.items()
+            ]
+            rows.append(["sum (after interpreter start)", ms(total), "100%"])
+            print(f"\nin one process, step by step (median of {args.repeat} probe runs)")
+            print(table(["step", "median", "share"], rows))
         print()
         if steps > 2000:  # issue 16: plans of cluster size
             limit = TARGET_MS * 5
-            for name in ("stretto validate", "stretto run --dry-run"):
+            for name in ("stretto validate", "stretto run --dry-run"):  # this tree's
                 target(f"{name} {steps} steps", limit, median(times[name]))
                 target(f"{name} {steps} steps, CPU", limit, median(CPU_TIMES[name]))
                 peak = median(MAX_RSS[name]) / 2**20
                 target(f"{name} {steps} steps, peak RSS", 400, peak, unit="MB", scale=1)
             return
         target(f"dry run {steps} steps", TARGET_MS, median(times["stretto run --dry-run"]))
+        if args.no_json:
+            return
         target(
             f"dry run --json {steps} steps",
             TARGET_MS,
