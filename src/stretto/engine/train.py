@@ -212,6 +212,10 @@ class MergeTrain(MergeQueue):
             for request in self.requests.values():
                 if not request.done.done():
                     request.done.set_exception(error)
+                    # Counted as seen: the fault suite once found it unread as the run halted on
+                    # the same full disk, and asyncio printed its traceback into the run's
+                    # output. A waiter still gets it when it wakes.
+                    request.done.exception()
             self.requests.clear()
             for run in self.cars.values():
                 if run.job is not None:
