@@ -170,3 +170,34 @@ def test_fake_model_serve_bad_script_is_exit_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"{script}:3:" in result.stderr and "txet" in result.stderr
+
+
+def test_dry_run_of_a_large_plan_sums_up_waits_on_steps_owning_everything(tmp_path: Path) -> None:
+    """Above 500 steps, the ready steps waiting on a step that owns everything (and the steps
+    owning everything that wait for the others) are one line per occasion, with a count; the
+    schedule is the one the per-step waits give (the starts are the same)."""
+    import yaml
+
+    from stretto.plans.graph import TaskGraph
+    from stretto.plans.plan import load_plan
+    from stretto.schedule.simulate import simulate
+
+    steps = [
+        {"id": f"s{i}", "goal": "g"} if i % 50 == 7 else {"id": f"s{i}", "goal": "g",
+                                                          "files": [f"f{i % 40}.txt"]}
+        for i in range(600)
+    ]  # fmt: skip
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({"name": "big", "stages": [{"name": "s", "steps": steps}]}))
+    result = CliRunner().invoke(main, ["run", "--dry-run", "--json", str(plan_file)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    summed = [w for w in report["waits"] if w["task"] in ("*", "**")]
+    assert {w["task"] for w in summed} == {"*", "**"} and all(w["count"] >= 1 for w in summed)
+    plan = load_plan(plan_file)
+    each = simulate(TaskGraph.from_plan(plan), {t.id: t.lease for t in plan.tasks}, 4)
+    starts = [(e.time, e.task) for e in each.events if e.kind == "start"]
+    assert [(b["time"], t) for b in report["batches"] for t in b["start"]] == starts
+    text = CliRunner().invoke(main, ["run", "--dry-run", str(plan_file)]).stdout
+    assert "step(s) owning files  file lease: everything" in text
+    assert "step(s) owning everything  each waits until no step holds any file" in text

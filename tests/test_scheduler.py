@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stretto.plans import paths
 from stretto.plans.graph import TaskGraph
+from stretto.plans.paths import EVERYTHING_PATTERN
 from stretto.plans.plan import parse_plan
 from stretto.schedule.scheduler import (
     Capacity,
@@ -588,3 +589,43 @@ def test_revive_keeps_a_pending_skip_owed_to_another_failed_dependency() -> None
     assert sched.revive("a") == []
     assert Skip("d", "x") in sched.decide(Capacity(4))  # d still cannot run: x failed
     _run_out(sched)
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases())
+def test_summary_waits_change_what_is_said_not_what_starts(case: Case) -> None:
+    """`decide(summary=True)` (the dry run) says once per decision that the tasks owning files
+    wait for a task owning everything, and that the tasks owning everything wait: every start
+    and landing is the same as with a wait per task, and the summaries stand for exactly the
+    per-task waits they replace."""
+    kwargs = {"pools": case.pools, "pool_limits": case.pool_limits}
+    full = simulate(case.graph, case.leases, case.max_agents, record_waits=False, **kwargs)
+    summed = simulate(
+        case.graph, case.leases, case.max_agents, record_waits=False, summary=True, **kwargs
+    )
+    assert summed.events == full.events and summed.makespan == full.makespan
+    # One decision of a schedule where something owning everything runs, both ways.
+    sched = Schedule(case.graph, case.leases, pools=case.pools)
+    free = Capacity(case.max_agents, dict(case.pool_limits))
+    for action in sched.decide(free):
+        if isinstance(action, Spawn):
+            sched.started(action.task)
+    free = Capacity(case.max_agents, dict(case.pool_limits))
+    each, once = sched.decide(free), sched.decide(free, summary=True)
+    assert [a for a in each if not isinstance(a, Wait)] == [
+        a for a in once if not isinstance(a, Wait)
+    ]
+    waits = [a for a in each if isinstance(a, Wait)]
+    summaries = [a for a in once if isinstance(a, Wait) and a.task in ("*", "**")]
+    kept = [a for a in once if isinstance(a, Wait) and a.task not in ("*", "**")]
+
+    def owns_everything(task: str) -> bool:
+        return EVERYTHING_PATTERN in case.leases.get(task, ())
+
+    replaced = [  # a lease wait: it owns everything, or it waits for a task that does
+        a
+        for a in waits
+        if a.reason == "lease" and (owns_everything(a.task) or any(map(owns_everything, a.holders)))
+    ]
+    assert kept == [a for a in waits if a not in replaced]
+    assert sum(a.count for a in summaries) == len(replaced)

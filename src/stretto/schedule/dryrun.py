@@ -18,6 +18,10 @@ from stretto.plans.yamlsource import paused_gc
 from stretto.schedule.simulate import SimEvent, Simulation, simulate
 
 DEFAULT_MAX_AGENTS = 4
+#: Plans with more steps than this have their waits on steps that own everything summed up (one
+#: line per run of such a step, not one per waiting step): on a wide plan of 100,000 steps the
+#: lines one by one were millions, most of the dry run's time and memory.
+SUM_UP_ABOVE = 500
 
 
 @dataclass
@@ -53,7 +57,9 @@ class DryRun:
         return out
 
     def waits(self) -> list[SimEvent]:
-        """Every time a ready task had to wait, with whom it waited for."""
+        """Every time a ready task started to wait (once per episode and kind of reason), with
+        whom it waited for first; while a step that owns everything runs, one wait (task
+        ``"*"``, with ``count``) stands for the ready steps owning files that wait for it."""
         return [event for event in self.simulation.events if event.kind == "wait"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,7 +117,8 @@ def dry_run(plan: Plan, *, max_agents: int | None = None, configured: int | None
         graph = TaskGraph.from_plan(plan)
         leases = {task.id: task.lease for task in plan.tasks}
         attempts = {task.id: task.max_attempts for task in plan.tasks}
-        simulation = simulate(graph, leases, agents, max_attempts=attempts)
+        summary = len(plan.tasks) > SUM_UP_ABOVE
+        simulation = simulate(graph, leases, agents, max_attempts=attempts, summary=summary)
     return DryRun(plan=plan, graph=graph, max_agents=agents, simulation=simulation)
 
 
@@ -164,6 +171,19 @@ def render_text(report: DryRun, *, color: bool = False) -> str:
     lines.append(bold("Schedule") + dim(f" (simulated with {report.max_agents} agents)"))
     width = max((len(t.id) for t in plan.tasks), default=10)
     for event in sim.events:
+        if event.task == "**":  # a summary wait: the steps owning everything
+            lines.append(
+                f"  {_clock(event.time):>6}  wait   {event.count} step(s) owning everything  "
+                "each waits until no step holds any file (it runs alone)"
+            )
+            continue
+        if event.task == "*":  # a summary wait: the steps owning files, while one owns all
+            lines.append(
+                f"  {_clock(event.time):>6}  wait   {event.count} step(s) owning files  "
+                f"file lease: everything (a step without 'files' owns the whole repo), "
+                f"held by {', '.join(event.holders)}"
+            )
+            continue
         task = plan.task(event.task)
         if event.kind == "start":
             detail = f"{task.role}, {task.complexity}, {_span(graph.duration[task.id])}"
@@ -210,15 +230,16 @@ def render_text(report: DryRun, *, color: bool = False) -> str:
     waits = report.waits()
     lease_waits = [w for w in waits if w.reason == "lease"]
     if lease_waits:
+        summed = any(w.task in ("*", "**") for w in lease_waits)
         tip = (
             "tip: steps without 'files' own the whole repository and run alone; "
             "declare owned files to let them run together"
-            if any(EVERYTHING_PATTERN in plan.task(w.task).lease for w in lease_waits)
+            if summed or any(EVERYTHING_PATTERN in plan.task(w.task).lease for w in lease_waits)
             else ""
         )
-        lines.append(
-            f"{len({w.task for w in lease_waits})} task(s) waited for a file lease at least once"
-        )
+        named = {w.task for w in lease_waits if w.task not in ("*", "**")}
+        also = "; more waited on steps that own everything (summed up above)" if summed else ""
+        lines.append(f"{len(named)} task(s) waited for a file lease at least once{also}")
         if tip:
             lines.append(dim(tip))
     return "\n".join(lines)

@@ -95,6 +95,11 @@ class Wait:
 
     ``reason`` is ``"lease"`` (``holders`` own files overlapping ``conflict``: its pattern and
     theirs) or ``"capacity"`` (``pool`` is full).
+
+    With ``decide(summary=True)``, the ready tasks that own files and wait for a task that owns
+    everything are one ``Wait`` whose ``task`` is :data:`ALL_FILE_OWNERS`, and those that own
+    everything and wait for whoever holds anything are one whose ``task`` is
+    :data:`ALL_EVERYTHING_OWNERS`; ``count`` says how many were looked at.
     """
 
     task: str
@@ -102,6 +107,14 @@ class Wait:
     holders: tuple[str, ...] = ()
     conflict: tuple[str, str] | None = None
     pool: str | None = None
+    count: int = 1
+
+
+#: The ``task`` of a summary :class:`Wait`: every ready task that owns files.
+ALL_FILE_OWNERS = "*"
+#: The ``task`` of a summary :class:`Wait`: every ready task that owns everything (it waits
+#: until no lease is held; ``holders`` is empty: whoever holds anything).
+ALL_EVERYTHING_OWNERS = "**"
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,13 +509,22 @@ class Schedule:
         return out
 
     def decide(
-        self, free: Capacity, held: Mapping[str, tuple[str, ...]] | None = None
+        self,
+        free: Capacity,
+        held: Mapping[str, tuple[str, ...]] | None = None,
+        *,
+        summary: bool = False,
     ) -> list[Action]:
         """What to do now. Pure: reads the state, changes nothing.
 
         Args:
             free: free slots overall and per pool.
             held: leases held outside this run (holder name -> patterns); they block too.
+            summary: say once per call, not once per task, that the ready tasks owning files
+                wait for a task that owns everything (:data:`ALL_FILE_OWNERS`) and that the
+                ready tasks owning everything wait for whoever holds anything
+                (:data:`ALL_EVERYTHING_OWNERS`): the dry run of a wide plan spent most of its
+                time on those waits. The same tasks start either way.
         """
         actions: list[Action] = []
         for task in self._give_up:
@@ -524,12 +546,18 @@ class Schedule:
         order = self.graph.index
         ranks = [(order.get(holder, -1), holder) for holder, _ in holders]  # how waits list them
         everyone: tuple[str, ...] | None = None  # who blocks a '**' lease, once per change
+        summed: dict[str, int] = {}  # summary: the holder that owns everything -> tasks it blocks
+        wide = 0  # summary: ready tasks owning everything that wait for whoever holds anything
         for _, _, task in self._ready:
             if total <= 0:
                 break
             lease = self.leases.get(task, ())
             if lease and everything is not None:
-                actions.append(Wait(task, "lease", (everything,), (lease[0], EVERYTHING_PATTERN)))
+                if summary:
+                    summed[everything] = summed.get(everything, 0) + 1
+                else:
+                    conflict = (lease[0], EVERYTHING_PATTERN)
+                    actions.append(Wait(task, "lease", (everything,), conflict))
                 continue
             task_pools = self.pools.get(task, ())
             if task_pools:
@@ -537,6 +565,9 @@ class Schedule:
                 if full is not None:
                     actions.append(Wait(task, "capacity", pool=full))
                     continue
+            if summary and EVERYTHING_PATTERN in lease and (anchors or prefixes):
+                wide += 1  # it owns everything and someone holds something: it waits
+                continue
             mine = reach(tuple(lease))
             if not (mine.anchors.isdisjoint(prefixes) and anchors.isdisjoint(mine.prefixes)):
                 if EVERYTHING_PATTERN in lease:
@@ -583,4 +614,9 @@ class Schedule:
                 prefixes |= mine.prefixes
                 if EVERYTHING_PATTERN in lease:
                     everything = task
+        conflict = (EVERYTHING_PATTERN, EVERYTHING_PATTERN)
+        for holder, count in summed.items():
+            actions.append(Wait(ALL_FILE_OWNERS, "lease", (holder,), conflict, count=count))
+        if wide:
+            actions.append(Wait(ALL_EVERYTHING_OWNERS, "lease", (), conflict, count=wide))
         return actions

@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from stretto.plans.graph import TaskGraph
-from stretto.schedule.scheduler import Capacity, GiveUp, Schedule, Skip, Spawn, Wait
+from stretto.schedule.scheduler import (
+    ALL_EVERYTHING_OWNERS,
+    ALL_FILE_OWNERS,
+    Capacity,
+    GiveUp,
+    Schedule,
+    Skip,
+    Spawn,
+    Wait,
+)
 
 #: (task, attempt) -> whether that attempt lands.
 Outcome = Callable[[str, int], bool]
@@ -29,6 +38,7 @@ class SimEvent:
     holders: tuple[str, ...] = ()
     conflict: tuple[str, str] | None = None
     reason: str = ""
+    count: int = 0  # a summary wait (task "*"): how many tasks owning files it stands for
 
     def to_dict(self) -> dict[str, object]:
         """Plain data (for ``--json``)."""
@@ -41,6 +51,8 @@ class SimEvent:
             out["conflict"] = list(self.conflict)
         if self.reason:
             out["reason"] = self.reason
+        if self.count:
+            out["count"] = self.count
         return out
 
 
@@ -69,6 +81,7 @@ def simulate(
     pools: Mapping[str, tuple[str, ...]] | None = None,
     pool_limits: Mapping[str, int] | None = None,
     record_waits: bool = True,
+    summary: bool = False,
 ) -> Simulation:
     """Run the plan in simulated time with ``max_agents`` slots.
 
@@ -80,7 +93,12 @@ def simulate(
         outcome: whether an attempt lands (default: every attempt lands).
         max_attempts: per-task failure limit (default 3).
         pools: task -> capacity pools; ``pool_limits``: pool -> slots.
-        record_waits: record a ``wait`` event each time a task's reason for waiting changes.
+        record_waits: record a ``wait`` event when a ready task starts waiting, and when the kind
+            of its reason changes (a file lease, a full pool): once per episode, naming who held
+            it up first, not again each time other holders take their place.
+        summary: while a task that owns everything runs, one ``wait`` event (task ``"*"``,
+            with ``count``) stands for the ready tasks owning files that wait for it (see
+            :meth:`Schedule.decide`); the schedule is the same.
     """
     schedule = Schedule(graph, leases, pools=pools, max_attempts=max_attempts)
     minutes = duration or graph.duration
@@ -91,14 +109,17 @@ def simulate(
     running: list[tuple[float, int, str, int]] = []  # (end, seq, task, attempt)
     seq = 0
     in_use: dict[str, int] = dict.fromkeys(limits, 0)
-    last_wait: dict[str, tuple[str, tuple[str, ...]]] = {}
+    last_wait: dict[str, tuple[str, tuple[str | None, ...]]] = {}
+    summed_for: tuple[str, ...] = ()  # the holder the last summary wait named
+    wide_now = False  # the last decision had steps owning everything waiting
     while not schedule.done:
         free = Capacity(
             max_agents - len(running),
             {pool: limit - in_use[pool] for pool, limit in limits.items()},
         )
-        actions = schedule.decide(free)
+        actions = schedule.decide(free, summary=summary)
         sim.decisions += 1
+        wide_before, wide_now = wide_now, False
         for action in actions:
             if isinstance(action, Spawn):
                 attempt = schedule.started(action.task)
@@ -110,9 +131,27 @@ def simulate(
                         in_use[pool] += 1
                 last_wait.pop(action.task, None)
                 sim.events.append(SimEvent(now, "start", action.task, attempt))
+            elif isinstance(action, Wait) and action.task == ALL_EVERYTHING_OWNERS:
+                wide_now = True
+                if record_waits and not wide_before:  # said when they start to wait
+                    sim.events.append(
+                        SimEvent(now, "wait", ALL_EVERYTHING_OWNERS, conflict=action.conflict,
+                                 reason="lease", count=action.count)
+                    )  # fmt: skip
+            elif isinstance(action, Wait) and action.task == ALL_FILE_OWNERS:
+                if record_waits and summed_for != action.holders:
+                    summed_for = action.holders
+                    sim.events.append(
+                        SimEvent(now, "wait", ALL_FILE_OWNERS, holders=action.holders,
+                                 conflict=action.conflict, reason="lease", count=action.count)
+                    )  # fmt: skip
             elif isinstance(action, Wait):
                 if record_waits:
-                    key = (action.reason, action.holders or ((action.pool,) if action.pool else ()))
+                    # Once per episode and kind of reason: a task that waits for a lease while
+                    # its holders come and go (steps that own everything, one after another)
+                    # is said to wait once, naming the first; listing every change made the
+                    # dry run of a wide plan quadratic (millions of lines at 100,000 steps).
+                    key = (action.reason, (action.pool,) if action.pool else ())
                     if last_wait.get(action.task) != key:
                         last_wait[action.task] = key
                         sim.events.append(
