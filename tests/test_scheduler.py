@@ -604,28 +604,35 @@ def test_summary_waits_change_what_is_said_not_what_starts(case: Case) -> None:
         case.graph, case.leases, case.max_agents, record_waits=False, summary=True, **kwargs
     )
     assert summed.events == full.events and summed.makespan == full.makespan
-    # One decision of a schedule where something owning everything runs, both ways.
-    sched = Schedule(case.graph, case.leases, pools=case.pools)
-    free = Capacity(case.max_agents, dict(case.pool_limits))
-    for action in sched.decide(free):
-        if isinstance(action, Spawn):
-            sched.started(action.task)
-    free = Capacity(case.max_agents, dict(case.pool_limits))
-    each, once = sched.decide(free), sched.decide(free, summary=True)
-    assert [a for a in each if not isinstance(a, Wait)] == [
-        a for a in once if not isinstance(a, Wait)
-    ]
-    waits = [a for a in each if isinstance(a, Wait)]
-    summaries = [a for a in once if isinstance(a, Wait) and a.task in ("*", "**")]
-    kept = [a for a in once if isinstance(a, Wait) and a.task not in ("*", "**")]
 
+    # Every decision of a run, both ways: the same non-wait actions, and the summaries stand
+    # for exactly the per-task waits they replace.
     def owns_everything(task: str) -> bool:
         return EVERYTHING_PATTERN in case.leases.get(task, ())
 
-    replaced = [  # a lease wait: it owns everything, or it waits for a task that does
-        a
-        for a in waits
-        if a.reason == "lease" and (owns_everything(a.task) or any(map(owns_everything, a.holders)))
-    ]
-    assert kept == [a for a in waits if a not in replaced]
-    assert sum(a.count for a in summaries) == len(replaced)
+    sched = Schedule(case.graph, case.leases, pools=case.pools)
+    running: list[str] = []
+    while not sched.done:
+        in_use = {p: sum(1 for t in running if p in case.pools[t]) for p in case.pool_limits}
+        limits = {p: n - in_use[p] for p, n in case.pool_limits.items()}
+        free = Capacity(case.max_agents - len(running), limits)
+        each, once = sched.decide(free), sched.decide(free, summary=True)
+        assert [a for a in each if not isinstance(a, Wait)] == [
+            a for a in once if not isinstance(a, Wait)
+        ]
+        waits = [a for a in each if isinstance(a, Wait)]
+        summaries = [a for a in once if isinstance(a, Wait) and a.task in ("*", "**")]
+        kept = [a for a in once if isinstance(a, Wait) and a.task not in ("*", "**")]
+        replaced = [  # a lease wait: it owns everything, or it waits for a task that does
+            a
+            for a in waits
+            if a.reason == "lease"
+            and (owns_everything(a.task) or any(map(owns_everything, a.holders)))
+        ]
+        assert kept == [a for a in waits if a not in replaced]
+        assert sum(a.count for a in summaries) == len(replaced)
+        for action in each:
+            if isinstance(action, Spawn):
+                sched.started(action.task)
+                running.append(action.task)
+        sched.landed(running.pop(0))

@@ -24,117 +24,38 @@ running* tasks it looks at, never in the number of finished ones.
 
 from __future__ import annotations
 
-import bisect
-import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from stretto.plans.graph import TaskGraph
 from stretto.plans.paths import EVERYTHING_PATTERN, any_overlap, reach
+from stretto.schedule.actions import (
+    ALL_EVERYTHING_OWNERS,
+    ALL_FILE_OWNERS,
+    Action,
+    Capacity,
+    GiveUp,
+    Skip,
+    Spawn,
+    SplitChild,
+    TaskState,
+    Wait,
+)
+from stretto.schedule.ready import Key, ReadyOrder
 
-
-class TaskState(enum.Enum):
-    """Where a task is in its life. Every change is one journaled event."""
-
-    WAITING = "waiting"
-    """Some dependency has not landed yet."""
-    READY = "ready"
-    """Every dependency landed; it starts when a slot and its file lease are free."""
-    RUNNING = "running"
-    """An attempt is in progress (agent, gates or merge queue); the task holds its lease."""
-    LANDED = "landed"
-    """Its work was verified and merged into the target."""
-    FAILED = "failed"
-    """It was given up: attempts exhausted, or an unrecoverable reason."""
-    SKIPPED = "skipped"
-    """A task it depends on failed or was skipped, so it will not run."""
-    SPLIT = "split"
-    """It kept failing and was replaced by smaller tasks; its dependents wait for those."""
-
-    @property
-    def finished(self) -> bool:
-        """Whether the task will not change state again."""
-        return self in (TaskState.LANDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.SPLIT)
-
-
-@dataclass(frozen=True, slots=True)
-class SplitChild:
-    """A task that replaces part of a split task (see :meth:`Schedule.split`)."""
-
-    id: str
-    depends_on: tuple[str, ...]  # siblings it waits for (the parent's dependencies are added)
-    lease: tuple[str, ...]
-    max_attempts: int
-    minutes: float
-
-
-@dataclass(frozen=True, slots=True)
-class Capacity:
-    """Free agent slots: overall, and per pool (``agent:claude``, ``provider:anthropic``, …).
-
-    A pool missing from ``pools`` is unlimited.
-    """
-
-    total: int
-    pools: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Spawn:
-    """Start attempt number ``attempt`` of ``task``."""
-
-    task: str
-    attempt: int
-    retry: bool  # whether an earlier attempt of this task failed
-    critical: float  # the task's remaining critical path (minutes), which ordered it
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """``task`` is ready but cannot start now.
-
-    ``reason`` is ``"lease"`` (``holders`` own files overlapping ``conflict``: its pattern and
-    theirs) or ``"capacity"`` (``pool`` is full).
-
-    With ``decide(summary=True)``, the ready tasks that own files and wait for a task that owns
-    everything are one ``Wait`` whose ``task`` is :data:`ALL_FILE_OWNERS`, and those that own
-    everything and wait for whoever holds anything are one whose ``task`` is
-    :data:`ALL_EVERYTHING_OWNERS`; ``count`` says how many were looked at.
-    """
-
-    task: str
-    reason: str
-    holders: tuple[str, ...] = ()
-    conflict: tuple[str, str] | None = None
-    pool: str | None = None
-    count: int = 1
-
-
-#: The ``task`` of a summary :class:`Wait`: every ready task that owns files.
-ALL_FILE_OWNERS = "*"
-#: The ``task`` of a summary :class:`Wait`: every ready task that owns everything (it waits
-#: until no lease is held; ``holders`` is empty: whoever holds anything).
-ALL_EVERYTHING_OWNERS = "**"
-
-
-@dataclass(frozen=True, slots=True)
-class GiveUp:
-    """Mark ``task`` failed: ``failures`` attempts failed and the limit is ``limit``."""
-
-    task: str
-    failures: int
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    """Skip ``task`` because ``because`` (a dependency) failed or was skipped."""
-
-    task: str
-    because: str
-
-
-Action = Spawn | Wait | GiveUp | Skip
+__all__ = [  # the actions and states are the scheduler's words: importable from here too
+    "ALL_EVERYTHING_OWNERS",
+    "ALL_FILE_OWNERS",
+    "Action",
+    "Capacity",
+    "GiveUp",
+    "Schedule",
+    "SchedulingError",
+    "Skip",
+    "Spawn",
+    "SplitChild",
+    "TaskState",
+    "Wait",
+]
 
 
 class SchedulingError(RuntimeError):
@@ -170,22 +91,29 @@ class Schedule:
         self.failures: dict[str, int] = dict.fromkeys(graph.order, 0)
         self.running: dict[str, tuple[str, ...]] = {}
         self._missing = {task: len(graph.deps[task]) for task in graph.order}
-        self._ready: list[tuple[float, int, str]] = []
+        self._ready = ReadyOrder()
         self._give_up: list[str] = []
         self._skip: list[tuple[str, str]] = []
         self.finished = 0
+        keys = []
         for task in graph.order:
             if self._missing[task] == 0:
                 self.state[task] = TaskState.READY
-                self._ready.append(self._key(task))
+                keys.append(self._key(task))
             else:
                 self.state[task] = TaskState.WAITING
-        self._ready.sort()
+        self._ready.reset(keys, self._owns_files)
 
     # ------------------------------------------------------------------ folding in events
 
-    def _key(self, task: str) -> tuple[float, int, str]:
+    def _key(self, task: str) -> Key:
         return (-self.graph.critical[task], self.graph.index[task], task)
+
+    def _owns_files(self, task: str) -> bool:
+        return bool(self.leases.get(task))
+
+    def _add_ready(self, task: str) -> None:
+        self._ready.add(self._key(task), self._owns_files(task))
 
     def _expect(self, task: str, *states: TaskState) -> None:
         if self.state.get(task) not in states:
@@ -195,8 +123,7 @@ class Schedule:
     def started(self, task: str) -> int:
         """An attempt of a ready task began; returns its attempt number (1-based)."""
         self._expect(task, TaskState.READY)
-        index = bisect.bisect_left(self._ready, self._key(task))
-        del self._ready[index]
+        self._ready.discard(self._key(task))
         self.state[task] = TaskState.RUNNING
         self.attempts[task] += 1
         self.running[task] = self.leases.get(task, ())
@@ -214,7 +141,7 @@ class Schedule:
             missing[child] -= 1
             if missing[child] == 0 and state[child] is TaskState.WAITING:
                 state[child] = TaskState.READY
-                bisect.insort(self._ready, self._key(child))
+                self._add_ready(child)
                 now_ready.append(child)
         return now_ready
 
@@ -232,14 +159,12 @@ class Schedule:
         if self.failures[task] >= self.limit(task):
             self._give_up.append(task)
         else:
-            bisect.insort(self._ready, self._key(task))
+            self._add_ready(task)
 
     def gave_up(self, task: str) -> list[str]:
         """The task failed for good; returns its dependents that will now be skipped."""
         if self.state.get(task) is TaskState.READY and task not in self._give_up:
-            index = bisect.bisect_left(self._ready, self._key(task))
-            if index < len(self._ready) and self._ready[index][2] == task:
-                del self._ready[index]
+            self._ready.discard(self._key(task))
         self._expect(task, TaskState.READY, TaskState.RUNNING)
         self.running.pop(task, None)
         if task in self._give_up:
@@ -298,7 +223,7 @@ class Schedule:
             self._missing[current] = missing
             if missing == 0:
                 self.state[current] = TaskState.READY
-                bisect.insort(self._ready, self._key(current))
+                self._add_ready(current)
             else:
                 self.state[current] = TaskState.WAITING
             for child in self.graph.dependents[current]:
@@ -329,9 +254,7 @@ class Schedule:
         if task in self._give_up:
             self._give_up.remove(task)
             return
-        index = bisect.bisect_left(self._ready, self._key(task))
-        if index < len(self._ready) and self._ready[index][2] == task:
-            del self._ready[index]
+        self._ready.discard(self._key(task))
 
     def split(self, parent: str, children: Sequence[SplitChild]) -> list[str]:
         """Replace ``parent`` by ``children``; returns the children that are ready now.
@@ -376,7 +299,7 @@ class Schedule:
         # Keys (critical paths) changed: recount what each open task waits for, re-sort.
         landed = TaskState.LANDED
         ready: list[str] = []
-        self._ready = []
+        keys = []
         for task in self.graph.order:
             state = self.state[task]
             if state in (TaskState.WAITING, TaskState.READY):
@@ -387,10 +310,10 @@ class Schedule:
                         ready.append(task)
                     self.state[task] = TaskState.READY
                     if task not in self._give_up:
-                        self._ready.append(self._key(task))
+                        keys.append(self._key(task))
                 else:
                     self.state[task] = TaskState.WAITING
-        self._ready.sort()
+        self._ready.reset(keys, self._owns_files)
         return ready
 
     def add(self, tasks: Sequence[SplitChild]) -> list[str]:
@@ -422,7 +345,7 @@ class Schedule:
             self.state[task.id] = TaskState.WAITING
         # Critical paths changed: recount what each open task waits for, re-sort the ready.
         ready: list[str] = []
-        self._ready = []
+        keys = []
         gone = (TaskState.FAILED, TaskState.SKIPPED)
         queued = {t for t, _ in self._skip}
         for name in self.graph.order:
@@ -436,12 +359,12 @@ class Schedule:
                     ready.append(name)
                 self.state[name] = TaskState.READY
                 if name not in self._give_up:
-                    self._ready.append(self._key(name))
+                    keys.append(self._key(name))
             elif name in ids and name not in queued:
                 blocker = next((d for d in self.graph.deps[name] if self.state[d] in gone), None)
                 if blocker is not None:
                     self._skip.append((name, blocker))
-        self._ready.sort()
+        self._ready.reset(keys, self._owns_files)
         return ready
 
     def restore(
@@ -465,15 +388,13 @@ class Schedule:
                 if self.state[task] is TaskState.WAITING:
                     raise SchedulingError(f"task {task!r} landed before its dependencies")
                 self.state[task] = TaskState.READY
-                index = bisect.bisect_left(self._ready, self._key(task))
-                del self._ready[index]
+                self._ready.discard(self._key(task))
                 self.state[task] = TaskState.RUNNING
                 self.running[task] = ()
                 self.landed(task)
             elif task in failed or task in skipped:
                 if self.state[task] is TaskState.READY:
-                    index = bisect.bisect_left(self._ready, self._key(task))
-                    del self._ready[index]
+                    self._ready.discard(self._key(task))
                 self.state[task] = TaskState.FAILED if task in failed else TaskState.SKIPPED
                 self.finished += 1
         gone = (TaskState.FAILED, TaskState.SKIPPED)
@@ -482,8 +403,7 @@ class Schedule:
             if self.state[task] is TaskState.WAITING and blocker is not None:
                 self._skip.append((task, blocker))
             elif self.state[task] is TaskState.READY and self.failures[task] >= self.limit(task):
-                index = bisect.bisect_left(self._ready, self._key(task))
-                del self._ready[index]
+                self._ready.discard(self._key(task))
                 self._give_up.append(task)
 
     # ------------------------------------------------------------------ reading
@@ -499,7 +419,7 @@ class Schedule:
 
     def ready(self) -> list[str]:
         """Ready tasks in the order they would be considered."""
-        return [task for _, _, task in self._ready]
+        return [task for _, _, task in self._ready.keys]
 
     def counts(self) -> dict[str, int]:
         """Number of tasks per state."""
@@ -532,12 +452,14 @@ class Schedule:
         for task, because in self._skip:
             actions.append(Skip(task, because))
         total = free.total
-        if total <= 0 or not self._ready:
+        if total <= 0 or not self._ready.keys:
             return actions
         pools = dict(free.pools)
         holders: list[tuple[str, tuple[str, ...]]] = list((held or {}).items())
         holders.extend(self.running.items())
         everything = next((h for h, lease in holders if EVERYTHING_PATTERN in lease), None)
+        if summary and everything is not None:
+            return actions + self._decide_beside(everything, total, pools)
         # Where all holders reach, as two sets: most ready tasks are cleared by two set
         # operations, and only holders whose reach meets the task's get an exact check.
         reaches = [reach(tuple(theirs)) for _, theirs in holders]
@@ -548,7 +470,7 @@ class Schedule:
         everyone: tuple[str, ...] | None = None  # who blocks a '**' lease, once per change
         summed: dict[str, int] = {}  # summary: the holder that owns everything -> tasks it blocks
         wide = 0  # summary: ready tasks owning everything that wait for whoever holds anything
-        for _, _, task in self._ready:
+        for _, _, task in self._ready.keys:
             if total <= 0:
                 break
             lease = self.leases.get(task, ())
@@ -619,4 +541,33 @@ class Schedule:
             actions.append(Wait(ALL_FILE_OWNERS, "lease", (holder,), conflict, count=count))
         if wide:
             actions.append(Wait(ALL_EVERYTHING_OWNERS, "lease", (), conflict, count=wide))
+        return actions
+
+    def _decide_beside(self, everything: str, total: int, pools: dict[str, int]) -> list[Action]:
+        """``decide(summary=True)`` while ``everything`` (a task that owns everything) runs:
+        only tasks that own no files can start, so they alone are looked at, in order; one
+        ``Wait`` stands for the tasks owning files that the full walk would have met first."""
+        actions: list[Action] = []
+        last: Key | None = None  # the last task looked at
+        for key in self._ready.free:
+            if total <= 0:
+                break
+            task, last = key[2], key
+            task_pools = self.pools.get(task, ())
+            full = next((p for p in task_pools if pools.get(p, 1) <= 0), None)
+            if full is not None:
+                actions.append(Wait(task, "capacity", pool=full))
+                continue
+            retry = self.failures[task] > 0
+            actions.append(Spawn(task, self.attempts[task] + 1, retry, self.graph.critical[task]))
+            total -= 1
+            for pool in task_pools:
+                if pool in pools:
+                    pools[pool] -= 1
+        # Out of slots: the full walk stopped right after the last task started; else it met
+        # every ready task.
+        count = self._ready.owners_before(last if total <= 0 else None)
+        if count:
+            conflict = (EVERYTHING_PATTERN, EVERYTHING_PATTERN)
+            actions.append(Wait(ALL_FILE_OWNERS, "lease", (everything,), conflict, count=count))
         return actions
