@@ -104,3 +104,25 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended (nobody reaped it yet)
+
+
+def test_stopping_a_cluster_leaves_no_worker_behind(tmp_path: Path, repos: Path) -> None:
+    """Workers under a wrapper (bwrap, as here) whose scheduler is gone are ended by
+    `LocalCluster.stop`: their own processes, not only the wrappers started first."""
+    cluster = start_local_cluster(
+        2, 1, directory=tmp_path / "c", worker_prefix=_bwrap_prefix(repos)
+    )
+    pids = list(worker_pids(cluster.address).values())  # the workers' own (inside bwrap)
+    assert len(pids) == 2 and not set(pids) & {w.pid for w in cluster.workers}
+    os.killpg(cluster.scheduler.pid, signal.SIGKILL)  # they lose their scheduler first
+    time.sleep(1)
+    cluster.stop(grace=2)
+    assert [pid for pid in pids if _running(pid)] == []

@@ -37,18 +37,27 @@ class LocalCluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def stop(self, grace: float = 10.0) -> None:
-        """End the workers, then the scheduler (SIGTERM, then SIGKILL after ``grace`` s)."""
-        for proc in [*self.workers, self.scheduler]:
+        """End the workers, then the scheduler (SIGTERM, then SIGKILL after ``grace`` s).
+
+        Each was started in a process group of its own; what is left of a group after the
+        grace is killed too, though the process started first has exited: a worker under a
+        wrapper (``worker_prefix``, e.g. bwrap) outlived the wrapper, and a worker closing its
+        connections to a scheduler already gone took for ever, so workers were left running.
+        """
+        procs = [*self.workers, self.scheduler]
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for proc in [*self.workers, self.scheduler]:
-            try:
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        while any(_group_alive(proc.pid) for proc in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)  # what is left of a group has the rest of the grace
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +66,16 @@ class LocalCluster:
             "scheduler_pid": self.scheduler.pid,
             "worker_pids": [w.pid for w in self.workers],
         }
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def worker_argv(
