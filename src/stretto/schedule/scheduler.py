@@ -483,7 +483,7 @@ class Schedule:
                 continue
             task_pools = self.pools.get(task, ())
             if task_pools:
-                full = next((p for p in task_pools if pools.get(p, 1) <= 0), None)
+                full = _full_pool(task_pools, pools)
                 if full is not None:
                     actions.append(Wait(task, "capacity", pool=full))
                     continue
@@ -515,18 +515,8 @@ class Schedule:
                 if blocking:
                     actions.append(Wait(task, "lease", blocking, first))
                     continue
-            actions.append(
-                Spawn(
-                    task,
-                    self.attempts[task] + 1,
-                    self.failures[task] > 0,
-                    self.graph.critical[task],
-                )
-            )
+            actions.append(self._spawn(task, task_pools, pools))
             total -= 1
-            for pool in task_pools:
-                if pool in pools:
-                    pools[pool] -= 1
             if lease:
                 holders.append((task, lease))
                 reaches.append(mine)
@@ -543,6 +533,14 @@ class Schedule:
             actions.append(Wait(ALL_EVERYTHING_OWNERS, "lease", (), conflict, count=wide))
         return actions
 
+    def _spawn(self, task: str, task_pools: Sequence[str], pools: dict[str, int]) -> Spawn:
+        """Start ``task`` in this decision: each of its pools has a slot less."""
+        for pool in task_pools:
+            if pool in pools:
+                pools[pool] -= 1
+        retry = self.failures[task] > 0
+        return Spawn(task, self.attempts[task] + 1, retry, self.graph.critical[task])
+
     def _decide_beside(self, everything: str, total: int, pools: dict[str, int]) -> list[Action]:
         """``decide(summary=True)`` while ``everything`` (a task that owns everything) runs:
         only tasks that own no files can start, so they alone are looked at, in order; one
@@ -554,16 +552,12 @@ class Schedule:
                 break
             task, last = key[2], key
             task_pools = self.pools.get(task, ())
-            full = next((p for p in task_pools if pools.get(p, 1) <= 0), None)
+            full = _full_pool(task_pools, pools)
             if full is not None:
                 actions.append(Wait(task, "capacity", pool=full))
                 continue
-            retry = self.failures[task] > 0
-            actions.append(Spawn(task, self.attempts[task] + 1, retry, self.graph.critical[task]))
+            actions.append(self._spawn(task, task_pools, pools))
             total -= 1
-            for pool in task_pools:
-                if pool in pools:
-                    pools[pool] -= 1
         # Out of slots: the full walk stopped right after the last task started; else it met
         # every ready task.
         count = self._ready.owners_before(last if total <= 0 else None)
@@ -571,3 +565,8 @@ class Schedule:
             conflict = (EVERYTHING_PATTERN, EVERYTHING_PATTERN)
             actions.append(Wait(ALL_FILE_OWNERS, "lease", (everything,), conflict, count=count))
         return actions
+
+
+def _full_pool(task_pools: Sequence[str], pools: Mapping[str, int]) -> str | None:
+    """The first of ``task_pools`` with no slot left (a pool not in ``pools`` is unlimited)."""
+    return next((p for p in task_pools if pools.get(p, 1) <= 0), None)
